@@ -1,0 +1,150 @@
+"""Reads Salla's webhook envelope and the customer it concerns. Pure functions.
+
+Shapes (see tests/fixtures/salla/samples and the README's notes on Salla):
+- envelope: {"event", "merchant" (top level, a number), "created_at" (free text), "data"}
+- full-order events: customer at data.customer, first/last name, numeric mobile + mobile_code
+- order.status.updated: customer at data.order.customer, one `name`, mobile "+9665..."
+- order.shipment.*: data.customer with `name` and a mobile string with country code
+- customer.*: the customer is data itself
+"""
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import asdict, dataclass
+from typing import Any
+
+# customer.otp.request says nothing about points; the others are moments a shopper's
+# balance may have changed or they are paying attention.
+CUSTOMER_EVENTS = frozenset({"customer.created", "customer.updated", "customer.login"})
+
+
+class EventError(ValueError):
+    """The delivery is not a Salla event we can read; the message says what is wrong."""
+
+
+@dataclass(frozen=True)
+class Envelope:
+    event: str
+    merchant_id: int
+    created_at: str
+    data: dict
+
+
+@dataclass(frozen=True)
+class Customer:
+    id: int
+    name: str
+    mobile: str | None  # E.164, e.g. +966501806978, or None when it cannot be told
+    email: str | None
+    notifications_enabled: bool | None
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, raw: dict) -> "Customer":
+        return cls(**{k: raw.get(k) for k in ("id", "name", "mobile", "email", "notifications_enabled")})
+
+
+def parse_envelope(body: bytes) -> Envelope:
+    try:
+        payload = json.loads(body)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise EventError(f"body is not valid JSON: {exc}") from None
+    if not isinstance(payload, dict):
+        raise EventError("body must be a JSON object")
+    missing = [key for key in ("event", "merchant", "data") if key not in payload]
+    if missing:
+        raise EventError(f"envelope is missing {', '.join(missing)}")
+    event = payload["event"]
+    if not isinstance(event, str) or not event.strip():
+        raise EventError("envelope field 'event' must be a non-empty string")
+    data = payload["data"]
+    if not isinstance(data, dict):
+        raise EventError("envelope field 'data' must be an object")
+    created_at = payload.get("created_at")
+    return Envelope(
+        event=event.strip(),
+        merchant_id=_as_id(payload["merchant"], "merchant"),
+        # Salla's created_at has no fixed format: kept as text, never parsed.
+        created_at=created_at if isinstance(created_at, str) else "",
+        data=data,
+    )
+
+
+def is_handled(event: str) -> bool:
+    """Events that can change a customer's points or bring them back: re-read their history."""
+    return event.startswith("order.") or event in CUSTOMER_EVENTS
+
+
+def customer_of(envelope: Envelope) -> Customer | None:
+    """The customer an event concerns, or None when it names none (a guest order)."""
+    data = envelope.data
+    if envelope.event.startswith("customer."):
+        raw = data
+    else:
+        raw = data.get("customer")
+        if not isinstance(raw, dict):
+            order = data.get("order")
+            raw = order.get("customer") if isinstance(order, dict) else None
+    if not isinstance(raw, dict) or raw.get("id") in (None, "", 0):
+        return None
+    return Customer(
+        id=_as_id(raw["id"], "customer id"),
+        name=_name(raw),
+        mobile=e164(raw.get("mobile"), raw.get("mobile_code")),
+        email=_text(raw.get("email")),
+        notifications_enabled=raw["is_notifications_enabled"] if isinstance(raw.get("is_notifications_enabled"), bool) else None,
+    )
+
+
+def e164(mobile: Any, mobile_code: Any = None) -> str | None:
+    """Normalise Salla's two mobile shapes to E.164.
+
+    A number without country code plus mobile_code ("+966" or, seen once, "967"),
+    or a string that already carries it ("+96652318526").
+    """
+    if mobile is None or isinstance(mobile, bool):
+        return None
+    text = str(mobile).strip()
+    digits = re.sub(r"\D", "", text)
+    if not digits:
+        return None
+    if text.startswith("+"):
+        number = digits
+    elif digits.startswith("00"):
+        number = digits[2:]
+    else:
+        code = re.sub(r"\D", "", str(mobile_code or ""))
+        if not code:
+            return None
+        local = digits.lstrip("0")
+        number = local if local.startswith(code) and len(local) > len(code) + 8 else code + local
+    # E.164 allows at most 15 digits; anything this short is not a mobile number.
+    return "+" + number if 8 <= len(number) <= 15 else None
+
+
+def _name(raw: dict) -> str:
+    name = _text(raw.get("name"))
+    if name:
+        return name
+    parts = [_text(raw.get("first_name")), _text(raw.get("last_name"))]
+    return " ".join(p for p in parts if p)
+
+
+def _text(value: Any) -> str | None:
+    if isinstance(value, str) and value.strip():
+        return value.strip()
+    return None
+
+
+def _as_id(value: Any, what: str) -> int:
+    if isinstance(value, bool):
+        raise EventError(f"{what} must be a number")
+    if isinstance(value, int):
+        if value > 0:
+            return value
+    elif isinstance(value, str) and value.strip().isdigit():
+        return int(value.strip())
+    raise EventError(f"{what} must be a positive whole number, got {value!r}")

@@ -1,0 +1,174 @@
+"""Settings from the environment, parsed strictly at start-up.
+
+Every variable is listed in `.env.example` and in the README table. A wrong or
+missing value raises SettingsError naming the variable, and the process stops
+before it serves anything (fail fast, not at the first webhook).
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Mapping
+from urllib.parse import urlparse
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+WEBHOOK_STRATEGIES = ("signature", "token", "none")
+CHANNELS = ("log", "webhook")
+LANGUAGES = ("ar", "en")
+
+
+class SettingsError(ValueError):
+    """A configuration value is missing or wrong; the message names the variable."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    redis_url: str
+    broker_url: str
+    redis_key_prefix: str
+    webhook_strategy: str
+    webhook_secret: str
+    webhook_max_body_bytes: int
+    webhook_dedupe_ttl_seconds: int
+    salla_api_base_url: str
+    salla_access_token: str
+    salla_http_timeout_seconds: float
+    salla_page_size: int
+    store_timezone: str
+    reminder_stages_days: tuple[int, ...]
+    reminder_min_points: int
+    reminder_channels: tuple[str, ...]
+    reminder_webhook_url: str
+    reminder_webhook_secret: str
+    reminder_language: str
+    log_level: str
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> "Settings":
+        env = _Env(os.environ if environ is None else environ)
+        redis_url = env.url("REDIS_URL", "redis://127.0.0.1:6379/0", schemes=("redis", "rediss", "unix"))
+        strategy = env.choice("SALLA_WEBHOOK_STRATEGY", "signature", WEBHOOK_STRATEGIES)
+        secret = env.str("SALLA_WEBHOOK_SECRET", "")
+        if strategy != "none" and not secret:
+            raise SettingsError(
+                f"SALLA_WEBHOOK_SECRET is required when SALLA_WEBHOOK_STRATEGY={strategy} "
+                "(set SALLA_WEBHOOK_STRATEGY=none only to opt out of verification on purpose)"
+            )
+        channels = env.list("REMINDER_CHANNELS", "log")
+        for channel in channels:
+            if channel not in CHANNELS:
+                raise SettingsError(f"REMINDER_CHANNELS: unknown channel {channel!r} (known: {', '.join(CHANNELS)})")
+        if not channels:
+            raise SettingsError("REMINDER_CHANNELS must name at least one channel")
+        webhook_url = ""
+        webhook_secret = ""
+        if "webhook" in channels:
+            webhook_url = env.url("REMINDER_WEBHOOK_URL", None, schemes=("http", "https"))
+            webhook_secret = env.str("REMINDER_WEBHOOK_SECRET", "")
+            if not webhook_secret:
+                raise SettingsError("REMINDER_WEBHOOK_SECRET is required when REMINDER_CHANNELS includes webhook")
+        stages = tuple(sorted({env.positive_int_item("REMINDER_STAGES_DAYS", s) for s in env.list("REMINDER_STAGES_DAYS", "30,7,1")}, reverse=True))
+        if not stages:
+            raise SettingsError("REMINDER_STAGES_DAYS must list at least one number of days, e.g. 30,7,1")
+        return cls(
+            redis_url=redis_url,
+            broker_url=env.url("CELERY_BROKER_URL", redis_url, schemes=("redis", "rediss", "unix")),
+            redis_key_prefix=env.str("REDIS_KEY_PREFIX", "lpr:"),
+            webhook_strategy=strategy,
+            webhook_secret=secret,
+            webhook_max_body_bytes=env.int("WEBHOOK_MAX_BODY_BYTES", 1024 * 1024, minimum=1024),
+            webhook_dedupe_ttl_seconds=env.int("WEBHOOK_DEDUPE_TTL_SECONDS", 24 * 3600, minimum=60),
+            salla_api_base_url=env.url("SALLA_API_BASE_URL", "https://api.salla.dev/admin/v2", schemes=("http", "https")).rstrip("/"),
+            salla_access_token=env.str("SALLA_ACCESS_TOKEN", ""),
+            salla_http_timeout_seconds=env.float("SALLA_HTTP_TIMEOUT_SECONDS", 10.0, minimum=0.1),
+            salla_page_size=env.int("SALLA_PAGE_SIZE", 60, minimum=1, maximum=60),
+            store_timezone=env.timezone("STORE_TIMEZONE", "Asia/Riyadh"),
+            reminder_stages_days=stages,
+            reminder_min_points=env.int("REMINDER_MIN_POINTS", 1, minimum=1),
+            reminder_channels=tuple(channels),
+            reminder_webhook_url=webhook_url,
+            reminder_webhook_secret=webhook_secret,
+            reminder_language=env.choice("REMINDER_LANGUAGE", "ar", LANGUAGES),
+            log_level=env.choice("LOG_LEVEL", "INFO", ("DEBUG", "INFO", "WARNING", "ERROR")),
+        )
+
+
+class _Env:
+    """Typed reads of environment variables; every error names the variable."""
+
+    def __init__(self, environ: Mapping[str, str]):
+        self._environ = environ
+
+    def _raw(self, name: str) -> str | None:
+        value = self._environ.get(name)
+        if value is None or value.strip() == "":
+            return None
+        return value.strip()
+
+    def str(self, name: str, default: str) -> str:
+        value = self._raw(name)
+        return default if value is None else value
+
+    def choice(self, name: str, default: str, allowed: tuple[str, ...]) -> str:
+        value = self.str(name, default)
+        normalised = value.upper() if allowed[0].isupper() else value.lower()
+        if normalised not in allowed:
+            raise SettingsError(f"{name}={value!r} is not one of: {', '.join(allowed)}")
+        return normalised
+
+    def int(self, name: str, default: int, minimum: int | None = None, maximum: int | None = None) -> int:
+        value = self._raw(name)
+        if value is None:
+            return default
+        try:
+            number = int(value)
+        except ValueError:
+            raise SettingsError(f"{name}={value!r} is not a whole number") from None
+        if minimum is not None and number < minimum:
+            raise SettingsError(f"{name}={number} is below the minimum {minimum}")
+        if maximum is not None and number > maximum:
+            raise SettingsError(f"{name}={number} is above the maximum {maximum}")
+        return number
+
+    def float(self, name: str, default: float, minimum: float) -> float:
+        value = self._raw(name)
+        if value is None:
+            return default
+        try:
+            number = float(value)
+        except ValueError:
+            raise SettingsError(f"{name}={value!r} is not a number") from None
+        if number < minimum:
+            raise SettingsError(f"{name}={number} is below the minimum {minimum}")
+        return number
+
+    def list(self, name: str, default: str) -> list[str]:
+        return [item.strip().lower() for item in self.str(name, default).split(",") if item.strip()]
+
+    def positive_int_item(self, name: str, item: str) -> int:
+        try:
+            number = int(item)
+        except ValueError:
+            raise SettingsError(f"{name}: {item!r} is not a whole number of days") from None
+        if number < 1:
+            raise SettingsError(f"{name}: {number} must be at least 1 day")
+        return number
+
+    def url(self, name: str, default: str | None, schemes: tuple[str, ...]) -> str:
+        value = self._raw(name)
+        if value is None:
+            if default is None:
+                raise SettingsError(f"{name} is required")
+            return default
+        parsed = urlparse(value)
+        if parsed.scheme not in schemes or (parsed.scheme != "unix" and not parsed.netloc):
+            raise SettingsError(f"{name} must be a URL starting with {' or '.join(s + '://' for s in schemes)}")
+        return value
+
+    def timezone(self, name: str, default: str) -> str:
+        value = self.str(name, default)
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise SettingsError(f"{name}={value!r} is not an IANA time zone such as Asia/Riyadh") from None
+        return value
