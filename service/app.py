@@ -1,0 +1,44 @@
+"""The Flask application factory: `gunicorn "service.app:create_app()"`."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import redis
+from flask import Flask, jsonify
+from werkzeug.exceptions import HTTPException
+
+from service import health, webhooks
+from service.logs import configure_logging
+from service.queue import EventQueue
+from service.redis_client import connect
+from service.settings import Settings
+
+
+@dataclass
+class Dependencies:
+    settings: Settings
+    redis: redis.Redis
+    queue: EventQueue
+
+
+def create_app(settings: Settings | None = None, redis_client: redis.Redis | None = None, queue=None) -> Flask:
+    # Settings are read here, so a wrong value stops gunicorn before it takes a request.
+    settings = settings or Settings.from_env()
+    configure_logging(settings.log_level)
+    app = Flask(__name__)
+    app.config["MAX_CONTENT_LENGTH"] = settings.webhook_max_body_bytes
+    app.extensions["reminder_service"] = Dependencies(
+        settings=settings,
+        redis=redis_client if redis_client is not None else connect(settings, fail_fast=True),
+        queue=queue if queue is not None else EventQueue(settings),
+    )
+    app.register_blueprint(webhooks.bp)
+    app.register_blueprint(health.bp)
+
+    @app.errorhandler(HTTPException)
+    def http_error(exc: HTTPException):
+        # Salla and operators get JSON, never an HTML error page.
+        slug = (exc.name or "error").lower().replace(" ", "_")
+        return jsonify(error=slug, message=exc.description), exc.code
+
+    return app

@@ -1,0 +1,68 @@
+import pytest
+
+from service.settings import Settings, SettingsError
+
+
+def test_defaults_need_only_a_secret():
+    s = Settings.from_env({"SALLA_WEBHOOK_SECRET": "x"})
+    assert s.webhook_strategy == "signature"
+    assert s.reminder_stages_days == (30, 7, 1)
+    assert s.reminder_channels == ("log",)
+    assert s.salla_api_base_url == "https://api.salla.dev/admin/v2"
+    assert s.broker_url == s.redis_url == "redis://127.0.0.1:6379/0"
+    assert s.webhook_max_body_bytes == 1024 * 1024
+    assert s.store_timezone == "Asia/Riyadh"
+
+
+@pytest.mark.parametrize("strategy", ["signature", "token"])
+def test_refuses_to_start_without_secret(strategy):
+    with pytest.raises(SettingsError, match="SALLA_WEBHOOK_SECRET"):
+        Settings.from_env({"SALLA_WEBHOOK_STRATEGY": strategy})
+
+
+def test_none_strategy_is_an_explicit_opt_in():
+    assert Settings.from_env({"SALLA_WEBHOOK_STRATEGY": "none"}).webhook_strategy == "none"
+
+
+@pytest.mark.parametrize("env, variable", [
+    ({"SALLA_WEBHOOK_STRATEGY": "hmac"}, "SALLA_WEBHOOK_STRATEGY"),
+    ({"REMINDER_STAGES_DAYS": "30,x"}, "REMINDER_STAGES_DAYS"),
+    ({"REMINDER_STAGES_DAYS": "30,0"}, "REMINDER_STAGES_DAYS"),
+    ({"REMINDER_CHANNELS": "log,sms"}, "REMINDER_CHANNELS"),
+    ({"REMINDER_CHANNELS": "webhook"}, "REMINDER_WEBHOOK_URL"),
+    ({"REMINDER_CHANNELS": "webhook", "REMINDER_WEBHOOK_URL": "http://h/x"}, "REMINDER_WEBHOOK_SECRET"),
+    ({"REMINDER_CHANNELS": "webhook", "REMINDER_WEBHOOK_URL": "ftp://h/x", "REMINDER_WEBHOOK_SECRET": "s"}, "REMINDER_WEBHOOK_URL"),
+    ({"REDIS_URL": "localhost:6379"}, "REDIS_URL"),
+    ({"SALLA_API_BASE_URL": "api.salla.dev"}, "SALLA_API_BASE_URL"),
+    ({"WEBHOOK_MAX_BODY_BYTES": "lots"}, "WEBHOOK_MAX_BODY_BYTES"),
+    ({"SALLA_PAGE_SIZE": "100"}, "SALLA_PAGE_SIZE"),
+    ({"SALLA_HTTP_TIMEOUT_SECONDS": "0"}, "SALLA_HTTP_TIMEOUT_SECONDS"),
+    ({"STORE_TIMEZONE": "Mars/Olympus"}, "STORE_TIMEZONE"),
+    ({"REMINDER_LANGUAGE": "fr"}, "REMINDER_LANGUAGE"),
+])
+def test_wrong_values_name_the_variable(env, variable):
+    with pytest.raises(SettingsError, match=variable):
+        Settings.from_env({"SALLA_WEBHOOK_SECRET": "x", **env})
+
+
+def test_stages_are_sorted_and_deduplicated():
+    s = Settings.from_env({"SALLA_WEBHOOK_SECRET": "x", "REMINDER_STAGES_DAYS": "1, 30,7,7"})
+    assert s.reminder_stages_days == (30, 7, 1)
+
+
+def test_redis_password_is_not_echoed_in_errors():
+    with pytest.raises(SettingsError) as info:
+        Settings.from_env({"SALLA_WEBHOOK_SECRET": "x", "REDIS_URL": "http://:hunter2@h:1/0"})
+    assert "hunter2" not in str(info.value)
+
+
+def test_every_variable_is_documented():
+    from pathlib import Path
+    import re
+    source = Path("service/settings.py").read_text()
+    variables = set(re.findall(r'"([A-Z][A-Z0-9_]+)"', source))
+    example = Path(".env.example").read_text()
+    readme = Path("README.md").read_text()
+    for name in sorted(variables):
+        assert name in example, f"{name} missing from .env.example"
+        assert f"`{name}`" in readme, f"{name} missing from the README table"

@@ -1,0 +1,20 @@
+"""The Celery application: `celery -A workers worker|beat|flower` finds it here (proj/celery.py is
+Celery's own convention), so importing other worker modules in tests does not read settings.
+
+Settings are read at import, so a wrong value stops the worker before it takes a task.
+"""
+from __future__ import annotations
+
+from celery import Celery
+
+from service.celery_config import celery_config
+from service.logs import configure_logging
+from service.settings import Settings
+
+settings = Settings.from_env()
+configure_logging(settings.log_level)
+
+app = Celery("workers")
+app.conf.update(celery_config(settings))
+# Registers the tasks with this app (they are declared with shared_task).
+app.conf.imports = ("workers.tasks",)

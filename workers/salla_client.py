@@ -1,0 +1,119 @@
+"""Salla Merchant API client: one class, an injected requests.Session, a timeout on every call.
+
+Transport trouble is mapped to our own two exceptions, so the task decides about retries
+without knowing about HTTP: SallaTransientError (connection errors, timeouts, 429, 5xx,
+an unreadable answer) is worth retrying; SallaPermanentError (other 4xx) is not.
+Tokens go into the Authorization header only, never into an exception or a log line.
+"""
+from __future__ import annotations
+
+import requests
+
+# A customer with more lots than this many pages of history is surely a loop, not data.
+MAX_PAGES = 200
+
+
+class SallaError(Exception):
+    pass
+
+
+class SallaTransientError(SallaError):
+    def __init__(self, message: str, retry_after: float | None = None, status: int | None = None):
+        super().__init__(message)
+        self.retry_after = retry_after
+        self.status = status
+
+
+class SallaPermanentError(SallaError):
+    def __init__(self, message: str, status: int, code: str | None = None):
+        super().__init__(message)
+        self.status = status
+        self.code = code
+
+
+class SallaClient:
+    def __init__(self, base_url: str, session: requests.Session, timeout: float, page_size: int = 60):
+        self.base_url = base_url.rstrip("/")
+        self.session = session
+        self.timeout = timeout
+        self.page_size = page_size
+
+    def loyalty_history(self, token: str, customer_id: int) -> list[dict]:
+        """Every row of the customer's points history, all pages.
+
+        Page URLs are built from our configured base URL; `links.next` in the answer is
+        never followed (it names http:// hosts, and a response must not steer our token).
+        """
+        rows: list[dict] = []
+        page = 1
+        while True:
+            body = self._get("/customers/loyalty/points", token, {"customer_id": customer_id, "page": page, "per_page": self.page_size})
+            data = body.get("data")
+            if not isinstance(data, list):
+                raise SallaTransientError("loyalty answer has no data list")
+            rows.extend(data)
+            pagination = body.get("pagination") if isinstance(body.get("pagination"), dict) else {}
+            total_pages = _as_int(pagination.get("totalPages"), default=page)
+            if not data or page >= total_pages:
+                return rows
+            if page >= MAX_PAGES:
+                raise SallaPermanentError(f"loyalty history exceeds {MAX_PAGES} pages", status=200)
+            page += 1
+
+    def _get(self, path: str, token: str, params: dict) -> dict:
+        try:
+            response = self.session.get(
+                self.base_url + path,
+                params=params,
+                headers={"Authorization": f"Bearer {token}", "Accept": "application/json"},
+                timeout=self.timeout,
+            )
+        except requests.Timeout:
+            raise SallaTransientError(f"GET {path} timed out after {self.timeout}s") from None
+        except requests.RequestException as exc:
+            raise SallaTransientError(f"GET {path} failed: {type(exc).__name__}") from None
+        status = response.status_code
+        if status == 429:
+            raise SallaTransientError(f"GET {path}: 429 too many requests", retry_after=_retry_after(response), status=429)
+        if status >= 500:
+            raise SallaTransientError(f"GET {path}: {status} from Salla", retry_after=_retry_after(response), status=status)
+        if status >= 400:
+            code, message = _error_of(response)
+            raise SallaPermanentError(f"GET {path}: {status} {code}: {message}", status=status, code=code)
+        try:
+            body = response.json()
+        except ValueError:
+            raise SallaTransientError(f"GET {path}: {status} with a body that is not JSON", status=status) from None
+        if not isinstance(body, dict):
+            raise SallaTransientError(f"GET {path}: answer is not a JSON object", status=status)
+        return body
+
+
+def _retry_after(response: requests.Response) -> float | None:
+    value = response.headers.get("Retry-After")
+    try:
+        return max(float(value), 0.0) if value is not None else None
+    except ValueError:
+        return None  # an HTTP-date form; our own backoff applies
+
+
+def _error_of(response: requests.Response) -> tuple[str | None, str]:
+    """Salla's envelope {"error": {"code", "message"}}; OAuth answers {"error": "invalid_grant"}."""
+    try:
+        body = response.json()
+    except ValueError:
+        return None, response.reason or ""
+    error = body.get("error") if isinstance(body, dict) else None
+    if isinstance(error, dict):
+        code = error.get("code")
+        return (str(code) if code is not None else None), str(error.get("message", ""))
+    if isinstance(error, str):
+        return error, str(body.get("error_description", ""))
+    return None, response.reason or ""
+
+
+def _as_int(value, default: int) -> int:
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return default
