@@ -1,0 +1,115 @@
+"""Real parts: a real Redis, a real `celery worker` process, the Salla sandbox over real HTTP.
+
+Redis: REDIS_URL if a server answers there (the tests use their own database number,
+TEST_REDIS_DB, default 14, and empty only that database), else a throwaway redis-server
+started here and stopped after the session.
+"""
+from __future__ import annotations
+
+import os
+import time
+from urllib.parse import urlparse, urlunparse
+
+import pytest
+import redis
+
+from devkit.processes import celery_worker
+from devkit.receiver import ReminderLog, create_receiver
+from devkit.redis_server import RedisServer, redis_answers
+from devkit.sandbox import create_app as create_sandbox, serve_in_thread
+from service.app import create_app
+from service.settings import Settings
+from tests.conftest import WEBHOOK_SECRET
+
+SANDBOX_TOKEN = "sandbox-token"
+REMINDER_SECRET = "reminder-secret"
+
+
+def _with_db(url: str, db: int) -> str:
+    parts = urlparse(url)
+    return urlunparse(parts._replace(path=f"/{db}"))
+
+
+@pytest.fixture(scope="session")
+def redis_url(tmp_path_factory):
+    db = int(os.environ.get("TEST_REDIS_DB", "14"))
+    configured = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
+    server = None
+    if not redis_answers(configured):
+        server = RedisServer(tmp_path_factory.mktemp("redis"), appendonly=False).start()
+        configured = server.url
+    url = _with_db(configured, db)
+    client = redis.Redis.from_url(url)
+    client.flushdb()  # our own database number only, never FLUSHALL
+    yield url
+    client.flushdb()
+    client.close()
+    if server:
+        server.stop()
+
+
+@pytest.fixture
+def store(redis_url):
+    client = redis.Redis.from_url(redis_url, decode_responses=True)
+    client.flushdb()
+    yield client
+    client.flushdb()
+    client.close()
+
+
+@pytest.fixture
+def sandbox():
+    app = create_sandbox(token=SANDBOX_TOKEN)
+    with serve_in_thread(app) as server:
+        yield server
+
+
+@pytest.fixture
+def reminders():
+    log = ReminderLog(REMINDER_SECRET)
+    with serve_in_thread(create_receiver(log)) as server:
+        log.url = server.url + "/reminders"
+        yield log
+
+
+@pytest.fixture
+def service_env(redis_url, sandbox, reminders):
+    """The environment every process of the service gets in these tests."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SALLA_", "REMINDER_", "CELERY_"))}
+    env.update({
+        "REDIS_URL": redis_url,
+        "SALLA_WEBHOOK_SECRET": WEBHOOK_SECRET,
+        "SALLA_API_BASE_URL": sandbox.url,
+        "SALLA_ACCESS_TOKEN": SANDBOX_TOKEN,
+        "SALLA_HTTP_TIMEOUT_SECONDS": "5",
+        "REMINDER_CHANNELS": "log,webhook",
+        "REMINDER_WEBHOOK_URL": reminders.url,
+        "REMINDER_WEBHOOK_SECRET": REMINDER_SECRET,
+    })
+    return env
+
+
+@pytest.fixture
+def web(service_env):
+    """The Flask app behind a real HTTP server, configured like the worker."""
+    app = create_app(Settings.from_env(service_env))
+    with serve_in_thread(app) as server:
+        yield server
+
+
+@pytest.fixture
+def worker(service_env, tmp_path):
+    process = celery_worker(service_env, tmp_path / "worker.log", concurrency=1).start()
+    yield process
+    process.stop()
+    assert process.process.returncode is not None
+
+
+def wait_until(predicate, timeout=30.0, interval=0.1, message="condition"):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {message}")
