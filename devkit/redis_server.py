@@ -59,6 +59,8 @@ class RedisServer:
              "--dir", str(self.data_dir.resolve()), "--appendonly", "yes" if self.appendonly else "no",
              "--save", "", "--daemonize", "no", "--logfile", str((self.data_dir / "redis.log").resolve())],
             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+            # Its own session: Ctrl-C in `make run` must not stop Redis before the workers.
+            start_new_session=True,
         )
         deadline = time.monotonic() + wait_seconds
         while time.monotonic() < deadline:

@@ -1,0 +1,35 @@
+# Two commands for a fresh machine with Python 3.11+: `make run` and `make test`.
+# Each creates .venv and installs the project from pyproject.toml when it changed.
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: run test test-fast demo clean
+
+$(STAMP): pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11 or newer is needed (set PYTHON=python3.11)")'
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	@touch $(STAMP)
+
+## Start web, worker, beat and Flower (embedded Redis when REDIS_URL is unset).
+run: $(STAMP)
+	$(BIN)/python -m devkit.run
+
+## The whole suite: unit tests, then real Redis + real celery worker + the Salla sandbox.
+test: $(STAMP)
+	$(BIN)/python -m pytest
+
+## Unit tests only (seconds).
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -m "not integration and not slow"
+
+## See the product work: the sandbox, signed webhooks, and the reminders that come out.
+demo: $(STAMP)
+	$(BIN)/python -m devkit.demo
+
+clean:
+	rm -rf $(VENV) var .pytest_cache .hypothesis *.egg-info

