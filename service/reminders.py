@@ -11,9 +11,12 @@ from datetime import datetime
 from service.events import Customer
 from service.expiry import StageGroup
 
+# Lots of one stage may expire on different days: then the message names the first day.
 _MESSAGES = {
-    "ar": "مرحباً {name}، لديك {points} نقطة ولاء تنتهي صلاحيتها في {date}. استخدمها قبل أن تضيع!",
-    "en": "Hi {name}, {points} of your loyalty points expire on {date}. Use them before they are gone!",
+    ("ar", "on"): "مرحباً {name}، لديك {points} نقطة ولاء تنتهي صلاحيتها في {date}. استخدمها قبل أن تضيع!",
+    ("ar", "from"): "مرحباً {name}، لديك {points} نقطة ولاء تبدأ صلاحيتها بالانتهاء في {date}. استخدمها قبل أن تضيع!",
+    ("en", "on"): "Hi {name}, {points} of your loyalty points expire on {date}. Use them before they are gone!",
+    ("en", "from"): "Hi {name}, {points} of your loyalty points start expiring on {date}. Use them before they are gone!",
 }
 _FALLBACK_NAME = {"ar": "عميلنا العزيز", "en": "there"}
 
@@ -23,9 +26,12 @@ def reminder_id(merchant_id: int, customer_id: int, stage_days: int, lot_keys) -
     return hashlib.sha256(identity.encode("utf-8")).hexdigest()[:32]
 
 
-def message_text(language: str, name: str | None, points: int, expires: datetime) -> str:
-    template = _MESSAGES.get(language, _MESSAGES["en"])
-    return template.format(name=name or _FALLBACK_NAME.get(language, ""), points=points, date=expires.date().isoformat())
+def message_text(language: str, name: str | None, points: int, first: datetime, last: datetime | None = None) -> str:
+    """The customer-facing sentence; `first`/`last` are the earliest and latest expiry of the lots."""
+    language = language if language in _FALLBACK_NAME else "en"
+    same_day = last is None or last.date() == first.date()
+    template = _MESSAGES[(language, "on" if same_day else "from")]
+    return template.format(name=name or _FALLBACK_NAME[language], points=points, date=first.date().isoformat())
 
 
 def build_reminder(merchant_id: int, customer: Customer, group: StageGroup, language: str, now: datetime) -> dict:
@@ -39,7 +45,8 @@ def build_reminder(merchant_id: int, customer: Customer, group: StageGroup, lang
         "points_expiring": group.points_expiring,
         "earliest_expiry": group.earliest_expiry.isoformat(),
         "language": language,
-        "message": message_text(language, customer.name, group.points_expiring, group.earliest_expiry),
+        "message": message_text(language, customer.name, group.points_expiring, group.earliest_expiry,
+                                group.lots[-1].expires_at),
         "lots": [lot.to_dict() for lot in group.lots],
         "generated_at": now.isoformat(),
     }

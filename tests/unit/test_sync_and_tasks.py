@@ -124,6 +124,10 @@ def test_messages_in_arabic_and_english():
     when = datetime(2026, 12, 1, tzinfo=RIYADH)
     assert message_text("en", "Sara", 40, when) == "Hi Sara, 40 of your loyalty points expire on 2026-12-01. Use them before they are gone!"
     assert "40" in message_text("ar", None, 40, when) and "عميلنا العزيز" in message_text("ar", None, 40, when)
+    later = when + timedelta(days=3)
+    assert message_text("en", "Sara", 40, when, later).startswith("Hi Sara, 40 of your loyalty points start expiring on 2026-12-01")
+    assert "تبدأ" in message_text("ar", "سارة", 40, when, later)
+    assert message_text("fr", "Sara", 1, when).startswith("Hi Sara")
 
 
 def test_backoff_grows_with_jitter_and_honours_retry_after():
