@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 import requests
+from cryptography.fernet import Fernet
 
 from devkit.processes import ManagedProcess, celery_worker
 from devkit.receiver import ReminderLog, create_receiver
@@ -63,8 +64,9 @@ def main() -> int:
             serve_in_thread(create_sandbox(token=SALLA_TOKEN)) as sandbox:
         log = ReminderLog(REMINDER_SECRET)
         with serve_in_thread(create_receiver(log)) as receiver:
-            env = {k: v for k, v in os.environ.items() if not k.startswith(("SALLA_", "REMINDER_", "CELERY_"))}
+            env = {k: v for k, v in os.environ.items() if not k.startswith(("SALLA_", "REMINDER_", "CELERY_", "TOKEN_"))}
             env.update(REDIS_URL=redis_server.url, SALLA_WEBHOOK_SECRET=WEBHOOK_SECRET,
+                       TOKEN_ENCRYPTION_KEY=Fernet.generate_key().decode(),
                        SALLA_API_BASE_URL=sandbox.url, SALLA_ACCESS_TOKEN=SALLA_TOKEN,
                        REMINDER_CHANNELS="log,webhook", REMINDER_WEBHOOK_URL=receiver.url + "/reminders",
                        REMINDER_WEBHOOK_SECRET=REMINDER_SECRET, REMINDER_LANGUAGE=language)

@@ -14,6 +14,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from cryptography.fernet import Fernet
 from dotenv import load_dotenv
 
 from devkit.redis_server import RedisServer, free_port, redis_answers
@@ -28,8 +29,10 @@ def ensure_env_file(root: Path) -> Path:
     if not env_file.exists():
         text = (root / ".env.example").read_text()
         text = text.replace("SALLA_WEBHOOK_SECRET=\n", f"SALLA_WEBHOOK_SECRET={secrets.token_hex(24)}\n", 1)
+        text = text.replace("TOKEN_ENCRYPTION_KEY=\n", f"TOKEN_ENCRYPTION_KEY={Fernet.generate_key().decode()}\n", 1)
         env_file.write_text(text)
-        log.info("wrote .env from .env.example with a new SALLA_WEBHOOK_SECRET; set the same secret in the Salla Partners Portal")
+        log.info("wrote .env from .env.example with a new SALLA_WEBHOOK_SECRET (set the same secret in the Salla "
+                 "Partners Portal) and a new TOKEN_ENCRYPTION_KEY (keep it: stored tokens need it)")
     return env_file
 
 

@@ -12,6 +12,8 @@ from service.logs import configure_logging
 from service.queue import EventQueue
 from service.redis_client import connect
 from service.settings import Settings
+from service.stores import StoreRegistry
+from service.tokens import TokenStore
 
 
 @dataclass
@@ -19,6 +21,8 @@ class Dependencies:
     settings: Settings
     redis: redis.Redis
     queue: EventQueue
+    tokens: TokenStore
+    registry: StoreRegistry
 
 
 def create_app(settings: Settings | None = None, redis_client: redis.Redis | None = None, queue=None) -> Flask:
@@ -27,10 +31,13 @@ def create_app(settings: Settings | None = None, redis_client: redis.Redis | Non
     configure_logging(settings.log_level)
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = settings.webhook_max_body_bytes
+    store = redis_client if redis_client is not None else connect(settings, fail_fast=True)
     app.extensions["reminder_service"] = Dependencies(
         settings=settings,
-        redis=redis_client if redis_client is not None else connect(settings, fail_fast=True),
+        redis=store,
         queue=queue if queue is not None else EventQueue(settings),
+        tokens=TokenStore(store, settings.redis_key_prefix, settings.token_encryption_keys),
+        registry=StoreRegistry(store, settings.redis_key_prefix),
     )
     app.register_blueprint(webhooks.bp)
     app.register_blueprint(health.bp)

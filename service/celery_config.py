@@ -10,7 +10,12 @@ from service.settings import Settings
 
 # The web process enqueues by name and never imports worker code.
 HANDLE_EVENT_TASK = "workers.tasks.handle_event"
+FORGET_STORE_TASK = "workers.tasks.forget_store"
 HEARTBEAT_TASK = "workers.tasks.heartbeat"
+PUMP_TASK = "workers.tasks.pump_store"
+PUMP_BACKLOG_TASK = "workers.tasks.pump_backlog"
+SYNC_TASK = "workers.tasks.sync_customer"
+DELIVER_TASK = "workers.tasks.deliver_reminder"
 EVENTS_QUEUE = "events"
 
 # Redis broker: an unacknowledged task is re-delivered after this long. Every retry countdown
@@ -51,5 +56,7 @@ def celery_config(settings: Settings) -> dict:
         "beat_schedule": {
             # Operators can see that beat is alive (its last tick is in /readyz).
             "heartbeat": {"task": HEARTBEAT_TASK, "schedule": 60.0},
+            # A store's pump is normally scheduled by itself; this recovers one that was lost.
+            "pump-backlog": {"task": PUMP_BACKLOG_TASK, "schedule": 30.0},
         },
     }

@@ -52,6 +52,9 @@ def parse_envelope(body: bytes) -> Envelope:
         payload = json.loads(body)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise EventError(f"body is not valid JSON: {exc}") from None
+    except (ValueError, RecursionError):
+        # Integers past Python's digit limit, or nesting deeper than the parser goes.
+        raise EventError("body is not JSON we can read (number too long or nesting too deep)") from None
     if not isinstance(payload, dict):
         raise EventError("body must be a JSON object")
     missing = [key for key in ("event", "merchant", "data") if key not in payload]

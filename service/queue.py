@@ -19,10 +19,10 @@ class EventQueue:
         # redis-py's retries on top, would hold a web worker for over 6 s per delivery).
         self._celery.conf.broker_connection_timeout = 1
 
-    def enqueue(self, message: dict) -> None:
+    def enqueue(self, message: dict, task: str = HANDLE_EVENT_TASK) -> None:
         try:
             # retry=False: answer Salla within its 30 s instead of retrying a dead broker here;
             # Salla itself retries a non-2xx delivery.
-            self._celery.send_task(HANDLE_EVENT_TASK, args=[message], retry=False)
+            self._celery.send_task(task, args=[message], retry=False)
         except Exception as exc:  # kombu raises OperationalError and redis errors alike
             raise QueueUnavailable(f"could not publish to the broker: {type(exc).__name__}") from exc

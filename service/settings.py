@@ -42,6 +42,18 @@ class Settings:
     reminder_webhook_secret: str
     reminder_language: str
     log_level: str
+    token_encryption_keys: tuple[str, ...]
+    salla_accounts_url: str
+    salla_client_id: str
+    salla_client_secret: str
+    token_refresh_ahead_seconds: int
+    plan_limit: int
+    plan_window_seconds: int
+    customer_limit: int
+    customer_window_seconds: int
+    loyalty_missing_retry_seconds: int
+    sync_max_attempts: int
+    admin_token: str
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> "Settings":
@@ -90,6 +102,20 @@ class Settings:
             reminder_webhook_secret=webhook_secret,
             reminder_language=env.choice("REMINDER_LANGUAGE", "ar", LANGUAGES),
             log_level=env.choice("LOG_LEVEL", "INFO", ("DEBUG", "INFO", "WARNING", "ERROR")),
+            token_encryption_keys=env.fernet_keys("TOKEN_ENCRYPTION_KEY"),
+            salla_accounts_url=env.url("SALLA_ACCOUNTS_URL", "https://accounts.salla.sa", schemes=("http", "https")).rstrip("/"),
+            salla_client_id=env.str("SALLA_CLIENT_ID", ""),
+            salla_client_secret=env.str("SALLA_CLIENT_SECRET", ""),
+            token_refresh_ahead_seconds=env.int("TOKEN_REFRESH_AHEAD_SECONDS", 24 * 3600, minimum=0),
+            # Salla's smallest plan allows 120 requests a minute; customer endpoints 500 per
+            # 10 minutes on top. The windows are settings so a benchmark can shrink time.
+            plan_limit=env.int("SALLA_PLAN_LIMIT", 120, minimum=1),
+            plan_window_seconds=env.int("SALLA_PLAN_WINDOW_SECONDS", 60, minimum=1),
+            customer_limit=env.int("SALLA_CUSTOMER_LIMIT", 500, minimum=1),
+            customer_window_seconds=env.int("SALLA_CUSTOMER_WINDOW_SECONDS", 600, minimum=1),
+            loyalty_missing_retry_seconds=env.int("LOYALTY_MISSING_RETRY_SECONDS", 6 * 3600, minimum=60),
+            sync_max_attempts=env.int("SYNC_MAX_ATTEMPTS", 12, minimum=1),
+            admin_token=env.str("ADMIN_TOKEN", ""),
         )
 
 
@@ -164,6 +190,23 @@ class _Env:
         if parsed.scheme not in schemes or (parsed.scheme != "unix" and not parsed.netloc):
             raise SettingsError(f"{name} must be a URL starting with {' or '.join(s + '://' for s in schemes)}")
         return value
+
+    def fernet_keys(self, name: str) -> tuple[str, ...]:
+        """Comma-separated Fernet keys: the first encrypts, all decrypt (rotation)."""
+        from cryptography.fernet import Fernet
+
+        keys = tuple(k.strip() for k in self.str(name, "").split(",") if k.strip())
+        if not keys:
+            raise SettingsError(
+                f"{name} is required: Salla tokens are stored encrypted. Generate one with "
+                "python -c 'from cryptography.fernet import Fernet; print(Fernet.generate_key().decode())'"
+            )
+        for index, key in enumerate(keys):
+            try:
+                Fernet(key)
+            except (ValueError, TypeError):
+                raise SettingsError(f"{name}: key #{index + 1} is not a Fernet key (32 url-safe base64-encoded bytes)") from None
+        return keys
 
     def timezone(self, name: str, default: str) -> str:
         value = self.str(name, default)

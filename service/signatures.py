@@ -18,8 +18,9 @@ def sign(body: bytes, secret: str) -> str:
 def signature_matches(body: bytes, secret: str, signature: str | None) -> bool:
     if not signature or not secret:
         return False
-    # Constant-time compare; tolerate an uppercase hex header, nothing else.
-    return hmac.compare_digest(sign(body, secret), signature.strip().lower())
+    # Constant-time compare of bytes (a str with non-ASCII characters would raise TypeError);
+    # tolerate an uppercase hex header, nothing else.
+    return hmac.compare_digest(sign(body, secret).encode(), signature.strip().lower().encode("utf-8", "replace"))
 
 
 def token_matches(secret: str, header: str | None) -> bool:

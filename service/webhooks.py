@@ -13,9 +13,14 @@ from datetime import datetime, timezone
 import redis
 from flask import Blueprint, current_app, jsonify, request
 
-from service.events import EventError, customer_of, is_handled, parse_envelope
+import time
+
+from service.celery_config import FORGET_STORE_TASK
+from service.events import Envelope, EventError, customer_of, is_handled, parse_envelope
 from service.queue import QueueUnavailable
 from service.signatures import verify_delivery
+from service.stores import ACTIVE, NEEDS_REAUTH, UNINSTALLED
+from service.tokens import TokenError, tokens_from
 
 log = logging.getLogger(__name__)
 bp = Blueprint("webhooks", __name__)
@@ -40,6 +45,8 @@ def receive():
 
     try:
         envelope = parse_envelope(body)
+        if envelope.event in APP_EVENTS:
+            return APP_EVENTS[envelope.event](deps, envelope)
         if not is_handled(envelope.event):
             return _reply(200, status="ignored", reason=f"event {envelope.event} is not acted on")
         customer = customer_of(envelope)
@@ -79,3 +86,50 @@ def receive():
         return _reply(503, error="unavailable", message="queue unavailable, retry later")
     log.info("webhook queued: %s merchant=%s customer=%s", envelope.event, envelope.merchant_id, customer.id)
     return _reply(200, status="queued")
+
+
+# App events carry the store's OAuth tokens. They are handled here, not in a worker, so that
+# tokens never travel through the broker (or show in Flower): one encrypted SET and done.
+def _authorize(deps, envelope: Envelope):
+    merchant_id = envelope.merchant_id
+    try:
+        tokens = tokens_from(envelope.data, time.time())
+    except TokenError as exc:
+        return _reply(400, error="bad_request", message=f"app.store.authorize: {exc}")
+    try:
+        state = deps.registry.state(merchant_id).get("state")
+        try:
+            stored = deps.tokens.load(merchant_id)
+        except TokenError:
+            stored = None  # unreadable under the current keys: the new tokens replace them
+        # A delayed retry of an older authorize must not replace newer (refreshed) tokens,
+        # unless the store was uninstalled or lost its authorization since.
+        if stored and state == ACTIVE and stored.expires_at > tokens.expires_at:
+            log.info("app.store.authorize for merchant=%s is older than the stored tokens; kept them", merchant_id)
+            return _reply(200, status="ignored", reason="older than the stored tokens")
+        deps.tokens.save(merchant_id, tokens)
+        if tokens.has_scope("customers.read"):
+            deps.registry.set_state(merchant_id, ACTIVE)
+        else:
+            deps.registry.set_state(merchant_id, NEEDS_REAUTH, "the customers.read scope was not granted")
+    except redis.RedisError as exc:
+        log.error("tokens of merchant=%s not stored, Redis unavailable: %s", merchant_id, type(exc).__name__)
+        return _reply(503, error="unavailable", message="storage unavailable, retry later")
+    log.info("stored Salla tokens for merchant=%s (scope: %s)", merchant_id, tokens.scope or "none given")
+    return _reply(200, status="stored")
+
+
+def _uninstalled(deps, envelope: Envelope):
+    merchant_id = envelope.merchant_id
+    try:
+        deps.tokens.delete(merchant_id)
+        deps.registry.set_state(merchant_id, UNINSTALLED)
+        deps.queue.enqueue({"merchant_id": merchant_id}, task=FORGET_STORE_TASK)
+    except (redis.RedisError, QueueUnavailable) as exc:
+        log.error("app.uninstalled of merchant=%s not processed: %s", merchant_id, exc)
+        return _reply(503, error="unavailable", message="storage unavailable, retry later")
+    log.info("merchant=%s uninstalled the app: tokens deleted, its work is being dropped", merchant_id)
+    return _reply(200, status="uninstalled")
+
+
+APP_EVENTS = {"app.store.authorize": _authorize, "app.uninstalled": _uninstalled}

@@ -11,6 +11,8 @@ from service.settings import Settings
 FIXTURES = Path(__file__).parent / "fixtures" / "salla"
 SAMPLES = FIXTURES / "samples"
 WEBHOOK_SECRET = "test-webhook-secret"
+# A fixed, test-only Fernet key (tokens at rest are encrypted with it).
+TOKEN_KEY = "dGVzdC1vbmx5LWtleS1kby1ub3QtdXNlLWFueXdoZXI="
 
 
 def sample(name: str) -> dict:
@@ -22,7 +24,7 @@ def sample_bytes(name: str) -> bytes:
 
 
 def make_settings(**overrides: str) -> Settings:
-    env = {"SALLA_WEBHOOK_SECRET": WEBHOOK_SECRET, "SALLA_ACCESS_TOKEN": "sandbox-token"}
+    env = {"SALLA_WEBHOOK_SECRET": WEBHOOK_SECRET, "SALLA_ACCESS_TOKEN": "sandbox-token", "TOKEN_ENCRYPTION_KEY": TOKEN_KEY}
     env.update(overrides)
     return Settings.from_env(env)
 

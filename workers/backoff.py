@@ -7,7 +7,7 @@ from service.celery_config import VISIBILITY_TIMEOUT_SECONDS
 
 # Every countdown stays well under the broker's visibility timeout, so a waiting task is
 # never re-delivered as if its worker had died.
-MAX_COUNTDOWN_SECONDS = min(300, VISIBILITY_TIMEOUT_SECONDS // 4)
+MAX_COUNTDOWN_SECONDS = VISIBILITY_TIMEOUT_SECONDS // 4
 
 
 def retry_countdown(retries: int, retry_after: float | None = None, base: float = 2.0,

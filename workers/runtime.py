@@ -1,10 +1,11 @@
 """The worker process's long-lived parts, built on first use.
 
 Built lazily, so that each prefork child makes its own Redis and HTTP connections after the
-fork instead of sharing the parent's sockets.
+fork instead of sharing the parent's sockets. Tests build one from fakes with `build_runtime`.
 """
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -13,7 +14,12 @@ import requests
 
 from service.redis_client import connect
 from service.settings import Settings
+from service.stores import StoreRegistry
+from service.tokens import TokenStore
+from workers.budget import Budget, Limits
 from workers.channels import build_channels
+from workers.oauth import TokenProvider
+from workers.profiles import Profiles
 from workers.salla_client import SallaClient
 
 
@@ -23,15 +29,39 @@ class Runtime:
     store: redis.Redis
     client: SallaClient
     channels: list
+    tokens: TokenStore
+    registry: StoreRegistry
+    budget: Budget
+    provider: TokenProvider
+    profiles: Profiles
+    clock: object = time.time
+
+    def limits(self, merchant_id: int) -> Limits:
+        s = self.settings
+        return Limits(plan_limit=self.registry.config(merchant_id).get("plan_limit", s.plan_limit),
+                      plan_window=s.plan_window_seconds, customer_limit=s.customer_limit,
+                      customer_window=s.customer_window_seconds)
+
+
+def build_runtime(settings: Settings, store: redis.Redis, session: requests.Session, clock=time.time) -> Runtime:
+    prefix = settings.redis_key_prefix
+    tokens = TokenStore(store, prefix, settings.token_encryption_keys)
+    registry = StoreRegistry(store, prefix)
+    return Runtime(
+        settings=settings,
+        store=store,
+        client=SallaClient(settings.salla_api_base_url, session, settings.salla_http_timeout_seconds, settings.salla_page_size),
+        channels=build_channels(settings, session),
+        tokens=tokens,
+        registry=registry,
+        budget=Budget(store, prefix),
+        provider=TokenProvider(settings, store, tokens, registry, session, clock=clock),
+        profiles=Profiles(store, prefix),
+        clock=clock,
+    )
 
 
 @lru_cache(maxsize=1)
 def runtime() -> Runtime:
     settings = Settings.from_env()
-    session = requests.Session()
-    return Runtime(
-        settings=settings,
-        store=connect(settings),
-        client=SallaClient(settings.salla_api_base_url, session, settings.salla_http_timeout_seconds, settings.salla_page_size),
-        channels=build_channels(settings, session),
-    )
+    return build_runtime(settings, connect(settings), requests.Session())

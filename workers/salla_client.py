@@ -31,6 +31,30 @@ class SallaPermanentError(SallaError):
         self.code = code
 
 
+class SallaUnauthorized(SallaPermanentError):
+    """401. An expired or revoked token is fixed by a refresh; a missing scope is not."""
+
+    @property
+    def scope_missing(self) -> bool:
+        return "scope" in str(self).lower()
+
+
+class SallaForbidden(SallaPermanentError):
+    """403: on the loyalty endpoint, taken to mean the store has no Customer Loyalty app."""
+
+
+class SallaNotFound(SallaPermanentError):
+    """404: Salla does not document what the loyalty endpoint answers without the app."""
+
+
+class BudgetExhausted(Exception):
+    """No budget for the next page now; the read is put back with this many pages known."""
+
+    def __init__(self, pages: int):
+        super().__init__(f"no budget for page {pages} now")
+        self.pages = pages
+
+
 class SallaClient:
     def __init__(self, base_url: str, session: requests.Session, timeout: float, page_size: int = 60):
         self.base_url = base_url.rstrip("/")
@@ -38,16 +62,22 @@ class SallaClient:
         self.timeout = timeout
         self.page_size = page_size
 
-    def loyalty_history(self, token: str, customer_id: int) -> list[dict]:
-        """Every row of the customer's points history, all pages.
+    def loyalty_history(self, token: str, customer_id: int, *, pages_paid: int = 1, pay_for_page=None,
+                        observe=None) -> tuple[list[dict], int]:
+        """Every row of the customer's points history, all pages; and how many pages it took.
 
         Page URLs are built from our configured base URL; `links.next` in the answer is
         never followed (it names http:// hosts, and a response must not steer our token).
+        `pay_for_page(page) -> bool` is asked before each page beyond `pages_paid`; False
+        raises BudgetExhausted. `observe(response)` sees every answer (rate-limit headers).
         """
         rows: list[dict] = []
         page = 1
         while True:
-            body = self._get("/customers/loyalty/points", token, {"customer_id": customer_id, "page": page, "per_page": self.page_size})
+            if page > pages_paid and pay_for_page is not None and not pay_for_page(page):
+                raise BudgetExhausted(page)
+            body = self._get("/customers/loyalty/points", token, {"customer_id": customer_id, "page": page, "per_page": self.page_size},
+                             observe)
             data = body.get("data")
             if not isinstance(data, list):
                 raise SallaTransientError("loyalty answer has no data list")
@@ -55,12 +85,12 @@ class SallaClient:
             pagination = body.get("pagination") if isinstance(body.get("pagination"), dict) else {}
             total_pages = _as_int(pagination.get("totalPages"), default=page)
             if not data or page >= total_pages:
-                return rows
+                return rows, page
             if page >= MAX_PAGES:
                 raise SallaPermanentError(f"loyalty history exceeds {MAX_PAGES} pages", status=200)
             page += 1
 
-    def _get(self, path: str, token: str, params: dict) -> dict:
+    def _get(self, path: str, token: str, params: dict, observe=None) -> dict:
         try:
             response = self.session.get(
                 self.base_url + path,
@@ -73,13 +103,16 @@ class SallaClient:
         except requests.RequestException as exc:
             raise SallaTransientError(f"GET {path} failed: {type(exc).__name__}") from None
         status = response.status_code
+        if observe is not None:
+            observe(response)
         if status == 429:
             raise SallaTransientError(f"GET {path}: 429 too many requests", retry_after=_retry_after(response), status=429)
         if status >= 500:
             raise SallaTransientError(f"GET {path}: {status} from Salla", retry_after=_retry_after(response), status=status)
         if status >= 400:
             code, message = _error_of(response)
-            raise SallaPermanentError(f"GET {path}: {status} {code}: {message}", status=status, code=code)
+            error = {401: SallaUnauthorized, 403: SallaForbidden, 404: SallaNotFound}.get(status, SallaPermanentError)
+            raise error(f"GET {path}: {status} {code}: {message}", status=status, code=code)
         try:
             body = response.json()
         except ValueError:

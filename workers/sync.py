@@ -1,22 +1,28 @@
-"""One customer's sync: read their points history, work out what is due, deliver it.
+"""A customer's way from an event to reminders, as plain functions over a Runtime.
 
-The I/O (Salla, Redis, channels) is passed in, so tests call this with fakes or real parts.
+accept_event  an event arrives: remember the customer, queue them for a read (coalesced)
+pump          spend the store's budget on waiting customers: one read task each
+sync_customer one read attempt, with token refresh, Salla's errors and the budget handled
+remind        lots to reminders that are due now, handed to delivery
+
+Celery appears nowhere here: the tasks pass callbacks (`send_sync`, `schedule_pump`,
+`send_reminder`) so tests can call these functions directly.
 """
 from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from datetime import datetime
-
-import redis
+from datetime import datetime, timezone
 
 from service.events import Customer
 from service.expiry import due_groups
-from service.loyalty import parse_history
+from service.loyalty import Lot, parse_history
 from service.reminders import build_reminder
-from service.settings import Settings
-from workers.delivery import deliver
-from workers.salla_client import SallaClient, SallaPermanentError
+from workers.backoff import retry_countdown
+from workers.oauth import StoreNotAuthorized, usable
+from workers.runtime import Runtime
+from workers.salla_client import (BudgetExhausted, SallaForbidden, SallaNotFound, SallaPermanentError,
+                                  SallaTransientError, SallaUnauthorized)
 
 log = logging.getLogger(__name__)
 
@@ -26,41 +32,150 @@ SENT_MARK_MARGIN_SECONDS = 2 * 24 * 3600
 
 @dataclass
 class SyncResult:
-    lots: int = 0
-    unreadable_rows: int = 0
-    reminders: list[str] = field(default_factory=list)  # reminder ids due now
-    sent: int = 0
-    skipped: str | None = None
+    outcome: str  # read | requeued | dropped | failed
+    lots: list[Lot] = field(default_factory=list)
+    reminders: list[dict] = field(default_factory=list)
+    detail: str = ""
 
 
-def sync_customer(message: dict, *, settings: Settings, store: redis.Redis, client: SallaClient,
-                  channels, now: datetime) -> SyncResult:
+def accept_event(rt: Runtime, message: dict) -> str:
     merchant_id = int(message["merchant_id"])
     customer = Customer.from_dict(message["customer"])
-    token = settings.salla_access_token
-    if not token:
-        log.error("no Salla access token for merchant=%s: set SALLA_ACCESS_TOKEN (customer=%s not synced)",
-                  merchant_id, customer.id)
-        return SyncResult(skipped="no access token")
+    registry = rt.registry
+    if not usable(registry, merchant_id):
+        registry.count(merchant_id, "dropped_events")
+        return "dropped"
+    if registry.loyalty_missing(merchant_id):
+        registry.count(merchant_id, "skipped_no_loyalty_app")
+        return "no_loyalty_app"
+    rt.profiles.save(merchant_id, customer)
+    registry.count(merchant_id, "events")
+    if rt.budget.enqueue(merchant_id, customer.id, rt.clock()):
+        return "queued"
+    registry.count(merchant_id, "events_coalesced")
+    return "coalesced"
 
+
+def pump(rt: Runtime, merchant_id: int, send_sync, schedule_pump) -> int:
+    """Hand out as many reads as the budget allows now; schedule the next look. Returns how many."""
+    if not usable(rt.registry, merchant_id):
+        return 0
+    dispatch = rt.budget.dispatch(merchant_id, rt.limits(merchant_id), rt.clock())
+    for customer_id, pages in dispatch.customers:
+        send_sync(merchant_id, customer_id, pages)
+    if dispatch.wait is not None:
+        schedule_pump(merchant_id, dispatch.wait)
+    return len(dispatch.customers)
+
+
+def sync_customer(rt: Runtime, merchant_id: int, customer_id: int, pages_paid: int, send_reminder) -> SyncResult:
+    budget, registry, now = rt.budget, rt.registry, rt.clock()
+    if not usable(registry, merchant_id):
+        budget.done(merchant_id, customer_id)
+        registry.count(merchant_id, "dropped_syncs")
+        return SyncResult("dropped", detail="store not usable")
     try:
-        rows = client.loyalty_history(token, customer.id)
+        rows, pages = _read(rt, merchant_id, customer_id, pages_paid)
+    except StoreNotAuthorized as exc:
+        budget.done(merchant_id, customer_id)
+        registry.count(merchant_id, "dropped_syncs")
+        return SyncResult("dropped", detail=str(exc))
+    except BudgetExhausted as exc:
+        budget.retry_later(merchant_id, customer_id, now, pages=exc.pages)
+        return SyncResult("requeued", detail=str(exc))
+    except SallaTransientError as exc:
+        return _transient(rt, merchant_id, customer_id, exc)
     except SallaPermanentError as exc:
-        log.error("loyalty history refused for merchant=%s customer=%s: %s", merchant_id, customer.id, exc)
-        return SyncResult(skipped=f"salla {exc.status}")
+        _permanent(rt, merchant_id, customer_id, exc)
+        budget.done(merchant_id, customer_id)
+        return SyncResult("failed", detail=str(exc))
 
-    lots, problems = parse_history(rows, settings.store_timezone)
+    budget.done(merchant_id, customer_id, pages)
+    rt.store.hdel(f"{rt.settings.redis_key_prefix}sync:{merchant_id}:attempts", customer_id)
+    rt.store.set(f"{rt.settings.redis_key_prefix}store:{merchant_id}:loyalty_ok", "1")
+    registry.count(merchant_id, "reads")
+    registry.count(merchant_id, "requests", pages)
+    lots, problems = parse_history(rows, rt.settings.store_timezone)
     for problem in problems:
-        log.warning("unreadable loyalty row merchant=%s customer=%s: %s", merchant_id, customer.id, problem)
-    result = SyncResult(lots=len(lots), unreadable_rows=len(problems))
+        log.warning("unreadable loyalty row merchant=%s customer=%s: %s", merchant_id, customer_id, problem)
+    customer = rt.profiles.load(merchant_id, customer_id)
+    reminders = remind(rt, merchant_id, customer, lots, datetime.fromtimestamp(now, timezone.utc), send_reminder)
+    log.info("synced merchant=%s customer=%s pages=%d lots=%d due=%d", merchant_id, customer_id, pages,
+             len(lots), len(reminders))
+    return SyncResult("read", lots=lots, reminders=reminders)
 
+
+def remind(rt: Runtime, merchant_id: int, customer: Customer, lots: list[Lot], now: datetime, send_reminder) -> list[dict]:
+    """Build the reminders due now and hand each to `send_reminder(reminder, keep_seconds)`."""
+    settings = rt.settings
+    reminders = []
     for group in due_groups(lots, now, settings.reminder_stages_days, settings.reminder_min_points):
         reminder = build_reminder(merchant_id, customer, group, settings.reminder_language, now)
         last_expiry = max(lot.expires_at for lot in group.lots)
         keep = int((last_expiry - now).total_seconds()) + SENT_MARK_MARGIN_SECONDS
-        report = deliver(reminder, channels, store, settings.redis_key_prefix, keep)
-        result.reminders.append(reminder["reminder_id"])
-        result.sent += len(report.sent)
-    log.info("synced merchant=%s customer=%s lots=%d due=%d sent=%d", merchant_id, customer.id,
-             result.lots, len(result.reminders), result.sent)
-    return result
+        send_reminder(reminder, keep)
+        reminders.append(reminder)
+    return reminders
+
+
+def _read(rt: Runtime, merchant_id: int, customer_id: int, pages_paid: int) -> tuple[list[dict], int]:
+    limits = rt.limits(merchant_id)
+
+    def pay(page: int) -> bool:
+        return rt.budget.acquire(merchant_id, limits, rt.clock(), 1, tag=f"{customer_id}p{page}")
+
+    def observe(response) -> None:
+        rt.budget.observe(merchant_id, response.headers, rt.clock())
+
+    token = rt.provider.access_token(merchant_id)
+    try:
+        return rt.client.loyalty_history(token, customer_id, pages_paid=pages_paid, pay_for_page=pay, observe=observe)
+    except SallaUnauthorized as exc:
+        if exc.scope_missing:
+            rt.provider.mark_needs_reauth(merchant_id, "the token lacks the customers.read scope: re-authorize the app")
+            raise StoreNotAuthorized("scope missing") from None
+        # Expired or revoked: refresh (once, under the store's lock) and read again. The first
+        # attempt's page was spent, so the new one pays for itself.
+        fresh = rt.provider.refresh(merchant_id, token)
+        try:
+            return rt.client.loyalty_history(fresh.access_token, customer_id, pages_paid=0, pay_for_page=pay, observe=observe)
+        except SallaUnauthorized:
+            rt.provider.mark_needs_reauth(merchant_id, "Salla refused a freshly refreshed token")
+            raise StoreNotAuthorized("refreshed token refused") from None
+
+
+def _transient(rt: Runtime, merchant_id: int, customer_id: int, exc: SallaTransientError) -> SyncResult:
+    key = f"{rt.settings.redis_key_prefix}sync:{merchant_id}:attempts"
+    attempts = rt.store.hincrby(key, customer_id, 1)
+    if attempts >= rt.settings.sync_max_attempts:
+        rt.store.hdel(key, customer_id)
+        rt.budget.done(merchant_id, customer_id)
+        rt.registry.count(merchant_id, "syncs_failed")
+        log.error("giving up reading merchant=%s customer=%s after %d attempts: %s", merchant_id, customer_id,
+                  attempts, exc)
+        return SyncResult("failed", detail=str(exc))
+    if exc.status == 429:
+        rt.registry.count(merchant_id, "salla_429")
+        delay = exc.retry_after or 1.0  # the store is blocked until then anyway
+    else:
+        delay = retry_countdown(attempts - 1, exc.retry_after)
+    rt.budget.retry_later(merchant_id, customer_id, rt.clock() + delay)
+    log.warning("transient failure merchant=%s customer=%s attempt %d/%d, again in %.0fs: %s", merchant_id,
+                customer_id, attempts, rt.settings.sync_max_attempts, delay, exc)
+    return SyncResult("requeued", detail=str(exc))
+
+
+def _permanent(rt: Runtime, merchant_id: int, customer_id: int, exc: SallaPermanentError) -> None:
+    registry = rt.registry
+    loyalty_ok = rt.store.exists(f"{rt.settings.redis_key_prefix}store:{merchant_id}:loyalty_ok")
+    # 403, or a 404 from a store whose loyalty endpoint never answered: the Customer Loyalty
+    # app is missing (Salla does not document that answer). Stop polling the store a while.
+    if isinstance(exc, SallaForbidden) or (isinstance(exc, SallaNotFound) and not loyalty_ok):
+        registry.mark_loyalty_missing(merchant_id, rt.settings.loyalty_missing_retry_seconds)
+        registry.count(merchant_id, "loyalty_app_missing")
+        dropped = rt.budget.drop_store(merchant_id)
+        log.warning("merchant=%s has no Customer Loyalty app (%s); not polled for %ds, %d queued reads dropped",
+                    merchant_id, exc.status, rt.settings.loyalty_missing_retry_seconds, dropped)
+        return
+    registry.count(merchant_id, "sync_errors")
+    log.error("loyalty history refused for merchant=%s customer=%s: %s", merchant_id, customer_id, exc)

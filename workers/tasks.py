@@ -1,4 +1,9 @@
-"""Thin Celery tasks: they unpack the message, call plain functions and decide on retries."""
+"""Thin Celery tasks: unpack, call plain functions in workers.sync, publish follow-up tasks.
+
+Reads are paced by the store's budget (workers/budget.py), not by Celery retries: a task that
+cannot read now puts the customer back in the store's queue and returns, so no worker slot
+ever sleeps waiting for budget. Only reminder delivery uses Celery's retry, with backoff.
+"""
 from __future__ import annotations
 
 import logging
@@ -6,31 +11,95 @@ from datetime import datetime, timezone
 
 from celery import shared_task
 
-from service.celery_config import HANDLE_EVENT_TASK, HEARTBEAT_TASK
-from workers.backoff import retry_countdown
+from service.celery_config import (DELIVER_TASK, FORGET_STORE_TASK, HANDLE_EVENT_TASK, HEARTBEAT_TASK,
+                                   PUMP_BACKLOG_TASK, PUMP_TASK, SYNC_TASK)
+from workers import sync
+from workers.backoff import MAX_COUNTDOWN_SECONDS, retry_countdown
 from workers.channels import DeliveryTransientError
+from workers.delivery import deliver
 from workers.runtime import runtime
-from workers.salla_client import SallaTransientError
-from workers.sync import sync_customer
 
 log = logging.getLogger(__name__)
 
-# With countdowns capped at 5 minutes, 8 retries span roughly half an hour of Salla trouble.
-MAX_RETRIES = 8
+# Delivery retries: backoff doubling from 2 s up to 15 minutes; 12 tries span about an hour.
+MAX_RETRIES = 12
 
 
-@shared_task(name=HANDLE_EVENT_TASK, bind=True, acks_late=True, max_retries=MAX_RETRIES, ignore_result=True)
-def handle_event(self, message: dict) -> None:
+def _send_sync(merchant_id: int, customer_id: int, pages: int) -> None:
+    sync_customer.apply_async(args=[merchant_id, customer_id, pages])
+
+
+def _schedule_pump(merchant_id: int, wait: float) -> None:
+    """At most one pump per store is scheduled at a time (the flag's TTL outlives the countdown)."""
+    rt = runtime()
+    countdown = min(max(wait, 0.05), MAX_COUNTDOWN_SECONDS)
+    flag = f"{rt.settings.redis_key_prefix}sync:{merchant_id}:pump"
+    if rt.store.set(flag, "1", nx=True, px=int((countdown + 30) * 1000)):
+        pump_store.apply_async(args=[merchant_id], countdown=countdown)
+
+
+def _send_reminder(reminder: dict, keep_seconds: int) -> None:
+    deliver_reminder.apply_async(args=[reminder, keep_seconds])
+
+
+@shared_task(name=HANDLE_EVENT_TASK, acks_late=True, ignore_result=True)
+def handle_event(message: dict) -> str:
+    rt = runtime()
+    outcome = sync.accept_event(rt, message)
+    if outcome in ("queued", "coalesced"):
+        sync.pump(rt, int(message["merchant_id"]), _send_sync, _schedule_pump)
+    return outcome
+
+
+@shared_task(name=PUMP_TASK, acks_late=True, ignore_result=True)
+def pump_store(merchant_id: int) -> int:
+    rt = runtime()
+    rt.store.delete(f"{rt.settings.redis_key_prefix}sync:{merchant_id}:pump")
+    return sync.pump(rt, merchant_id, _send_sync, _schedule_pump)
+
+
+@shared_task(name=PUMP_BACKLOG_TASK, ignore_result=True)
+def pump_backlog() -> int:
+    """Beat's safety net: a pump message lost with a dead worker delays a store by this much."""
+    rt = runtime()
+    return sum(sync.pump(rt, merchant_id, _send_sync, _schedule_pump) for merchant_id in rt.budget.backlog())
+
+
+@shared_task(name=SYNC_TASK, acks_late=True, ignore_result=True)
+def sync_customer(merchant_id: int, customer_id: int, pages_paid: int = 1) -> str:
+    rt = runtime()
+    result = sync.sync_customer(rt, merchant_id, customer_id, pages_paid, _send_reminder)
+    if result.outcome == "requeued":
+        _schedule_pump(merchant_id, 0.05)
+    return result.outcome
+
+
+@shared_task(name=DELIVER_TASK, bind=True, acks_late=True, max_retries=MAX_RETRIES, ignore_result=True)
+def deliver_reminder(self, reminder: dict, keep_seconds: int) -> list[str]:
     rt = runtime()
     try:
-        sync_customer(message, settings=rt.settings, store=rt.store, client=rt.client,
-                      channels=rt.channels, now=datetime.now(timezone.utc))
-    except (SallaTransientError, DeliveryTransientError) as exc:
-        countdown = retry_countdown(self.request.retries, getattr(exc, "retry_after", None))
-        log.warning("transient failure for merchant=%s customer=%s, retry %d/%d in %.0fs: %s",
-                    message.get("merchant_id"), (message.get("customer") or {}).get("id"),
+        report = deliver(reminder, rt.channels, rt.store, rt.settings.redis_key_prefix, keep_seconds)
+    except DeliveryTransientError as exc:
+        countdown = retry_countdown(self.request.retries)
+        log.warning("reminder %s: transient delivery failure, retry %d/%d in %.0fs: %s", reminder["reminder_id"],
                     self.request.retries + 1, MAX_RETRIES, countdown, exc)
         raise self.retry(exc=exc, countdown=countdown)
+    if report.sent:
+        rt.registry.count(reminder["merchant_id"], "reminders_sent")
+    return report.sent
+
+
+@shared_task(name=FORGET_STORE_TASK, acks_late=True, ignore_result=True)
+def forget_store(message: dict) -> dict:
+    """After app.uninstalled: drop the store's queued reads (and count them)."""
+    rt = runtime()
+    merchant_id = int(message["merchant_id"])
+    dropped = {"dropped_syncs": rt.budget.drop_store(merchant_id)}
+    for name, amount in dropped.items():
+        if amount:
+            rt.registry.count(merchant_id, name, amount)
+    log.info("merchant=%s uninstalled: %s", merchant_id, dropped)
+    return dropped
 
 
 @shared_task(name=HEARTBEAT_TASK, ignore_result=True)

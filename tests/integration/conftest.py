@@ -19,7 +19,7 @@ from devkit.redis_server import RedisServer, redis_answers
 from devkit.sandbox import create_app as create_sandbox, serve_in_thread
 from service.app import create_app
 from service.settings import Settings
-from tests.conftest import WEBHOOK_SECRET
+from tests.conftest import TOKEN_KEY, WEBHOOK_SECRET
 
 SANDBOX_TOKEN = "sandbox-token"
 REMINDER_SECRET = "reminder-secret"
@@ -46,6 +46,16 @@ def redis_url(tmp_path_factory):
     client.close()
     if server:
         server.stop()
+
+
+@pytest.fixture(autouse=True)
+def _own_database_is_empty(request):
+    """Every integration test starts with an empty test database (the review found a test
+    that saw the previous test's dedupe key)."""
+    if "redis_url" in request.fixturenames or any(f in request.fixturenames for f in ("web", "worker", "store")):
+        client = redis.Redis.from_url(request.getfixturevalue("redis_url"))
+        client.flushdb()
+        client.close()
 
 
 @pytest.fixture
@@ -75,10 +85,11 @@ def reminders():
 @pytest.fixture
 def service_env(redis_url, sandbox, reminders):
     """The environment every process of the service gets in these tests."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("SALLA_", "REMINDER_", "CELERY_"))}
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SALLA_", "REMINDER_", "CELERY_", "TOKEN_"))}
     env.update({
         "REDIS_URL": redis_url,
         "SALLA_WEBHOOK_SECRET": WEBHOOK_SECRET,
+        "TOKEN_ENCRYPTION_KEY": TOKEN_KEY,
         "SALLA_API_BASE_URL": sandbox.url,
         "SALLA_ACCESS_TOKEN": SANDBOX_TOKEN,
         "SALLA_HTTP_TIMEOUT_SECONDS": "5",

@@ -112,6 +112,6 @@ def test_a_failing_receiver_is_retried_by_the_worker_and_gets_the_reminder_once(
     [received] = wait_until(lambda: reminders.received, timeout=45, message="the retried reminder")
     assert received["body"]["stage_days"] == 7
     log = worker.log_text()
-    assert log.count("retry 1/8") == 1 and log.count("retry 2/8") == 1
+    assert log.count("retry 1/12") == 1 and log.count("retry 2/12") == 1
     # The log channel succeeded on the first attempt and was not repeated by the retries.
     assert log.count('"stage_days": 7') == 1

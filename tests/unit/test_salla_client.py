@@ -5,7 +5,8 @@ import responses
 from responses import matchers
 
 from tests.conftest import sample
-from workers.salla_client import SallaClient, SallaPermanentError, SallaTransientError
+from workers.salla_client import (BudgetExhausted, SallaClient, SallaForbidden, SallaNotFound, SallaPermanentError,
+                                  SallaTransientError, SallaUnauthorized)
 
 BASE = "https://api.salla.dev/admin/v2"
 URL = BASE + "/customers/loyalty/points"
@@ -29,8 +30,8 @@ def test_reads_every_page_with_bearer_token_from_our_base_url():
         matchers.header_matcher({"Authorization": "Bearer tok"})])
     responses.get(URL, json=page([{"points": 1}], 2, 2), match=[
         matchers.query_param_matcher({"customer_id": "7", "page": "2", "per_page": "30"})])
-    rows = client().loyalty_history("tok", 7)
-    assert len(rows) == 3
+    rows, pages = client().loyalty_history("tok", 7)
+    assert len(rows) == 3 and pages == 2
     # links.next names another host; it is never followed.
     assert [c.request.url.split("?")[0] for c in responses.calls] == [URL, URL]
 
@@ -38,9 +39,9 @@ def test_reads_every_page_with_bearer_token_from_our_base_url():
 @responses.activate
 def test_stops_on_an_empty_page_and_tolerates_odd_pagination():
     responses.get(URL, json={"status": 200, "success": True, "data": [{"a": 1}], "pagination": {"links": {}}})
-    assert client().loyalty_history("tok", 7) == [{"a": 1}]
+    assert client().loyalty_history("tok", 7) == ([{"a": 1}], 1)
     responses.replace(responses.GET, URL, json=page([], 1, 5))
-    assert client().loyalty_history("tok", 7) == []
+    assert client().loyalty_history("tok", 7) == ([], 1)
 
 
 @responses.activate
@@ -109,3 +110,42 @@ def test_the_token_is_not_in_any_error():
     with pytest.raises(SallaPermanentError) as info:
         client().loyalty_history("secret-token-value", 7)
     assert "secret-token-value" not in str(info.value)
+
+
+@responses.activate
+def test_pages_beyond_those_paid_for_ask_the_budget_first():
+    responses.get(URL, json=page([{"a": 1}], 1, 3))
+    asked = []
+    with pytest.raises(BudgetExhausted) as info:
+        client().loyalty_history("tok", 7, pages_paid=1, pay_for_page=lambda p: asked.append(p) or False)
+    assert asked == [2] and info.value.pages == 2
+    assert len(responses.calls) == 1  # page 2 was never requested
+
+
+@responses.activate
+def test_every_answer_is_observed_for_rate_headers():
+    responses.get(URL, json=page([], 1, 1), headers={"X-RateLimit-Remaining": "3"})
+    seen = []
+    client().loyalty_history("tok", 7, observe=lambda r: seen.append(r.headers["X-RateLimit-Remaining"]))
+    assert seen == ["3"]
+
+
+@pytest.mark.parametrize("key, status, error, scope_missing", [
+    ("401_invalid_token", 401, SallaUnauthorized, False),
+    ("401_scope", 401, SallaUnauthorized, True),
+    ("404", 404, SallaNotFound, None),
+])
+@responses.activate
+def test_4xx_kinds(key, status, error, scope_missing):
+    responses.get(URL, json=sample("errors.json")[key], status=status)
+    with pytest.raises(error) as info:
+        client().loyalty_history("tok", 7)
+    if scope_missing is not None:
+        assert info.value.scope_missing is scope_missing
+
+
+@responses.activate
+def test_403_is_forbidden():
+    responses.get(URL, status=403, json={"status": 403, "success": False, "error": {"code": "forbidden", "message": "no"}})
+    with pytest.raises(SallaForbidden):
+        client().loyalty_history("tok", 7)

@@ -1,10 +1,13 @@
 import pytest
 
 from service.settings import Settings, SettingsError
+from tests.conftest import TOKEN_KEY
+
+BASE = {"TOKEN_ENCRYPTION_KEY": TOKEN_KEY}
 
 
 def test_defaults_need_only_a_secret():
-    s = Settings.from_env({"SALLA_WEBHOOK_SECRET": "x"})
+    s = Settings.from_env({**BASE, "SALLA_WEBHOOK_SECRET": "x"})
     assert s.webhook_strategy == "signature"
     assert s.reminder_stages_days == (30, 7, 1)
     assert s.reminder_channels == ("log",)
@@ -17,11 +20,11 @@ def test_defaults_need_only_a_secret():
 @pytest.mark.parametrize("strategy", ["signature", "token"])
 def test_refuses_to_start_without_secret(strategy):
     with pytest.raises(SettingsError, match="SALLA_WEBHOOK_SECRET"):
-        Settings.from_env({"SALLA_WEBHOOK_STRATEGY": strategy})
+        Settings.from_env({**BASE, "SALLA_WEBHOOK_STRATEGY": strategy})
 
 
 def test_none_strategy_is_an_explicit_opt_in():
-    assert Settings.from_env({"SALLA_WEBHOOK_STRATEGY": "none"}).webhook_strategy == "none"
+    assert Settings.from_env({**BASE, "SALLA_WEBHOOK_STRATEGY": "none"}).webhook_strategy == "none"
 
 
 @pytest.mark.parametrize("env, variable", [
@@ -38,21 +41,33 @@ def test_none_strategy_is_an_explicit_opt_in():
     ({"SALLA_PAGE_SIZE": "100"}, "SALLA_PAGE_SIZE"),
     ({"SALLA_HTTP_TIMEOUT_SECONDS": "0"}, "SALLA_HTTP_TIMEOUT_SECONDS"),
     ({"STORE_TIMEZONE": "Mars/Olympus"}, "STORE_TIMEZONE"),
+    ({"TOKEN_ENCRYPTION_KEY": "short"}, "TOKEN_ENCRYPTION_KEY"),
+    ({"TOKEN_ENCRYPTION_KEY": TOKEN_KEY + ",nope"}, "TOKEN_ENCRYPTION_KEY"),
+    ({"SALLA_ACCOUNTS_URL": "accounts.salla.sa"}, "SALLA_ACCOUNTS_URL"),
+    ({"SALLA_CUSTOMER_LIMIT": "0"}, "SALLA_CUSTOMER_LIMIT"),
     ({"REMINDER_LANGUAGE": "fr"}, "REMINDER_LANGUAGE"),
 ])
 def test_wrong_values_name_the_variable(env, variable):
     with pytest.raises(SettingsError, match=variable):
-        Settings.from_env({"SALLA_WEBHOOK_SECRET": "x", **env})
+        Settings.from_env({**BASE, "SALLA_WEBHOOK_SECRET": "x", **env})
+
+
+def test_token_key_is_required_and_may_hold_two_for_rotation():
+    with pytest.raises(SettingsError, match="TOKEN_ENCRYPTION_KEY is required"):
+        Settings.from_env({"SALLA_WEBHOOK_SECRET": "x"})
+    from cryptography.fernet import Fernet
+    new = Fernet.generate_key().decode()
+    assert Settings.from_env({"SALLA_WEBHOOK_SECRET": "x", "TOKEN_ENCRYPTION_KEY": f"{new}, {TOKEN_KEY}"}).token_encryption_keys == (new, TOKEN_KEY)
 
 
 def test_stages_are_sorted_and_deduplicated():
-    s = Settings.from_env({"SALLA_WEBHOOK_SECRET": "x", "REMINDER_STAGES_DAYS": "1, 30,7,7"})
+    s = Settings.from_env({**BASE, "SALLA_WEBHOOK_SECRET": "x", "REMINDER_STAGES_DAYS": "1, 30,7,7"})
     assert s.reminder_stages_days == (30, 7, 1)
 
 
 def test_redis_password_is_not_echoed_in_errors():
     with pytest.raises(SettingsError) as info:
-        Settings.from_env({"SALLA_WEBHOOK_SECRET": "x", "REDIS_URL": "http://:hunter2@h:1/0"})
+        Settings.from_env({**BASE, "SALLA_WEBHOOK_SECRET": "x", "REDIS_URL": "http://:hunter2@h:1/0"})
     assert "hunter2" not in str(info.value)
 
 

@@ -1,4 +1,4 @@
-"""The sync function with fakeredis and `responses`; the task options pinned."""
+"""workers.sync over fakeredis and `responses`; retries, tokens and budget; pinned task options."""
 from datetime import datetime, timedelta, timezone
 from zoneinfo import ZoneInfo
 
@@ -7,113 +7,287 @@ import pytest
 import requests
 import responses
 
-from service.celery_config import HANDLE_EVENT_TASK, VISIBILITY_TIMEOUT_SECONDS, celery_config
+from service.celery_config import HANDLE_EVENT_TASK, SYNC_TASK, VISIBILITY_TIMEOUT_SECONDS, celery_config
 from service.reminders import message_text, reminder_id
+from service.stores import NEEDS_REAUTH
+from service.tokens import StoreTokens
 from tests.conftest import make_settings
+from workers import sync
 from workers.backoff import MAX_COUNTDOWN_SECONDS, retry_countdown
-from workers.salla_client import SallaClient, SallaTransientError
-from workers.sync import sync_customer
+from workers.runtime import build_runtime
 
 RIYADH = ZoneInfo("Asia/Riyadh")
-NOW = datetime(2026, 11, 25, 9, 0, tzinfo=timezone.utc)
+T0 = datetime(2026, 11, 25, 9, 0, tzinfo=timezone.utc)
 URL = "https://api.salla.dev/admin/v2/customers/loyalty/points"
-MESSAGE = {"event": "order.created", "merchant_id": 1305146709,
-           "customer": {"id": 225167971, "name": "Mohammed Ali", "mobile": "+966501806978",
-                        "email": "m@example.com", "notifications_enabled": None}}
+TOKEN_URL = "https://accounts.salla.sa/oauth2/token"
+M, C = 1305146709, 225167971
+CUSTOMER = {"id": C, "name": "Mohammed Ali", "mobile": "+966501806978", "email": "m@example.com",
+            "notifications_enabled": None}
+
+
+class Clock:
+    def __init__(self):
+        self.now = T0.timestamp()
+
+    def __call__(self):
+        return self.now
 
 
 def row(expires_in: timedelta, points=100, used=0, order_id=1):
-    local = (NOW + expires_in).astimezone(RIYADH)
+    local = (T0 + expires_in).astimezone(RIYADH)
     return {"name": "مخصصة", "points": points, "used_points": used, "status": "مؤكدة",
             "created_at": {"date": "2026-01-01 10:00:00.000000", "timezone_type": 3, "timezone": "Asia/Riyadh"},
             "expiry_date": local.strftime("%Y-%m-%d %H:%M:%S"), "order_id": order_id, "used_at": {}, "reference_id": None}
 
 
-def answer(rows):
+def answer(rows, page=1, total_pages=1):
     return {"status": 200, "success": True, "data": rows,
-            "pagination": {"count": len(rows), "total": len(rows), "perPage": 60, "currentPage": 1, "totalPages": 1,
-                           "links": {}}}
+            "pagination": {"count": len(rows), "total": len(rows), "perPage": 60, "currentPage": page,
+                           "totalPages": total_pages, "links": {}}}
 
 
 class Recorder:
-    name = "webhook"
-
     def __init__(self):
-        self.reminders = []
+        self.syncs, self.pumps, self.reminders = [], [], []
 
-    def send(self, reminder):
+    def send_sync(self, m, c, pages):
+        self.syncs.append((m, c, pages))
+
+    def schedule_pump(self, m, wait):
+        self.pumps.append((m, wait))
+
+    def send_reminder(self, reminder, keep):
         self.reminders.append(reminder)
 
 
-def run(settings=None, channel=None, store=None):
-    settings = settings or make_settings()
-    return sync_customer(MESSAGE, settings=settings, store=store or fakeredis.FakeRedis(decode_responses=True),
-                         client=SallaClient(settings.salla_api_base_url, requests.Session(), 5),
-                         channels=[channel or Recorder()], now=NOW)
+@pytest.fixture
+def clock():
+    return Clock()
 
 
+def runtime_for(clock, **env):
+    settings = make_settings(**env)
+    return build_runtime(settings, fakeredis.FakeRedis(decode_responses=True), requests.Session(), clock=clock)
+
+
+@pytest.fixture
+def rt(clock):
+    return runtime_for(clock)  # single-store mode: SALLA_ACCESS_TOKEN is set
+
+
+@pytest.fixture
+def multi(clock):
+    rt = runtime_for(clock, SALLA_ACCESS_TOKEN="", SALLA_CLIENT_ID="cid", SALLA_CLIENT_SECRET="csecret")
+    rt.tokens.save(M, StoreTokens("access-1", "refresh-1", clock() + 14 * 86400, "customers.read offline_access"))
+    return rt
+
+
+def event(customer=None):
+    return {"event": "order.created", "merchant_id": M, "customer": customer or CUSTOMER}
+
+
+def run_once(rt, rec=None):
+    """An event, the pump, and the read it dispatches."""
+    rec = rec or Recorder()
+    sync.accept_event(rt, event())
+    sync.pump(rt, M, rec.send_sync, rec.schedule_pump)
+    results = [sync.sync_customer(rt, m, c, pages, rec.send_reminder) for m, c, pages in rec.syncs]
+    rec.syncs.clear()
+    return rec, results
+
+
+# -- the path ------------------------------------------------------------------------------
 @responses.activate
-def test_points_expiring_in_3_days_give_one_7_day_reminder():
+def test_points_expiring_in_3_days_give_one_7_day_reminder(rt):
     responses.get(URL, json=answer([row(timedelta(days=3), 500, 100), row(timedelta(days=3, hours=2), 50, order_id=2),
                                     row(timedelta(days=90)), row(timedelta(days=2), 100, 100), row(-timedelta(days=1))]))
-    channel = Recorder()
-    result = run(channel=channel)
-    [reminder] = channel.reminders
-    assert result.lots == 5 and result.sent == 1
-    assert reminder["stage_days"] == 7
-    assert reminder["points_expiring"] == 450
-    assert reminder["earliest_expiry"] == (NOW + timedelta(days=3)).astimezone(RIYADH).isoformat()
-    assert reminder["earliest_expiry"].endswith("+03:00")
+    rec, [result] = run_once(rt)
+    [reminder] = rec.reminders
+    assert result.outcome == "read" and len(result.lots) == 5
+    assert reminder["stage_days"] == 7 and reminder["points_expiring"] == 450
+    assert reminder["earliest_expiry"] == (T0 + timedelta(days=3)).astimezone(RIYADH).isoformat()
     assert reminder["customer"] == {"name": "Mohammed Ali", "mobile": "+966501806978", "email": "m@example.com"}
     assert [lot["remaining_points"] for lot in reminder["lots"]] == [400, 50]
-    assert reminder["language"] == "ar" and "450" in reminder["message"]
+    assert responses.calls[0].request.headers["Authorization"] == "Bearer sandbox-token"
 
 
 @responses.activate
-def test_nothing_expiring_gives_no_reminder():
+def test_nothing_expiring_gives_no_reminder(rt):
     responses.get(URL, json=answer([row(timedelta(days=120)), row(-timedelta(days=3))]))
-    channel = Recorder()
-    assert run(channel=channel).reminders == [] and channel.reminders == []
+    rec, [result] = run_once(rt)
+    assert result.outcome == "read" and rec.reminders == []
 
 
 @responses.activate
-def test_a_repeated_sync_sends_nothing_new():
-    responses.get(URL, json=answer([row(timedelta(days=3))]))
-    store, channel = fakeredis.FakeRedis(decode_responses=True), Recorder()
-    for _ in range(4):
-        run(channel=channel, store=store)
-    assert len(channel.reminders) == 1
-
-
-@responses.activate
-def test_unreadable_rows_are_skipped_and_logged(caplog):
+def test_unreadable_rows_are_skipped_and_logged(rt, caplog):
     responses.get(URL, json=answer([row(timedelta(days=3)), {"points": "x"}]))
-    result = run()
-    assert result.unreadable_rows == 1 and result.sent == 1
-    assert "unreadable loyalty row" in caplog.text
+    rec, _ = run_once(rt)
+    assert len(rec.reminders) == 1 and "unreadable loyalty row" in caplog.text
+
+
+# -- coalescing ----------------------------------------------------------------------------
+def test_fifty_events_are_one_read_and_counted(rt):
+    rec = Recorder()
+    outcomes = [sync.accept_event(rt, event()) for _ in range(50)]
+    assert outcomes.count("queued") == 1 and outcomes.count("coalesced") == 49
+    sync.pump(rt, M, rec.send_sync, rec.schedule_pump)
+    assert rec.syncs == [(M, C, 1)]
+    assert rt.registry.counters(M)["events_coalesced"] == 49
+
+
+# -- Salla's errors ------------------------------------------------------------------------
+@responses.activate
+def test_429_blocks_the_store_and_requeues_the_customer(rt, clock):
+    responses.get(URL, status=429, headers={"Retry-After": "40"})
+    rec, [result] = run_once(rt)
+    assert result.outcome == "requeued"
+    assert rt.registry.counters(M)["salla_429"] == 1
+    assert sync.pump(rt, M, rec.send_sync, rec.schedule_pump) == 0
+    assert rec.pumps[-1][1] == pytest.approx(40, abs=1)
+    clock.now += 41
+    assert sync.pump(rt, M, rec.send_sync, rec.schedule_pump) == 1
 
 
 @responses.activate
-def test_a_permanent_salla_error_is_recorded_with_store_and_customer(caplog):
-    responses.get(URL, status=422, json={"status": 422, "success": False, "error": {"code": "error", "message": "bad"}})
-    result = run()
-    assert result.skipped == "salla 422"
-    assert "merchant=1305146709 customer=225167971" in caplog.text
-
-
-@responses.activate
-def test_a_transient_salla_error_propagates_for_the_task_to_retry():
+def test_5xx_and_timeouts_are_retried_with_backoff_then_given_up(clock):
+    rt = runtime_for(clock, SYNC_MAX_ATTEMPTS="3")
     responses.get(URL, status=503)
-    with pytest.raises(SallaTransientError):
-        run()
+    rec = Recorder()
+    sync.accept_event(rt, event())
+    outcomes = []
+    for _ in range(3):
+        sync.pump(rt, M, rec.send_sync, rec.schedule_pump)
+        assert len(rec.syncs) == 1, "one read per attempt"
+        outcomes.append(sync.sync_customer(rt, *rec.syncs.pop(), rec.send_reminder).outcome)
+        clock.now += MAX_COUNTDOWN_SECONDS
+    assert outcomes == ["requeued", "requeued", "failed"]
+    assert rt.registry.counters(M)["syncs_failed"] == 1
+    responses.replace(responses.GET, URL, body=requests.Timeout("slow"))
+    sync.accept_event(rt, event())
+    sync.pump(rt, M, rec.send_sync, rec.schedule_pump)
+    assert sync.sync_customer(rt, *rec.syncs.pop(), rec.send_reminder).outcome == "requeued"
 
 
-def test_without_a_token_the_sync_is_skipped_loudly(caplog):
-    settings = make_settings(SALLA_ACCESS_TOKEN="")
-    assert run(settings=settings).skipped == "no access token"
-    assert "SALLA_ACCESS_TOKEN" in caplog.text
+@responses.activate
+def test_a_transient_failure_then_success(rt, clock):
+    responses.get(URL, status=500)
+    responses.get(URL, json=answer([row(timedelta(days=3))]))
+    rec, [first] = run_once(rt)
+    clock.now += 10
+    sync.pump(rt, M, rec.send_sync, rec.schedule_pump)
+    second = sync.sync_customer(rt, *rec.syncs.pop(), rec.send_reminder)
+    assert (first.outcome, second.outcome) == ("requeued", "read") and len(rec.reminders) == 1
 
 
+@responses.activate
+def test_other_4xx_are_permanent_and_recorded_with_store_and_customer(rt, caplog):
+    rt.store.set(f"lpr:store:{M}:loyalty_ok", "1")
+    responses.get(URL, status=422, json={"status": 422, "success": False, "error": {"code": "error", "message": "bad"}})
+    _, [result] = run_once(rt)
+    assert result.outcome == "failed"
+    assert f"merchant={M} customer={C}" in caplog.text
+    assert rt.registry.counters(M)["sync_errors"] == 1
+
+
+@pytest.mark.parametrize("status, loyalty_ok, missing", [(403, False, True), (403, True, True),
+                                                         (404, False, True), (404, True, False)])
+@responses.activate
+def test_a_store_without_the_loyalty_app_is_remembered(rt, status, loyalty_ok, missing):
+    if loyalty_ok:
+        rt.store.set(f"lpr:store:{M}:loyalty_ok", "1")
+    responses.get(URL, status=status, json={"status": status, "success": False, "error": {"code": status, "message": "x"}})
+    run_once(rt)
+    assert rt.registry.loyalty_missing(M) is missing
+    if missing:
+        assert sync.accept_event(rt, event()) == "no_loyalty_app"
+        assert len(responses.calls) == 1  # not polled again
+
+
+@responses.activate
+def test_budget_running_out_mid_history_requeues_with_the_page_count(clock):
+    rt = runtime_for(clock, SALLA_CUSTOMER_LIMIT="1")
+    responses.get(URL, json=answer([row(timedelta(days=3))], 1, 2))
+    rec, [result] = run_once(rt)
+    assert result.outcome == "requeued"
+    clock.now += 601
+    sync.pump(rt, M, rec.send_sync, rec.schedule_pump)
+    assert rec.syncs == []  # needs 2 slots, the limit is 1: it must never be dispatched short
+
+
+# -- tokens --------------------------------------------------------------------------------
+@responses.activate
+def test_per_store_token_is_used(multi):
+    responses.get(URL, json=answer([]))
+    run_once(multi)
+    assert responses.calls[0].request.headers["Authorization"] == "Bearer access-1"
+
+
+@responses.activate
+def test_token_is_refreshed_ahead_of_expiry(multi, clock):
+    clock.now += 14 * 86400 - 3600  # an hour left
+    responses.post(TOKEN_URL, json={"access_token": "access-2", "refresh_token": "refresh-2", "expires_in": 1209600,
+                                    "scope": "customers.read offline_access", "token_type": "bearer"})
+    responses.get(URL, json=answer([]))
+    run_once(multi)
+    assert responses.calls[0].request.body == ("grant_type=refresh_token&refresh_token=refresh-1"
+                                               "&client_id=cid&client_secret=csecret")
+    assert responses.calls[1].request.headers["Authorization"] == "Bearer access-2"
+    stored = multi.tokens.load(M)
+    assert (stored.access_token, stored.refresh_token) == ("access-2", "refresh-2")
+    assert stored.expires_at == pytest.approx(clock() + 1209600)
+
+
+@responses.activate
+def test_a_401_for_an_expired_token_refreshes_and_reads_again(multi):
+    responses.get(URL, status=401, json={"status": 401, "success": False,
+                                         "error": {"code": "Invalid-token", "message": "please provide a valid API Key"}})
+    responses.post(TOKEN_URL, json={"access_token": "access-2", "refresh_token": "refresh-2",
+                                    "expires": int(T0.timestamp()) + 1209600})
+    responses.get(URL, json=answer([row(timedelta(days=3))]))
+    rec, [result] = run_once(multi)
+    assert result.outcome == "read" and len(rec.reminders) == 1
+    assert [c.request.url.split("?")[0] for c in responses.calls] == [URL, TOKEN_URL, URL]
+    assert multi.tokens.load(M).expires_at == T0.timestamp() + 1209600
+
+
+@responses.activate
+def test_a_missing_scope_is_permanent_and_visible(multi):
+    responses.get(URL, status=401, json={"status": 401, "success": False, "error": {
+        "code": "Unauthorized", "message": "The access token should have access to one of those scopes: customers.read"}})
+    _, [result] = run_once(multi)
+    assert result.outcome == "dropped"
+    assert multi.registry.state(M)["state"] == NEEDS_REAUTH
+    assert "scope" in multi.registry.state(M)["reason"]
+    assert sync.accept_event(multi, event()) == "dropped"  # not retried in a loop
+    assert len(responses.calls) == 1
+
+
+@responses.activate
+def test_invalid_grant_marks_the_store_for_reauthorization(multi):
+    responses.get(URL, status=401, json={"status": 401, "success": False, "error": {"code": "Invalid-token", "message": "x"}})
+    responses.post(TOKEN_URL, status=400, json={"error": "invalid_grant"})
+    _, [result] = run_once(multi)
+    assert result.outcome == "dropped"
+    assert multi.registry.state(M) | {"since": ""} == {"state": NEEDS_REAUTH, "reason": "token refresh refused: 400 invalid_grant", "since": ""}
+
+
+def test_no_tokens_for_a_store_drops_the_read_and_counts_it(clock):
+    rt = runtime_for(clock, SALLA_ACCESS_TOKEN="")
+    _, [result] = run_once(rt)
+    assert result.outcome == "dropped" and rt.registry.counters(M)["dropped_syncs"] == 1
+
+
+def test_an_uninstalled_store_gets_no_work(multi):
+    from service.stores import UNINSTALLED
+    sync.accept_event(multi, event())
+    multi.registry.set_state(M, UNINSTALLED)
+    rec = Recorder()
+    assert sync.pump(multi, M, rec.send_sync, rec.schedule_pump) == 0
+    assert sync.accept_event(multi, event()) == "dropped"
+    assert sync.sync_customer(multi, M, C, 1, rec.send_reminder).outcome == "dropped"
+
+
+# -- pure bits and pinned options ----------------------------------------------------------
 def test_reminder_id_depends_on_stage_and_lot_set_not_order():
     assert reminder_id(1, 2, 7, ["a", "b"]) == reminder_id(1, 2, 7, ["b", "a"])
     assert reminder_id(1, 2, 7, ["a"]) != reminder_id(1, 2, 1, ["a"])
@@ -135,7 +309,6 @@ def test_backoff_grows_with_jitter_and_honours_retry_after():
     assert retry_countdown(3, rand=lambda: 1) == 16
     assert retry_countdown(0, retry_after=30, rand=lambda: 0) == 30
     assert retry_countdown(50, rand=lambda: 1) == MAX_COUNTDOWN_SECONDS
-    assert retry_countdown(0, retry_after=10**6) == MAX_COUNTDOWN_SECONDS
     assert MAX_COUNTDOWN_SECONDS * 4 <= VISIBILITY_TIMEOUT_SECONDS
 
 
@@ -150,10 +323,12 @@ def test_celery_settings_are_pinned():
 
 
 def test_task_options_are_pinned(monkeypatch):
+    from tests.conftest import TOKEN_KEY
     monkeypatch.setenv("SALLA_WEBHOOK_SECRET", "x")
+    monkeypatch.setenv("TOKEN_ENCRYPTION_KEY", TOKEN_KEY)
     from workers.celery import app
     app.loader.import_default_modules()
-    task = app.tasks[HANDLE_EVENT_TASK]
-    assert task.acks_late is True and task.ignore_result is True
-    assert task.max_retries == 8
-    assert task.name == "workers.tasks.handle_event"
+    for name in (HANDLE_EVENT_TASK, SYNC_TASK, "workers.tasks.deliver_reminder", "workers.tasks.pump_store"):
+        task = app.tasks[name]
+        assert task.acks_late is True and task.ignore_result is True, name
+    assert app.tasks["workers.tasks.deliver_reminder"].max_retries >= 8

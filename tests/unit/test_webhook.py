@@ -13,12 +13,14 @@ from tests.conftest import WEBHOOK_SECRET, make_settings, sample_bytes
 class ListQueue:
     def __init__(self):
         self.messages = []
+        self.tasks = []
         self.fail = False
 
-    def enqueue(self, message):
+    def enqueue(self, message, task="workers.tasks.handle_event"):
         if self.fail:
             raise QueueUnavailable("broker down")
         self.messages.append(json.loads(json.dumps(message)))  # what JSON serialisation keeps
+        self.tasks.append(task)
 
 
 @pytest.fixture
@@ -115,12 +117,84 @@ def test_malformed_bodies_are_400_with_a_reason(client, queue, body, message):
     assert queue.messages == []
 
 
-@pytest.mark.parametrize("name", ["app.store.authorize.json", "app.uninstalled.json"])
-def test_events_not_acted_on_get_200(client, queue, name):
-    response = post(client, sample_bytes(name))
-    assert response.status_code == 200
-    assert response.get_json()["status"] == "ignored"
+def test_events_not_acted_on_get_200(client, queue):
+    body = json.dumps({"event": "app.installed", "merchant": 1, "data": {}}).encode()
+    response = post(client, body)
+    assert response.status_code == 200 and response.get_json()["status"] == "ignored"
     assert queue.messages == []
+
+
+def authorize(merchant=1234509876, access="access-A", refresh="refresh-A", expires=2_000_000_000,
+              scope="settings.read customers.read offline_access"):
+    return json.dumps({"event": "app.store.authorize", "merchant": merchant, "created_at": "2022-12-31 12:31:25",
+                       "data": {"access_token": access, "refresh_token": refresh, "expires": expires, "scope": scope,
+                                "token_type": "bearer"}}).encode()
+
+
+def test_authorize_stores_the_tokens_encrypted_and_never_logs_them(client, store, queue, caplog):
+    caplog.set_level("DEBUG")
+    response = post(client, sample_bytes("app.store.authorize.json"))
+    assert response.status_code == 200 and response.get_json() == {"status": "stored"}
+    raw = store.get("lpr:store:1234509876:tokens")
+    sample_token = json.loads(sample_bytes("app.store.authorize.json"))["data"]["access_token"]
+    assert raw and sample_token not in raw and "fWcceFWF9eFH4y" not in raw
+    deps = client.application.extensions["reminder_service"]
+    tokens = deps.tokens.load(1234509876)
+    assert tokens.access_token == sample_token and tokens.expires_at == 1634819484
+    assert deps.registry.state(1234509876)["state"] == "active"
+    assert sample_token not in caplog.text and "fWcceFWF9eFH4y" not in caplog.text
+    assert queue.messages == []  # tokens never travel through the broker
+
+
+def test_a_new_authorize_replaces_the_tokens_and_an_older_one_does_not(client):
+    deps = client.application.extensions["reminder_service"]
+    post(client, authorize(access="A", expires=2_000_000_000))
+    post(client, authorize(access="B", expires=2_000_100_000))  # app.updated, then a new authorize
+    assert deps.tokens.load(1234509876).access_token == "B"
+    late = post(client, authorize(access="A", expires=2_000_000_000))  # Salla retrying the first one
+    assert late.get_json()["status"] == "ignored"
+    assert deps.tokens.load(1234509876).access_token == "B"
+
+
+def test_authorize_without_customers_read_marks_the_store(client):
+    post(client, authorize(scope="settings.read offline_access"))
+    state = client.application.extensions["reminder_service"].registry.state(1234509876)
+    assert state["state"] == "needs_reauth" and "customers.read" in state["reason"]
+
+
+def test_authorize_without_an_access_token_is_400(client):
+    body = json.dumps({"event": "app.store.authorize", "merchant": 5, "data": {"refresh_token": "r"}}).encode()
+    response = post(client, body)
+    assert response.status_code == 400 and "access_token" in response.get_json()["message"]
+
+
+def test_uninstall_deletes_tokens_and_queues_the_clean_up(client, store, queue):
+    post(client, authorize())
+    response = post(client, sample_bytes("app.uninstalled.json"))
+    assert response.get_json() == {"status": "uninstalled"}
+    assert store.get("lpr:store:1234509876:tokens") is None
+    assert client.application.extensions["reminder_service"].registry.state(1234509876)["state"] == "uninstalled"
+    assert queue.tasks == ["workers.tasks.forget_store"] and queue.messages == [{"merchant_id": 1234509876}]
+    post(client, authorize(access="again", expires=2_000_000_001))  # reinstalled
+    assert client.application.extensions["reminder_service"].registry.state(1234509876)["state"] == "active"
+
+
+def test_uninstall_with_the_broker_down_is_503(client, queue):
+    queue.fail = True
+    assert post(client, sample_bytes("app.uninstalled.json")).status_code == 503
+
+
+def test_a_signature_header_that_is_not_ascii_is_401(client):
+    body = sample_bytes("order.created.json")
+    response = client.post("/webhooks/salla", data=body, headers={"X-Salla-Signature": "تواقيع"})
+    assert response.status_code == 401
+
+
+@pytest.mark.parametrize("body", [b'{"event": "order.created", "merchant": 1, "data": {"x": ' + b"9" * 5000 + b"}}",
+                                  b"[" * 50000 + b"]" * 50000])
+def test_pathological_json_is_400(client, body):
+    response = post(client, body)
+    assert response.status_code == 400 and response.get_json()["error"] == "bad_request"
 
 
 def test_unknown_event_gets_200(client, queue):

@@ -1,0 +1,103 @@
+"""Per-store Salla OAuth tokens, encrypted at rest in Redis.
+
+Fernet (AES-128-CBC + HMAC) with MultiFernet: TOKEN_ENCRYPTION_KEY holds one or more keys,
+the first encrypts and all decrypt, so a key can be rotated without losing stored tokens
+(`python -m service.cli rotate-token-keys` re-encrypts everything under the first key).
+Nothing in this module logs a token; StoreTokens' repr hides them.
+"""
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass, field
+
+import redis
+from cryptography.fernet import Fernet, InvalidToken, MultiFernet
+
+log = logging.getLogger(__name__)
+
+# A number this large is a unix timestamp, a smaller one a duration in seconds: Salla's
+# answers name the expiry `expires_in` (seconds) or `expires` (seen as a timestamp).
+_EPOCH_THRESHOLD = 10**9
+
+
+class TokenError(ValueError):
+    """Token data we cannot use (missing fields in an authorize event, undecryptable record)."""
+
+
+@dataclass(frozen=True)
+class StoreTokens:
+    access_token: str = field(repr=False)
+    refresh_token: str = field(repr=False)
+    expires_at: float
+    scope: str = ""
+
+    def expires_within(self, seconds: float, now: float) -> bool:
+        return self.expires_at - now <= seconds
+
+    def has_scope(self, scope: str) -> bool:
+        return scope in self.scope.split()
+
+
+def expiry_from(answer: dict, now: float) -> float:
+    """Absolute expiry from an OAuth answer or authorize event (`expires_in` or `expires`)."""
+    for name in ("expires_in", "expires"):
+        value = answer.get(name)
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0:
+            return float(value) if value >= _EPOCH_THRESHOLD else now + float(value)
+        if isinstance(value, str) and value.strip().isdigit():
+            number = float(value)
+            return number if number >= _EPOCH_THRESHOLD else now + number
+    # Salla documents 14 days; assume less so we refresh early rather than late.
+    return now + 7 * 24 * 3600
+
+
+def tokens_from(answer: dict, now: float) -> StoreTokens:
+    access, refresh = answer.get("access_token"), answer.get("refresh_token")
+    if not isinstance(access, str) or not access:
+        raise TokenError("access_token is missing")
+    return StoreTokens(
+        access_token=access,
+        refresh_token=refresh if isinstance(refresh, str) else "",
+        expires_at=expiry_from(answer, now),
+        scope=answer.get("scope") if isinstance(answer.get("scope"), str) else "",
+    )
+
+
+class TokenStore:
+    def __init__(self, store: redis.Redis, prefix: str, keys: tuple[str, ...] | list[str]):
+        self._redis = store
+        self._prefix = prefix
+        self._fernet = MultiFernet([Fernet(key) for key in keys])
+
+    def _key(self, merchant_id: int) -> str:
+        return f"{self._prefix}store:{merchant_id}:tokens"
+
+    def save(self, merchant_id: int, tokens: StoreTokens) -> None:
+        record = json.dumps({"access_token": tokens.access_token, "refresh_token": tokens.refresh_token,
+                             "expires_at": tokens.expires_at, "scope": tokens.scope})
+        self._redis.set(self._key(merchant_id), self._fernet.encrypt(record.encode()))
+
+    def load(self, merchant_id: int) -> StoreTokens | None:
+        blob = self._redis.get(self._key(merchant_id))
+        if blob is None:
+            return None
+        try:
+            record = json.loads(self._fernet.decrypt(blob if isinstance(blob, bytes) else blob.encode()))
+        except InvalidToken:
+            raise TokenError(f"tokens of merchant {merchant_id} cannot be decrypted with TOKEN_ENCRYPTION_KEY "
+                             "(was a key removed before rotate-token-keys ran?)") from None
+        return StoreTokens(record["access_token"], record["refresh_token"], float(record["expires_at"]), record.get("scope", ""))
+
+    def delete(self, merchant_id: int) -> bool:
+        return bool(self._redis.delete(self._key(merchant_id)))
+
+    def rotate_all(self) -> int:
+        """Re-encrypt every stored record under the first key; returns how many."""
+        count = 0
+        for key in self._redis.scan_iter(match=f"{self._prefix}store:*:tokens", count=500):
+            blob = self._redis.get(key)
+            if blob is not None:
+                self._redis.set(key, self._fernet.rotate(blob if isinstance(blob, bytes) else blob.encode()))
+                count += 1
+        return count

@@ -1,0 +1,99 @@
+"""The shared budget and per-store queue (Lua scripts) on fakeredis."""
+import fakeredis
+import pytest
+
+from workers.budget import Budget, Limits
+
+M = 42
+LIMITS = Limits(plan_limit=120, plan_window=60, customer_limit=5, customer_window=10)
+
+
+@pytest.fixture
+def budget():
+    return Budget(fakeredis.FakeRedis(decode_responses=True), "t:")
+
+
+def test_fifty_events_for_one_customer_are_one_read(budget):
+    added = [budget.enqueue(M, 7, 100.0) for _ in range(50)]
+    assert added.count(True) == 1
+    d = budget.dispatch(M, LIMITS, 100.0)
+    assert d.customers == [(7, 1)] and d.wait is None
+    assert budget.dispatch(M, LIMITS, 100.5).customers == []
+
+
+def test_an_event_during_a_read_causes_exactly_one_more_read_after_it(budget):
+    budget.enqueue(M, 7, 100.0)
+    assert budget.dispatch(M, LIMITS, 100.0).customers == [(7, 1)]  # read in flight
+    for _ in range(10):
+        budget.enqueue(M, 7, 101.0)  # events arrive mid-read
+    d = budget.dispatch(M, LIMITS, 101.0)
+    assert d.customers == [] and d.wait == 1  # waits for the read in flight
+    budget.done(M, 7, pages=1)
+    assert budget.dispatch(M, LIMITS, 102.0).customers == [(7, 1)]
+    budget.done(M, 7, pages=1)
+    assert budget.dispatch(M, LIMITS, 103.0).customers == []
+
+
+def test_never_more_than_the_limit_in_any_window(budget):
+    for customer in range(12):
+        budget.enqueue(M, customer, 0.0)
+    first = budget.dispatch(M, LIMITS, 0.0)
+    assert len(first.customers) == 5 and first.wait == pytest.approx(10.0)
+    assert budget.dispatch(M, LIMITS, 9.9).customers == []
+    assert len(budget.dispatch(M, LIMITS, 10.0).customers) == 5
+    last = budget.dispatch(M, LIMITS, 20.0)
+    assert len(last.customers) == 2 and last.wait is None
+
+
+def test_multi_page_customers_pay_for_their_pages(budget):
+    budget.retry_later(M, 1, 0.0, pages=4)
+    budget.enqueue(M, 2, 0.0)
+    d = budget.dispatch(M, LIMITS, 0.0)
+    assert d.customers == [(1, 4), (2, 1)]
+    assert not budget.acquire(M, LIMITS, 0.0, 1)
+
+
+def test_acquire_takes_slots_only_when_there_are_enough(budget):
+    assert budget.acquire(M, LIMITS, 0.0, 3)
+    assert not budget.acquire(M, LIMITS, 0.0, 3)
+    assert budget.acquire(M, LIMITS, 0.0, 2)
+    assert budget.acquire(M, LIMITS, 10.0, 5)
+
+
+def test_salla_retry_after_blocks_the_store(budget):
+    budget.enqueue(M, 1, 0.0)
+    budget.observe(M, {"Retry-After": "30"}, now=0.0)
+    d = budget.dispatch(M, LIMITS, 1.0)
+    assert d.customers == [] and d.wait == pytest.approx(29.0)
+    assert not budget.acquire(M, LIMITS, 1.0)
+    assert budget.dispatch(M, LIMITS, 30.0).customers == [(1, 1)]
+
+
+def test_salla_remaining_zero_blocks_until_reset(budget):
+    budget.observe(M, {"X-RateLimit-Remaining": "0", "X-RateLimit-Reset": "50"}, now=10.0)
+    assert not budget.acquire(M, LIMITS, 20.0)
+    assert budget.acquire(M, LIMITS, 50.0)
+    budget.observe(M, {"X-RateLimit-Remaining": "7", "X-RateLimit-Reset": "500"}, now=60.0)
+    assert budget.acquire(M, LIMITS, 60.0)
+
+
+def test_stores_have_separate_budgets(budget):
+    for customer in range(6):
+        budget.enqueue(1, customer, 0.0)
+        budget.enqueue(2, customer, 0.0)
+    assert len(budget.dispatch(1, LIMITS, 0.0).customers) == 5
+    assert len(budget.dispatch(2, LIMITS, 0.0).customers) == 5
+    assert budget.backlog() == [1, 2]
+
+
+def test_not_before_delays_a_retry(budget):
+    budget.retry_later(M, 1, 50.0)
+    d = budget.dispatch(M, LIMITS, 10.0)
+    assert d.customers == [] and d.wait == pytest.approx(40.0)
+
+
+def test_drop_store_counts_what_was_waiting(budget):
+    for customer in range(3):
+        budget.enqueue(M, customer, 0.0)
+    assert budget.drop_store(M) == 3
+    assert budget.dispatch(M, LIMITS, 0.0).wait is None
