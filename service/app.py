@@ -7,7 +7,7 @@ import redis
 from flask import Flask, jsonify
 from werkzeug.exceptions import HTTPException
 
-from service import health, webhooks
+from service import admin, health, webhooks
 from service.logs import configure_logging
 from service.queue import EventQueue
 from service.redis_client import connect
@@ -41,6 +41,7 @@ def create_app(settings: Settings | None = None, redis_client: redis.Redis | Non
     )
     app.register_blueprint(webhooks.bp)
     app.register_blueprint(health.bp)
+    app.register_blueprint(admin.bp)
 
     @app.errorhandler(HTTPException)
     def http_error(exc: HTTPException):
