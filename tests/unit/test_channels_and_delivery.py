@@ -16,7 +16,7 @@ REMINDER = {
     "reminder_id": "r1", "merchant_id": 1, "customer_id": 2,
     "customer": {"name": "سارة", "mobile": "+966501234567", "email": "s@example.com"},
     "stage_days": 7, "points_expiring": 400, "earliest_expiry": "2026-11-28T12:00:00+03:00",
-    "language": "ar", "message": "مرحباً", "lots": [{"key": "a"}], "generated_at": "2026-11-25T12:00:00+00:00",
+    "language": "ar", "message": "مرحباً سارة", "lots": [{"key": "a"}], "generated_at": "2026-11-25T12:00:00+00:00",
 }
 HOOK = "https://merchant.example/reminders"
 
@@ -26,8 +26,9 @@ def test_log_channel_writes_one_structured_line_without_contact_data(caplog):
         LogChannel().send(REMINDER)
     [record] = caplog.records
     line = json.loads(record.getMessage().split(" ", 1)[1])
-    assert line["reminder_id"] == "r1" and line["points_expiring"] == 400 and line["message"] == "مرحباً"
-    assert "+966501234567" not in record.getMessage() and "s@example.com" not in record.getMessage()
+    assert line["reminder_id"] == "r1" and line["points_expiring"] == 400 and line["stage_days"] == 7
+    for personal in ("+966501234567", "s@example.com", "سارة"):
+        assert personal not in record.getMessage()
 
 
 @responses.activate
@@ -104,3 +105,15 @@ def test_a_permanent_refusal_is_recorded_not_raised(store, caplog):
     assert report.refused == ["webhook"] and hook.sent == []
     assert "refused by webhook" in caplog.text
     assert deliver(REMINDER, [hook], store, "t:", keep_seconds=86400).sent == ["webhook"]
+
+
+def test_a_lot_reminded_at_a_stage_is_not_reminded_again_at_that_stage(store):
+    from types import SimpleNamespace
+    from workers.delivery import unreminded
+    a, b, c = (SimpleNamespace(key=k) for k in "abc")
+    deliver(dict(REMINDER, lots=[{"key": "a"}, {"key": "b"}]), [Recorder("log")], store, "t:", keep_seconds=86400)
+    assert unreminded(store, "t:", 1, 2, [a, b], 7) == []
+    assert unreminded(store, "t:", 1, 2, [b], 7) == []          # a was used up: nothing new
+    assert unreminded(store, "t:", 1, 2, [a, b, c], 7) == [c]   # a new lot entered the stage
+    assert unreminded(store, "t:", 1, 2, [a, b], 1) == [a, b]   # the nearer stage is new
+    assert unreminded(store, "t:", 1, 2, [a], 30) == []         # never back to a farther one

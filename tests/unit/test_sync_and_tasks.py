@@ -332,3 +332,6 @@ def test_task_options_are_pinned(monkeypatch):
         task = app.tasks[name]
         assert task.acks_late is True and task.ignore_result is True, name
     assert app.tasks["workers.tasks.deliver_reminder"].max_retries >= 8
+    import redis
+    for name in (HANDLE_EVENT_TASK, SYNC_TASK, "workers.tasks.deliver_reminder"):
+        assert redis.RedisError in app.tasks[name].autoretry_for, name
