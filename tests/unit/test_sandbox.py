@@ -25,9 +25,12 @@ from openapi_core.exceptions import OpenAPIError
 from openapi_schema_validator import oas30_format_checker
 
 from devkit.sandbox import (
+    DEFAULT_MERCHANT_ID,
     INVALID_TOKEN,
     MISSING_CUSTOMER_ID,
+    MISSING_SCOPE,
     NOT_FOUND,
+    StoreSpec,
     ThreadedServer,
     create_app,
     serve_in_thread,
@@ -202,6 +205,23 @@ def test_a_missing_or_wrong_token_gets_salla_401(http, server, headers):
     assert_contract(response)
 
 
+def test_a_token_without_customers_read_gets_salla_scope_401_within_the_contract(http):
+    stores = [StoreSpec(42, "settings-only", scope="settings.read offline_access")]
+    with serve_in_thread(create_app(token=TOKEN, now=NOW, stores=stores)) as running:
+        response = get_points(http, running, token="settings-only", customer_id=1001)
+    assert response.status_code == 401 and response.json() == ERRORS["401_scope"]
+    assert_contract(response)
+
+
+def test_rate_limited_answers_still_match_the_contract(http):
+    # The rate-limit headers are extra; the 429 itself has no schema (Salla documents no body),
+    # see tests/unit/test_sandbox_stores.py.
+    with serve_in_thread(create_app(token=TOKEN, now=NOW, limits_enabled=True)) as running:
+        response = get_points(http, running, customer_id=1001)
+    assert response.status_code == 200 and "X-RateLimit-Remaining" in response.headers
+    assert_contract(response)
+
+
 def test_the_token_is_checked_before_the_parameters(http, server):
     response = get_points(http, server, token=None)
     assert response.status_code == 401 and response.json() == ERRORS["401_invalid_token"]
@@ -217,6 +237,7 @@ def test_a_missing_customer_id_gets_salla_422(http, server, params):
 
 def test_envelopes_are_the_sampled_ones():
     assert INVALID_TOKEN == ERRORS["401_invalid_token"]
+    assert MISSING_SCOPE == ERRORS["401_scope"]
     assert MISSING_CUSTOMER_ID == ERRORS["422_missing_customer_id"]
     assert NOT_FOUND == ERRORS["404"]
 
@@ -318,11 +339,17 @@ def test_stats_count_loyalty_requests_by_customer_and_status(http, fresh):
     get_points(http, fresh)
     http.get(f"{fresh.url}/_sandbox/stats", timeout=5)  # control calls are not counted
     expected = {"requests": 5, "by_status": {"200": 3, "401": 1, "422": 1},
-                "by_customer": {"1001": 2, "1003": 2}}
+                "by_customer": {"1001": 2, "1003": 2},
+                # "wrong" is nobody's token, so the default store has the other four
+                "stores": {str(DEFAULT_MERCHANT_ID): {"requests": 4, "by_status": {"200": 3, "422": 1},
+                                                      "rate_limited": 0, "refresh_calls": 0, "refresh_reuses": 0}},
+                "oauth": {"requests": 0, "by_status": {}}}
     assert http.get(f"{fresh.url}/_sandbox/stats", timeout=5).json() == expected
 
     assert http.post(f"{fresh.url}/_sandbox/reset-stats", timeout=5).json() == expected
-    assert http.get(f"{fresh.url}/_sandbox/stats", timeout=5).json() == {"requests": 0, "by_status": {}, "by_customer": {}}
+    cleared = http.get(f"{fresh.url}/_sandbox/stats", timeout=5).json()
+    assert (cleared["requests"], cleared["by_status"], cleared["by_customer"]) == (0, {}, {})
+    assert cleared["stores"][str(DEFAULT_MERCHANT_ID)]["requests"] == 0
 
 
 def test_concurrent_requests_are_all_counted(http, fresh):
@@ -341,7 +368,9 @@ def test_concurrent_requests_are_all_counted(http, fresh):
         thread.join()
     assert statuses == [200] * 80
     stats = http.get(f"{fresh.url}/_sandbox/stats", timeout=5).json()
-    assert stats == {"requests": 80, "by_status": {"200": 80}, "by_customer": {"1003": 80}}
+    assert {key: stats[key] for key in ("requests", "by_status", "by_customer")} == \
+        {"requests": 80, "by_status": {"200": 80}, "by_customer": {"1003": 80}}
+    assert stats["stores"][str(DEFAULT_MERCHANT_ID)]["requests"] == 80
 
 
 def test_serve_in_thread_stops_listening_on_exit(http):
