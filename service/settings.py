@@ -53,6 +53,7 @@ class Settings:
     customer_window_seconds: int
     loyalty_missing_retry_seconds: int
     sync_max_attempts: int
+    sync_debounce_seconds: float
     admin_token: str
 
     @classmethod
@@ -115,6 +116,9 @@ class Settings:
             customer_window_seconds=env.int("SALLA_CUSTOMER_WINDOW_SECONDS", 600, minimum=1),
             loyalty_missing_retry_seconds=env.int("LOYALTY_MISSING_RETRY_SECONDS", 6 * 3600, minimum=60),
             sync_max_attempts=env.int("SYNC_MAX_ATTEMPTS", 12, minimum=1),
+            # Salla sends bursts (order.created, .updated, .status.updated, .payment.updated):
+            # wait this long after a customer's first event so the burst costs one read.
+            sync_debounce_seconds=env.float("SYNC_DEBOUNCE_SECONDS", 3.0, minimum=0.0),
             admin_token=env.str("ADMIN_TOKEN", ""),
         )
 

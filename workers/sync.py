@@ -51,7 +51,7 @@ def accept_event(rt: Runtime, message: dict) -> str:
         return "no_loyalty_app"
     rt.profiles.save(merchant_id, customer)
     registry.count(merchant_id, "events")
-    if rt.budget.enqueue(merchant_id, customer.id, rt.clock()):
+    if rt.budget.enqueue(merchant_id, customer.id, rt.clock() + rt.settings.sync_debounce_seconds):
         return "queued"
     registry.count(merchant_id, "events_coalesced")
     return "coalesced"

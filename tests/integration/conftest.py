@@ -93,6 +93,7 @@ def service_env(redis_url, sandbox, reminders):
         "SALLA_API_BASE_URL": sandbox.url,
         "SALLA_ACCESS_TOKEN": SANDBOX_TOKEN,
         "SALLA_HTTP_TIMEOUT_SECONDS": "5",
+        "SYNC_DEBOUNCE_SECONDS": "0.5",
         "REMINDER_CHANNELS": "log,webhook",
         "REMINDER_WEBHOOK_URL": reminders.url,
         "REMINDER_WEBHOOK_SECRET": REMINDER_SECRET,

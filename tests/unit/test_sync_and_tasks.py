@@ -66,7 +66,7 @@ def clock():
 
 
 def runtime_for(clock, **env):
-    settings = make_settings(**env)
+    settings = make_settings(**{"SYNC_DEBOUNCE_SECONDS": "0", **env})
     return build_runtime(settings, fakeredis.FakeRedis(decode_responses=True), requests.Session(), clock=clock)
 
 
@@ -133,6 +133,19 @@ def test_fifty_events_are_one_read_and_counted(rt):
     sync.pump(rt, M, rec.send_sync, rec.schedule_pump)
     assert rec.syncs == [(M, C, 1)]
     assert rt.registry.counters(M)["events_coalesced"] == 49
+
+
+def test_a_burst_waits_out_the_debounce_and_costs_one_read(clock):
+    rt = runtime_for(clock, SYNC_DEBOUNCE_SECONDS="3")
+    rec = Recorder()
+    sync.accept_event(rt, event())
+    sync.pump(rt, M, rec.send_sync, rec.schedule_pump)
+    assert rec.syncs == [] and rec.pumps[-1][1] == pytest.approx(3)
+    clock.now += 2
+    sync.accept_event(rt, event())  # still inside the window: same read, not postponed
+    clock.now += 1
+    sync.pump(rt, M, rec.send_sync, rec.schedule_pump)
+    assert rec.syncs == [(M, C, 1)]
 
 
 # -- Salla's errors ------------------------------------------------------------------------
