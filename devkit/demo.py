@@ -69,7 +69,9 @@ def main() -> int:
                        TOKEN_ENCRYPTION_KEY=Fernet.generate_key().decode(),
                        SALLA_API_BASE_URL=sandbox.url, SALLA_ACCESS_TOKEN=SALLA_TOKEN,
                        REMINDER_CHANNELS="log,webhook", REMINDER_WEBHOOK_URL=receiver.url + "/reminders",
-                       REMINDER_WEBHOOK_SECRET=REMINDER_SECRET, REMINDER_LANGUAGE=language)
+                       REMINDER_WEBHOOK_SECRET=REMINDER_SECRET, REMINDER_LANGUAGE=language,
+                       # The demo runs at any hour; a real store keeps its quiet hours.
+                       QUIET_HOURS="off")
             port = free_port()
             web = ManagedProcess([sys.executable, "-m", "gunicorn", "--bind", f"127.0.0.1:{port}", "--workers", "1",
                                   "service.app:create_app()"], env, Path(tmp) / "web.log", ready_text="Booting worker")

@@ -16,6 +16,7 @@ PUMP_TASK = "workers.tasks.pump_store"
 PUMP_BACKLOG_TASK = "workers.tasks.pump_backlog"
 SYNC_TASK = "workers.tasks.sync_customer"
 DELIVER_TASK = "workers.tasks.deliver_reminder"
+SWEEP_TASK = "workers.tasks.sweep"
 EVENTS_QUEUE = "events"
 
 # Redis broker: an unacknowledged task is re-delivered after this long. Every retry countdown
@@ -58,5 +59,8 @@ def celery_config(settings: Settings) -> dict:
             "heartbeat": {"task": HEARTBEAT_TASK, "schedule": 60.0},
             # A store's pump is normally scheduled by itself; this recovers one that was lost.
             "pump-backlog": {"task": PUMP_BACKLOG_TASK, "schedule": 30.0},
+            # Reminders held for quiet hours and stage wake-ups live in a Redis sorted set,
+            # never in ETA tasks (those run twice past the visibility timeout on Redis).
+            "sweep": {"task": SWEEP_TASK, "schedule": settings.sweep_interval_seconds},
         },
     }

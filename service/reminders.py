@@ -34,8 +34,18 @@ def message_text(language: str, name: str | None, points: int, first: datetime, 
     return template.format(name=name or _FALLBACK_NAME[language], points=points, date=first.date().isoformat())
 
 
-def build_reminder(merchant_id: int, customer: Customer, group: StageGroup, language: str, now: datetime) -> dict:
+_VALUE = {"ar": " (قيمتها {value} ر.س)", "en": " (worth SAR {value})"}
+
+
+def build_reminder(merchant_id: int, customer: Customer, group: StageGroup, language: str, now: datetime,
+                   point_value_sar: float = 0.0) -> dict:
     """The reminder as delivered by every channel (the webhook body's schema is in the README)."""
+    value = round(group.points_expiring * point_value_sar, 2) if point_value_sar > 0 else None
+    message = message_text(language, customer.name, group.points_expiring, group.earliest_expiry, group.lots[-1].expires_at)
+    if value is not None:
+        # The value goes right after the sentence that names the points, before the call to action.
+        first, _, rest = message.partition(". ")
+        message = f"{first}{_VALUE.get(language, _VALUE['en']).format(value=f'{value:.2f}')}. {rest}".rstrip()
     return {
         "reminder_id": reminder_id(merchant_id, customer.id, group.stage_days, (lot.key for lot in group.lots)),
         "merchant_id": merchant_id,
@@ -45,8 +55,8 @@ def build_reminder(merchant_id: int, customer: Customer, group: StageGroup, lang
         "points_expiring": group.points_expiring,
         "earliest_expiry": group.earliest_expiry.isoformat(),
         "language": language,
-        "message": message_text(language, customer.name, group.points_expiring, group.earliest_expiry,
-                                group.lots[-1].expires_at),
+        "value_sar": value,
+        "message": message,
         "lots": [lot.to_dict() for lot in group.lots],
         "generated_at": now.isoformat(),
     }

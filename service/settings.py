@@ -55,6 +55,11 @@ class Settings:
     sync_max_attempts: int
     sync_debounce_seconds: float
     admin_token: str
+    quiet_hours: object  # service.send_window.QuietHours | None
+    reminder_recheck_max_age_seconds: int
+    reminder_excluded_statuses: tuple[str, ...]
+    point_value_sar: float
+    sweep_interval_seconds: float
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> "Settings":
@@ -120,6 +125,11 @@ class Settings:
             # wait this long after a customer's first event so the burst costs one read.
             sync_debounce_seconds=env.float("SYNC_DEBOUNCE_SECONDS", 3.0, minimum=0.0),
             admin_token=env.str("ADMIN_TOKEN", ""),
+            quiet_hours=env.quiet_hours("QUIET_HOURS", "21:00-09:00"),
+            reminder_recheck_max_age_seconds=env.int("REMINDER_RECHECK_MAX_AGE", 3600, minimum=0),
+            reminder_excluded_statuses=tuple(s.strip() for s in env.str("REMINDER_EXCLUDED_STATUSES", "").split(",") if s.strip()),
+            point_value_sar=env.float("POINT_VALUE_SAR", 0.0, minimum=0.0),
+            sweep_interval_seconds=env.float("SWEEP_INTERVAL_SECONDS", 60.0, minimum=0.5),
         )
 
 
@@ -194,6 +204,14 @@ class _Env:
         if parsed.scheme not in schemes or (parsed.scheme != "unix" and not parsed.netloc):
             raise SettingsError(f"{name} must be a URL starting with {' or '.join(s + '://' for s in schemes)}")
         return value
+
+    def quiet_hours(self, name: str, default: str):
+        from service.send_window import parse_quiet_hours
+
+        try:
+            return parse_quiet_hours(self.str(name, default))
+        except ValueError as exc:
+            raise SettingsError(f"{name}: {exc}") from None
 
     def fernet_keys(self, name: str) -> tuple[str, ...]:
         """Comma-separated Fernet keys: the first encrypts, all decrypt (rotation)."""

@@ -23,8 +23,13 @@ class Profiles:
         return f"{self.prefix}customer:{merchant_id}:{customer_id}"
 
     def save(self, merchant_id: int, customer: Customer) -> None:
-        self.redis.set(self._key(merchant_id, customer.id), json.dumps(customer.to_dict(), ensure_ascii=False),
-                       ex=KEEP_SECONDS)
+        """Order events don't carry the notifications flag: keep the one a customer event gave."""
+        record = customer.to_dict()
+        if record["notifications_enabled"] is None:
+            previous = self.redis.get(self._key(merchant_id, customer.id))
+            if previous is not None:
+                record["notifications_enabled"] = json.loads(previous).get("notifications_enabled")
+        self.redis.set(self._key(merchant_id, customer.id), json.dumps(record, ensure_ascii=False), ex=KEEP_SECONDS)
 
     def load(self, merchant_id: int, customer_id: int) -> Customer:
         raw = self.redis.get(self._key(merchant_id, customer_id))

@@ -3,7 +3,7 @@
 accept_event  an event arrives: remember the customer, queue them for a read (coalesced)
 pump          spend the store's budget on waiting customers: one read task each
 sync_customer one read attempt, with token refresh, Salla's errors and the budget handled
-remind        lots to reminders that are due now, handed to delivery
+then workers/reminding.py decides what to send, hold or schedule
 
 Celery appears nowhere here: the tasks pass callbacks (`send_sync`, `schedule_pump`,
 `send_reminder`) so tests can call these functions directly.
@@ -15,21 +15,15 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
 from service.events import Customer
-from service.expiry import due_groups
 from service.loyalty import Lot, parse_history
-from service.reminders import build_reminder
+from workers import reminding
 from workers.backoff import retry_countdown
-from workers.delivery import unreminded
 from workers.oauth import StoreNotAuthorized, usable
 from workers.runtime import Runtime
 from workers.salla_client import (BudgetExhausted, SallaForbidden, SallaNotFound, SallaPermanentError,
                                   SallaTransientError, SallaUnauthorized)
 
 log = logging.getLogger(__name__)
-
-# Keep a "sent" mark this long past the lots' last expiry: by then they cannot be due again.
-SENT_MARK_MARGIN_SECONDS = 2 * 24 * 3600
-
 
 @dataclass
 class SyncResult:
@@ -50,6 +44,10 @@ def accept_event(rt: Runtime, message: dict) -> str:
         registry.count(merchant_id, "skipped_no_loyalty_app")
         return "no_loyalty_app"
     rt.profiles.save(merchant_id, customer)
+    if customer.notifications_enabled is False:
+        # Opted out (customer.* webhooks carry the flag): pending reminders go now.
+        cancelled = reminding.due_set(rt).cancel_customer(merchant_id, customer.id)
+        reminding.count_stat(rt, merchant_id, 0, "opted_out_cancelled", cancelled)
     registry.count(merchant_id, "events")
     if rt.budget.enqueue(merchant_id, customer.id, rt.clock() + rt.settings.sync_debounce_seconds):
         return "queued"
@@ -100,26 +98,11 @@ def sync_customer(rt: Runtime, merchant_id: int, customer_id: int, pages_paid: i
     for problem in problems:
         log.warning("unreadable loyalty row merchant=%s customer=%s: %s", merchant_id, customer_id, problem)
     customer = rt.profiles.load(merchant_id, customer_id)
-    reminders = remind(rt, merchant_id, customer, lots, datetime.fromtimestamp(now, timezone.utc), send_reminder)
+    reminders = reminding.after_read(rt, merchant_id, customer, lots, datetime.fromtimestamp(now, timezone.utc),
+                                     send_reminder)
     log.info("synced merchant=%s customer=%s pages=%d lots=%d due=%d", merchant_id, customer_id, pages,
              len(lots), len(reminders))
     return SyncResult("read", lots=lots, reminders=reminders)
-
-
-def remind(rt: Runtime, merchant_id: int, customer: Customer, lots: list[Lot], now: datetime, send_reminder) -> list[dict]:
-    """Build the reminders due now and hand each to `send_reminder(reminder, keep_seconds)`."""
-    settings = rt.settings
-    reminders = []
-    prefix = settings.redis_key_prefix
-    for group in due_groups(lots, now, settings.reminder_stages_days, settings.reminder_min_points):
-        if not unreminded(rt.store, prefix, merchant_id, customer.id, group.lots, group.stage_days):
-            continue  # every lot here had this stage's (or a nearer) reminder already
-        reminder = build_reminder(merchant_id, customer, group, settings.reminder_language, now)
-        last_expiry = max(lot.expires_at for lot in group.lots)
-        keep = int((last_expiry - now).total_seconds()) + SENT_MARK_MARGIN_SECONDS
-        send_reminder(reminder, keep)
-        reminders.append(reminder)
-    return reminders
 
 
 def _read(rt: Runtime, merchant_id: int, customer_id: int, pages_paid: int) -> tuple[list[dict], int]:

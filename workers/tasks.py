@@ -13,8 +13,8 @@ import redis
 from celery import shared_task
 
 from service.celery_config import (DELIVER_TASK, FORGET_STORE_TASK, HANDLE_EVENT_TASK, HEARTBEAT_TASK,
-                                   PUMP_BACKLOG_TASK, PUMP_TASK, SYNC_TASK)
-from workers import sync
+                                   PUMP_BACKLOG_TASK, PUMP_TASK, SWEEP_TASK, SYNC_TASK)
+from workers import reminding, sync
 from workers.backoff import MAX_COUNTDOWN_SECONDS, retry_countdown
 from workers.channels import DeliveryTransientError
 from workers.delivery import deliver
@@ -46,6 +46,12 @@ def _schedule_pump(merchant_id: int, wait: float) -> None:
 
 def _send_reminder(reminder: dict, keep_seconds: int) -> None:
     deliver_reminder.apply_async(args=[reminder, keep_seconds])
+
+
+def _request_read(merchant_id: int, customer_id: int) -> None:
+    rt = runtime()
+    rt.budget.enqueue(merchant_id, customer_id, rt.clock())
+    _schedule_pump(merchant_id, 0.05)
 
 
 @shared_task(name=HANDLE_EVENT_TASK, acks_late=True, ignore_result=True, **REDIS_RETRY)
@@ -90,8 +96,13 @@ def deliver_reminder(self, reminder: dict, keep_seconds: int) -> list[str]:
         log.warning("reminder %s: transient delivery failure, retry %d/%d in %.0fs: %s", reminder["reminder_id"],
                     self.request.retries + 1, MAX_RETRIES, countdown, exc)
         raise self.retry(exc=exc, countdown=countdown)
-    if report.sent:
+    if report.sent and rt.store.set(f"{rt.settings.redis_key_prefix}reminder:counted:{reminder['reminder_id']}", "1",
+                                    nx=True, ex=keep_seconds):
+        # Once per reminder, however many channels carried it.
         rt.registry.count(reminder["merchant_id"], "reminders_sent")
+        reminding.count_stat(rt, reminder["merchant_id"], reminder["stage_days"], "reminders_sent")
+        reminding.count_stat(rt, reminder["merchant_id"], reminder["stage_days"], "points_reminded",
+                             reminder["points_expiring"])
     return report.sent
 
 
@@ -100,12 +111,24 @@ def forget_store(message: dict) -> dict:
     """After app.uninstalled: drop the store's queued reads (and count them)."""
     rt = runtime()
     merchant_id = int(message["merchant_id"])
-    dropped = {"dropped_syncs": rt.budget.drop_store(merchant_id)}
+    dropped = {"dropped_syncs": rt.budget.drop_store(merchant_id),
+               "dropped_reminders": reminding.due_set(rt).cancel_store(merchant_id)}
     for name, amount in dropped.items():
         if amount:
             rt.registry.count(merchant_id, name, amount)
     log.info("merchant=%s uninstalled: %s", merchant_id, dropped)
     return dropped
+
+
+@shared_task(name=SWEEP_TASK, acks_late=True, ignore_result=True, **REDIS_RETRY)
+def sweep() -> int:
+    """Beat, every SWEEP_INTERVAL_SECONDS: the due reminders and wake-ups."""
+    rt = runtime()
+    result = reminding.sweep(rt, datetime.fromtimestamp(rt.clock(), timezone.utc), _send_reminder, _request_read)
+    if result.claimed:
+        log.info("sweep: claimed=%d evaluated=%d reads_requested=%d sent=%d", result.claimed, result.evaluated,
+                 result.reads_requested, len(result.sent))
+    return result.claimed
 
 
 @shared_task(name=HEARTBEAT_TASK, ignore_result=True)
