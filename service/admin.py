@@ -63,3 +63,27 @@ def configure_store(merchant_id: int):
     except (ValueError, TypeError) as exc:
         return jsonify(error="bad_request", message=str(exc)), 400
     return jsonify(merchant_id=merchant_id, config=config)
+
+
+def outcome_stats(store, prefix: str, merchant_id: int) -> dict:
+    """Per stage: reminders_sent, points_reminded, points_saved, points_lost, redeemed_before_reminder
+    (stage "0" holds per-customer counts such as opted_out_cancelled)."""
+    result: dict[str, dict[str, int]] = {}
+    for name, value in store.hgetall(f"{prefix}stats:{merchant_id}").items():
+        name = name.decode() if isinstance(name, bytes) else name
+        stage, _, metric = name.partition(":")
+        result.setdefault(stage, {})[metric] = int(value)
+    return result
+
+
+@bp.get("/stats")
+def stats():
+    deps = current_app.extensions["reminder_service"]
+    prefix = deps.settings.redis_key_prefix
+    return jsonify(stores={str(m): outcome_stats(deps.redis, prefix, m) for m in deps.registry.merchants()})
+
+
+@bp.get("/stores/<int:merchant_id>/stats")
+def store_stats(merchant_id: int):
+    deps = current_app.extensions["reminder_service"]
+    return jsonify(merchant_id=merchant_id, stages=outcome_stats(deps.redis, deps.settings.redis_key_prefix, merchant_id))

@@ -3,6 +3,7 @@
   stores                      every store: state, counters, token expiry (never the token)
   store M                     one store
   set-store M --plan-limit N  per-store settings (also --point-value-sar, --paused/--resumed)
+  stats [M]                   reminders sent, points reminded, saved and lost, per store and stage
   rotate-token-keys           re-encrypt stored tokens under the first TOKEN_ENCRYPTION_KEY
 """
 from __future__ import annotations
@@ -11,7 +12,7 @@ import argparse
 import json
 import sys
 
-from service.admin import store_summary  # the same view as GET /admin/stores
+from service.admin import outcome_stats, store_summary  # the same views as /admin/*
 from service.redis_client import connect
 from service.settings import Settings, SettingsError
 from service.stores import StoreRegistry
@@ -31,6 +32,8 @@ def main(argv: list[str] | None = None) -> int:
     pause = configure.add_mutually_exclusive_group()
     pause.add_argument("--paused", dest="paused", action="store_const", const=1, help="hold all reminders")
     pause.add_argument("--resumed", dest="paused", action="store_const", const=0, help="send reminders again")
+    stats = commands.add_parser("stats", help="what the reminders achieved, per store and stage")
+    stats.add_argument("merchant_id", type=int, nargs="?")
     commands.add_parser("rotate-token-keys", help="re-encrypt stored tokens under the first key")
     args = parser.parse_args(argv)
 
@@ -47,6 +50,9 @@ def main(argv: list[str] | None = None) -> int:
         output = [store_summary(registry, tokens, m) for m in registry.merchants()]
     elif args.command == "store":
         output = store_summary(registry, tokens, args.merchant_id)
+    elif args.command == "stats":
+        merchants = [args.merchant_id] if args.merchant_id else registry.merchants()
+        output = {str(m): outcome_stats(store, settings.redis_key_prefix, m) for m in merchants}
     elif args.command == "set-store":
         output = registry.set_config(args.merchant_id, plan_limit=args.plan_limit,
                                      point_value_sar=args.point_value_sar, paused=args.paused)

@@ -88,16 +88,6 @@ def count_stat(rt: Runtime, m: int, stage: int, name: str, amount: int = 1) -> N
         rt.store.hincrby(stats_key(rt, m), f"{stage}:{name}", amount)
 
 
-def store_stats(store, prefix: str, m: int) -> dict:
-    """{stage: {reminders_sent, points_reminded, points_saved, points_lost, ...}} for one store."""
-    result: dict[str, dict[str, int]] = {}
-    for field_name, value in store.hgetall(f"{prefix}stats:{m}").items():
-        field_name = field_name.decode() if isinstance(field_name, bytes) else field_name
-        stage, _, name = field_name.partition(":")
-        result.setdefault(stage, {})[name] = int(value)
-    return result
-
-
 # -- the decisions ----------------------------------------------------------------------------
 def after_read(rt: Runtime, m: int, customer: Customer, lots: list[Lot], now: datetime, send_reminder) -> list[dict]:
     previous = load_lots(rt, m, customer.id)
