@@ -8,18 +8,20 @@ Three keys, all under one hash tag so that every script touches a single cluster
 - `processing`: member -> lease deadline. A claimed entry stays here until `ack`; if the
   claimer dies, the lease runs out and the entry goes back to `scheduled`.
 - `by-customer`: every member of the other two, all with score 0, so that ZRANGEBYLEX finds a
-  customer's or a store's entries by member prefix. This is the index behind `cancel_customer`
-  and `cancel_store`. It costs one more sorted-set entry per reminder (about 110 bytes); the
-  alternatives were worse: a key per customer costs 150+ bytes each in key overhead, and
+  customer's or a store's entries by member prefix in O(log n + k). This is the index behind
+  `cancel_customer` and `cancel_store`. It doubles the memory (one more sorted-set entry, ~118
+  bytes per reminder) and costs ~4 us of Redis time per `ack` at a million entries (a ZREM at a
+  random place of a big skiplist). The alternatives were worse: a key per customer costs ~150
+  bytes of key overhead per customer and still needs a per-store list for uninstalls, and
   scanning the whole set on every opt-out is O(all reminders) of Redis time.
 
 Members are compact ASCII (`DueEntry.encode`): base-36 merchant, customer and stage, and the
-first 48 bits of the reminder id in base 36, joined by ':'. A typical member is 26 bytes, which
-keeps each copy in jemalloc's 32-byte size class; the decimal/hex form (~41 bytes) lands in the
-48-byte class, in both sorted sets. Measured: ~240 bytes per scheduled reminder in all (see
-bench/claim_benchmark.py). ASCII rather than packed binary so that clients created with
-`decode_responses=True` work too: members come back as `str` there and as `bytes` otherwise, and
-`DueEntry.decode` takes either.
+first 48 bits of the reminder id in base 36, joined by ':'. A member of real Salla ids is ~26
+bytes, so each copy fits jemalloc's 32-byte size class; the decimal/hex form (~41 bytes) lands
+in the 48-byte class, in both sorted sets. Measured: ~235 bytes per scheduled reminder in all
+(bench/claim_benchmark.py, 1M reminders). ASCII rather than packed binary so that clients made
+with `decode_responses=True` work too: members come back as `str` there and as `bytes`
+otherwise, and `DueEntry.decode` takes either.
 """
 from __future__ import annotations
 
@@ -37,18 +39,24 @@ DEFAULT_LEASE_SECONDS = 600.0
 DEFAULT_BATCH = 1000
 
 _ALPHABET = "0123456789abcdefghijklmnopqrstuvwxyz"
-_MEMBER = re.compile(r"^([0-9a-z]+):([0-9a-z]+):([0-9a-z]+):([0-9a-z]+)$")
+# Two digits per division: the sweep encodes and decodes a member per entry it handles.
+_PAIRS = [a + b for a in _ALPHABET for b in _ALPHABET]
+# Canonical base 36 only (no leading zeros): one entry must have exactly one member, or the
+# same entry could sit in the set twice.
+_NUMBER = r"(0|[1-9a-z][0-9a-z]*)"
+_MEMBER = re.compile(rf"^{_NUMBER}:{_NUMBER}:{_NUMBER}:{_NUMBER}$")
 _HEX_KEY = re.compile(rf"^[0-9a-f]{{{REMINDER_KEY_HEX}}}$")
 
 
 def _b36(number: int) -> str:
-    if number == 0:
-        return "0"
-    digits = []
-    while number:
-        number, digit = divmod(number, 36)
-        digits.append(_ALPHABET[digit])
-    return "".join(reversed(digits))
+    pairs = []
+    while number >= 36:
+        number, pair = divmod(number, 1296)
+        pairs.append(_PAIRS[pair])
+    text = "".join(reversed(pairs))
+    if number:
+        return _ALPHABET[number] + text
+    return text or "0"
 
 
 @dataclass(frozen=True)
@@ -94,11 +102,7 @@ class DueEntry:
         merchant, customer, stage, key = (int(part, 36) for part in match.groups())
         if key >= 16 ** REMINDER_KEY_HEX:
             raise ValueError(f"not a due-set member (reminder key too long): {text!r}")
-        entry = cls(merchant, customer, stage, format(key, f"0{REMINDER_KEY_HEX}x"))
-        # One entry, one member: leading zeros would let the same entry sit in the set twice.
-        if entry.encode() != text:
-            raise ValueError(f"not a canonical due-set member: {text!r}")
-        return entry
+        return cls(merchant, customer, stage, format(key, f"0{REMINDER_KEY_HEX}x"))
 
 
 def customer_prefix(merchant_id: int, customer_id: int) -> str:
@@ -125,18 +129,14 @@ local function zrem_all(key, members)
     redis.call('ZREM', key, unpack(members, i, math.min(i + CHUNK - 1, #members)))
   end
 end
-local function zadd_all(key, flag, score, members)
+local function zadd_all(key, score, members)
   for i = 1, #members, CHUNK do
     local args = {}
     for j = i, math.min(i + CHUNK - 1, #members) do
       args[#args + 1] = score
       args[#args + 1] = members[j]
     end
-    if flag then
-      redis.call('ZADD', key, flag, unpack(args))
-    else
-      redis.call('ZADD', key, unpack(args))
-    end
+    redis.call('ZADD', key, unpack(args))
   end
 end
 -- Leases that ran out go back to `scheduled`, due at their lease deadline. LT: an entry that was
@@ -166,7 +166,7 @@ for i = 1, #ARGV, 2 * CHUNK do
   redis.call('ZADD', KEYS[1], unpack(ARGV, i, last))
   for j = i + 1, last, 2 do members[#members + 1] = ARGV[j] end
 end
-zadd_all(KEYS[2], false, 0, members)
+zadd_all(KEYS[2], 0, members)
 return #members
 """
 
@@ -180,7 +180,9 @@ requeue(KEYS[1], KEYS[2], now, limit)
 local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 0, limit)
 if #due > 0 then
   redis.call('ZREMRANGEBYRANK', KEYS[1], 0, #due - 1)
-  zadd_all(KEYS[2], false, lease, due)
+  -- A member still leased from an earlier claim (it was scheduled again meanwhile) takes the
+  -- new lease: there is one lease per member.
+  zadd_all(KEYS[2], lease, due)
 end
 return due
 """
@@ -190,17 +192,30 @@ _REQUEUE = _LUA_HELPERS + """
 return requeue(KEYS[1], KEYS[2], ARGV[1], tonumber(ARGV[2]))
 """
 
-# KEYS: scheduled, processing, index. ARGV: members.
+# KEYS: scheduled, processing, index. ARGV: distinct members.
 # The index entry stays if the member was scheduled again while it was being delivered.
-_ACK = """
-local acked = 0
-for i = 1, #ARGV do
-  if redis.call('ZREM', KEYS[2], ARGV[i]) == 1 then
-    acked = acked + 1
-    if not redis.call('ZSCORE', KEYS[1], ARGV[i]) then redis.call('ZREM', KEYS[3], ARGV[i]) end
+_ACK = _LUA_HELPERS + """
+local function present(key, members)
+  local found = {}
+  for i = 1, #members, CHUNK do
+    local scores = redis.call('ZMSCORE', key, unpack(members, i, math.min(i + CHUNK - 1, #members)))
+    for j = 1, #scores do
+      if scores[j] then found[members[i + j - 1]] = true end
+    end
   end
+  return found
 end
-return acked
+local leased, acked = present(KEYS[2], ARGV), {}
+for i = 1, #ARGV do
+  if leased[ARGV[i]] then acked[#acked + 1] = ARGV[i] end
+end
+zrem_all(KEYS[2], acked)
+local again, finished = present(KEYS[1], acked), {}
+for i = 1, #acked do
+  if not again[acked[i]] then finished[#finished + 1] = acked[i] end
+end
+zrem_all(KEYS[3], finished)
+return #acked
 """
 
 # KEYS: scheduled, processing, index. ARGV: lex min, lex max, limit.
@@ -245,7 +260,8 @@ class DueSet:
 
     def schedule(self, entries: Iterable[tuple[float, DueEntry]]) -> int:
         """Add entries, or move an already scheduled one to its new due time. Returns how many
-        were passed. Atomic per call: send big loads in batches (a few thousand per call)."""
+        were passed. One round trip; atomic per `batch` entries, so that a big load never holds
+        Redis in one long script."""
         args: list[float | str] = []
         for due_at, entry in entries:
             due_at = float(due_at)
@@ -254,7 +270,11 @@ class DueSet:
             args += (due_at, entry.encode())
         if not args:
             return 0
-        return int(self._schedule(keys=[self.scheduled_key, self.index_key], args=args))
+        pipe = self.redis.pipeline(transaction=False)
+        for start in range(0, len(args), 2 * self.batch):
+            self._schedule(keys=[self.scheduled_key, self.index_key], args=args[start:start + 2 * self.batch],
+                           client=pipe)
+        return sum(int(count) for count in pipe.execute())
 
     def claim(self, now: float, limit: int) -> list[DueEntry]:
         """Hand out up to `limit` entries due at `now`, earliest first, each to one caller only.
@@ -270,7 +290,7 @@ class DueSet:
 
     def ack(self, entries: Iterable[DueEntry]) -> int:
         """Forget delivered entries. Returns how many were still leased."""
-        members = [entry.encode() for entry in entries]
+        members = list(dict.fromkeys(entry.encode() for entry in entries))
         if not members:
             return 0
         return int(self._ack(keys=list(self.keys), args=members))

@@ -88,6 +88,17 @@ def count_stat(rt: Runtime, m: int, stage: int, name: str, amount: int = 1) -> N
         rt.store.hincrby(stats_key(rt, m), f"{stage}:{name}", amount)
 
 
+def record_delivery(rt: Runtime, reminder: dict, report, keep_seconds: int) -> None:
+    """Count a delivered reminder once, however many channels carried it."""
+    m, stage = reminder["merchant_id"], reminder["stage_days"]
+    first = report.sent and rt.store.set(f"{rt.settings.redis_key_prefix}reminder:counted:{reminder['reminder_id']}",
+                                         "1", nx=True, ex=max(keep_seconds, 60))
+    if first:
+        rt.registry.count(m, "reminders_sent")
+        count_stat(rt, m, stage, "reminders_sent")
+        count_stat(rt, m, stage, "points_reminded", reminder["points_expiring"])
+
+
 # -- the decisions ----------------------------------------------------------------------------
 def after_read(rt: Runtime, m: int, customer: Customer, lots: list[Lot], now: datetime, send_reminder) -> list[dict]:
     previous = load_lots(rt, m, customer.id)

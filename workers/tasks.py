@@ -96,13 +96,7 @@ def deliver_reminder(self, reminder: dict, keep_seconds: int) -> list[str]:
         log.warning("reminder %s: transient delivery failure, retry %d/%d in %.0fs: %s", reminder["reminder_id"],
                     self.request.retries + 1, MAX_RETRIES, countdown, exc)
         raise self.retry(exc=exc, countdown=countdown)
-    if report.sent and rt.store.set(f"{rt.settings.redis_key_prefix}reminder:counted:{reminder['reminder_id']}", "1",
-                                    nx=True, ex=keep_seconds):
-        # Once per reminder, however many channels carried it.
-        rt.registry.count(reminder["merchant_id"], "reminders_sent")
-        reminding.count_stat(rt, reminder["merchant_id"], reminder["stage_days"], "reminders_sent")
-        reminding.count_stat(rt, reminder["merchant_id"], reminder["stage_days"], "points_reminded",
-                             reminder["points_expiring"])
+    reminding.record_delivery(rt, reminder, report, keep_seconds)
     return report.sent
 
 
