@@ -169,10 +169,14 @@ def test_uninstall_deletes_tokens_and_drops_queued_work(web, worker, sandbox, st
     for customer in range(3001, 3006):
         order(web, A, customer)
     wait_until(lambda: store.zcard(f"lpr:sync:{A}:pending") == 5, message="five reads waiting")
+    from workers.due_set import DueEntry, DueSet
+    due = DueSet(store, "lpr:")
+    due.schedule([(time.time() + 3600, DueEntry(A, c, 7, "0" * 12)) for c in (3001, 3002)])  # held reminders
     body = sample("app.uninstalled.json")
     body["merchant"] = A
     assert signed_post(web, body).json() == {"status": "uninstalled"}
     wait_until(lambda: admin_store(web, A)["counters"].get("dropped_syncs") == 5, message="queued reads dropped")
+    assert admin_store(web, A)["counters"]["dropped_reminders"] == 2 and due.pending_count() == 0
     assert store.get(f"lpr:store:{A}:tokens") is None
     assert admin_store(web, A)["state"] == "uninstalled"
     store.delete(f"lpr:store:{A}:blocked_until")

@@ -76,3 +76,23 @@ def test_cli_lists_stores_and_rotates_keys(server, monkeypatch, capsys):
     assert cli(["rotate-token-keys"]) == 0
     assert json.loads(capsys.readouterr().out) == {"re_encrypted": 1}
     assert TokenStore(store, "lpr:", [new]).load(9).access_token == "a"  # the old key can now go
+
+
+def test_outcome_stats_per_store_and_stage_over_http_and_cli(server, monkeypatch, capsys):
+    app = app_for(server, ADMIN_TOKEN="ops")
+    deps = app.extensions["reminder_service"]
+    deps.registry.set_state(7, "active")
+    deps.redis.hset("lpr:stats:7", mapping={"7:reminders_sent": 3, "7:points_reminded": 900, "7:points_saved": 400,
+                                            "1:points_lost": 120})
+    client = app.test_client()
+    assert client.get("/admin/stats").status_code == 401
+    body = client.get("/admin/stats", headers={"Authorization": "Bearer ops"}).get_json()
+    assert body == {"stores": {"7": {"7": {"reminders_sent": 3, "points_reminded": 900, "points_saved": 400},
+                                     "1": {"points_lost": 120}}}}
+    one = client.get("/admin/stores/7/stats", headers={"Authorization": "Bearer ops"}).get_json()
+    assert one["stages"]["7"]["points_saved"] == 400
+    monkeypatch.setattr("service.cli.connect", lambda settings: deps.redis)
+    monkeypatch.setenv("SALLA_WEBHOOK_SECRET", "x")
+    monkeypatch.setenv("TOKEN_ENCRYPTION_KEY", TOKEN_KEY)
+    assert cli(["stats", "7"]) == 0
+    assert json.loads(capsys.readouterr().out)["7"]["1"] == {"points_lost": 120}
