@@ -33,6 +33,9 @@ log = logging.getLogger(__name__)
 
 SENT_MARK_MARGIN_SECONDS = 2 * 24 * 3600
 WAKEUP_KEY = "0" * 12  # due-set entries that only say "look again"; holds carry the reminder id
+# Held reminders opening at the same minute are spread over at most this many seconds, earliest
+# expiry first; the sweep claims that far ahead so that none waits for the next tick.
+TIEBREAK_MAX_SECONDS = 5.0
 PAUSED_RETRY_SECONDS = 3600
 KEEP_SECONDS = 400 * 24 * 3600
 KNOWN_STATUSES = {"مؤكدة"}  # the only status Salla documents ("confirmed")
@@ -146,7 +149,7 @@ def evaluate(rt: Runtime, m: int, customer: Customer, lots: list[Lot], now: date
     for send_at, group in decision.hold:
         reminder_id = build_reminder(m, customer, group, settings.reminder_language, now)["reminder_id"]
         # Many holds open at the same minute: earliest expiry first (a few seconds apart at most).
-        tiebreak = (group.earliest_expiry - send_at).total_seconds() / 1e6
+        tiebreak = min(max((group.earliest_expiry - send_at).total_seconds(), 0.0) / 1e6, TIEBREAK_MAX_SECONDS)
         entries.append((send_at.timestamp() + tiebreak, DueEntry.for_reminder(m, customer.id, group.stage_days, reminder_id)))
     entries += [(when.timestamp(), DueEntry(m, customer.id, stage, WAKEUP_KEY)) for when, stage in decision.wakeups]
     if entries:
@@ -187,7 +190,7 @@ def sweep(rt: Runtime, now: datetime, send_reminder, request_read, batch: int = 
     """Claim what is due (atomically: two sweepers never get the same entry) and act on it."""
     due, result = due_set(rt), SweepResult()
     for _ in range(max_batches):
-        claimed = due.claim(now.timestamp(), batch)
+        claimed = due.claim(now.timestamp() + TIEBREAK_MAX_SECONDS, batch)
         if not claimed:
             break
         result.claimed += len(claimed)

@@ -125,7 +125,7 @@ steps = st.lists(st.tuples(st.sampled_from(["sync", "sweep", "use"]),
                            st.integers(min_value=0, max_value=5)), min_size=1, max_size=25)
 
 
-@hsettings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@hsettings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(specs=lot_specs, ops=steps)
 def test_each_reminder_goes_out_at_most_once_and_every_due_one_goes_out_when_the_window_opens(specs, ops):
     clock = Clock(NOON)
