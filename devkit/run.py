@@ -54,7 +54,15 @@ def start_embedded_redis(root: Path) -> RedisServer | None:
 def main() -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     root = Path.cwd()
-    load_dotenv(ensure_env_file(root), override=False)
+    env_file = ensure_env_file(root)
+    load_dotenv(env_file, override=False)
+    if not os.environ.get("TOKEN_ENCRYPTION_KEY"):
+        # A .env written before tokens were encrypted: give it a key rather than refuse to start.
+        key = Fernet.generate_key().decode()
+        with env_file.open("a") as handle:
+            handle.write(f"\nTOKEN_ENCRYPTION_KEY={key}\n")
+        os.environ["TOKEN_ENCRYPTION_KEY"] = key
+        log.info("added a new TOKEN_ENCRYPTION_KEY to .env (keep it: stored tokens need it)")
     (root / "var").mkdir(exist_ok=True)
     os.environ.setdefault("CELERY_BEAT_SCHEDULE", str(root / "var" / "celerybeat-schedule"))
     os.environ.setdefault("FLOWER_PORT", "5555")

@@ -78,6 +78,7 @@ def sync_customer(rt: Runtime, merchant_id: int, customer_id: int, pages_paid: i
     except StoreNotAuthorized as exc:
         budget.done(merchant_id, customer_id)
         registry.count(merchant_id, "dropped_syncs")
+        log.warning("read of merchant=%s customer=%s dropped: %s", merchant_id, customer_id, exc)
         return SyncResult("dropped", detail=str(exc))
     except BudgetExhausted as exc:
         budget.retry_later(merchant_id, customer_id, now, pages=exc.pages)
