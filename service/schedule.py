@@ -44,13 +44,29 @@ def new_lots(group: StageGroup, reminded: Mapping[str, int]) -> list[Lot]:
 
 
 def plan(lots: Iterable[Lot], now: datetime, stages: Iterable[int], zone: str, quiet: QuietHours | None,
-         reminded: Mapping[str, int], min_points: int = 1, excluded_statuses: Iterable[str] = ()) -> Plan:
+         reminded: Mapping[str, int], min_points: int = 1, excluded_statuses: Iterable[str] = (),
+         stage_sent: Mapping[int, float] | None = None) -> Plan:
+    """`reminded`: lot key -> nearest stage it was reminded at; `stage_sent`: stage -> when
+    (unix seconds) this customer last had that stage's reminder.
+
+    A customer gets at most one reminder per stage per stage length (30-day reminders at
+    least 30 days apart, ...): lots that enter a stage one by one would otherwise make a
+    message per lot. A group held back by that rule gets a wake-up when the pause ends.
+    """
     stages = tuple(sorted(set(stages), reverse=True))
     candidates = eligible(lots, now, excluded_statuses)
+    stage_sent = stage_sent or {}
     result = Plan()
+    resume: dict[int, datetime] = {}
     for group in due_groups(candidates, now, stages, min_points):
         if not new_lots(group, reminded):
             continue
+        last = stage_sent.get(group.stage_days)
+        if last is not None:
+            allowed = datetime.fromtimestamp(last, now.tzinfo) + timedelta(days=group.stage_days)
+            if allowed > now:
+                resume[group.stage_days] = allowed
+                continue
         send_at = next_send_time(now, zone, quiet, expires_at=group.earliest_expiry)
         if send_at <= now:
             result.send_now.append(group)
@@ -65,6 +81,10 @@ def plan(lots: Iterable[Lot], now: datetime, stages: Iterable[int], zone: str, q
             entry = lot.expires_at - timedelta(days=stage)
             if entry > now and (stage not in next_entry or entry < next_entry[stage]):
                 next_entry[stage] = entry
+    # One wake-up per stage (the due set keeps one entry per customer and stage): the earliest.
+    for stage, when in resume.items():
+        if stage not in next_entry or when < next_entry[stage]:
+            next_entry[stage] = when
     result.wakeups = sorted((when, stage) for stage, when in next_entry.items())
     reminded_expiries = [lot.expires_at for lot in candidates if lot.key in reminded]
     if reminded_expiries:

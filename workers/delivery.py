@@ -35,28 +35,23 @@ def reminded_key(prefix: str, merchant_id: int, customer_id: int) -> str:
     return f"{prefix}reminded:{merchant_id}:{customer_id}"
 
 
-def unreminded(store: redis.Redis, prefix: str, merchant_id: int, customer_id: int, lots, stage_days: int) -> list:
-    """The lots not yet reminded of at this stage or a nearer one.
-
-    A reminder is keyed by its whole lot set, so without this a lot used up (or a new lot
-    entering the stage) would change the set and send the stage again for the same lots.
-    """
-    marks = store.hgetall(reminded_key(prefix, merchant_id, customer_id))
-    return [lot for lot in lots if int(marks.get(lot.key, marks.get(lot.key.encode(), 10**6)) or 10**6) > stage_days]
+STAGE_FIELD = "stage:"  # `reminded:{m}:{c}` also holds stage:{S} -> when that stage last went out
 
 
-def mark_reminded(store: redis.Redis, prefix: str, reminder: dict, keep_seconds: int) -> None:
+def mark_reminded(store: redis.Redis, prefix: str, reminder: dict, keep_seconds: int, now: float) -> None:
+    """Record, when a reminder is handed to delivery, which lots it covers and when the stage
+    went out. Done before delivery (not after it) so that a read in between cannot queue the
+    same stage again for a changed lot set."""
     key = reminded_key(prefix, reminder["merchant_id"], reminder["customer_id"])
     stage = reminder["stage_days"]
     marks = store.hgetall(key)
-    updates = {}
+    updates = {STAGE_FIELD + str(stage): f"{now:.0f}"}
     for lot in reminder["lots"]:
         current = marks.get(lot["key"], marks.get(lot["key"].encode()))
         if current is None or int(current) > stage:
             updates[lot["key"]] = stage
     pipe = store.pipeline()
-    if updates:
-        pipe.hset(key, mapping=updates)
+    pipe.hset(key, mapping=updates)
     pipe.ttl(key)
     ttl = pipe.execute()[-1]
     if ttl < keep_seconds:
@@ -89,6 +84,4 @@ def deliver(reminder: dict, channels, store: redis.Redis, prefix: str, keep_seco
             raise
         store.set(key, "sent", ex=max(keep_seconds, SENDING_CLAIM_SECONDS))
         report.sent.append(channel.name)
-    if report.sent or report.already_sent:
-        mark_reminded(store, prefix, reminder, keep_seconds)
     return report

@@ -24,7 +24,7 @@ from service.loyalty import Lot
 from service.outcomes import Snapshot, settle, snapshot
 from service.reminders import build_reminder
 from service.schedule import SETTLE_STAGE, plan
-from workers.delivery import reminded_key
+from workers.delivery import STAGE_FIELD, mark_reminded, reminded_key
 from workers.due_set import DueEntry, DueSet
 from workers.oauth import usable
 from workers.runtime import Runtime
@@ -78,7 +78,16 @@ def _lot_from(item: dict) -> Lot:
 
 
 def reminded_marks(rt: Runtime, m: int, c: int) -> dict[str, int]:
-    return {k: int(v) for k, v in rt.store.hgetall(reminded_key(rt.settings.redis_key_prefix, m, c)).items()}
+    """Lot key -> the nearest stage it was reminded at."""
+    return {k: int(v) for k, v in rt.store.hgetall(reminded_key(rt.settings.redis_key_prefix, m, c)).items()
+            if not k.startswith(STAGE_FIELD)}
+
+
+def stages_sent(rt: Runtime, m: int, c: int) -> dict[int, float]:
+    """Stage -> when this customer last had that stage's reminder."""
+    return {int(k[len(STAGE_FIELD):]): float(v)
+            for k, v in rt.store.hgetall(reminded_key(rt.settings.redis_key_prefix, m, c)).items()
+            if k.startswith(STAGE_FIELD)}
 
 
 # -- outcome counters -------------------------------------------------------------------------
@@ -137,12 +146,14 @@ def evaluate(rt: Runtime, m: int, customer: Customer, lots: list[Lot], now: date
         return []
     reminded = reminded_marks(rt, m, customer.id) if reminded is None else reminded
     decision = plan(lots, now, settings.reminder_stages_days, settings.store_timezone, settings.quiet_hours, reminded,
-                    settings.reminder_min_points, settings.reminder_excluded_statuses)
+                    settings.reminder_min_points, settings.reminder_excluded_statuses,
+                    stage_sent=stages_sent(rt, m, customer.id))
     point_value = config.get("point_value_sar", settings.point_value_sar)
     sent = []
     for group in decision.send_now:
         reminder = build_reminder(m, customer, group, settings.reminder_language, now, point_value)
         keep = int((max(lot.expires_at for lot in group.lots) - now).total_seconds()) + SENT_MARK_MARGIN_SECONDS
+        mark_reminded(rt.store, settings.redis_key_prefix, reminder, keep, now.timestamp())
         send_reminder(reminder, keep)
         sent.append(reminder)
     entries = []
@@ -156,7 +167,8 @@ def evaluate(rt: Runtime, m: int, customer: Customer, lots: list[Lot], now: date
         due.schedule(entries)
     # A held reminder re-checked with nothing left in its stage: the points were used first.
     for stage in held_stages:
-        if not _stage_has_lots(lots, now, stage, settings):
+        if not any(_stage_has_lots(lots, now, nearer, settings) for nearer in settings.reminder_stages_days
+                   if nearer <= stage):
             count_stat(rt, m, stage, "redeemed_before_reminder")
     return sent
 

@@ -109,11 +109,16 @@ def test_a_permanent_refusal_is_recorded_not_raised(store, caplog):
 
 def test_a_lot_reminded_at_a_stage_is_not_reminded_again_at_that_stage(store):
     from types import SimpleNamespace
-    from workers.delivery import unreminded
+    from service.schedule import new_lots
+    from workers.delivery import mark_reminded, reminded_key
     a, b, c = (SimpleNamespace(key=k) for k in "abc")
-    deliver(dict(REMINDER, lots=[{"key": "a"}, {"key": "b"}]), [Recorder("log")], store, "t:", keep_seconds=86400)
-    assert unreminded(store, "t:", 1, 2, [a, b], 7) == []
-    assert unreminded(store, "t:", 1, 2, [b], 7) == []          # a was used up: nothing new
-    assert unreminded(store, "t:", 1, 2, [a, b, c], 7) == [c]   # a new lot entered the stage
-    assert unreminded(store, "t:", 1, 2, [a, b], 1) == [a, b]   # the nearer stage is new
-    assert unreminded(store, "t:", 1, 2, [a], 30) == []         # never back to a farther one
+    mark_reminded(store, "t:", dict(REMINDER, lots=[{"key": "a"}, {"key": "b"}]), keep_seconds=86400, now=1000.0)
+    marks = {k: int(v) for k, v in store.hgetall(reminded_key("t:", 1, 2)).items() if not k.startswith("stage:")}
+    group = lambda lots, stage: SimpleNamespace(lots=lots, stage_days=stage)
+    assert new_lots(group([a, b], 7), marks) == []
+    assert new_lots(group([b], 7), marks) == []            # a was used up: nothing new
+    assert new_lots(group([a, b, c], 7), marks) == [c]     # a new lot entered the stage
+    assert new_lots(group([a, b], 1), marks) == [a, b]     # the nearer stage is new
+    assert new_lots(group([a], 30), marks) == []           # never back to a farther one
+    assert store.hget(reminded_key("t:", 1, 2), "stage:7") == "1000"
+    assert 86000 < store.ttl(reminded_key("t:", 1, 2)) <= 86400

@@ -77,6 +77,19 @@ def test_minimum_points_and_excluded_statuses():
     assert [l.key for l in p.send_now[0].lots] == ["a"]
 
 
+def test_at_most_one_reminder_per_stage_per_stage_length():
+    a, b = lot("a", NOON + timedelta(days=35)), lot("b", NOON + timedelta(days=37))
+    first = plan([a, b], NOON + timedelta(days=5), STAGES, "Asia/Riyadh", None, reminded={})
+    assert [[l.key for l in g.lots] for g in first.send_now] == [["a"]]
+    sent_at = (NOON + timedelta(days=5)).timestamp()
+    # b enters the 30-day stage two days later: no second 30-day message so soon...
+    later = plan([a, b], NOON + timedelta(days=7), STAGES, "Asia/Riyadh", None, reminded={"a": 30},
+                 stage_sent={30: sent_at})
+    assert later.send_now == []
+    # ...and a wake-up for when the pause ends (by then b is in the 7-day stage anyway).
+    assert (NOON + timedelta(days=35), 30) in later.wakeups
+
+
 def test_reminded_lots_get_a_settle_wakeup_after_expiry():
     lots = [lot("a", NOON + timedelta(days=3))]
     p = plan(lots, NOON, STAGES, "Asia/Riyadh", None, reminded={"a": 7})
@@ -162,9 +175,14 @@ def test_each_reminder_goes_out_at_most_once_and_every_due_one_goes_out_when_the
         assert len(ids) == len(set(ids))
         # Once its window opens, every due lot with points unused has had its stage's reminder,
         # provided the engine has seen the lot (a read or a wake-up since it became due).
+        # (Or the customer had this stage's reminder less than a stage length ago: at most one
+        # per stage per stage length; the rest wait for that pause to end.)
         if op != "use" and not in_quiet_hours(now(), "Asia/Riyadh", QUIET):
             marks = reminding.reminded_marks(rt, 1, 7)
+            recent = reminding.stages_sent(rt, 1, 7)
             for group in due_groups(eligible(truth(), now()), now(), STAGES):
+                if clock() - recent.get(group.stage_days, -1e18) < group.stage_days * 86400:
+                    continue
                 for l in group.lots:
                     assert marks.get(l.key, 10**6) <= group.stage_days, (op, l.key, group.stage_days, marks)
     # A stage's reminder lists every lot in the stage, but goes out only for lots new to it:
