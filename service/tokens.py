@@ -21,6 +21,16 @@ log = logging.getLogger(__name__)
 _EPOCH_THRESHOLD = 10**9
 
 
+LOCK_SECONDS = 60  # longer than one refresh call can take (its timeout), with margin
+LOCK_WAIT_SECONDS = 20
+
+
+def token_lock(store: redis.Redis, prefix: str, merchant_id: int, wait: float = LOCK_WAIT_SECONDS):
+    """The per-store lock held by whatever writes a store's tokens: a refresh, an authorize
+    webhook, a key rotation. Single-use refresh tokens make any lost update a revoked store."""
+    return store.lock(f"{prefix}store:{merchant_id}:refresh-lock", timeout=LOCK_SECONDS, blocking_timeout=wait)
+
+
 class TokenError(ValueError):
     """Token data we cannot use (missing fields in an authorize event, undecryptable record)."""
 
@@ -93,11 +103,15 @@ class TokenStore:
         return bool(self._redis.delete(self._key(merchant_id)))
 
     def rotate_all(self) -> int:
-        """Re-encrypt every stored record under the first key; returns how many."""
+        """Re-encrypt every stored record under the first key, each under its store's token
+        lock (a refresh in between must not be overwritten with spent tokens)."""
         count = 0
-        for key in self._redis.scan_iter(match=f"{self._prefix}store:*:tokens", count=500):
-            blob = self._redis.get(key)
-            if blob is not None:
-                self._redis.set(key, self._fernet.rotate(blob if isinstance(blob, bytes) else blob.encode()))
-                count += 1
+        for key in list(self._redis.scan_iter(match=f"{self._prefix}store:*:tokens", count=500)):
+            name = key.decode() if isinstance(key, bytes) else key
+            merchant_id = int(name[len(self._prefix):].split(":")[1])
+            with token_lock(self._redis, self._prefix, merchant_id):
+                blob = self._redis.get(key)
+                if blob is not None:
+                    self._redis.set(key, self._fernet.rotate(blob if isinstance(blob, bytes) else blob.encode()))
+                    count += 1
         return count

@@ -20,7 +20,7 @@ from service.events import Envelope, EventError, customer_of, is_handled, parse_
 from service.queue import QueueUnavailable
 from service.signatures import verify_delivery
 from service.stores import ACTIVE, NEEDS_REAUTH, UNINSTALLED
-from service.tokens import TokenError, tokens_from
+from service.tokens import TokenError, token_lock, tokens_from
 
 log = logging.getLogger(__name__)
 bp = Blueprint("webhooks", __name__)
@@ -96,7 +96,11 @@ def _authorize(deps, envelope: Envelope):
         tokens = tokens_from(envelope.data, time.time())
     except TokenError as exc:
         return _reply(400, error="bad_request", message=f"app.store.authorize: {exc}")
+    lock = token_lock(deps.redis, deps.settings.redis_key_prefix, merchant_id, wait=10)
     try:
+        if not lock.acquire():
+            # A refresh holds the lock for longer than Salla waits: let Salla retry.
+            return _reply(503, error="unavailable", message="tokens are being refreshed, retry later")
         state = deps.registry.state(merchant_id).get("state")
         try:
             stored = deps.tokens.load(merchant_id)
@@ -115,6 +119,12 @@ def _authorize(deps, envelope: Envelope):
     except redis.RedisError as exc:
         log.error("tokens of merchant=%s not stored, Redis unavailable: %s", merchant_id, type(exc).__name__)
         return _reply(503, error="unavailable", message="storage unavailable, retry later")
+    finally:
+        try:
+            if lock.owned():
+                lock.release()
+        except redis.RedisError:
+            pass  # the lock expires by itself
     log.info("stored Salla tokens for merchant=%s (scope: %s)", merchant_id, tokens.scope or "none given")
     return _reply(200, status="stored")
 

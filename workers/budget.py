@@ -32,17 +32,19 @@ local merchant = ARGV[9]
 redis.call('ZREMRANGEBYSCORE', plan, '-inf', now - plan_window)
 redis.call('ZREMRANGEBYSCORE', cust, '-inf', now - cust_window)
 
-local function slot_wait(key, limit, window)
+local function slot_wait(key, limit, window, need)
   local used = redis.call('ZCARD', key)
-  if used < limit then return 0 end
-  -- the request that frees a slot is the (used - limit + 1)-th oldest
-  local oldest = redis.call('ZRANGE', key, used - limit, used - limit, 'WITHSCORES')
+  if used + need <= limit then return 0 end
+  -- `need` slots are free once the (used + need - limit) oldest requests left the window
+  local index = used + need - limit - 1
+  local oldest = redis.call('ZRANGE', key, index, index, 'WITHSCORES')
   return tonumber(oldest[2]) + window - now
 end
 
 local taken = {}
 local blocked_until = tonumber(redis.call('GET', blocked) or '0')
 local skipped = 0
+local waiting_need = 1
 if blocked_until <= now then
   local avail = math.min(plan_limit - redis.call('ZCARD', plan), cust_limit - redis.call('ZCARD', cust))
   if avail > 0 then
@@ -51,8 +53,12 @@ if blocked_until <= now then
       if redis.call('EXISTS', inflight_prefix .. customer) == 1 then
         skipped = skipped + 1
       else
-        local need = tonumber(redis.call('HGET', pages, customer) or '1')
-        if need > avail then break end
+        -- never more than a whole window: a longer history is read across windows
+        local need = math.min(tonumber(redis.call('HGET', pages, customer) or '1'), plan_limit, cust_limit)
+        if need > avail then
+          waiting_need = need
+          break
+        end
         avail = avail - need
         redis.call('ZREM', pending, customer)
         redis.call('SET', inflight_prefix .. customer, '1', 'EX', inflight_ttl)
@@ -74,8 +80,8 @@ if left == 0 then
   return {taken, '-1'}
 end
 redis.call('SADD', backlog, merchant)
-local wait = math.max(slot_wait(plan, plan_limit, plan_window), slot_wait(cust, cust_limit, cust_window),
-                      blocked_until - now)
+local wait = math.max(slot_wait(plan, plan_limit, plan_window, waiting_need),
+                      slot_wait(cust, cust_limit, cust_window, waiting_need), blocked_until - now)
 local first = redis.call('ZRANGE', pending, 0, 0, 'WITHSCORES')
 wait = math.max(wait, tonumber(first[2]) - now)
 if wait <= 0 then
@@ -218,6 +224,11 @@ class Budget:
         return bool(self._acquire(keys=self._keys(merchant_id), args=[
             f"{now:.6f}", need, limits.plan_limit, limits.plan_window, limits.customer_limit,
             limits.customer_window, tag]))
+
+    def blocked(self, merchant_id: int, now: float) -> bool:
+        """Salla told us to wait and the time is not up yet."""
+        until = self.redis.get(self._keys(merchant_id)[2])
+        return until is not None and float(until) > now
 
     # -- what Salla told us ----------------------------------------------------------------
     def block_until(self, merchant_id: int, until: float, now: float) -> None:

@@ -21,7 +21,7 @@ from redis.exceptions import LockError
 
 from service.settings import Settings
 from service.stores import ACTIVE, NEEDS_REAUTH, StoreRegistry
-from service.tokens import StoreTokens, TokenStore, tokens_from
+from service.tokens import StoreTokens, TokenStore, token_lock, tokens_from
 from workers.salla_client import SallaTransientError
 
 log = logging.getLogger(__name__)
@@ -32,8 +32,6 @@ class StoreNotAuthorized(Exception):
 
 
 class TokenProvider:
-    LOCK_SECONDS = 60  # longer than one refresh call can take (its timeout) with margin
-    LOCK_WAIT_SECONDS = 20
 
     def __init__(self, settings: Settings, store: redis.Redis, tokens: TokenStore, registry: StoreRegistry,
                  session: requests.Session, clock=time.time):
@@ -50,7 +48,10 @@ class TokenProvider:
         current = self.tokens.load(merchant_id)
         if current is None:
             raise StoreNotAuthorized(f"no tokens stored for merchant {merchant_id} (no app.store.authorize yet)")
-        if current.expires_within(self.settings.token_refresh_ahead_seconds, self.clock()):
+        can_refresh = bool(self.settings.salla_client_id and self.settings.salla_client_secret and current.refresh_token)
+        # Without client credentials, use the token until Salla refuses it rather than mark
+        # every store for re-authorization a day before its token expires.
+        if can_refresh and current.expires_within(self.settings.token_refresh_ahead_seconds, self.clock()):
             current = self.refresh(merchant_id, current.access_token)
         return current.access_token
 
@@ -58,8 +59,7 @@ class TokenProvider:
         """Refresh unless someone already replaced `stale_access_token`; returns the tokens to use."""
         if self.settings.salla_access_token:
             self._needs_reauth(merchant_id, "SALLA_ACCESS_TOKEN was refused (single-store mode cannot refresh)")
-        lock = self.redis.lock(f"{self.settings.redis_key_prefix}store:{merchant_id}:refresh-lock",
-                               timeout=self.LOCK_SECONDS, blocking_timeout=self.LOCK_WAIT_SECONDS)
+        lock = token_lock(self.redis, self.settings.redis_key_prefix, merchant_id)
         if not lock.acquire():
             raise SallaTransientError(f"token refresh of merchant {merchant_id} still under way elsewhere")
         try:

@@ -63,18 +63,21 @@ class SallaClient:
         self.page_size = page_size
 
     def loyalty_history(self, token: str, customer_id: int, *, pages_paid: int = 1, pay_for_page=None,
-                        observe=None) -> tuple[list[dict], int]:
+                        observe=None, may_send=None) -> tuple[list[dict], int]:
         """Every row of the customer's points history, all pages; and how many pages it took.
 
         Page URLs are built from our configured base URL; `links.next` in the answer is
         never followed (it names http:// hosts, and a response must not steer our token).
-        `pay_for_page(page) -> bool` is asked before each page beyond `pages_paid`; False
-        raises BudgetExhausted. `observe(response)` sees every answer (rate-limit headers).
+        `pay_for_page(page) -> bool` is asked before each page beyond `pages_paid`, and
+        `may_send(page) -> bool` before each page already paid for; False raises
+        BudgetExhausted. `observe(response)` sees every answer (rate-limit headers).
         """
         rows: list[dict] = []
         page = 1
         while True:
             if page > pages_paid and pay_for_page is not None and not pay_for_page(page):
+                raise BudgetExhausted(page)
+            if page <= pages_paid and may_send is not None and not may_send(page):
                 raise BudgetExhausted(page)
             body = self._get("/customers/loyalty/points", token, {"customer_id": customer_id, "page": page, "per_page": self.page_size},
                              observe)

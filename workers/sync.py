@@ -37,17 +37,21 @@ def accept_event(rt: Runtime, message: dict) -> str:
     merchant_id = int(message["merchant_id"])
     customer = Customer.from_dict(message["customer"])
     registry = rt.registry
+    if registry.is_uninstalled(merchant_id):
+        registry.count(merchant_id, "dropped_events")
+        return "dropped"
+    # The customer's details and opt-out count even while the store cannot be read.
+    rt.profiles.save(merchant_id, customer)
+    if customer.notifications_enabled is False:
+        # Opted out (customer.* webhooks carry the flag): pending reminders go now.
+        cancelled = reminding.due_set(rt).cancel_customer(merchant_id, customer.id)
+        reminding.count_stat(rt, merchant_id, 0, "opted_out_cancelled", cancelled)
     if not usable(registry, merchant_id):
         registry.count(merchant_id, "dropped_events")
         return "dropped"
     if registry.loyalty_missing(merchant_id):
         registry.count(merchant_id, "skipped_no_loyalty_app")
         return "no_loyalty_app"
-    rt.profiles.save(merchant_id, customer)
-    if customer.notifications_enabled is False:
-        # Opted out (customer.* webhooks carry the flag): pending reminders go now.
-        cancelled = reminding.due_set(rt).cancel_customer(merchant_id, customer.id)
-        reminding.count_stat(rt, merchant_id, 0, "opted_out_cancelled", cancelled)
     registry.count(merchant_id, "events")
     if rt.budget.enqueue(merchant_id, customer.id, rt.clock() + rt.settings.sync_debounce_seconds):
         return "queued"
@@ -61,7 +65,14 @@ def pump(rt: Runtime, merchant_id: int, send_sync, schedule_pump) -> int:
         return 0
     dispatch = rt.budget.dispatch(merchant_id, rt.limits(merchant_id), rt.clock())
     for customer_id, pages in dispatch.customers:
-        send_sync(merchant_id, customer_id, pages)
+        try:
+            send_sync(merchant_id, customer_id, pages)
+        except Exception:
+            # Not published: the read must not be lost with the in-flight mark. Back in line.
+            rt.budget.retry_later(merchant_id, customer_id, rt.clock() + 5, pages=pages)
+            log.exception("could not publish the read of merchant=%s customer=%s; queued again", merchant_id,
+                          customer_id)
+            raise
     if dispatch.wait is not None:
         schedule_pump(merchant_id, dispatch.wait)
     return len(dispatch.customers)
@@ -81,6 +92,14 @@ def sync_customer(rt: Runtime, merchant_id: int, customer_id: int, pages_paid: i
         log.warning("read of merchant=%s customer=%s dropped: %s", merchant_id, customer_id, exc)
         return SyncResult("dropped", detail=str(exc))
     except BudgetExhausted as exc:
+        limits = rt.limits(merchant_id)
+        if exc.pages > min(limits.plan_limit, limits.customer_limit):
+            # More pages than one window allows: it could never be read whole. Say so, don't loop.
+            budget.done(merchant_id, customer_id)
+            registry.count(merchant_id, "syncs_failed")
+            log.error("history of merchant=%s customer=%s needs more pages than one budget window allows",
+                      merchant_id, customer_id)
+            return SyncResult("failed", detail=str(exc))
         budget.retry_later(merchant_id, customer_id, now, pages=exc.pages)
         return SyncResult("requeued", detail=str(exc))
     except SallaTransientError as exc:
@@ -110,14 +129,21 @@ def _read(rt: Runtime, merchant_id: int, customer_id: int, pages_paid: int) -> t
     limits = rt.limits(merchant_id)
 
     def pay(page: int) -> bool:
+        # A read dispatched before Salla said "wait" (429, Remaining 0) must not go out now.
+        if rt.budget.blocked(merchant_id, rt.clock()):
+            return False
         return rt.budget.acquire(merchant_id, limits, rt.clock(), 1, tag=f"{customer_id}p{page}")
+
+    def paid(page: int) -> bool:
+        return not rt.budget.blocked(merchant_id, rt.clock())
 
     def observe(response) -> None:
         rt.budget.observe(merchant_id, response.headers, rt.clock())
 
     token = rt.provider.access_token(merchant_id)
     try:
-        return rt.client.loyalty_history(token, customer_id, pages_paid=pages_paid, pay_for_page=pay, observe=observe)
+        return rt.client.loyalty_history(token, customer_id, pages_paid=pages_paid, pay_for_page=pay, observe=observe,
+                                         may_send=paid)
     except SallaUnauthorized as exc:
         if exc.scope_missing:
             rt.provider.mark_needs_reauth(merchant_id, "the token lacks the customers.read scope: re-authorize the app")

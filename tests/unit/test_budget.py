@@ -97,3 +97,20 @@ def test_drop_store_counts_what_was_waiting(budget):
         budget.enqueue(M, customer, 0.0)
     assert budget.drop_store(M) == 3
     assert budget.dispatch(M, LIMITS, 0.0).wait is None
+
+
+def test_a_customer_needing_more_than_a_window_is_capped_and_never_stalls_the_store(budget):
+    budget.retry_later(M, 1, 0.0, pages=50)  # more pages than the limit of 5
+    budget.enqueue(M, 2, 0.0)
+    assert budget.dispatch(M, LIMITS, 0.0).customers == [(1, 5)]
+    d = budget.dispatch(M, LIMITS, 1.0)
+    assert d.customers == [] and d.wait == pytest.approx(9.0)  # not 0: no busy loop
+    assert budget.dispatch(M, LIMITS, 10.0).customers == [(2, 1)]
+
+
+def test_the_wait_is_for_the_slots_the_next_customer_needs(budget):
+    budget.enqueue(M, 1, 0.0)
+    assert budget.dispatch(M, LIMITS, 0.0).customers == [(1, 1)]
+    budget.retry_later(M, 2, 1.0, pages=5)
+    d = budget.dispatch(M, LIMITS, 2.0)  # 4 slots free, 5 needed: wait for the first to leave
+    assert d.customers == [] and d.wait == pytest.approx(8.0)

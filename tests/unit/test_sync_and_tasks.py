@@ -218,13 +218,61 @@ def test_a_store_without_the_loyalty_app_is_remembered(rt, status, loyalty_ok, m
 
 @responses.activate
 def test_budget_running_out_mid_history_requeues_with_the_page_count(clock):
+    rt = runtime_for(clock, SALLA_CUSTOMER_LIMIT="3")
+    rt.budget.acquire(M, rt.limits(M), clock(), 2)  # another read took 2 of the 3 slots
+    responses.get(URL, json=answer([row(timedelta(days=3))], 1, 2))
+    rec, [result] = run_once(rt)
+    assert result.outcome == "requeued"  # page 2 had no slot left
+    sync.pump(rt, M, rec.send_sync, rec.schedule_pump)
+    assert rec.syncs == []  # it now needs 2 slots: not dispatched short
+    clock.now += 601
+    sync.pump(rt, M, rec.send_sync, rec.schedule_pump)
+    assert rec.syncs == [(M, C, 2)]
+
+
+@responses.activate
+def test_a_history_longer_than_a_window_fails_loudly_instead_of_looping(clock, caplog):
     rt = runtime_for(clock, SALLA_CUSTOMER_LIMIT="1")
     responses.get(URL, json=answer([row(timedelta(days=3))], 1, 2))
     rec, [result] = run_once(rt)
-    assert result.outcome == "requeued"
-    clock.now += 601
+    # 2 pages, a window of 1: never readable whole.
+    assert result.outcome == "failed" and "more pages than one budget window" in caplog.text
+
+
+@responses.activate
+def test_a_read_dispatched_before_a_429_block_does_not_go_out(rt, clock):
+    rec = Recorder()
+    sync.accept_event(rt, event())
     sync.pump(rt, M, rec.send_sync, rec.schedule_pump)
-    assert rec.syncs == []  # needs 2 slots, the limit is 1: it must never be dispatched short
+    rt.budget.observe(M, {"Retry-After": "30"}, clock())  # another read got a 429 meanwhile
+    result = sync.sync_customer(rt, *rec.syncs.pop(), rec.send_reminder)
+    assert result.outcome == "requeued" and len(responses.calls) == 0
+    clock.now += 31
+    responses.get(URL, json=answer([]))
+    sync.pump(rt, M, rec.send_sync, rec.schedule_pump)
+    assert sync.sync_customer(rt, *rec.syncs.pop(), rec.send_reminder).outcome == "read"
+
+
+def test_a_failed_publish_puts_the_customer_back(rt, clock):
+    def broken(*args):
+        raise ConnectionError("broker down")
+    sync.accept_event(rt, event())
+    with pytest.raises(ConnectionError):
+        sync.pump(rt, M, broken, lambda *a: None)
+    clock.now += 6
+    rec = Recorder()
+    sync.pump(rt, M, rec.send_sync, rec.schedule_pump)
+    assert rec.syncs == [(M, C, 1)]
+
+
+def test_opt_out_counts_even_while_the_store_needs_reauthorization(rt):
+    from workers import reminding
+    from workers.due_set import DueEntry
+    rt.registry.set_state(M, NEEDS_REAUTH, "x")
+    reminding.due_set(rt).schedule([(1e10, DueEntry(M, C, 7, "0" * 12))])
+    assert sync.accept_event(rt, event(dict(CUSTOMER, notifications_enabled=False))) == "dropped"
+    assert reminding.due_set(rt).pending_count() == 0
+    assert rt.profiles.load(M, C).notifications_enabled is False
 
 
 # -- tokens --------------------------------------------------------------------------------
