@@ -3,6 +3,7 @@
   stores                      every store: state, counters, token expiry (never the token)
   store M                     one store
   set-store M --plan-limit N  per-store settings (also --point-value-sar, --paused/--resumed)
+  reset-store M               mark a store active again (after fixing SALLA_CLIENT_ID, say)
   stats [M]                   reminders sent, points reminded, saved and lost, per store and stage
   rotate-token-keys           re-encrypt stored tokens under the first TOKEN_ENCRYPTION_KEY
 """
@@ -15,7 +16,7 @@ import sys
 from service.admin import outcome_stats, store_summary  # the same views as /admin/*
 from service.redis_client import connect
 from service.settings import Settings, SettingsError
-from service.stores import StoreRegistry
+from service.stores import ACTIVE, StoreRegistry
 from service.tokens import TokenStore
 
 
@@ -32,6 +33,8 @@ def main(argv: list[str] | None = None) -> int:
     pause = configure.add_mutually_exclusive_group()
     pause.add_argument("--paused", dest="paused", action="store_const", const=1, help="hold all reminders")
     pause.add_argument("--resumed", dest="paused", action="store_const", const=0, help="send reminders again")
+    reset = commands.add_parser("reset-store", help="mark a store active again")
+    reset.add_argument("merchant_id", type=int)
     stats = commands.add_parser("stats", help="what the reminders achieved, per store and stage")
     stats.add_argument("merchant_id", type=int, nargs="?")
     commands.add_parser("rotate-token-keys", help="re-encrypt stored tokens under the first key")
@@ -49,6 +52,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "stores":
         output = [store_summary(registry, tokens, m) for m in registry.merchants()]
     elif args.command == "store":
+        output = store_summary(registry, tokens, args.merchant_id)
+    elif args.command == "reset-store":
+        registry.set_state(args.merchant_id, ACTIVE, "reset by an operator")
         output = store_summary(registry, tokens, args.merchant_id)
     elif args.command == "stats":
         merchants = [args.merchant_id] if args.merchant_id else registry.merchants()

@@ -199,7 +199,11 @@ class SweepResult:
 
 
 def sweep(rt: Runtime, now: datetime, send_reminder, request_read, batch: int = 1000, max_batches: int = 50) -> SweepResult:
-    """Claim what is due (atomically: two sweepers never get the same entry) and act on it."""
+    """Claim what is due (atomically: two sweepers never get the same entry) and act on it.
+
+    A customer whose handling fails is left unacked: the lease runs out and a later sweep
+    tries again, while the rest of the batch goes on.
+    """
     due, result = due_set(rt), SweepResult()
     for _ in range(max_batches):
         claimed = due.claim(now.timestamp() + TIEBREAK_MAX_SECONDS, batch)
@@ -209,15 +213,33 @@ def sweep(rt: Runtime, now: datetime, send_reminder, request_read, batch: int = 
         by_customer: dict[tuple[int, int], list[DueEntry]] = {}
         for entry in claimed:
             by_customer.setdefault((entry.merchant_id, entry.customer_id), []).append(entry)
+        done: list[DueEntry] = []
         for (m, c), entries in by_customer.items():
-            _act(rt, m, c, entries, now, send_reminder, request_read, result)
-        due.ack(claimed)
+            try:
+                _act(rt, m, c, entries, now, send_reminder, request_read, result)
+            except Exception:
+                log.exception("sweep: merchant=%s customer=%s failed; retried when its lease ends", m, c)
+                continue
+            done += entries
+        due.ack(done)
     return result
 
 
 def _act(rt: Runtime, m: int, c: int, entries: list[DueEntry], now: datetime, send_reminder, request_read,
          result: SweepResult) -> None:
-    if not usable(rt.registry, m):
+    registry, due = rt.registry, due_set(rt)
+    if registry.is_uninstalled(m):
+        result.skipped += 1  # its entries were dropped at uninstall; these raced it
+        return
+    later = None
+    if not usable(registry, m):
+        later = PAUSED_RETRY_SECONDS  # needs re-authorization: keep the work, look again
+    elif registry.loyalty_missing(m):
+        later = rt.settings.loyalty_missing_retry_seconds
+    elif registry.config(m).get("paused"):
+        later = PAUSED_RETRY_SECONDS  # no reads and no reminders for a paused store
+    if later is not None:
+        due.schedule([(now.timestamp() + later, entry) for entry in entries])
         result.skipped += 1
         return
     held = {e.stage_days for e in entries if e.reminder_key != WAKEUP_KEY}
@@ -229,6 +251,10 @@ def _act(rt: Runtime, m: int, c: int, entries: list[DueEntry], now: datetime, se
         result.evaluated += 1
         return
     if held:
-        rt.store.sadd(f"{rt.settings.redis_key_prefix}recheck:{m}:{c}", *held)
+        key = f"{rt.settings.redis_key_prefix}recheck:{m}:{c}"
+        pipe = rt.store.pipeline()
+        pipe.sadd(key, *held)
+        pipe.expire(key, 86400)  # a read that never comes must not leave it forever
+        pipe.execute()
     request_read(m, c)  # through the store's budget; after_read evaluates again
     result.reads_requested += 1

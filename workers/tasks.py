@@ -89,6 +89,12 @@ def sync_customer(merchant_id: int, customer_id: int, pages_paid: int = 1) -> st
 @shared_task(name=DELIVER_TASK, bind=True, acks_late=True, ignore_result=True, **REDIS_RETRY)
 def deliver_reminder(self, reminder: dict, keep_seconds: int) -> list[str]:
     rt = runtime()
+    m = reminder["merchant_id"]
+    # Queued or retried deliveries check again: an uninstall, a pause or an opt-out since wins.
+    if (rt.registry.is_uninstalled(m) or rt.registry.config(m).get("paused")
+            or rt.profiles.load(m, reminder["customer_id"]).notifications_enabled is False):
+        rt.registry.count(m, "deliveries_withheld")
+        return []
     try:
         report = deliver(reminder, rt.channels, rt.store, rt.settings.redis_key_prefix, keep_seconds)
     except DeliveryTransientError as exc:

@@ -191,7 +191,9 @@ def test_429_with_retry_after_is_obeyed_and_the_read_succeeds(web, worker, sandb
     order(web, A, 1001)
     wait_until(lambda: len(reminders.received) == 1, timeout=30, message="the reminder after the 429")
     assert store_stats(sandbox, A)["by_status"] == {"429": 1, "200": 1}
-    assert admin_store(web, A)["counters"]["salla_429"] == 1
+    summary = admin_store(web, A)
+    assert summary["counters"]["salla_429"] == 1
+    assert summary["blocked_until"] is not None  # Retry-After was recorded and obeyed by dispatch
 
 
 def test_5xx_and_timeouts_are_retried_to_success(web, worker, sandbox, reminders):

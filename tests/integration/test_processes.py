@@ -1,8 +1,7 @@
 """The Procfile's processes as an operator runs them: bad settings stop them, Flower sees the work."""
 from __future__ import annotations
 
-import json
-import os
+import time
 import subprocess
 import sys
 
@@ -43,15 +42,20 @@ def test_flower_shows_the_worker_and_its_tasks(web, worker, service_env, tmp_pat
                         ready_text="Visit me at"):
         base = f"http://127.0.0.1:{port}"
         assert requests.get(base + "/api/workers", timeout=10).status_code == 401  # basic auth is on
-        assert deliver(web, order_created(1001)).json() == {"status": "queued"}
+        workers = wait_until(lambda: requests.get(base + "/api/workers?refresh=1", auth=auth, timeout=20).json(),
+                             timeout=30, interval=0.5, message="the worker in Flower")
+        # Flower subscribes to task events a moment after it answers; keep sending until it shows one.
+        order_id = 0
 
         def handled():
+            nonlocal order_id
+            order_id += 1
+            deliver(web, order_created(2000 + order_id, order_id=order_id))
+            time.sleep(0.5)
             tasks = requests.get(base + "/api/tasks", auth=auth, timeout=10).json()
             return [t for t in tasks.values()
                     if t["name"] == "workers.tasks.handle_event" and t["state"] == "SUCCESS"]
 
-        [task] = wait_until(handled, timeout=60, interval=0.5, message="the task in Flower")
+        task = wait_until(handled, timeout=60, interval=0.5, message="the task in Flower")[0]
         assert task["worker"].startswith("worker@")
-        workers = wait_until(lambda: requests.get(base + "/api/workers?refresh=1", auth=auth, timeout=20).json(),
-                             timeout=30, interval=0.5, message="the worker in Flower")
         assert any(name.startswith("worker@") for name in workers)

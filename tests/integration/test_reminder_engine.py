@@ -194,7 +194,7 @@ def test_two_beat_processes_and_a_worker_deliver_thousands_of_due_reminders_once
     beats = [ManagedProcess([__import__("sys").executable, "-m", "celery", "-A", "workers", "beat", "--loglevel=INFO",
                              f"--schedule={tmp_path}/beat{i}"], env, tmp_path / f"beat{i}.log",
                             ready_text="beat: Starting") for i in range(2)]
-    with celery_worker(env, tmp_path / "worker.log", concurrency=2, name="sweeper"):
+    with celery_worker(env, tmp_path / "worker.log", concurrency=2, name="sweeper") as worker:
         for beat in beats:
             beat.start()
         try:
@@ -204,6 +204,12 @@ def test_two_beat_processes_and_a_worker_deliver_thousands_of_due_reminders_once
         finally:
             for beat in beats:
                 beat.stop()
+        log = worker.log_text()
+    # Delivery is deduplicated per reminder id, so count claims too: a double claim shows here.
+    import re
+    claimed = sum(int(n) for n in re.findall(r"sweep: claimed=(\d+)", log))
+    assert claimed == count
+    assert log.count("Task workers.tasks.sweep[") >= 4  # both beats really sent sweeps
     ids = [r["body"]["reminder_id"] for r in reminders.received]
     assert len(ids) == count and len(set(ids)) == count
     assert {r["body"]["customer_id"] for r in reminders.received} == set(range(10_000, 10_000 + count))

@@ -396,3 +396,39 @@ def test_task_options_are_pinned(monkeypatch):
     import redis
     for name in (HANDLE_EVENT_TASK, SYNC_TASK, "workers.tasks.deliver_reminder"):
         assert redis.RedisError in app.tasks[name].autoretry_for, name
+
+
+# -- the sweep keeps work it cannot do now ------------------------------------------------------
+@pytest.mark.parametrize("state", ["needs_reauth", "paused", "no_loyalty"])
+def test_the_sweep_keeps_entries_of_stores_it_cannot_serve_now(rt, clock, state):
+    from workers import reminding
+    from workers.due_set import DueEntry
+    if state == "needs_reauth":
+        rt.registry.set_state(M, NEEDS_REAUTH, "x")
+    elif state == "paused":
+        rt.registry.set_config(M, paused=1)
+    else:
+        rt.registry.mark_loyalty_missing(M, 600)
+    due = reminding.due_set(rt)
+    due.schedule([(clock() - 1, DueEntry(M, C, 7, "0" * 12))])
+    reads = []
+    result = reminding.sweep(rt, datetime.fromtimestamp(clock(), timezone.utc), lambda *a: None,
+                             lambda m, c: reads.append(c))
+    assert result.claimed == 1 and reads == []
+    assert due.pending_count() == 1 and due.processing_count() == 0  # rescheduled, not lost
+
+
+def test_a_customer_that_fails_in_the_sweep_does_not_stop_the_others(rt, clock, monkeypatch):
+    from workers import reminding
+    from workers.due_set import DueEntry
+    due = reminding.due_set(rt)
+    due.schedule([(clock() - 1, DueEntry(M, c, 7, "0" * 12)) for c in (1, 2, 3)])
+
+    def read(m, c):
+        if c == 2:
+            raise RuntimeError("boom")
+        reads.append(c)
+    reads = []
+    reminding.sweep(rt, datetime.fromtimestamp(clock(), timezone.utc), lambda *a: None, read)
+    assert reads == [1, 3]
+    assert due.processing_count() == 1  # customer 2 waits for its lease to run out
