@@ -21,9 +21,10 @@ from datetime import datetime, timezone
 
 from service.events import Customer
 from service.loyalty import Lot
-from service.outcomes import Snapshot, settle, snapshot
+from service.outcomes import settle, snapshot
 from service.reminders import build_reminder
-from service.schedule import SETTLE_STAGE, plan
+from service.expiry import stage_of
+from service.schedule import SETTLE_STAGE, eligible, plan
 from workers.delivery import STAGE_FIELD, mark_reminded, reminded_key
 from workers.due_set import DueEntry, DueSet
 from workers.oauth import usable
@@ -174,8 +175,6 @@ def evaluate(rt: Runtime, m: int, customer: Customer, lots: list[Lot], now: date
 
 
 def _stage_has_lots(lots, now, stage, settings) -> bool:
-    from service.expiry import stage_of
-    from service.schedule import eligible
     return any(stage_of(lot, now, settings.reminder_stages_days) == stage
                for lot in eligible(lots, now, settings.reminder_excluded_statuses))
 

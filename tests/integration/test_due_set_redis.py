@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import threading
-import time
 import uuid
 from collections import Counter
 from urllib.parse import urlparse, urlunparse

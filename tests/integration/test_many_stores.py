@@ -9,7 +9,6 @@ Stores in the sandbox:
 from __future__ import annotations
 
 import json
-import os
 import time
 
 import pytest
