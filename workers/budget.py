@@ -20,7 +20,27 @@ from dataclasses import dataclass
 
 import redis
 
-_DISPATCH = """
+# Shared by both scripts: the two sliding-window logs of a store (plan, customer endpoints).
+_WINDOWS = """
+local function trim(plan, plan_window, cust, cust_window, now)
+  redis.call('ZREMRANGEBYSCORE', plan, '-inf', now - plan_window)
+  redis.call('ZREMRANGEBYSCORE', cust, '-inf', now - cust_window)
+end
+
+local function available(plan, plan_limit, cust, cust_limit)
+  return math.min(plan_limit - redis.call('ZCARD', plan), cust_limit - redis.call('ZCARD', cust))
+end
+
+local function spend(plan, cust, now, tag, need)
+  for i = 1, need do
+    local member = string.format('%.6f:%s:%d', now, tag, i)
+    redis.call('ZADD', plan, now, member)
+    redis.call('ZADD', cust, now, member)
+  end
+end
+"""
+
+_DISPATCH = _WINDOWS + """
 local plan, cust, blocked, pending, pages, backlog = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
 local inflight_prefix = ARGV[1]
 local now = tonumber(ARGV[2])
@@ -29,8 +49,7 @@ local cust_limit, cust_window = tonumber(ARGV[5]), tonumber(ARGV[6])
 local max_batch, inflight_ttl = tonumber(ARGV[7]), tonumber(ARGV[8])
 local merchant = ARGV[9]
 
-redis.call('ZREMRANGEBYSCORE', plan, '-inf', now - plan_window)
-redis.call('ZREMRANGEBYSCORE', cust, '-inf', now - cust_window)
+trim(plan, plan_window, cust, cust_window, now)
 
 local function slot_wait(key, limit, window, need)
   local used = redis.call('ZCARD', key)
@@ -46,7 +65,7 @@ local blocked_until = tonumber(redis.call('GET', blocked) or '0')
 local skipped = 0
 local waiting_need = 1
 if blocked_until <= now then
-  local avail = math.min(plan_limit - redis.call('ZCARD', plan), cust_limit - redis.call('ZCARD', cust))
+  local avail = available(plan, plan_limit, cust, cust_limit)
   if avail > 0 then
     local due = redis.call('ZRANGEBYSCORE', pending, '-inf', now, 'LIMIT', 0, max_batch)
     for _, customer in ipairs(due) do
@@ -62,11 +81,7 @@ if blocked_until <= now then
         avail = avail - need
         redis.call('ZREM', pending, customer)
         redis.call('SET', inflight_prefix .. customer, '1', 'EX', inflight_ttl)
-        for i = 1, need do
-          local member = string.format('%.6f:%s:%d', now, customer, i)
-          redis.call('ZADD', plan, now, member)
-          redis.call('ZADD', cust, now, member)
-        end
+        spend(plan, cust, now, customer, need)
         table.insert(taken, customer)
         table.insert(taken, tostring(need))
       end
@@ -91,22 +106,15 @@ end
 return {taken, tostring(wait)}
 """
 
-_ACQUIRE = """
+_ACQUIRE = _WINDOWS + """
 local plan, cust, blocked = KEYS[1], KEYS[2], KEYS[3]
 local now, need = tonumber(ARGV[1]), tonumber(ARGV[2])
 local plan_limit, plan_window = tonumber(ARGV[3]), tonumber(ARGV[4])
 local cust_limit, cust_window = tonumber(ARGV[5]), tonumber(ARGV[6])
-local tag = ARGV[7]
-redis.call('ZREMRANGEBYSCORE', plan, '-inf', now - plan_window)
-redis.call('ZREMRANGEBYSCORE', cust, '-inf', now - cust_window)
+trim(plan, plan_window, cust, cust_window, now)
 if tonumber(redis.call('GET', blocked) or '0') > now then return 0 end
-local avail = math.min(plan_limit - redis.call('ZCARD', plan), cust_limit - redis.call('ZCARD', cust))
-if avail < need then return 0 end
-for i = 1, need do
-  local member = string.format('%.6f:%s:%d', now, tag, i)
-  redis.call('ZADD', plan, now, member)
-  redis.call('ZADD', cust, now, member)
-end
+if available(plan, plan_limit, cust, cust_limit) < need then return 0 end
+spend(plan, cust, now, ARGV[7], need)
 return 1
 """
 

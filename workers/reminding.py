@@ -22,7 +22,7 @@ from datetime import datetime, timezone
 from service.events import Customer
 from service.loyalty import Lot
 from service.outcomes import settle, snapshot
-from service.reminders import build_reminder
+from service.reminders import build_reminder, reminder_id
 from service.expiry import stage_of
 from service.schedule import SETTLE_STAGE, eligible, plan
 from workers.delivery import STAGE_FIELD, mark_reminded, reminded_key
@@ -78,17 +78,24 @@ def _lot_from(item: dict) -> Lot:
                reference_id=item["reference_id"])
 
 
+def marks(rt: Runtime, m: int, c: int) -> tuple[dict[str, int], dict[int, float]]:
+    """One read of `reminded:{m}:{c}`: lot key -> the nearest stage it was reminded at, and
+    stage -> when this customer last had that stage's reminder."""
+    lots, stages = {}, {}
+    for k, v in rt.store.hgetall(reminded_key(rt.settings.redis_key_prefix, m, c)).items():
+        if k.startswith(STAGE_FIELD):
+            stages[int(k[len(STAGE_FIELD):])] = float(v)
+        else:
+            lots[k] = int(v)
+    return lots, stages
+
+
 def reminded_marks(rt: Runtime, m: int, c: int) -> dict[str, int]:
-    """Lot key -> the nearest stage it was reminded at."""
-    return {k: int(v) for k, v in rt.store.hgetall(reminded_key(rt.settings.redis_key_prefix, m, c)).items()
-            if not k.startswith(STAGE_FIELD)}
+    return marks(rt, m, c)[0]
 
 
 def stages_sent(rt: Runtime, m: int, c: int) -> dict[int, float]:
-    """Stage -> when this customer last had that stage's reminder."""
-    return {int(k[len(STAGE_FIELD):]): float(v)
-            for k, v in rt.store.hgetall(reminded_key(rt.settings.redis_key_prefix, m, c)).items()
-            if k.startswith(STAGE_FIELD)}
+    return marks(rt, m, c)[1]
 
 
 # -- outcome counters -------------------------------------------------------------------------
@@ -115,7 +122,8 @@ def record_delivery(rt: Runtime, reminder: dict, report, keep_seconds: int) -> N
 # -- the decisions ----------------------------------------------------------------------------
 def after_read(rt: Runtime, m: int, customer: Customer, lots: list[Lot], now: datetime, send_reminder) -> list[dict]:
     previous = load_lots(rt, m, customer.id)
-    reminded = reminded_marks(rt, m, customer.id)
+    known = marks(rt, m, customer.id)
+    reminded = known[0]
     if previous is not None:
         read_at, before = previous
         outcome = settle(snapshot(before, datetime.fromtimestamp(read_at, timezone.utc)), lots, reminded, now)
@@ -130,11 +138,12 @@ def after_read(rt: Runtime, m: int, customer: Customer, lots: list[Lot], now: da
     pipe.smembers(recheck_key)
     pipe.delete(recheck_key)
     held_stages = {int(s) for s in pipe.execute()[0]}
-    return evaluate(rt, m, customer, lots, now, send_reminder, reminded=reminded, held_stages=held_stages)
+    return evaluate(rt, m, customer, lots, now, send_reminder, known_marks=known, held_stages=held_stages)
 
 
 def evaluate(rt: Runtime, m: int, customer: Customer, lots: list[Lot], now: datetime, send_reminder,
-             reminded: dict[str, int] | None = None, held_stages: set[int] = frozenset()) -> list[dict]:
+             known_marks: tuple[dict[str, int], dict[int, float]] | None = None,
+             held_stages: set[int] = frozenset()) -> list[dict]:
     settings, due = rt.settings, due_set(rt)
     if customer.notifications_enabled is False:
         cancelled = due.cancel_customer(m, customer.id)
@@ -145,10 +154,9 @@ def evaluate(rt: Runtime, m: int, customer: Customer, lots: list[Lot], now: date
         # Nothing goes out; look again later, so that resuming the store needs no new event.
         due.schedule([(now.timestamp() + PAUSED_RETRY_SECONDS, DueEntry(m, customer.id, SETTLE_STAGE, WAKEUP_KEY))])
         return []
-    reminded = reminded_marks(rt, m, customer.id) if reminded is None else reminded
+    reminded, stage_sent = known_marks or marks(rt, m, customer.id)
     decision = plan(lots, now, settings.reminder_stages_days, settings.store_timezone, settings.quiet_hours, reminded,
-                    settings.reminder_min_points, settings.reminder_excluded_statuses,
-                    stage_sent=stages_sent(rt, m, customer.id))
+                    settings.reminder_min_points, settings.reminder_excluded_statuses, stage_sent=stage_sent)
     point_value = config.get("point_value_sar", settings.point_value_sar)
     sent = []
     for group in decision.send_now:
@@ -159,10 +167,10 @@ def evaluate(rt: Runtime, m: int, customer: Customer, lots: list[Lot], now: date
         sent.append(reminder)
     entries = []
     for send_at, group in decision.hold:
-        reminder_id = build_reminder(m, customer, group, settings.reminder_language, now)["reminder_id"]
+        held_id = reminder_id(m, customer.id, group.stage_days, (lot.key for lot in group.lots))
         # Many holds open at the same minute: earliest expiry first (a few seconds apart at most).
         tiebreak = min(max((group.earliest_expiry - send_at).total_seconds(), 0.0) / 1e6, TIEBREAK_MAX_SECONDS)
-        entries.append((send_at.timestamp() + tiebreak, DueEntry.for_reminder(m, customer.id, group.stage_days, reminder_id)))
+        entries.append((send_at.timestamp() + tiebreak, DueEntry.for_reminder(m, customer.id, group.stage_days, held_id)))
     entries += [(when.timestamp(), DueEntry(m, customer.id, stage, WAKEUP_KEY)) for when, stage in decision.wakeups]
     if entries:
         due.schedule(entries)
