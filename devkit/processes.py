@@ -72,3 +72,8 @@ def celery_worker(env: dict, log_path: Path, concurrency: int = 1, name: str = "
          f"--concurrency={concurrency}", f"--hostname={name}@%h", "--without-gossip", "--without-mingle"],
         env=env, log_path=log_path, ready_text=" ready.",
     )
+
+
+def celery_beat(env: dict, log_path: Path, schedule: Path) -> ManagedProcess:
+    return ManagedProcess([sys.executable, "-m", "celery", "-A", "workers", "beat", "--loglevel=INFO",
+                           f"--schedule={schedule}"], env=env, log_path=log_path, ready_text="beat: Starting")

@@ -8,6 +8,8 @@ from flask import Flask, jsonify
 from werkzeug.exceptions import HTTPException
 
 from service import admin, health, webhooks
+from service.alarms import Alarms
+from service.keys import Keys
 from service.logs import configure_logging
 from service.queue import EventQueue
 from service.redis_client import connect
@@ -23,6 +25,8 @@ class Dependencies:
     queue: EventQueue
     tokens: TokenStore
     registry: StoreRegistry
+    keys: Keys
+    alarms: Alarms
 
 
 def create_app(settings: Settings | None = None, redis_client: redis.Redis | None = None, queue=None) -> Flask:
@@ -38,6 +42,8 @@ def create_app(settings: Settings | None = None, redis_client: redis.Redis | Non
         queue=queue if queue is not None else EventQueue(settings),
         tokens=TokenStore(store, settings.redis_key_prefix, settings.token_encryption_keys),
         registry=StoreRegistry(store, settings.redis_key_prefix),
+        keys=Keys(settings.redis_key_prefix),
+        alarms=Alarms(store, settings.redis_key_prefix),
     )
     app.register_blueprint(webhooks.bp)
     app.register_blueprint(health.bp)

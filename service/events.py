@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import asdict, dataclass
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 # customer.otp.request says nothing about points; the others are moments a shopper's
@@ -151,3 +152,33 @@ def _as_id(value: Any, what: str) -> int:
     elif isinstance(value, str) and value.strip().isdigit():
         return int(value.strip())
     raise EventError(f"{what} must be a positive whole number, got {value!r}")
+
+
+# Salla's created_at comes in several shapes (REFERENCE.md §1). A time without a zone is
+# Salla's own (Riyadh, UTC+3, no daylight saving).
+_SALLA_ZONE = timezone(timedelta(hours=3))
+_JS_DATE = re.compile(r"^\w{3} (\w{3} \d{1,2} \d{4} \d{2}:\d{2}:\d{2}) GMT([+-]\d{4})")
+
+
+def event_time(created_at: str) -> float | None:
+    """Unix time of an envelope's created_at, or None when it is in no shape we know.
+
+    Only app events use it, to apply them in order (an older app.uninstalled must not undo a
+    newer app.store.authorize). Everything else keeps created_at as text.
+    """
+    text = (created_at or "").strip()
+    if not text:
+        return None
+    match = _JS_DATE.match(text)  # "Sun Jun 26 2022 12:21:48 GMT+0300" (JavaScript's Date)
+    if match:
+        try:
+            return datetime.strptime(f"{match.group(1)} {match.group(2)}", "%b %d %Y %H:%M:%S %z").timestamp()
+        except ValueError:
+            return None
+    try:
+        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))  # ISO, or "2022-12-31 12:31:25"
+    except ValueError:
+        return None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=_SALLA_ZONE)
+    return moment.timestamp()

@@ -1,15 +1,26 @@
 """What to do about a customer's lots at a moment: send now, hold, or wake up later. Pure.
 
 plan() looks at the lots as last read and answers three lists:
-- send_now: stage groups due now, outside quiet hours, with at least one lot not yet reminded
-  at this stage or a nearer one;
+- send_now: stage groups to send now;
 - hold:     groups due now but inside quiet hours: send when the window opens (or just
   before the lots expire, if that comes first);
-- wakeups:  when to look again: the next moment a lot enters a nearer stage, and an hour after
-  reminded lots expire (to see whether they were used or lost).
+- wakeups:  when to look again: when the next lot is about to enter a stage, when a pause
+  ends, and an hour after reminded lots expire (to see whether they were used or lost).
 The caller delivers, schedules holds and wake-ups in the due set, and re-plans at each
 wake-up from a fresh enough read. Re-planning from data, rather than trusting what was
 scheduled, is what lets used points drop out of a reminder before it goes out.
+
+The rules, per stage S (30, 7, 1 days before expiry by default) and look-ahead L
+(REMINDER_LOOKAHEAD, a day by default):
+- A lot "enters" S when its expiry is S days away. It should be named in an S reminder that
+  reaches the shopper no later than that moment, and at most L before it.
+- An S reminder names every lot of the customer that is in S now or enters S within L, so
+  that lots entering close together share one message (a lot is never hidden behind another).
+- It goes out only when one of those lots has not yet been named at S or a nearer stage; as
+  late as the earliest such entry allows (so that it can take the most lots along), but
+  outside quiet hours: before they begin, never after the lot entered.
+- A customer gets at most one S reminder per L: a lot that enters S inside that pause was
+  named by the reminder that started it (it entered within L of it).
 """
 from __future__ import annotations
 
@@ -17,10 +28,11 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Iterable, Mapping
 
-from service.expiry import StageGroup, due_groups
+from service.expiry import StageGroup, stage_of
 from service.loyalty import Lot
-from service.send_window import QuietHours, next_send_time
+from service.send_window import QuietHours, last_send_time, next_send_time
 
+DEFAULT_LOOKAHEAD = timedelta(days=1)
 SETTLE_AFTER_EXPIRY = timedelta(hours=1)
 SETTLE_STAGE = 0  # the due-set "stage" of a wake-up that only settles accounting
 
@@ -40,52 +52,71 @@ def eligible(lots: Iterable[Lot], now: datetime, excluded_statuses: Iterable[str
 
 def new_lots(group: StageGroup, reminded: Mapping[str, int]) -> list[Lot]:
     """Lots of the group not yet reminded at this stage or a nearer (smaller) one."""
-    return [lot for lot in group.lots if reminded.get(lot.key, 10**6) > group.stage_days]
+    return [lot for lot in group.lots if _is_new(lot, group.stage_days, reminded)]
+
+
+def _is_new(lot: Lot, stage: int, reminded: Mapping[str, int]) -> bool:
+    return reminded.get(lot.key, 10**6) > stage
+
+
+def _entry(lot: Lot, stage: int) -> datetime:
+    return lot.expires_at - timedelta(days=stage)
 
 
 def plan(lots: Iterable[Lot], now: datetime, stages: Iterable[int], zone: str, quiet: QuietHours | None,
          reminded: Mapping[str, int], min_points: int = 1, excluded_statuses: Iterable[str] = (),
-         stage_sent: Mapping[int, float] | None = None) -> Plan:
-    """`reminded`: lot key -> nearest stage it was reminded at; `stage_sent`: stage -> when
-    (unix seconds) this customer last had that stage's reminder.
-
-    A customer gets at most one reminder per stage per stage length (30-day reminders at
-    least 30 days apart, ...): lots that enter a stage one by one would otherwise make a
-    message per lot. A group held back by that rule gets a wake-up when the pause ends.
-    """
+         stage_sent: Mapping[int, float] | None = None, lookahead: timedelta = DEFAULT_LOOKAHEAD) -> Plan:
+    """`reminded`: lot key -> nearest stage it was named at; `stage_sent`: stage -> when (unix
+    seconds) this customer last had that stage's reminder. The rules are in the module doc."""
     stages = tuple(sorted(set(stages), reverse=True))
     candidates = eligible(lots, now, excluded_statuses)
     stage_sent = stage_sent or {}
+    horizon = now + lookahead
     result = Plan()
-    resume: dict[int, datetime] = {}
-    for group in due_groups(candidates, now, stages, min_points):
-        if not new_lots(group, reminded):
+    wake: dict[int, datetime] = {}
+
+    def wake_at(stage: int, when: datetime) -> None:
+        if stage not in wake or when < wake[stage]:
+            wake[stage] = when
+
+    for stage in stages:
+        inside = [lot for lot in candidates if stage_of(lot, now, stages) == stage]
+        # A lot entering S within the look-ahead is in S when it enters (nearer stages start later).
+        coming = [lot for lot in candidates if now < _entry(lot, stage) <= horizon]
+        new_inside = [lot for lot in inside if _is_new(lot, stage, reminded)]
+        new_coming = [lot for lot in coming if _is_new(lot, stage, reminded)]
+        beyond = [_entry(lot, stage) for lot in candidates
+                  if _entry(lot, stage) > horizon and _is_new(lot, stage, reminded)]
+        if beyond:
+            # When the first of them is about to enter: it is then `coming`, and due.
+            wake_at(stage, last_send_time(min(beyond), zone, quiet, not_before=now))
+        if not new_inside and not new_coming:
             continue
-        last = stage_sent.get(group.stage_days)
+        group = StageGroup(stage, tuple(sorted(inside + coming, key=lambda lot: (lot.expires_at, lot.key))))
+        if group.points_expiring < min_points:
+            continue
+        if new_inside:
+            target = now  # in the stage already (first seen there, or held back): as soon as allowed
+        else:
+            target = last_send_time(min(_entry(lot, stage) for lot in new_coming), zone, quiet, not_before=now)
+        paused = False
+        last = stage_sent.get(stage)
         if last is not None:
-            allowed = datetime.fromtimestamp(last, now.tzinfo) + timedelta(days=group.stage_days)
-            if allowed > now:
-                resume[group.stage_days] = allowed
-                continue
-        send_at = next_send_time(now, zone, quiet, expires_at=group.earliest_expiry)
+            resume = datetime.fromtimestamp(last, now.tzinfo) + lookahead
+            if resume > target:
+                target, paused = resume, True
+        send_at = next_send_time(target, zone, quiet, expires_at=group.earliest_expiry)
         if send_at <= now:
             result.send_now.append(group)
-        else:
+        elif new_inside and not paused:
             result.hold.append((send_at, group))
+        else:
+            wake_at(stage, send_at)
     # Earliest expiry first when a window opens on many held reminders.
     result.hold.sort(key=lambda item: (item[0], item[1].earliest_expiry))
-
-    next_entry: dict[int, datetime] = {}
-    for lot in candidates:
-        for stage in stages:
-            entry = lot.expires_at - timedelta(days=stage)
-            if entry > now and (stage not in next_entry or entry < next_entry[stage]):
-                next_entry[stage] = entry
+    result.send_now.sort(key=lambda group: group.earliest_expiry)
     # One wake-up per stage (the due set keeps one entry per customer and stage): the earliest.
-    for stage, when in resume.items():
-        if stage not in next_entry or when < next_entry[stage]:
-            next_entry[stage] = when
-    result.wakeups = sorted((when, stage) for stage, when in next_entry.items())
+    result.wakeups = sorted((when, stage) for stage, when in wake.items())
     reminded_expiries = [lot.expires_at for lot in candidates if lot.key in reminded]
     if reminded_expiries:
         result.wakeups.append((max(reminded_expiries) + SETTLE_AFTER_EXPIRY, SETTLE_STAGE))

@@ -95,6 +95,55 @@ def next_send_time(due: datetime, zone: ZoneInfo | str, quiet: QuietHours | None
     return opening
 
 
+# How long before quiet hours begin a reminder that must go out before them is planned: a
+# sweep that runs a little late still finds the window open.
+CLOSING_MARGIN = timedelta(minutes=15)
+
+
+def last_send_time(deadline: datetime, zone: ZoneInfo | str, quiet: QuietHours | None,
+                   not_before: datetime) -> datetime:
+    """The latest moment at or before `deadline` outside the quiet window, in UTC; `CLOSING_MARGIN`
+    before the window closes when `deadline` falls inside it.
+
+    For a reminder that should reach the shopper by `deadline` (the moment a lot enters a
+    stage). If no such moment is left at or after `not_before`, the deadline cannot be met
+    and the answer is the first open moment after `not_before` (next_send_time).
+    """
+    _require_aware(deadline, "deadline")
+    _require_aware(not_before, "not_before")
+    zone = _zone(zone)
+    deadline = deadline.astimezone(timezone.utc)
+    not_before = not_before.astimezone(timezone.utc)
+    if not in_quiet_hours(deadline, zone, quiet):
+        latest = deadline
+    else:
+        closed_at = _window_closing(deadline, zone, quiet)
+        latest = closed_at - CLOSING_MARGIN
+        if in_quiet_hours(latest, zone, quiet):  # an open spell shorter than the margin
+            latest = closed_at - timedelta(seconds=1)
+    if latest >= not_before:
+        return latest
+    return next_send_time(not_before, zone, quiet, expires_at=None)
+
+
+def _window_closing(moment: datetime, zone: ZoneInfo, quiet: QuietHours) -> datetime:
+    """The first instant of the quiet spell that holds `moment` (UTC): the latest instant at or
+    before it where the window begins, by the wall clock reaching `quiet.start` or by an
+    offset change jumping into the window. A window is shorter than a day, so the spell began
+    within the last two days."""
+    first_day = moment.astimezone(zone).date() - timedelta(days=2)
+    candidates = [instant
+                  for day in (first_day + timedelta(days=n) for n in range(4))
+                  for instant in _wall_instants(day, quiet.start, zone)
+                  if instant <= moment]
+    candidates += _offset_changes(moment - timedelta(days=2), moment, zone)
+    starts = [instant for instant in candidates
+              if in_quiet_hours(instant, zone, quiet) and not in_quiet_hours(instant - timedelta(seconds=1), zone, quiet)]
+    if not starts:
+        raise ValueError(f"no start of quiet hours {quiet} within two days before {moment}")
+    return max(starts)
+
+
 def _window_opening(due: datetime, zone: ZoneInfo, quiet: QuietHours) -> datetime:
     """The first instant after `due` (UTC, inside the window) that is outside the window.
 

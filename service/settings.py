@@ -60,6 +60,7 @@ class Settings:
     reminder_excluded_statuses: tuple[str, ...]
     point_value_sar: float
     sweep_interval_seconds: float
+    reminder_lookahead_seconds: int
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> "Settings":
@@ -129,7 +130,9 @@ class Settings:
             reminder_recheck_max_age_seconds=env.int("REMINDER_RECHECK_MAX_AGE", 3600, minimum=0),
             reminder_excluded_statuses=tuple(s.strip() for s in env.str("REMINDER_EXCLUDED_STATUSES", "").split(",") if s.strip()),
             point_value_sar=env.float("POINT_VALUE_SAR", 0.0, minimum=0.0),
-            sweep_interval_seconds=env.float("SWEEP_INTERVAL_SECONDS", 60.0, minimum=0.5),
+            # Delivery retries and held reminders wait in the due set for the sweep, so it ticks often.
+            sweep_interval_seconds=env.float("SWEEP_INTERVAL_SECONDS", 10.0, minimum=0.5),
+            reminder_lookahead_seconds=env.duration("REMINDER_LOOKAHEAD", "1d", maximum=7 * 86400),
         )
 
 
@@ -181,6 +184,19 @@ class _Env:
         if number < minimum:
             raise SettingsError(f"{name}={number} is below the minimum {minimum}")
         return number
+
+    def duration(self, name: str, default: str, maximum: int) -> int:
+        """Seconds, written as a number of seconds or with a unit: 90m, 12h, 1d."""
+        text = self.str(name, default).lower()
+        units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+        number, unit = (text[:-1], units[text[-1]]) if text[-1:] in units else (text, 1)
+        try:
+            seconds = int(float(number) * unit)
+        except ValueError:
+            raise SettingsError(f"{name}={text!r} is not a duration (seconds, or with a unit: 90m, 12h, 1d)") from None
+        if not 0 <= seconds <= maximum:
+            raise SettingsError(f"{name}={text!r} must be between 0 and {maximum} seconds")
+        return seconds
 
     def list(self, name: str, default: str) -> list[str]:
         return [item.strip().lower() for item in self.str(name, default).split(",") if item.strip()]

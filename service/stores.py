@@ -1,89 +1,148 @@
 """What we know about each store: its state, its settings and its counters, in Redis.
 
-Keys (all under REDIS_KEY_PREFIX):
-- `stores`                      set of every merchant id seen
-- `store:{m}:state`             hash: state (active | needs_reauth | uninstalled), reason, since
-- `store:{m}:config`            hash: per-store overrides (plan_limit, point_value_sar, paused)
-- `store:{m}:counters`          hash: operator counters (reads, reminders_sent, dropped_*, ...)
-- `store:{m}:no_loyalty`        string with a TTL: the loyalty app is missing, don't poll
-- `store:{m}:blocked_until`     string: Salla said wait (429 Retry-After / X-RateLimit-Reset)
+Keys are named in service/keys.py (every one under the store's hash tag): `state` (active |
+needs_reauth | uninstalled, with the reason and since when), `config` (per-store settings),
+`counters` (operator counters), `no-loyalty` (the loyalty app is missing: don't poll, TTL),
+`blocked-until` (Salla said wait). `stores` lists every merchant id ever seen.
 """
 from __future__ import annotations
 
+import math
 import time
 
 import redis
 
+from service.keys import Keys
+
 ACTIVE, NEEDS_REAUTH, UNINSTALLED = "active", "needs_reauth", "uninstalled"
-CONFIG_FIELDS = {"plan_limit": int, "point_value_sar": float, "paused": int}
+
+
+class ConfigError(ValueError):
+    """A per-store setting out of bounds or of the wrong type; the message names the field."""
+
+
+def _whole(name: str, low: int, high: int):
+    def parse(value) -> int:
+        if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
+            raise ConfigError(f"{name} must be a whole number from {low} to {high}, got {value!r}")
+        try:
+            number = int(value)
+        except (TypeError, ValueError):
+            raise ConfigError(f"{name} must be a whole number from {low} to {high}, got {value!r}") from None
+        if not low <= number <= high:
+            raise ConfigError(f"{name} must be from {low} to {high}, got {number}")
+        return number
+    return parse
+
+
+def _amount(name: str, low: float, high: float):
+    def parse(value) -> float:
+        if isinstance(value, bool):
+            raise ConfigError(f"{name} must be a number from {low} to {high}, got {value!r}")
+        try:
+            number = float(value)
+        except (TypeError, ValueError):
+            raise ConfigError(f"{name} must be a number from {low} to {high}, got {value!r}") from None
+        if not math.isfinite(number) or not low <= number <= high:
+            raise ConfigError(f"{name} must be from {low} to {high}, got {value!r}")
+        return number
+    return parse
+
+
+def _flag(name: str):
+    def parse(value) -> int:
+        if value in (True, 1, "1", "true", "yes", "on"):
+            return 1
+        if value in (False, 0, "0", "false", "no", "off"):
+            return 0
+        raise ConfigError(f"{name} must be 0 or 1 (true or false), got {value!r}")
+    return parse
+
+
+# Per-store settings: name -> parser with bounds. Salla's plans allow 120, 360 or 720 requests
+# a minute; anything past 10,000 is a typo, and 0 or less would stop the store for good.
+CONFIG_FIELDS = {
+    "plan_limit": _whole("plan_limit", 1, 10_000),
+    "point_value_sar": _amount("point_value_sar", 0.0, 10_000.0),
+    "paused": _flag("paused"),
+}
+_STORED_AS = {"plan_limit": int, "point_value_sar": float, "paused": int}
 
 
 class StoreRegistry:
     def __init__(self, store: redis.Redis, prefix: str):
         self.redis = store
-        self.prefix = prefix
-
-    def key(self, merchant_id: int, part: str) -> str:
-        return f"{self.prefix}store:{merchant_id}:{part}"
+        self.keys = Keys(prefix)
 
     # -- state -----------------------------------------------------------------------------
     def set_state(self, merchant_id: int, state: str, reason: str = "", now: float | None = None) -> None:
         pipe = self.redis.pipeline()
-        pipe.sadd(f"{self.prefix}stores", merchant_id)
-        pipe.hset(self.key(merchant_id, "state"), mapping={"state": state, "reason": reason,
-                                                            "since": f"{now or time.time():.0f}"})
+        pipe.sadd(self.keys.stores, merchant_id)
+        pipe.hset(self.keys.store(merchant_id).state, mapping={"state": state, "reason": reason,
+                                                                "since": f"{now or time.time():.0f}"})
         pipe.execute()
 
     def state(self, merchant_id: int) -> dict:
-        return _text(self.redis.hgetall(self.key(merchant_id, "state")))
+        return _text(self.redis.hgetall(self.keys.store(merchant_id).state))
 
     def is_uninstalled(self, merchant_id: int) -> bool:
-        return _text(self.redis.hget(self.key(merchant_id, "state"), "state")) == UNINSTALLED
+        return _text(self.redis.hget(self.keys.store(merchant_id).state, "state")) == UNINSTALLED
 
     def merchants(self) -> list[int]:
-        return sorted(int(m) for m in self.redis.smembers(f"{self.prefix}stores"))
+        return sorted(int(m) for m in self.redis.smembers(self.keys.stores))
 
     # -- per-store settings ----------------------------------------------------------------
     def config(self, merchant_id: int) -> dict:
-        raw = _text(self.redis.hgetall(self.key(merchant_id, "config")))
-        return {name: kind(raw[name]) for name, kind in CONFIG_FIELDS.items() if name in raw}
+        raw = _text(self.redis.hgetall(self.keys.store(merchant_id).config))
+        return {name: kind(raw[name]) for name, kind in _STORED_AS.items() if name in raw}
 
     def set_config(self, merchant_id: int, **values) -> dict:
+        """Check every value first (ConfigError names the field), then store them together."""
         unknown = set(values) - set(CONFIG_FIELDS)
         if unknown:
-            raise ValueError(f"unknown store setting(s): {', '.join(sorted(unknown))}")
+            raise ConfigError(f"unknown store setting(s): {', '.join(sorted(unknown))} "
+                              f"(known: {', '.join(CONFIG_FIELDS)})")
         clean = {name: CONFIG_FIELDS[name](value) for name, value in values.items() if value is not None}
         if clean:
-            self.redis.sadd(f"{self.prefix}stores", merchant_id)
-            self.redis.hset(self.key(merchant_id, "config"), mapping=clean)
+            pipe = self.redis.pipeline()
+            pipe.sadd(self.keys.stores, merchant_id)
+            pipe.hset(self.keys.store(merchant_id).config, mapping=clean)
+            pipe.execute()
         return self.config(merchant_id)
 
     # -- counters --------------------------------------------------------------------------
     def count(self, merchant_id: int, name: str, amount: int = 1) -> None:
-        self.redis.hincrby(self.key(merchant_id, "counters"), name, amount)
+        """Count, and list the store among those seen (single-store mode has no authorize)."""
+        if amount:
+            pipe = self.redis.pipeline(transaction=False)
+            pipe.hincrby(self.keys.store(merchant_id).counters, name, amount)
+            pipe.sadd(self.keys.stores, merchant_id)
+            pipe.execute()
 
     def counters(self, merchant_id: int) -> dict:
-        return {k: int(v) for k, v in _text(self.redis.hgetall(self.key(merchant_id, "counters"))).items()}
+        return {k: int(v) for k, v in _text(self.redis.hgetall(self.keys.store(merchant_id).counters)).items()}
 
     # -- loyalty app missing ---------------------------------------------------------------
     def mark_loyalty_missing(self, merchant_id: int, seconds: int) -> None:
-        self.redis.set(self.key(merchant_id, "no_loyalty"), "1", ex=seconds)
+        self.redis.set(self.keys.store(merchant_id).no_loyalty, "1", ex=seconds)
 
     def loyalty_missing(self, merchant_id: int) -> bool:
-        return bool(self.redis.exists(self.key(merchant_id, "no_loyalty")))
+        return bool(self.redis.exists(self.keys.store(merchant_id).no_loyalty))
 
     def clear_loyalty_missing(self, merchant_id: int) -> None:
-        self.redis.delete(self.key(merchant_id, "no_loyalty"))
+        self.redis.delete(self.keys.store(merchant_id).no_loyalty)
 
     def summary(self, merchant_id: int) -> dict:
         """What an operator sees for one store (never a token)."""
+        k = self.keys.store(merchant_id)
         return {
             "merchant_id": merchant_id,
-            **{k: v for k, v in self.state(merchant_id).items()},
+            **self.state(merchant_id),
             "config": self.config(merchant_id),
             "counters": self.counters(merchant_id),
             "loyalty_app_missing": self.loyalty_missing(merchant_id),
-            "blocked_until": _text(self.redis.get(self.key(merchant_id, "blocked_until"))),
+            "blocked_until": _text(self.redis.get(k.blocked_until)),
+            "dead_letters": int(self.redis.zcard(k.dead)),
         }
 
 

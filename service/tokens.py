@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 import redis
 from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 
+from service.keys import Keys
+
 log = logging.getLogger(__name__)
 
 # A number this large is a unix timestamp, a smaller one a duration in seconds: Salla's
@@ -28,7 +30,7 @@ LOCK_WAIT_SECONDS = 20
 def token_lock(store: redis.Redis, prefix: str, merchant_id: int, wait: float = LOCK_WAIT_SECONDS):
     """The per-store lock held by whatever writes a store's tokens: a refresh, an authorize
     webhook, a key rotation. Single-use refresh tokens make any lost update a revoked store."""
-    return store.lock(f"{prefix}store:{merchant_id}:refresh-lock", timeout=LOCK_SECONDS, blocking_timeout=wait)
+    return store.lock(Keys(prefix).store(merchant_id).token_lock, timeout=LOCK_SECONDS, blocking_timeout=wait)
 
 
 class TokenError(ValueError):
@@ -81,12 +83,15 @@ class TokenStore:
         self._fernet = MultiFernet([Fernet(key) for key in keys])
 
     def _key(self, merchant_id: int) -> str:
-        return f"{self._prefix}store:{merchant_id}:tokens"
+        return Keys(self._prefix).store(merchant_id).tokens
 
     def save(self, merchant_id: int, tokens: StoreTokens) -> None:
         record = json.dumps({"access_token": tokens.access_token, "refresh_token": tokens.refresh_token,
                              "expires_at": tokens.expires_at, "scope": tokens.scope})
-        self._redis.set(self._key(merchant_id), self._fernet.encrypt(record.encode()))
+        pipe = self._redis.pipeline()
+        pipe.set(self._key(merchant_id), self._fernet.encrypt(record.encode()))
+        pipe.sadd(Keys(self._prefix).stores, merchant_id)  # rotate_all walks this set
+        pipe.execute()
 
     def load(self, merchant_id: int) -> StoreTokens | None:
         blob = self._redis.get(self._key(merchant_id))
@@ -106,9 +111,9 @@ class TokenStore:
         """Re-encrypt every stored record under the first key, each under its store's token
         lock (a refresh in between must not be overwritten with spent tokens)."""
         count = 0
-        for key in list(self._redis.scan_iter(match=f"{self._prefix}store:*:tokens", count=500)):
-            name = key.decode() if isinstance(key, bytes) else key
-            merchant_id = int(name[len(self._prefix):].split(":")[1])
+        for merchant in self._redis.smembers(Keys(self._prefix).stores):
+            merchant_id = int(merchant)
+            key = self._key(merchant_id)
             with token_lock(self._redis, self._prefix, merchant_id):
                 blob = self._redis.get(key)
                 if blob is not None:

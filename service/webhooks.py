@@ -10,13 +10,13 @@ import hashlib
 import logging
 from datetime import datetime, timezone
 
+import time
+
 import redis
 from flask import Blueprint, current_app, jsonify, request
 
-import time
-
 from service.celery_config import FORGET_STORE_TASK
-from service.events import Envelope, EventError, customer_of, is_handled, parse_envelope
+from service.events import Envelope, EventError, customer_of, event_time, is_handled, parse_envelope
 from service.queue import QueueUnavailable
 from service.signatures import verify_delivery
 from service.stores import ACTIVE, NEEDS_REAUTH, UNINSTALLED
@@ -57,7 +57,7 @@ def receive():
         return _reply(200, status="ignored", reason="event names no customer")
 
     # Salla sends no delivery id: the same bytes twice are the same delivery.
-    seen_key = f"{settings.redis_key_prefix}webhook:seen:{hashlib.sha256(body).hexdigest()}"
+    seen_key = deps.keys.webhook_seen(hashlib.sha256(body).hexdigest())
     try:
         first = deps.redis.set(seen_key, "1", nx=True, ex=settings.webhook_dedupe_ttl_seconds)
     except redis.RedisError as exc:
@@ -90,17 +90,55 @@ def receive():
 
 # App events carry the store's OAuth tokens. They are handled here, not in a worker, so that
 # tokens never travel through the broker (or show in Flower): one encrypted SET and done.
+# Both run under the store's token lock (the one a refresh holds) and in the order of their
+# created_at: a delayed retry of an older event never undoes a newer one (an old
+# app.uninstalled arriving after a re-install must not delete the fresh tokens).
+class _Stale(Exception):
+    pass
+
+
+def _in_order(deps, merchant_id: int, envelope: Envelope) -> float:
+    """Record this app event's time, or raise _Stale when a newer app event was applied."""
+    moment = event_time(envelope.created_at)
+    if moment is None:
+        moment = time.time()  # no readable created_at: the best we know is "now"
+    key = deps.keys.store(merchant_id).app_event_at
+    last = deps.redis.get(key)
+    if last is not None and float(last) > moment:
+        raise _Stale()
+    deps.redis.set(key, f"{moment:.3f}")
+    return moment
+
+
+def _under_token_lock(deps, merchant_id: int, action):
+    lock = token_lock(deps.redis, deps.settings.redis_key_prefix, merchant_id, wait=10)
+    try:
+        if not lock.acquire():
+            # A refresh holds the lock for longer than Salla waits: let Salla retry.
+            return _reply(503, error="unavailable", message="tokens are being refreshed, retry later")
+        return action()
+    except _Stale:
+        log.info("app event for merchant=%s is older than one already applied; ignored", merchant_id)
+        return _reply(200, status="ignored", reason="older than an app event already applied")
+    except (redis.RedisError, QueueUnavailable) as exc:
+        log.error("app event of merchant=%s not processed: %s", merchant_id, type(exc).__name__)
+        return _reply(503, error="unavailable", message="storage unavailable, retry later")
+    finally:
+        try:
+            if lock.owned():
+                lock.release()
+        except redis.RedisError:
+            pass  # the lock expires by itself
+
+
 def _authorize(deps, envelope: Envelope):
     merchant_id = envelope.merchant_id
     try:
         tokens = tokens_from(envelope.data, time.time())
     except TokenError as exc:
         return _reply(400, error="bad_request", message=f"app.store.authorize: {exc}")
-    lock = token_lock(deps.redis, deps.settings.redis_key_prefix, merchant_id, wait=10)
-    try:
-        if not lock.acquire():
-            # A refresh holds the lock for longer than Salla waits: let Salla retry.
-            return _reply(503, error="unavailable", message="tokens are being refreshed, retry later")
+
+    def apply():
         state = deps.registry.state(merchant_id).get("state")
         try:
             stored = deps.tokens.load(merchant_id)
@@ -111,35 +149,31 @@ def _authorize(deps, envelope: Envelope):
         if stored and state == ACTIVE and stored.expires_at > tokens.expires_at:
             log.info("app.store.authorize for merchant=%s is older than the stored tokens; kept them", merchant_id)
             return _reply(200, status="ignored", reason="older than the stored tokens")
+        _in_order(deps, merchant_id, envelope)
         deps.tokens.save(merchant_id, tokens)
         if tokens.has_scope("customers.read"):
             deps.registry.set_state(merchant_id, ACTIVE)
         else:
             deps.registry.set_state(merchant_id, NEEDS_REAUTH, "the customers.read scope was not granted")
-    except redis.RedisError as exc:
-        log.error("tokens of merchant=%s not stored, Redis unavailable: %s", merchant_id, type(exc).__name__)
-        return _reply(503, error="unavailable", message="storage unavailable, retry later")
-    finally:
-        try:
-            if lock.owned():
-                lock.release()
-        except redis.RedisError:
-            pass  # the lock expires by itself
-    log.info("stored Salla tokens for merchant=%s (scope: %s)", merchant_id, tokens.scope or "none given")
-    return _reply(200, status="stored")
+        log.info("stored Salla tokens for merchant=%s (scope: %s)", merchant_id, tokens.scope or "none given")
+        return _reply(200, status="stored")
+
+    return _under_token_lock(deps, merchant_id, apply)
 
 
 def _uninstalled(deps, envelope: Envelope):
     merchant_id = envelope.merchant_id
-    try:
+
+    def apply():
+        moment = _in_order(deps, merchant_id, envelope)
         deps.tokens.delete(merchant_id)
         deps.registry.set_state(merchant_id, UNINSTALLED)
-        deps.queue.enqueue({"merchant_id": merchant_id}, task=FORGET_STORE_TASK)
-    except (redis.RedisError, QueueUnavailable) as exc:
-        log.error("app.uninstalled of merchant=%s not processed: %s", merchant_id, exc)
-        return _reply(503, error="unavailable", message="storage unavailable, retry later")
-    log.info("merchant=%s uninstalled the app: tokens deleted, its work is being dropped", merchant_id)
-    return _reply(200, status="uninstalled")
+        # The worker erases the store's data, unless a newer app event arrives first.
+        deps.queue.enqueue({"merchant_id": merchant_id, "uninstalled_at": moment}, task=FORGET_STORE_TASK)
+        log.info("merchant=%s uninstalled the app: tokens deleted, its data is being erased", merchant_id)
+        return _reply(200, status="uninstalled")
+
+    return _under_token_lock(deps, merchant_id, apply)
 
 
 APP_EVENTS = {"app.store.authorize": _authorize, "app.uninstalled": _uninstalled}

@@ -1,17 +1,18 @@
-"""How long a task waits before retrying a transient failure. A pure function."""
+"""How long to wait before trying a transient failure again. A pure function."""
 from __future__ import annotations
 
 import random
 
-from service.celery_config import VISIBILITY_TIMEOUT_SECONDS
-
-# Every countdown stays well under the broker's visibility timeout, so a waiting task is
-# never re-delivered as if its worker had died.
-MAX_COUNTDOWN_SECONDS = VISIBILITY_TIMEOUT_SECONDS // 4
+# Waits held in Redis (a read back in the store's queue, a delivery's timer in the due set)
+# may be long. Waits held by the broker (a task's retry countdown) never pass
+# MAX_TASK_COUNTDOWN_SECONDS: on a Redis broker a message held longer than the visibility
+# timeout is delivered twice (celery#2599, kombu#337).
+MAX_BACKOFF_SECONDS = 900
+MAX_TASK_COUNTDOWN_SECONDS = 30
 
 
 def retry_countdown(retries: int, retry_after: float | None = None, base: float = 2.0,
-                    cap: float = MAX_COUNTDOWN_SECONDS, rand=random.random) -> float:
+                    cap: float = MAX_BACKOFF_SECONDS, rand=random.random) -> float:
     """Exponential backoff with full jitter; never sooner than the server's Retry-After."""
     ceiling = min(cap, base * (2 ** max(retries, 0)))
     delay = ceiling / 2 + rand() * ceiling / 2

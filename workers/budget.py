@@ -7,18 +7,24 @@ limit): at most N requests in ANY window of the given length, which also keeps u
 whatever window alignment Salla uses. Salla's own answers override us: a 429's Retry-After,
 or X-RateLimit-Remaining 0 until X-RateLimit-Reset, block the store until then.
 
-Customers wait in `sync:{m}:pending`, a sorted set scored by the earliest time they may be
+Customers wait in the store's `pending` sorted set, scored by the earliest time they may be
 read. ZADD NX is the coalescing: 50 events for one customer are one member, one read. The
-dispatch script takes as many customers as the budget allows right now, spends one slot
-per page we expect their history to have, and marks each one "in flight" so that an event
-arriving during the read waits for it and then causes exactly one more read. All of that in
-one Lua script, so every worker process shares one budget without races.
+dispatch script takes as many customers as the budget allows right now, spends one slot per
+page we expect their history to have, and moves each one to `inflight` with a lease (the
+score is the lease's deadline, which also serves as the read's token). An event arriving
+during the read waits for it and then causes exactly one more read. A read whose worker died
+(its lease ran out) goes back to `pending` on the next dispatch: nothing waits for a broker's
+redelivery, and a stale redelivered read sees that its lease is gone and steps aside.
+All in one Lua script whose keys are all the store's own (one cluster slot), so every
+worker process shares one budget without races.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 import redis
+
+from service.keys import Keys
 
 # Shared by both scripts: the two sliding-window logs of a store (plan, customer endpoints).
 _WINDOWS = """
@@ -31,23 +37,32 @@ local function available(plan, plan_limit, cust, cust_limit)
   return math.min(plan_limit - redis.call('ZCARD', plan), cust_limit - redis.call('ZCARD', cust))
 end
 
-local function spend(plan, cust, now, tag, need)
+local function spend(plan, cust, now, tag, need, plan_window, cust_window)
   for i = 1, need do
     local member = string.format('%.6f:%s:%d', now, tag, i)
     redis.call('ZADD', plan, now, member)
     redis.call('ZADD', cust, now, member)
   end
+  -- the logs only matter for one window: they go by themselves once a store falls silent
+  redis.call('EXPIRE', plan, math.ceil(plan_window) + 1)
+  redis.call('EXPIRE', cust, math.ceil(cust_window) + 1)
 end
 """
 
 _DISPATCH = _WINDOWS + """
-local plan, cust, blocked, pending, pages, backlog = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
-local inflight_prefix = ARGV[1]
-local now = tonumber(ARGV[2])
-local plan_limit, plan_window = tonumber(ARGV[3]), tonumber(ARGV[4])
-local cust_limit, cust_window = tonumber(ARGV[5]), tonumber(ARGV[6])
-local max_batch, inflight_ttl = tonumber(ARGV[7]), tonumber(ARGV[8])
-local merchant = ARGV[9]
+local plan, cust, blocked, pending, pages, inflight = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
+local now = tonumber(ARGV[1])
+local plan_limit, plan_window = tonumber(ARGV[2]), tonumber(ARGV[3])
+local cust_limit, cust_window = tonumber(ARGV[4]), tonumber(ARGV[5])
+local max_batch = tonumber(ARGV[6])
+local lease_base, lease_per_page = tonumber(ARGV[7]), tonumber(ARGV[8])
+
+-- Reads whose lease ran out (their worker died): back in line, keeping an earlier due time.
+local reaped = redis.call('ZRANGEBYSCORE', inflight, '-inf', now)
+for _, customer in ipairs(reaped) do
+  redis.call('ZREM', inflight, customer)
+  redis.call('ZADD', pending, 'LT', now, customer)
+end
 
 trim(plan, plan_window, cust, cust_window, now)
 
@@ -69,7 +84,7 @@ if blocked_until <= now then
   if avail > 0 then
     local due = redis.call('ZRANGEBYSCORE', pending, '-inf', now, 'LIMIT', 0, max_batch)
     for _, customer in ipairs(due) do
-      if redis.call('EXISTS', inflight_prefix .. customer) == 1 then
+      if redis.call('ZSCORE', inflight, customer) then
         skipped = skipped + 1
       else
         -- never more than a whole window: a longer history is read across windows
@@ -79,22 +94,23 @@ if blocked_until <= now then
           break
         end
         avail = avail - need
+        local lease = string.format('%.6f', now + lease_base + lease_per_page * need)
         redis.call('ZREM', pending, customer)
-        redis.call('SET', inflight_prefix .. customer, '1', 'EX', inflight_ttl)
-        spend(plan, cust, now, customer, need)
+        redis.call('ZADD', inflight, lease, customer)
+        spend(plan, cust, now, customer, need, plan_window, cust_window)
         table.insert(taken, customer)
         table.insert(taken, tostring(need))
+        table.insert(taken, lease)
       end
     end
   end
 end
 
 local left = redis.call('ZCARD', pending)
+local busy = redis.call('ZCARD', inflight)
 if left == 0 then
-  redis.call('SREM', backlog, merchant)
-  return {taken, '-1'}
+  return {taken, '-1', busy, #reaped}
 end
-redis.call('SADD', backlog, merchant)
 local wait = math.max(slot_wait(plan, plan_limit, plan_window, waiting_need),
                       slot_wait(cust, cust_limit, cust_window, waiting_need), blocked_until - now)
 local first = redis.call('ZRANGE', pending, 0, 0, 'WITHSCORES')
@@ -103,7 +119,29 @@ if wait <= 0 then
   -- due customers are waiting only for reads in flight: look again shortly
   wait = (skipped > 0) and 1 or 0
 end
-return {taken, tostring(wait)}
+return {taken, tostring(wait), left + busy, #reaped}
+"""
+
+# KEYS: inflight, pending, pages. ARGV: customer, lease ('' = whatever lease), then the mode:
+# 'done' (pages: remember how many the history took) or 'retry' (not_before, pages).
+# Only the holder of the current lease may finish it: a stale redelivered read must not free
+# (or requeue) a customer that a newer dispatch is reading.
+_FINISH = """
+local inflight, pending, pages = KEYS[1], KEYS[2], KEYS[3]
+local customer, lease, mode = ARGV[1], ARGV[2], ARGV[3]
+local current = redis.call('ZSCORE', inflight, customer)
+if lease ~= '' and current and tonumber(current) ~= tonumber(lease) then return 0 end
+redis.call('ZREM', inflight, customer)
+if mode == 'done' then
+  local n = tonumber(ARGV[4])
+  if n and n > 1 then redis.call('HSET', pages, customer, n)
+  elseif n == 1 then redis.call('HDEL', pages, customer) end
+else
+  local n = tonumber(ARGV[5])
+  if n and n > 0 then redis.call('HSET', pages, customer, n) end
+  redis.call('ZADD', pending, ARGV[4], customer)
+end
+return 1
 """
 
 _ACQUIRE = _WINDOWS + """
@@ -114,7 +152,7 @@ local cust_limit, cust_window = tonumber(ARGV[5]), tonumber(ARGV[6])
 trim(plan, plan_window, cust, cust_window, now)
 if tonumber(redis.call('GET', blocked) or '0') > now then return 0 end
 if available(plan, plan_limit, cust, cust_limit) < need then return 0 end
-spend(plan, cust, now, ARGV[7], need)
+spend(plan, cust, now, ARGV[7], need, plan_window, cust_window)
 return 1
 """
 
@@ -123,6 +161,19 @@ local current = tonumber(redis.call('GET', KEYS[1]) or '0')
 local until_ = tonumber(ARGV[1])
 if until_ > current then
   redis.call('SET', KEYS[1], ARGV[1], 'EX', math.max(1, math.ceil(until_ - tonumber(ARGV[2])) + 60))
+  return 1
+end
+return 0
+"""
+
+
+# KEYS: the store's pump flag. ARGV: due (unix seconds), ttl ms. A pump may be scheduled when
+# none is, or when this one is due sooner than the one that is (a read waiting a second must
+# not wait behind a pump scheduled for later).
+_CLAIM_PUMP = """
+local current = tonumber(redis.call('GET', KEYS[1]) or 'inf')
+if tonumber(ARGV[1]) < current - 0.5 then
+  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
   return 1
 end
 return 0
@@ -138,109 +189,134 @@ class Limits:
 
 
 @dataclass(frozen=True)
+class Read:
+    customer_id: int
+    pages: int  # pages paid for
+    lease: str  # the read's token: its lease deadline as dispatch wrote it
+
+
+@dataclass(frozen=True)
 class Dispatch:
-    customers: list[tuple[int, int]]  # (customer_id, pages paid for)
+    reads: list[Read]
     wait: float | None  # seconds until dispatch can take more; None: nothing pending
+    reaped: int = 0  # reads whose lease ran out, put back in line
+
+    @property
+    def customers(self) -> list[tuple[int, int]]:
+        return [(read.customer_id, read.pages) for read in self.reads]
 
 
 class Budget:
-    # In flight = dispatched and not yet done. Long enough for a task to wait in a busy
-    # queue; if a task is lost, the customer is free again after this.
-    INFLIGHT_SECONDS = 900
+    # A read's lease: long enough for a read of that many pages at Salla's slowest (each page
+    # has its own timeout). When it runs out the worker is taken for dead and the read goes
+    # back in line; a read that was only slow then finds its lease gone and steps aside.
+    LEASE_BASE_SECONDS = 60
+    LEASE_PER_PAGE_SECONDS = 15
     MAX_BATCH = 500
 
     def __init__(self, store: redis.Redis, prefix: str):
         self.redis = store
-        self.prefix = prefix
+        self.keys = Keys(prefix)
         self._dispatch = store.register_script(_DISPATCH)
         self._acquire = store.register_script(_ACQUIRE)
         self._block = store.register_script(_BLOCK)
+        self._finish = store.register_script(_FINISH)
+        self._claim_pump = store.register_script(_CLAIM_PUMP)
 
-    # -- keys ------------------------------------------------------------------------------
-    def _keys(self, merchant_id: int) -> list[str]:
-        p = self.prefix
-        return [f"{p}budget:{merchant_id}:plan", f"{p}budget:{merchant_id}:customer",
-                f"{p}store:{merchant_id}:blocked_until"]
-
-    def pending_key(self, merchant_id: int) -> str:
-        return f"{self.prefix}sync:{merchant_id}:pending"
-
-    def _pages_key(self, merchant_id: int) -> str:
-        return f"{self.prefix}sync:{merchant_id}:pages"
-
-    def _inflight_key(self, merchant_id: int, customer_id: int | str) -> str:
-        return f"{self.prefix}sync:{merchant_id}:inflight:{customer_id}"
-
-    @property
-    def backlog_key(self) -> str:
-        return f"{self.prefix}sync:backlog"
+    def _window_keys(self, merchant_id: int) -> list[str]:
+        k = self.keys.store(merchant_id)
+        return [k.budget_plan, k.budget_customer, k.blocked_until]
 
     # -- the pending queue -----------------------------------------------------------------
     def enqueue(self, merchant_id: int, customer_id: int, not_before: float) -> bool:
         """Add a customer to the store's queue. False: already waiting (coalesced)."""
-        pipe = self.redis.pipeline()
-        pipe.zadd(self.pending_key(merchant_id), {str(customer_id): not_before}, nx=True)
-        pipe.sadd(self.backlog_key, merchant_id)
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.zadd(self.keys.store(merchant_id).pending, {str(customer_id): not_before}, nx=True)
+        pipe.sadd(self.keys.backlog, merchant_id)
         added, _ = pipe.execute()
         return bool(added)
 
-    def retry_later(self, merchant_id: int, customer_id: int, not_before: float, pages: int | None = None) -> None:
-        """Put a customer back (transient failure, 429, budget ran out mid-read)."""
-        pipe = self.redis.pipeline()
-        if pages:
-            pipe.hset(self._pages_key(merchant_id), str(customer_id), pages)
-        pipe.zadd(self.pending_key(merchant_id), {str(customer_id): not_before})
-        pipe.sadd(self.backlog_key, merchant_id)
-        pipe.delete(self._inflight_key(merchant_id, customer_id))
-        pipe.execute()
+    def holds(self, merchant_id: int, customer_id: int, lease: str | None) -> bool:
+        """Does this read still hold its lease? (False: it was taken for dead and handed out again.)"""
+        if not lease:
+            return True
+        current = self.redis.zscore(self.keys.store(merchant_id).inflight, str(customer_id))
+        return current is not None and float(current) == float(lease)
 
-    def done(self, merchant_id: int, customer_id: int, pages: int | None = None) -> None:
+    def retry_later(self, merchant_id: int, customer_id: int, not_before: float, pages: int | None = None,
+                    lease: str | None = None) -> bool:
+        """Put a customer back (transient failure, 429, budget ran out mid-read)."""
+        k = self.keys.store(merchant_id)
+        done = self._finish(keys=[k.inflight, k.pending, k.pages],
+                            args=[str(customer_id), lease or "", "retry", f"{not_before:.6f}", pages or 0])
+        self.redis.sadd(self.keys.backlog, merchant_id)
+        return bool(done)
+
+    def done(self, merchant_id: int, customer_id: int, pages: int | None = None, lease: str | None = None) -> bool:
         """The read is over: remember how many pages it took, and free the customer."""
-        pipe = self.redis.pipeline()
-        if pages and pages > 1:
-            pipe.hset(self._pages_key(merchant_id), str(customer_id), pages)
-        elif pages == 1:
-            pipe.hdel(self._pages_key(merchant_id), str(customer_id))
-        pipe.delete(self._inflight_key(merchant_id, customer_id))
-        pipe.execute()
+        k = self.keys.store(merchant_id)
+        return bool(self._finish(keys=[k.inflight, k.pending, k.pages],
+                                 args=[str(customer_id), lease or "", "done", pages or 0]))
 
     def dispatch(self, merchant_id: int, limits: Limits, now: float, max_batch: int | None = None) -> Dispatch:
-        keys = self._keys(merchant_id) + [self.pending_key(merchant_id), self._pages_key(merchant_id), self.backlog_key]
-        taken, wait = self._dispatch(keys=keys, args=[
-            self._inflight_key(merchant_id, ""), f"{now:.6f}", limits.plan_limit, limits.plan_window,
-            limits.customer_limit, limits.customer_window, max_batch or self.MAX_BATCH, self.INFLIGHT_SECONDS,
-            merchant_id])
-        pairs = [(int(taken[i]), int(taken[i + 1])) for i in range(0, len(taken), 2)]
+        k = self.keys.store(merchant_id)
+        taken, wait, left, reaped = self._dispatch(
+            keys=[k.budget_plan, k.budget_customer, k.blocked_until, k.pending, k.pages, k.inflight],
+            args=[f"{now:.6f}", limits.plan_limit, limits.plan_window, limits.customer_limit,
+                  limits.customer_window, max_batch or self.MAX_BATCH, self.LEASE_BASE_SECONDS,
+                  self.LEASE_PER_PAGE_SECONDS])
+        reads = [Read(int(taken[i]), int(taken[i + 1]), _text(taken[i + 2])) for i in range(0, len(taken), 3)]
+        # The backlog set lists stores with reads waiting or in flight (a dead read's lease is
+        # reaped by a later dispatch). It is a key of its own slot, so it is kept here, not in
+        # the script: drop the store, then look again, since an enqueue may have come between.
+        if int(left) == 0:
+            self.redis.srem(self.keys.backlog, merchant_id)
+            if self.redis.zcard(k.pending) or self.redis.zcard(k.inflight):
+                self.redis.sadd(self.keys.backlog, merchant_id)
+        else:
+            self.redis.sadd(self.keys.backlog, merchant_id)
         wait = float(wait)
-        return Dispatch(customers=pairs, wait=None if wait < 0 else wait)
+        return Dispatch(reads=reads, wait=None if wait < 0 else wait, reaped=int(reaped))
 
     def drop_store(self, merchant_id: int) -> int:
         """Forget every customer waiting for this store; returns how many."""
+        k = self.keys.store(merchant_id)
         pipe = self.redis.pipeline()
-        pipe.zcard(self.pending_key(merchant_id))
-        pipe.delete(self.pending_key(merchant_id), self._pages_key(merchant_id))
-        pipe.srem(self.backlog_key, merchant_id)
+        pipe.zcard(k.pending)
+        pipe.delete(k.pending, k.pages, k.inflight)
         dropped = pipe.execute()[0]
+        self.redis.srem(self.keys.backlog, merchant_id)
         return int(dropped)
 
+    def claim_pump(self, merchant_id: int, due: float, ttl_seconds: float) -> bool:
+        """May a pump due at `due` be scheduled? (At most one per store, unless sooner.)"""
+        return bool(self._claim_pump(keys=[self.keys.store(merchant_id).pump],
+                                     args=[f"{due:.3f}", int(ttl_seconds * 1000)]))
+
+    def pump_started(self, merchant_id: int) -> None:
+        self.redis.delete(self.keys.store(merchant_id).pump)
+
+    def waiting(self, merchant_id: int) -> int:
+        return int(self.redis.zcard(self.keys.store(merchant_id).pending))
+
     def backlog(self) -> list[int]:
-        return sorted(int(m) for m in self.redis.smembers(self.backlog_key))
+        return sorted(int(m) for m in self.redis.smembers(self.keys.backlog))
 
     # -- spending outside dispatch ---------------------------------------------------------
     def acquire(self, merchant_id: int, limits: Limits, now: float, need: int = 1, tag: str = "x") -> bool:
         """Take `need` slots now if there are that many; never waits."""
-        return bool(self._acquire(keys=self._keys(merchant_id), args=[
+        return bool(self._acquire(keys=self._window_keys(merchant_id), args=[
             f"{now:.6f}", need, limits.plan_limit, limits.plan_window, limits.customer_limit,
             limits.customer_window, tag]))
 
     def blocked(self, merchant_id: int, now: float) -> bool:
         """Salla told us to wait and the time is not up yet."""
-        until = self.redis.get(self._keys(merchant_id)[2])
+        until = self.redis.get(self.keys.store(merchant_id).blocked_until)
         return until is not None and float(until) > now
 
     # -- what Salla told us ----------------------------------------------------------------
     def block_until(self, merchant_id: int, until: float, now: float) -> None:
-        self._block(keys=[self._keys(merchant_id)[2]], args=[f"{until:.3f}", f"{now:.3f}"])
+        self._block(keys=[self.keys.store(merchant_id).blocked_until], args=[f"{until:.3f}", f"{now:.3f}"])
 
     def observe(self, merchant_id: int, headers, now: float) -> None:
         """Obey Salla's rate headers: Retry-After (on 429), or Remaining 0 until Reset."""
@@ -252,6 +328,10 @@ class Budget:
         reset = _number(headers.get("X-RateLimit-Reset"))
         if remaining is not None and remaining <= 0 and reset is not None and reset > now:
             self.block_until(merchant_id, reset, now)
+
+
+def _text(value) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 def _number(value) -> float | None:

@@ -1,87 +1,163 @@
-"""Delivers a reminder through each channel once, whatever repeats (Redis SET NX per channel).
+"""From a reminder to the shopper: queued under watch, delivered once per channel, recorded.
 
-Per channel, so that a webhook that failed and is retried does not log the reminder twice.
-A claim is first written as "sending" with a short TTL, then "sent" with a TTL that outlives
-the lots: a worker killed mid-send leaves a claim that expires, and the redelivered task
-(acks_late) sends again. That is the one window where a reminder can go out twice; the
-webhook carries X-Reminder-Id so that a receiver can close it.
+queue_reminder  arm a timer in the due set, record the reminder in the ledger (claiming its
+                lots at its stage), publish the delivery task. The timer comes first: whatever
+                fails after it (the ledger write, the publish, the worker), the sweep finds the
+                timer when it runs out and publishes the delivery again. Nothing waits for a
+                broker's redelivery, and nothing is lost with a message.
+deliver         one attempt: re-check (uninstalled, opted out, paused), then each channel not
+                yet done. The first channel that sends makes the reminder `sent` (its lots are
+                marked and it is counted, once). Transient failures come back through the timer
+                with backoff; out of attempts, or refused by every channel, it is a dead letter.
 """
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
 
-import redis
-
+from workers.backoff import retry_countdown
 from workers.channels import DeliveryPermanentError, DeliveryTransientError
+from workers.due_set import DueEntry
+from workers.ledger import CANCELLED, DEAD, DROPPED, LIVE, count_stat
 
 log = logging.getLogger(__name__)
 
-SENDING_CLAIM_SECONDS = 300
+# A delivery queued or running and not finished this long after it started is taken for lost
+# and published again (its worker died, its message was lost). Longer than an attempt can take.
+DELIVERY_LEASE_SECONDS = 120
+MAX_ATTEMPTS = 12  # with backoff doubling from 2 s up to 15 min: about 45 minutes in all
+PAUSED_RETRY_SECONDS = 3600
 
 
-@dataclass
-class DeliveryReport:
-    sent: list[str] = field(default_factory=list)
-    already_sent: list[str] = field(default_factory=list)
-    refused: list[str] = field(default_factory=list)
+def _timer(reminder: dict) -> DueEntry:
+    """The due-set entry that watches a reminder on its way (keyed by the reminder's id)."""
+    return DueEntry.for_reminder(reminder["merchant_id"], reminder["customer_id"], reminder["stage_days"],
+                                 reminder["reminder_id"])
 
 
-def sent_key(prefix: str, reminder_id: str, channel: str) -> str:
-    return f"{prefix}reminder:sent:{reminder_id}:{channel}"
+def _record_timer(record) -> DueEntry:
+    return DueEntry.for_reminder(record.merchant_id, record.customer_id, record.stage, record.reminder_id)
 
 
-def reminded_key(prefix: str, merchant_id: int, customer_id: int) -> str:
-    return f"{prefix}reminded:{merchant_id}:{customer_id}"
+def arm(rt, entry: DueEntry, when: float) -> None:
+    rt.due.schedule([(when, entry)])
 
 
-STAGE_FIELD = "stage:"  # `reminded:{m}:{c}` also holds stage:{S} -> when that stage last went out
+def queue_reminder(rt, reminder: dict, keep_seconds: int, now: float, publish) -> str:
+    """Hand a reminder to delivery; returns the ledger's answer ('created' or an existing state)."""
+    timer = _timer(reminder)
+    arm(rt, timer, now + DELIVERY_LEASE_SECONDS)
+    state = rt.ledger.create(reminder, keep_seconds, now)
+    if state != "created" and state not in LIVE:
+        rt.due.remove([timer])  # the same reminder was already sent (or dropped, or is a dead letter)
+        return state
+    if state == "created":
+        rt.registry.count(reminder["merchant_id"], "reminders_queued")
+    try:
+        publish(reminder["merchant_id"], reminder["customer_id"], reminder["reminder_id"])
+    except Exception as exc:  # the broker is down: the timer publishes it when it runs out
+        log.warning("reminder %s not published (%s); the sweep publishes it within %ds", reminder["reminder_id"],
+                    type(exc).__name__, DELIVERY_LEASE_SECONDS)
+    return state
 
 
-def mark_reminded(store: redis.Redis, prefix: str, reminder: dict, keep_seconds: int, now: float) -> None:
-    """Record, when a reminder is handed to delivery, which lots it covers and when the stage
-    went out. Done before delivery (not after it) so that a read in between cannot queue the
-    same stage again for a changed lot set."""
-    key = reminded_key(prefix, reminder["merchant_id"], reminder["customer_id"])
-    stage = reminder["stage_days"]
-    marks = store.hgetall(key)
-    updates = {STAGE_FIELD + str(stage): f"{now:.0f}"}
-    for lot in reminder["lots"]:
-        current = marks.get(lot["key"], marks.get(lot["key"].encode()))
-        if current is None or int(current) > stage:
-            updates[lot["key"]] = stage
-    pipe = store.pipeline()
-    pipe.hset(key, mapping=updates)
-    pipe.ttl(key)
-    ttl = pipe.execute()[-1]
-    if ttl < keep_seconds:
-        store.expire(key, keep_seconds)
+def deliver(rt, merchant_id: int, customer_id: int, reminder_id: str, now: float) -> str:
+    """One delivery attempt; returns the reminder's state afterwards."""
+    record = rt.ledger.get(merchant_id, reminder_id)
+    if record is None:
+        log.warning("reminder %s of merchant=%s is not in the ledger (erased?); nothing to deliver", reminder_id,
+                    merchant_id)
+        return "missing"
+    timer = _record_timer(record)
+    if record.state not in LIVE:
+        rt.due.remove([timer])
+        return record.state
+    m, c = merchant_id, customer_id
+    # Queued or retried deliveries check again: an uninstall, an opt-out or a pause since wins.
+    if rt.registry.is_uninstalled(m):
+        return _stop(rt, record, timer, CANCELLED, now, "the store uninstalled the app", "deliveries_cancelled")
+    if rt.profiles.load(m, c).notifications_enabled is False:
+        count_stat(rt.store, rt.keys, m, 0, "opted_out_cancelled")
+        return _stop(rt, record, timer, CANCELLED, now, "the customer opted out", "deliveries_cancelled")
+    if rt.registry.config(m).get("paused"):
+        arm(rt, timer, now + PAUSED_RETRY_SECONDS)  # kept, not lost: it goes out once the store resumes
+        rt.registry.count(m, "deliveries_held_paused")
+        return record.state
 
-
-def deliver(reminder: dict, channels, store: redis.Redis, prefix: str, keep_seconds: int) -> DeliveryReport:
-    """Send through every channel not yet done. A transient failure propagates (the task retries)."""
-    report = DeliveryReport()
-    for channel in channels:
-        key = sent_key(prefix, reminder["reminder_id"], channel.name)
-        if not store.set(key, "sending", nx=True, ex=SENDING_CLAIM_SECONDS):
-            report.already_sent.append(channel.name)
+    attempt = rt.ledger.begin_attempt(m, reminder_id, now)
+    arm(rt, timer, now + DELIVERY_LEASE_SECONDS)  # if this worker dies now, the sweep takes over
+    reminder = record.reminder
+    sent = record.sent_at is not None
+    transient, refused, busy_until = [], [], 0.0
+    for channel in rt.channels:
+        claim = rt.ledger.claim_channel(m, reminder_id, channel.name, attempt, now)
+        if claim == "sent":
+            sent = True
+            continue
+        if claim.startswith("busy:"):  # another attempt may be sending right now
+            busy_until = max(busy_until, float(claim[5:]))
             continue
         try:
             channel.send(reminder)
         except DeliveryPermanentError as exc:
-            # Recorded, not retried in a loop; the next sync of this customer tries again.
-            store.delete(key)
-            log.error("reminder %s refused by %s: %s (merchant=%s customer=%s)", reminder["reminder_id"],
-                      channel.name, exc, reminder["merchant_id"], reminder["customer_id"])
-            report.refused.append(channel.name)
+            rt.ledger.channel_result(m, reminder_id, channel.name, f"failed:{exc}")
+            refused.append(f"{channel.name}: {exc}")
+            log.error("reminder %s refused by %s: %s (merchant=%s customer=%s)", reminder_id, channel.name, exc, m, c)
             continue
-        except (DeliveryTransientError, Exception):
-            try:
-                store.delete(key)
-            except redis.RedisError:
-                # Redis is gone too: the claim lapses by itself after SENDING_CLAIM_SECONDS.
-                log.error("could not release the claim on reminder %s", reminder["reminder_id"])
-            raise
-        store.set(key, "sent", ex=max(keep_seconds, SENDING_CLAIM_SECONDS))
-        report.sent.append(channel.name)
-    return report
+        except Exception as exc:  # DeliveryTransientError, or a bug: never lose the reminder to it
+            if not isinstance(exc, DeliveryTransientError):
+                log.exception("reminder %s: %s failed unexpectedly", reminder_id, channel.name)
+            rt.ledger.channel_result(m, reminder_id, channel.name, f"retry:{type(exc).__name__}: {exc}")
+            transient.append(f"{channel.name}: {exc}")
+            continue
+        rt.ledger.channel_result(m, reminder_id, channel.name, "sent")
+        rt.ledger.mark_sent(m, c, reminder_id, now)
+        sent = True
+    if sent:
+        rt.ledger.mark_sent(m, c, reminder_id, now)  # a no-op unless an earlier attempt sent it
+
+    if transient or busy_until:
+        if attempt < MAX_ATTEMPTS:
+            delay = retry_countdown(attempt - 1) if transient else busy_until - now + 1
+            rt.ledger.retrying(m, reminder_id, "; ".join(transient) or "a channel is busy", now)
+            arm(rt, timer, now + delay)
+            log.warning("reminder %s: attempt %d/%d failed (%s); again in %.0fs", reminder_id, attempt, MAX_ATTEMPTS,
+                        "; ".join(transient) or "busy", delay)
+            return "retrying"
+        if not sent:
+            return _stop(rt, record, timer, DEAD, now, "retries used up: " + "; ".join(transient), "reminders_dead")
+        for failed in transient:  # reached the shopper elsewhere: this channel gives up
+            rt.ledger.channel_result(m, reminder_id, failed.split(":", 1)[0], "failed:retries used up")
+    elif not sent:
+        return _stop(rt, record, timer, DEAD, now, "refused: " + "; ".join(refused), "reminders_dead")
+    rt.ledger.settle_sent(m, c, reminder_id, now)
+    rt.due.remove([timer])
+    return "sent"
+
+
+def _stop(rt, record, timer: DueEntry, state: str, now: float, why: str, counter: str) -> str:
+    rt.ledger.finish(record.merchant_id, record.customer_id, record.reminder_id, state, now, error=why, counter=counter)
+    rt.due.remove([timer])
+    if state == DEAD:
+        log.error("reminder %s is a dead letter (merchant=%s customer=%s): %s", record.reminder_id,
+                  record.merchant_id, record.customer_id, why)
+    return state
+
+
+def replay(ledger, due, merchant_id: int, reminder_id: str, now: float) -> bool:
+    """An operator sends a dead letter again (`dead-letters replay`): back to `scheduled`, its
+    timer due now, so the next sweep publishes it. Plain Redis: the web and the CLI call it."""
+    record = ledger.replay(merchant_id, reminder_id, now)
+    if record is None:
+        return False
+    due.schedule([(now, _record_timer(record))])
+    return True
+
+
+def drop(ledger, due, merchant_id: int, reminder_id: str, now: float) -> bool:
+    """An operator gives up on a dead letter: its lots count as handled at its stage, not as reminded."""
+    record = ledger.get(merchant_id, reminder_id)
+    if record is None or record.state != DEAD:
+        return False
+    ledger.finish(merchant_id, record.customer_id, reminder_id, DROPPED, now, counter="dead_letters_dropped")
+    due.remove([_record_timer(record)])
+    return True

@@ -32,6 +32,8 @@ from dataclasses import dataclass
 
 import redis
 
+from service.keys import Keys
+
 # 48 bits tell apart the few lot sets one customer has in one stage; the rest of the key
 # (merchant, customer, stage) is spelled out in full, so no wider collision is possible.
 REMINDER_KEY_HEX = 12
@@ -228,6 +230,16 @@ return #members
 """
 
 
+# KEYS: scheduled, processing, index. ARGV: members. Entries that are no longer wanted (a
+# delivery that finished): gone from every set, leased or not.
+_REMOVE = _LUA_HELPERS + """
+zrem_all(KEYS[1], ARGV)
+zrem_all(KEYS[2], ARGV)
+zrem_all(KEYS[3], ARGV)
+return #ARGV
+"""
+
+
 class DueSet:
     """Future reminders of all stores. Works with `decode_responses` on or off.
 
@@ -244,7 +256,7 @@ class DueSet:
         self.redis = redis_client
         self.lease_seconds = float(lease_seconds)
         self.batch = batch
-        base = f"{prefix}{{due}}"
+        base = Keys(prefix).due_base
         self.scheduled_key = f"{base}:scheduled"
         self.processing_key = f"{base}:processing"
         self.index_key = f"{base}:by-customer"
@@ -253,6 +265,7 @@ class DueSet:
         self._requeue = redis_client.register_script(_REQUEUE)
         self._ack = redis_client.register_script(_ACK)
         self._cancel = redis_client.register_script(_CANCEL)
+        self._remove = redis_client.register_script(_REMOVE)
 
     @property
     def keys(self) -> tuple[str, str, str]:
@@ -294,6 +307,17 @@ class DueSet:
         if not members:
             return 0
         return int(self._ack(keys=list(self.keys), args=members))
+
+    def remove(self, entries: Iterable[DueEntry]) -> None:
+        """Forget entries wherever they are (scheduled or leased)."""
+        members = list(dict.fromkeys(entry.encode() for entry in entries))
+        if members:
+            self._remove(keys=list(self.keys), args=members)
+
+    def next_due(self) -> float | None:
+        """When the earliest scheduled entry is due (None: nothing scheduled)."""
+        first = self.redis.zrange(self.scheduled_key, 0, 0, withscores=True)
+        return float(first[0][1]) if first else None
 
     def requeue_expired(self, now: float, limit: int = DEFAULT_BATCH) -> int:
         """Put back up to `limit` entries whose lease ran out by `now`. Returns how many."""

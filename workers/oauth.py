@@ -9,6 +9,13 @@ once, one refreshes; the other 7 wait on the lock, re-read, and use the new toke
 The one window we cannot close: Salla accepts our refresh but the answer never reaches us
 (timeout). The old refresh token is then spent and the next attempt gets invalid_grant; the
 store is marked needs_reauth, which operators see.
+
+Whose fault is a refused refresh? Only `invalid_grant` (the refresh token is spent, revoked or
+from an earlier install) and a missing scope are the store's: it is marked needs_reauth. A
+refusal of our own request (`invalid_client`: a wrong SALLA_CLIENT_SECRET; missing client
+credentials; a malformed request) is the operator's: an alarm is raised, every store keeps its
+state and its work waits (OperatorActionNeeded). Anything else (5xx, 429, an answer we cannot
+read, an error we do not know) is retried with backoff.
 """
 from __future__ import annotations
 
@@ -19,6 +26,7 @@ import redis
 import requests
 from redis.exceptions import LockError
 
+from service.alarms import OAUTH_CLIENT, Alarms
 from service.settings import Settings
 from service.stores import ACTIVE, NEEDS_REAUTH, StoreRegistry
 from service.tokens import StoreTokens, TokenStore, token_lock, tokens_from
@@ -31,6 +39,16 @@ class StoreNotAuthorized(Exception):
     """No usable token for this store: never authorized, uninstalled, or needs re-authorization."""
 
 
+class OperatorActionNeeded(Exception):
+    """Only an operator can fix this (see service/alarms.py): the work waits, the store's state stays."""
+
+
+# The store's own refusals (REFERENCE.md §2); the operator's: our client or request is wrong.
+STORE_ERRORS = frozenset({"invalid_grant", "invalid_scope"})
+OPERATOR_ERRORS = frozenset({"invalid_client", "unauthorized_client", "unsupported_grant_type", "invalid_request"})
+ALARM_HOLD_SECONDS = 300  # one refresh call per this long while the alarm stands, not one per read
+
+
 class TokenProvider:
 
     def __init__(self, settings: Settings, store: redis.Redis, tokens: TokenStore, registry: StoreRegistry,
@@ -41,6 +59,7 @@ class TokenProvider:
         self.registry = registry
         self.session = session
         self.clock = clock
+        self.alarms = Alarms(store, settings.redis_key_prefix)
 
     def access_token(self, merchant_id: int) -> str:
         if self.settings.salla_access_token:  # single-store mode: the token is configured
@@ -52,7 +71,12 @@ class TokenProvider:
         # Without client credentials, use the token until Salla refuses it rather than mark
         # every store for re-authorization a day before its token expires.
         if can_refresh and current.expires_within(self.settings.token_refresh_ahead_seconds, self.clock()):
-            current = self.refresh(merchant_id, current.access_token)
+            try:
+                current = self.refresh(merchant_id, current.access_token)
+            except (OperatorActionNeeded, SallaTransientError):
+                if current.expires_within(0, self.clock()):
+                    raise
+                # Refreshing early failed, but the token still works: use it, refresh next time.
         return current.access_token
 
     def refresh(self, merchant_id: int, stale_access_token: str) -> StoreTokens:
@@ -83,8 +107,11 @@ class TokenProvider:
 
     def _call_salla(self, merchant_id: int, current: StoreTokens) -> StoreTokens:
         settings = self.settings
+        held = self.alarms.holding(OAUTH_CLIENT, self.clock())
+        if held:
+            raise OperatorActionNeeded(held)
         if not (settings.salla_client_id and settings.salla_client_secret):
-            self._needs_reauth(merchant_id, "cannot refresh: SALLA_CLIENT_ID/SALLA_CLIENT_SECRET are not set")
+            self._alarm("cannot refresh Salla tokens: SALLA_CLIENT_ID and SALLA_CLIENT_SECRET are not set")
         if not current.refresh_token:
             self._needs_reauth(merchant_id, "no refresh token (the offline_access scope was not granted)")
         try:
@@ -97,16 +124,27 @@ class TokenProvider:
             )
         except requests.RequestException as exc:
             raise SallaTransientError(f"token refresh failed: {type(exc).__name__}") from None
-        if response.status_code == 429 or response.status_code >= 500:
-            raise SallaTransientError(f"token refresh: {response.status_code} from Salla", status=response.status_code)
         try:
             answer = response.json()
         except ValueError:
-            answer = {}
-        if response.status_code != 200 or not isinstance(answer, dict) or "access_token" not in answer:
-            error = answer.get("error") if isinstance(answer, dict) else None
-            self._needs_reauth(merchant_id, f"token refresh refused: {response.status_code} {error or ''}".strip())
-        return tokens_from(answer, self.clock())
+            answer = None
+        if response.status_code == 200 and isinstance(answer, dict) and "access_token" in answer:
+            self.alarms.clear(OAUTH_CLIENT)
+            return tokens_from(answer, self.clock())
+        error = answer.get("error") if isinstance(answer, dict) and isinstance(answer.get("error"), str) else ""
+        if error in STORE_ERRORS:
+            self._needs_reauth(merchant_id, f"token refresh refused: {response.status_code} {error}")
+        if error in OPERATOR_ERRORS:
+            self._alarm(f"Salla refused our token refresh with {error} ({response.status_code}): check "
+                        "SALLA_CLIENT_ID and SALLA_CLIENT_SECRET against the Partners Portal")
+        # 429, 5xx, an answer we cannot read or an error we do not know: try again later.
+        raise SallaTransientError(f"token refresh: {response.status_code} {error or 'unexpected answer'}".strip(),
+                                  status=response.status_code)
+
+    def _alarm(self, message: str):
+        self.alarms.raise_(OAUTH_CLIENT, message, hold_seconds=ALARM_HOLD_SECONDS, now=self.clock())
+        log.error("operator alarm: %s (stores keep their state; their reads wait)", message)
+        raise OperatorActionNeeded(message)
 
     def _needs_reauth(self, merchant_id: int, reason: str):
         self.registry.set_state(merchant_id, NEEDS_REAUTH, reason, now=self.clock())

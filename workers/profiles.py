@@ -1,42 +1,44 @@
 """The latest we heard of each customer (name, mobile, e-mail, notifications flag).
 
 Webhooks carry the customer; a read triggered later (a sweep, a retry) does not, so the
-event's copy is kept here for the reminder. Kept for a year after the last event.
+event's copy is kept here for the reminder. Kept for PROFILE_KEEP_SECONDS after the last event.
+
+A hash, written field by field with no read first: order events don't carry the
+notifications flag, so they write the other fields only, and an order event handled at the
+same moment as a `customer.updated` that opts out can never write the old flag back.
 """
 from __future__ import annotations
-
-import json
 
 import redis
 
 from service.events import Customer
+from service.keys import Keys
 
 KEEP_SECONDS = 400 * 24 * 3600
+_FLAG = {"1": True, "0": False}
 
 
 class Profiles:
     def __init__(self, store: redis.Redis, prefix: str):
         self.redis = store
-        self.prefix = prefix
+        self.keys = Keys(prefix)
 
     def _key(self, merchant_id: int, customer_id: int) -> str:
-        return f"{self.prefix}customer:{merchant_id}:{customer_id}"
+        return self.keys.store(merchant_id).profile(customer_id)
 
     def save(self, merchant_id: int, customer: Customer) -> None:
-        """Order events don't carry the notifications flag: keep the one a customer event gave."""
-        record = customer.to_dict()
-        if record["notifications_enabled"] is None:
-            previous = self.redis.get(self._key(merchant_id, customer.id))
-            if previous is not None:
-                record["notifications_enabled"] = json.loads(previous).get("notifications_enabled")
-        self.redis.set(self._key(merchant_id, customer.id), json.dumps(record, ensure_ascii=False), ex=KEEP_SECONDS)
+        key = self._key(merchant_id, customer.id)
+        fields = {"name": customer.name or "", "mobile": customer.mobile or "", "email": customer.email or ""}
+        if customer.notifications_enabled is not None:
+            fields["notifications_enabled"] = "1" if customer.notifications_enabled else "0"
+        pipe = self.redis.pipeline()
+        pipe.hset(key, mapping=fields)
+        pipe.expire(key, KEEP_SECONDS)
+        pipe.execute()
 
     def load(self, merchant_id: int, customer_id: int) -> Customer:
-        raw = self.redis.get(self._key(merchant_id, customer_id))
-        if raw is None:
-            return Customer(id=customer_id, name="", mobile=None, email=None, notifications_enabled=None)
-        return Customer.from_dict(json.loads(raw))
-
-    def drop_store(self, merchant_id: int) -> int:
-        keys = list(self.redis.scan_iter(match=self._key(merchant_id, "*"), count=1000))  # type: ignore[arg-type]
-        return self.redis.delete(*keys) if keys else 0
+        raw = {(k.decode() if isinstance(k, bytes) else k): (v.decode() if isinstance(v, bytes) else v)
+               for k, v in self.redis.hgetall(self._key(merchant_id, customer_id)).items()}
+        return Customer(id=customer_id, name=raw.get("name", ""), mobile=raw.get("mobile") or None,
+                        email=raw.get("email") or None,
+                        notifications_enabled=_FLAG.get(raw.get("notifications_enabled", "")))

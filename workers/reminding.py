@@ -1,64 +1,63 @@
-"""From a customer's lots to reminders sent, held or scheduled; the sweep; the outcome counts.
+"""From a customer's lots to reminders queued, held or scheduled; the sweep; the outcome counts.
 
 after_read  a fresh read: settle points saved/lost against the previous read, remember the
             lots, then evaluate
-evaluate    plan (service/schedule.py) and act: deliver what is due, put holds and wake-ups
-            into the due set (workers/due_set.py); opt-out and paused stores send nothing
-sweep       Celery beat's every-minute job: claim due entries atomically, re-check each
-            customer against lots no older than REMINDER_RECHECK_MAX_AGE (a fresh read
-            through the budget when they are older), and evaluate again
+evaluate    plan (service/schedule.py) and act: queue what is due for delivery
+            (workers/delivery.py), put holds and wake-ups into the due set (workers/due_set.py);
+            opt-out and paused stores queue nothing
+sweep       Celery beat's job: claim due entries atomically and act on each customer's:
+            - a delivery's timer ran out (its worker died, its message was lost, or it waits
+              for a retry): publish the delivery again;
+            - a held reminder or a wake-up: re-check the customer against lots no older than
+              REMINDER_RECHECK_MAX_AGE (a fresh read through the budget when they are older)
+              and evaluate again. An entry waiting for that read stays in the due set until the
+              read has planned again, so a read that is dropped or fails loses nothing.
 
-Redis keys (under REDIS_KEY_PREFIX): `lots:{m}:{c}` the last read's open lots and when it was
-read; `recheck:{m}:{c}` stages whose held reminder waits for a fresh read; `stats:{m}` the
-outcome counters, per stage.
+Keys (service/keys.py): `lots:<c>` the last read's lots and when it was read; `recheck:<c>`
+stages whose held reminder waits for a fresh read; `stats` the outcome counters, per stage.
 """
 from __future__ import annotations
 
 import json
 import logging
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 
 from service.events import Customer
+from service.expiry import stage_of
 from service.loyalty import Lot
 from service.outcomes import settle, snapshot
 from service.reminders import build_reminder, reminder_id
-from service.expiry import stage_of
 from service.schedule import SETTLE_STAGE, eligible, plan
-from workers.delivery import STAGE_FIELD, mark_reminded, reminded_key
-from workers.due_set import DueEntry, DueSet
+from workers.delivery import DELIVERY_LEASE_SECONDS, PAUSED_RETRY_SECONDS, arm, queue_reminder
+from workers.due_set import DueEntry
+from workers.ledger import CANCELLED, LIVE, Marks, count_stat
 from workers.oauth import usable
 from workers.runtime import Runtime
 
 log = logging.getLogger(__name__)
 
 SENT_MARK_MARGIN_SECONDS = 2 * 24 * 3600
-WAKEUP_KEY = "0" * 12  # due-set entries that only say "look again"; holds carry the reminder id
+WAKEUP_KEY = "0" * 12  # due-set entries that only say "look again"; holds and deliveries carry the id
 # Held reminders opening at the same minute are spread over at most this many seconds, earliest
 # expiry first; the sweep claims that far ahead so that none waits for the next tick.
 TIEBREAK_MAX_SECONDS = 5.0
-PAUSED_RETRY_SECONDS = 3600
+# An entry waiting for a re-check read comes back this long after asking for it, in case the
+# read never plans again (dropped, failed for good, its store paused meanwhile).
+RECHECK_WAIT_SECONDS = 900
 KEEP_SECONDS = 400 * 24 * 3600
 KNOWN_STATUSES = {"مؤكدة"}  # the only status Salla documents ("confirmed")
 _seen_statuses: set[str] = set()
 
 
-def due_set(rt: Runtime) -> DueSet:
-    return DueSet(rt.store, rt.settings.redis_key_prefix)
-
-
 # -- the last read, per customer --------------------------------------------------------------
-def _lots_key(rt: Runtime, m: int, c: int) -> str:
-    return f"{rt.settings.redis_key_prefix}lots:{m}:{c}"
-
-
 def save_lots(rt: Runtime, m: int, c: int, lots: list[Lot], read_at: datetime) -> None:
     record = {"read_at": read_at.timestamp(), "lots": [_lot_record(lot) for lot in lots]}
-    rt.store.set(_lots_key(rt, m, c), json.dumps(record, ensure_ascii=False), ex=KEEP_SECONDS)
+    rt.store.set(rt.keys.store(m).lots(c), json.dumps(record, ensure_ascii=False), ex=KEEP_SECONDS)
 
 
 def load_lots(rt: Runtime, m: int, c: int) -> tuple[float, list[Lot]] | None:
-    raw = rt.store.get(_lots_key(rt, m, c))
+    raw = rt.store.get(rt.keys.store(m).lots(c))
     if raw is None:
         return None
     record = json.loads(raw)
@@ -78,93 +77,63 @@ def _lot_from(item: dict) -> Lot:
                reference_id=item["reference_id"])
 
 
-def marks(rt: Runtime, m: int, c: int) -> tuple[dict[str, int], dict[int, float]]:
-    """One read of `reminded:{m}:{c}`: lot key -> the nearest stage it was reminded at, and
-    stage -> when this customer last had that stage's reminder."""
-    lots, stages = {}, {}
-    for k, v in rt.store.hgetall(reminded_key(rt.settings.redis_key_prefix, m, c)).items():
-        if k.startswith(STAGE_FIELD):
-            stages[int(k[len(STAGE_FIELD):])] = float(v)
-        else:
-            lots[k] = int(v)
-    return lots, stages
-
-
 def reminded_marks(rt: Runtime, m: int, c: int) -> dict[str, int]:
-    return marks(rt, m, c)[0]
+    """Lot key -> the nearest stage a *sent* reminder named it at."""
+    return rt.ledger.marks(m, c).sent
 
 
 def stages_sent(rt: Runtime, m: int, c: int) -> dict[int, float]:
-    return marks(rt, m, c)[1]
+    return rt.ledger.marks(m, c).stage_times
 
 
-# -- outcome counters -------------------------------------------------------------------------
-def stats_key(rt: Runtime, m: int) -> str:
-    return f"{rt.settings.redis_key_prefix}stats:{m}"
-
-
-def count_stat(rt: Runtime, m: int, stage: int, name: str, amount: int = 1) -> None:
-    if amount:
-        rt.store.hincrby(stats_key(rt, m), f"{stage}:{name}", amount)
-
-
-def record_delivery(rt: Runtime, reminder: dict, report, keep_seconds: int) -> None:
-    """Count a delivered reminder once, however many channels carried it."""
-    m, stage = reminder["merchant_id"], reminder["stage_days"]
-    first = report.sent and rt.store.set(f"{rt.settings.redis_key_prefix}reminder:counted:{reminder['reminder_id']}",
-                                         "1", nx=True, ex=max(keep_seconds, 60))
-    if first:
-        rt.registry.count(m, "reminders_sent")
-        count_stat(rt, m, stage, "reminders_sent")
-        count_stat(rt, m, stage, "points_reminded", reminder["points_expiring"])
+def count(rt: Runtime, m: int, stage: int, name: str, amount: int = 1) -> None:
+    count_stat(rt.store, rt.keys, m, stage, name, amount)
 
 
 # -- the decisions ----------------------------------------------------------------------------
-def after_read(rt: Runtime, m: int, customer: Customer, lots: list[Lot], now: datetime, send_reminder) -> list[dict]:
+def after_read(rt: Runtime, m: int, customer: Customer, lots: list[Lot], now: datetime, publish) -> list[dict]:
     previous = load_lots(rt, m, customer.id)
-    known = marks(rt, m, customer.id)
-    reminded = known[0]
+    known = rt.ledger.marks(m, customer.id)
     if previous is not None:
         read_at, before = previous
-        outcome = settle(snapshot(before, datetime.fromtimestamp(read_at, timezone.utc)), lots, reminded, now)
+        outcome = settle(snapshot(before, datetime.fromtimestamp(read_at, timezone.utc)), lots, known.sent, now)
         for stage, points in outcome.saved.items():
-            count_stat(rt, m, stage, "points_saved", points)
+            count(rt, m, stage, "points_saved", points)
         for stage, points in outcome.lost.items():
-            count_stat(rt, m, stage, "points_lost", points)
+            count(rt, m, stage, "points_lost", points)
     _log_unknown_statuses(lots)
     save_lots(rt, m, customer.id, lots, now)
-    recheck_key = f"{rt.settings.redis_key_prefix}recheck:{m}:{customer.id}"
+    recheck_key = rt.keys.store(m).recheck(customer.id)
     pipe = rt.store.pipeline()
     pipe.smembers(recheck_key)
     pipe.delete(recheck_key)
     held_stages = {int(s) for s in pipe.execute()[0]}
-    return evaluate(rt, m, customer, lots, now, send_reminder, known_marks=known, held_stages=held_stages)
+    return evaluate(rt, m, customer, lots, now, publish, known_marks=known, held_stages=held_stages)
 
 
-def evaluate(rt: Runtime, m: int, customer: Customer, lots: list[Lot], now: datetime, send_reminder,
-             known_marks: tuple[dict[str, int], dict[int, float]] | None = None,
-             held_stages: set[int] = frozenset()) -> list[dict]:
-    settings, due = rt.settings, due_set(rt)
+def evaluate(rt: Runtime, m: int, customer: Customer, lots: list[Lot], now: datetime, publish,
+             known_marks: Marks | None = None, held_stages: set[int] = frozenset()) -> list[dict]:
+    """Plan and act. `publish(m, c, reminder_id)` hands a queued reminder to the delivery task."""
+    settings = rt.settings
     if customer.notifications_enabled is False:
-        cancelled = due.cancel_customer(m, customer.id)
-        count_stat(rt, m, 0, "opted_out_cancelled", cancelled)
+        cancel_customer(rt, m, customer.id, now.timestamp())
         return []
     config = rt.registry.config(m)
     if config.get("paused"):
         # Nothing goes out; look again later, so that resuming the store needs no new event.
-        due.schedule([(now.timestamp() + PAUSED_RETRY_SECONDS, DueEntry(m, customer.id, SETTLE_STAGE, WAKEUP_KEY))])
+        rt.due.schedule([(now.timestamp() + PAUSED_RETRY_SECONDS, DueEntry(m, customer.id, SETTLE_STAGE, WAKEUP_KEY))])
         return []
-    reminded, stage_sent = known_marks or marks(rt, m, customer.id)
-    decision = plan(lots, now, settings.reminder_stages_days, settings.store_timezone, settings.quiet_hours, reminded,
-                    settings.reminder_min_points, settings.reminder_excluded_statuses, stage_sent=stage_sent)
+    known = known_marks or rt.ledger.marks(m, customer.id)
+    decision = plan(lots, now, settings.reminder_stages_days, settings.store_timezone, settings.quiet_hours,
+                    known.named, settings.reminder_min_points, settings.reminder_excluded_statuses,
+                    stage_sent=known.stage_times, lookahead=timedelta(seconds=settings.reminder_lookahead_seconds))
     point_value = config.get("point_value_sar", settings.point_value_sar)
-    sent = []
+    queued = []
     for group in decision.send_now:
         reminder = build_reminder(m, customer, group, settings.reminder_language, now, point_value)
         keep = int((max(lot.expires_at for lot in group.lots) - now).total_seconds()) + SENT_MARK_MARGIN_SECONDS
-        mark_reminded(rt.store, settings.redis_key_prefix, reminder, keep, now.timestamp())
-        send_reminder(reminder, keep)
-        sent.append(reminder)
+        if queue_reminder(rt, reminder, keep, now.timestamp(), publish) == "created":
+            queued.append(reminder)
     entries = []
     for send_at, group in decision.hold:
         held_id = reminder_id(m, customer.id, group.stage_days, (lot.key for lot in group.lots))
@@ -173,13 +142,25 @@ def evaluate(rt: Runtime, m: int, customer: Customer, lots: list[Lot], now: date
         entries.append((send_at.timestamp() + tiebreak, DueEntry.for_reminder(m, customer.id, group.stage_days, held_id)))
     entries += [(when.timestamp(), DueEntry(m, customer.id, stage, WAKEUP_KEY)) for when, stage in decision.wakeups]
     if entries:
-        due.schedule(entries)
+        rt.due.schedule(entries)
     # A held reminder re-checked with nothing left in its stage: the points were used first.
     for stage in held_stages:
         if not any(_stage_has_lots(lots, now, nearer, settings) for nearer in settings.reminder_stages_days
                    if nearer <= stage):
-            count_stat(rt, m, stage, "redeemed_before_reminder")
-    return sent
+            count(rt, m, stage, "redeemed_before_reminder")
+    return queued
+
+
+def cancel_customer(rt: Runtime, m: int, c: int, now: float) -> int:
+    """Opted out: every scheduled entry and every reminder on its way is cancelled (and counted)."""
+    cancelled = rt.due.cancel_customer(m, c)
+    for rid in rt.ledger.live_claims(m, c):
+        record = rt.ledger.get(m, rid)
+        if record is not None and record.state in LIVE:
+            rt.ledger.finish(m, c, rid, CANCELLED, now, error="the customer opted out", counter="deliveries_cancelled")
+            cancelled += 1
+    count(rt, m, 0, "opted_out_cancelled", cancelled)
+    return cancelled
 
 
 def _stage_has_lots(lots, now, stage, settings) -> bool:
@@ -201,19 +182,20 @@ class SweepResult:
     claimed: int = 0
     evaluated: int = 0
     reads_requested: int = 0
+    deliveries_published: int = 0
     skipped: int = 0
     sent: list[dict] = field(default_factory=list)
 
 
-def sweep(rt: Runtime, now: datetime, send_reminder, request_read, batch: int = 1000, max_batches: int = 50) -> SweepResult:
+def sweep(rt: Runtime, now: datetime, publish, request_read, batch: int = 1000, max_batches: int = 50) -> SweepResult:
     """Claim what is due (atomically: two sweepers never get the same entry) and act on it.
 
     A customer whose handling fails is left unacked: the lease runs out and a later sweep
     tries again, while the rest of the batch goes on.
     """
-    due, result = due_set(rt), SweepResult()
+    result = SweepResult()
     for _ in range(max_batches):
-        claimed = due.claim(now.timestamp() + TIEBREAK_MAX_SECONDS, batch)
+        claimed = rt.due.claim(now.timestamp() + TIEBREAK_MAX_SECONDS, batch)
         if not claimed:
             break
         result.claimed += len(claimed)
@@ -223,20 +205,36 @@ def sweep(rt: Runtime, now: datetime, send_reminder, request_read, batch: int = 
         done: list[DueEntry] = []
         for (m, c), entries in by_customer.items():
             try:
-                _act(rt, m, c, entries, now, send_reminder, request_read, result)
+                _act(rt, m, c, entries, now, publish, request_read, result)
             except Exception:
                 log.exception("sweep: merchant=%s customer=%s failed; retried when its lease ends", m, c)
                 continue
             done += entries
-        due.ack(done)
+        rt.due.ack(done)
     return result
 
 
-def _act(rt: Runtime, m: int, c: int, entries: list[DueEntry], now: datetime, send_reminder, request_read,
+def _act(rt: Runtime, m: int, c: int, entries: list[DueEntry], now: datetime, publish, request_read,
          result: SweepResult) -> None:
-    registry, due = rt.registry, due_set(rt)
+    registry, moment = rt.registry, now.timestamp()
     if registry.is_uninstalled(m):
         result.skipped += 1  # its entries were dropped at uninstall; these raced it
+        return
+    marks = rt.ledger.marks(m, c)
+    # Deliveries on their way whose timer ran out: publish again. They need nothing from Salla,
+    # so they go whatever the store's state (deliver() itself checks pause and opt-out).
+    rest = []
+    for entry in entries:
+        rid = marks.claim_for(entry.reminder_key) if entry.reminder_key != WAKEUP_KEY else None
+        if rid is None:
+            rest.append(entry)
+            continue
+        record = rt.ledger.get(m, rid)
+        if record is not None and record.state in LIVE:
+            arm(rt, entry, moment + DELIVERY_LEASE_SECONDS)
+            publish(m, c, rid)
+            result.deliveries_published += 1
+    if not rest:
         return
     later = None
     if not usable(registry, m):
@@ -246,22 +244,25 @@ def _act(rt: Runtime, m: int, c: int, entries: list[DueEntry], now: datetime, se
     elif registry.config(m).get("paused"):
         later = PAUSED_RETRY_SECONDS  # no reads and no reminders for a paused store
     if later is not None:
-        due.schedule([(now.timestamp() + later, entry) for entry in entries])
+        rt.due.schedule([(moment + later, entry) for entry in rest])
         result.skipped += 1
         return
-    held = {e.stage_days for e in entries if e.reminder_key != WAKEUP_KEY}
+    held = {e.stage_days for e in rest if e.reminder_key != WAKEUP_KEY}
     cached = load_lots(rt, m, c)
-    fresh_enough = cached is not None and now.timestamp() - cached[0] <= rt.settings.reminder_recheck_max_age_seconds
+    fresh_enough = cached is not None and moment - cached[0] <= rt.settings.reminder_recheck_max_age_seconds
     if fresh_enough:
         customer = rt.profiles.load(m, c)
-        result.sent += evaluate(rt, m, customer, cached[1], now, send_reminder, held_stages=held)
+        result.sent += evaluate(rt, m, customer, cached[1], now, publish, known_marks=marks, held_stages=held)
         result.evaluated += 1
         return
     if held:
-        key = f"{rt.settings.redis_key_prefix}recheck:{m}:{c}"
+        key = rt.keys.store(m).recheck(c)
         pipe = rt.store.pipeline()
         pipe.sadd(key, *held)
         pipe.expire(key, 86400)  # a read that never comes must not leave it forever
         pipe.execute()
+    # The entries stay, due again later: the read's plan replaces them (same members), and if
+    # the read is dropped or fails for good they come back and ask again.
+    rt.due.schedule([(moment + RECHECK_WAIT_SECONDS, entry) for entry in rest])
     request_read(m, c)  # through the store's budget; after_read evaluates again
     result.reads_requested += 1

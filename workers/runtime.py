@@ -12,12 +12,16 @@ from functools import lru_cache
 import redis
 import requests
 
+from service.alarms import Alarms
+from service.keys import Keys
 from service.redis_client import connect
 from service.settings import Settings
 from service.stores import StoreRegistry
 from service.tokens import TokenStore
 from workers.budget import Budget, Limits
 from workers.channels import build_channels
+from workers.due_set import DueSet
+from workers.ledger import Ledger
 from workers.oauth import TokenProvider
 from workers.profiles import Profiles
 from workers.salla_client import SallaClient
@@ -34,6 +38,10 @@ class Runtime:
     budget: Budget
     provider: TokenProvider
     profiles: Profiles
+    ledger: Ledger
+    due: DueSet
+    keys: Keys
+    alarms: Alarms
     clock: object = time.time
 
     def limits(self, merchant_id: int) -> Limits:
@@ -57,6 +65,10 @@ def build_runtime(settings: Settings, store: redis.Redis, session: requests.Sess
         budget=Budget(store, prefix),
         provider=TokenProvider(settings, store, tokens, registry, session, clock=clock),
         profiles=Profiles(store, prefix),
+        ledger=Ledger(store, prefix),
+        due=DueSet(store, prefix),
+        keys=Keys(prefix),
+        alarms=Alarms(store, prefix),
         clock=clock,
     )
 

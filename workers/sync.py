@@ -14,20 +14,25 @@ import logging
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
+import redis
+
 from service.events import Customer
 from service.loyalty import Lot, parse_history
 from workers import reminding
 from workers.backoff import retry_countdown
-from workers.oauth import StoreNotAuthorized, usable
+from workers.oauth import OperatorActionNeeded, StoreNotAuthorized, usable
 from workers.runtime import Runtime
 from workers.salla_client import (BudgetExhausted, SallaForbidden, SallaNotFound, SallaPermanentError,
                                   SallaTransientError, SallaUnauthorized)
 
 log = logging.getLogger(__name__)
 
+ALARM_RETRY_SECONDS = 300  # a read waiting for an operator (service/alarms.py) looks again this often
+
+
 @dataclass
 class SyncResult:
-    outcome: str  # read | requeued | dropped | failed
+    outcome: str  # read | requeued | dropped | failed | stale
     lots: list[Lot] = field(default_factory=list)
     reminders: list[dict] = field(default_factory=list)
     detail: str = ""
@@ -44,8 +49,7 @@ def accept_event(rt: Runtime, message: dict) -> str:
     rt.profiles.save(merchant_id, customer)
     if customer.notifications_enabled is False:
         # Opted out (customer.* webhooks carry the flag): pending reminders go now.
-        cancelled = reminding.due_set(rt).cancel_customer(merchant_id, customer.id)
-        reminding.count_stat(rt, merchant_id, 0, "opted_out_cancelled", cancelled)
+        reminding.cancel_customer(rt, merchant_id, customer.id, rt.clock())
     if not usable(registry, merchant_id):
         registry.count(merchant_id, "dropped_events")
         return "dropped"
@@ -64,62 +68,95 @@ def pump(rt: Runtime, merchant_id: int, send_sync, schedule_pump) -> int:
     if not usable(rt.registry, merchant_id):
         return 0
     dispatch = rt.budget.dispatch(merchant_id, rt.limits(merchant_id), rt.clock())
-    for customer_id, pages in dispatch.customers:
+    if dispatch.reaped:
+        rt.registry.count(merchant_id, "reads_recovered", dispatch.reaped)
+        log.warning("merchant=%s: %d read(s) whose worker died are back in line", merchant_id, dispatch.reaped)
+    for index, read in enumerate(dispatch.reads):
         try:
-            send_sync(merchant_id, customer_id, pages)
+            send_sync(merchant_id, read.customer_id, read.pages, read.lease)
         except Exception:
-            # Not published: the read must not be lost with the in-flight mark. Back in line.
-            rt.budget.retry_later(merchant_id, customer_id, rt.clock() + 5, pages=pages)
-            log.exception("could not publish the read of merchant=%s customer=%s; queued again", merchant_id,
-                          customer_id)
+            # Not published: none of the reads not yet handed out may stay marked in flight.
+            for unsent in dispatch.reads[index:]:
+                rt.budget.retry_later(merchant_id, unsent.customer_id, rt.clock() + 5, pages=unsent.pages,
+                                      lease=unsent.lease)
+            log.exception("could not publish %d read(s) of merchant=%s; queued again",
+                          len(dispatch.reads) - index, merchant_id)
             raise
     if dispatch.wait is not None:
         schedule_pump(merchant_id, dispatch.wait)
-    return len(dispatch.customers)
+    return len(dispatch.reads)
 
 
-def sync_customer(rt: Runtime, merchant_id: int, customer_id: int, pages_paid: int, send_reminder) -> SyncResult:
+def sync_customer(rt: Runtime, merchant_id: int, customer_id: int, pages_paid: int, send_reminder,
+                  lease: str | None = None) -> SyncResult:
+    """One read attempt. Whatever goes wrong, the customer ends up either read, or back in the
+    store's queue, or dropped with a reason and a counter: never stuck in flight."""
+    if not rt.budget.holds(merchant_id, customer_id, lease):
+        # Its lease ran out and the read was handed out again (or done): this is a stale copy.
+        rt.registry.count(merchant_id, "stale_reads_skipped")
+        return SyncResult("stale", detail="lease no longer held")
+    try:
+        return _sync(rt, merchant_id, customer_id, pages_paid, send_reminder, lease)
+    except redis.RedisError:
+        raise  # the task retries it: our state is in Redis and nothing could be recorded
+    except Exception as exc:
+        # A bug or an answer nobody foresaw: back in line with backoff, never lost in flight.
+        log.exception("read of merchant=%s customer=%s failed unexpectedly", merchant_id, customer_id)
+        return _transient(rt, merchant_id, customer_id, exc, lease)
+
+
+def _sync(rt: Runtime, merchant_id: int, customer_id: int, pages_paid: int, send_reminder,
+          lease: str | None) -> SyncResult:
     budget, registry, now = rt.budget, rt.registry, rt.clock()
     if not usable(registry, merchant_id):
-        budget.done(merchant_id, customer_id)
+        budget.done(merchant_id, customer_id, lease=lease)
         registry.count(merchant_id, "dropped_syncs")
         return SyncResult("dropped", detail="store not usable")
     try:
         rows, pages = _read(rt, merchant_id, customer_id, pages_paid)
     except StoreNotAuthorized as exc:
-        budget.done(merchant_id, customer_id)
+        budget.done(merchant_id, customer_id, lease=lease)
         registry.count(merchant_id, "dropped_syncs")
         log.warning("read of merchant=%s customer=%s dropped: %s", merchant_id, customer_id, exc)
         return SyncResult("dropped", detail=str(exc))
+    except OperatorActionNeeded as exc:
+        # Not the store's fault and not the customer's: wait for the operator, spend no attempt.
+        budget.retry_later(merchant_id, customer_id, now + ALARM_RETRY_SECONDS, lease=lease)
+        registry.count(merchant_id, "reads_waiting_for_operator")
+        return SyncResult("requeued", detail=str(exc))
     except BudgetExhausted as exc:
         limits = rt.limits(merchant_id)
         if exc.pages > min(limits.plan_limit, limits.customer_limit):
             # More pages than one window allows: it could never be read whole. Say so, don't loop.
-            budget.done(merchant_id, customer_id)
+            budget.done(merchant_id, customer_id, lease=lease)
             registry.count(merchant_id, "syncs_failed")
             log.error("history of merchant=%s customer=%s needs more pages than one budget window allows",
                       merchant_id, customer_id)
             return SyncResult("failed", detail=str(exc))
-        budget.retry_later(merchant_id, customer_id, now, pages=exc.pages)
+        budget.retry_later(merchant_id, customer_id, now, pages=exc.pages, lease=lease)
         return SyncResult("requeued", detail=str(exc))
     except SallaTransientError as exc:
-        return _transient(rt, merchant_id, customer_id, exc)
+        return _transient(rt, merchant_id, customer_id, exc, lease)
     except SallaPermanentError as exc:
         _permanent(rt, merchant_id, customer_id, exc)
-        budget.done(merchant_id, customer_id)
+        budget.done(merchant_id, customer_id, lease=lease)
         return SyncResult("failed", detail=str(exc))
 
-    budget.done(merchant_id, customer_id, pages)
-    rt.store.hdel(f"{rt.settings.redis_key_prefix}sync:{merchant_id}:attempts", customer_id)
-    rt.store.set(f"{rt.settings.redis_key_prefix}store:{merchant_id}:loyalty_ok", "1")
-    registry.count(merchant_id, "reads")
-    registry.count(merchant_id, "requests", pages)
     lots, problems = parse_history(rows, rt.settings.store_timezone)
     for problem in problems:
         log.warning("unreadable loyalty row merchant=%s customer=%s: %s", merchant_id, customer_id, problem)
+    k = rt.keys.store(merchant_id)
     customer = rt.profiles.load(merchant_id, customer_id)
     reminders = reminding.after_read(rt, merchant_id, customer, lots, datetime.fromtimestamp(now, timezone.utc),
                                      send_reminder)
+    # Done only once the reminders are queued: if this worker dies before, the read comes back.
+    budget.done(merchant_id, customer_id, pages, lease=lease)
+    pipe = rt.store.pipeline()
+    pipe.hdel(k.attempts, customer_id)
+    pipe.set(k.loyalty_ok, "1")
+    pipe.hincrby(k.counters, "reads", 1)
+    pipe.hincrby(k.counters, "requests", pages)
+    pipe.execute()
     log.info("synced merchant=%s customer=%s pages=%d lots=%d due=%d", merchant_id, customer_id, pages,
              len(lots), len(reminders))
     return SyncResult("read", lots=lots, reminders=reminders)
@@ -158,22 +195,24 @@ def _read(rt: Runtime, merchant_id: int, customer_id: int, pages_paid: int) -> t
             raise StoreNotAuthorized("refreshed token refused") from None
 
 
-def _transient(rt: Runtime, merchant_id: int, customer_id: int, exc: SallaTransientError) -> SyncResult:
-    key = f"{rt.settings.redis_key_prefix}sync:{merchant_id}:attempts"
+def _transient(rt: Runtime, merchant_id: int, customer_id: int, exc: Exception, lease: str | None) -> SyncResult:
+    key = rt.keys.store(merchant_id).attempts
     attempts = rt.store.hincrby(key, customer_id, 1)
     if attempts >= rt.settings.sync_max_attempts:
         rt.store.hdel(key, customer_id)
-        rt.budget.done(merchant_id, customer_id)
+        rt.budget.done(merchant_id, customer_id, lease=lease)
         rt.registry.count(merchant_id, "syncs_failed")
+        # Held reminders and wake-ups of this customer stay in the due set and ask again later.
         log.error("giving up reading merchant=%s customer=%s after %d attempts: %s", merchant_id, customer_id,
                   attempts, exc)
         return SyncResult("failed", detail=str(exc))
-    if exc.status == 429:
+    retry_after = getattr(exc, "retry_after", None)
+    if getattr(exc, "status", None) == 429:
         rt.registry.count(merchant_id, "salla_429")
-        delay = exc.retry_after or 1.0  # the store is blocked until then anyway
+        delay = retry_after or 1.0  # the store is blocked until then anyway
     else:
-        delay = retry_countdown(attempts - 1, exc.retry_after)
-    rt.budget.retry_later(merchant_id, customer_id, rt.clock() + delay)
+        delay = retry_countdown(attempts - 1, retry_after)
+    rt.budget.retry_later(merchant_id, customer_id, rt.clock() + delay, lease=lease)
     log.warning("transient failure merchant=%s customer=%s attempt %d/%d, again in %.0fs: %s", merchant_id,
                 customer_id, attempts, rt.settings.sync_max_attempts, delay, exc)
     return SyncResult("requeued", detail=str(exc))
@@ -181,7 +220,7 @@ def _transient(rt: Runtime, merchant_id: int, customer_id: int, exc: SallaTransi
 
 def _permanent(rt: Runtime, merchant_id: int, customer_id: int, exc: SallaPermanentError) -> None:
     registry = rt.registry
-    loyalty_ok = rt.store.exists(f"{rt.settings.redis_key_prefix}store:{merchant_id}:loyalty_ok")
+    loyalty_ok = rt.store.exists(rt.keys.store(merchant_id).loyalty_ok)
     # 403, or a 404 from a store whose loyalty endpoint never answered: the Customer Loyalty
     # app is missing (Salla does not document that answer). Stop polling the store a while.
     if isinstance(exc, SallaForbidden) or (isinstance(exc, SallaNotFound) and not loyalty_ok):

@@ -1,8 +1,15 @@
-"""Thin Celery tasks: unpack, call plain functions in workers.sync, publish follow-up tasks.
+"""Thin Celery tasks: unpack, call plain functions, publish follow-up tasks.
 
-Reads are paced by the store's budget (workers/budget.py), not by Celery retries: a task that
-cannot read now puts the customer back in the store's queue and returns, so no worker slot
-ever sleeps waiting for budget. Only reminder delivery uses Celery's retry, with backoff.
+Nothing waits in the broker for long. Reads are paced by the store's budget
+(workers/budget.py): a read that cannot happen now goes back into the store's queue in Redis.
+Delivery retries, held reminders and wake-ups wait in the due set (workers/due_set.py) for
+the sweep. The only countdowns are a pump's next look and a retry after a Redis outage, both
+capped at MAX_TASK_COUNTDOWN_SECONDS, far under the Redis broker's visibility timeout: a
+message held past it would be delivered twice.
+
+Every piece of work is also watched from Redis, so a worker killed with kill -9 loses nothing
+even if its messages were lost: a read in flight has a lease (back in line when it runs out),
+a delivery has a timer in the due set, a due entry has a lease of its own.
 """
 from __future__ import annotations
 
@@ -14,38 +21,34 @@ from celery import shared_task
 
 from service.celery_config import (DELIVER_TASK, FORGET_STORE_TASK, HANDLE_EVENT_TASK, HEARTBEAT_TASK,
                                    PUMP_BACKLOG_TASK, PUMP_TASK, SWEEP_TASK, SYNC_TASK)
-from workers import reminding, sync
-from workers.backoff import MAX_COUNTDOWN_SECONDS, retry_countdown
-from workers.channels import DeliveryTransientError
-from workers.delivery import deliver
+from workers import delivery, lifecycle, reminding, sync
+from workers.backoff import MAX_TASK_COUNTDOWN_SECONDS
 from workers.runtime import runtime
 
 log = logging.getLogger(__name__)
 
-# Delivery retries: backoff doubling from 2 s up to 15 minutes; 12 tries span about an hour.
-MAX_RETRIES = 12
-
-# A Redis outage inside a task: retry the task (our state lives in Redis; nothing was done
-# that a rerun would repeat, thanks to the dedupe keys). Same backoff bounds as above.
-REDIS_RETRY = {"autoretry_for": (redis.RedisError,), "retry_backoff": 2, "retry_backoff_max": MAX_COUNTDOWN_SECONDS,
-               "retry_jitter": True, "max_retries": MAX_RETRIES}
+# Redis unreachable inside a task: retry the task (our state lives in Redis, and every step is
+# safe to repeat). Countdowns stay short (see above); about an hour of retries in all. Other
+# Redis errors (a script bug, a wrong type) are not retried: they would fail the same way.
+REDIS_RETRY = {"autoretry_for": (redis.ConnectionError, redis.TimeoutError), "retry_backoff": 2,
+               "retry_backoff_max": MAX_TASK_COUNTDOWN_SECONDS, "retry_jitter": True, "max_retries": 150}
 
 
-def _send_sync(merchant_id: int, customer_id: int, pages: int) -> None:
-    sync_customer.apply_async(args=[merchant_id, customer_id, pages])
+def _send_sync(merchant_id: int, customer_id: int, pages: int, lease: str) -> None:
+    sync_customer.apply_async(args=[merchant_id, customer_id, pages, lease])
 
 
 def _schedule_pump(merchant_id: int, wait: float) -> None:
-    """At most one pump per store is scheduled at a time (the flag's TTL outlives the countdown)."""
+    """One pump per store is scheduled at a time, or a sooner one (the flag's TTL outlives the
+    countdown, and no longer: a pump lost with its worker frees the flag within seconds)."""
     rt = runtime()
-    countdown = min(max(wait, 0.05), MAX_COUNTDOWN_SECONDS)
-    flag = f"{rt.settings.redis_key_prefix}sync:{merchant_id}:pump"
-    if rt.store.set(flag, "1", nx=True, px=int((countdown + 30) * 1000)):
+    countdown = min(max(wait, 0.05), MAX_TASK_COUNTDOWN_SECONDS)
+    if rt.budget.claim_pump(merchant_id, rt.clock() + countdown, countdown + 5):
         pump_store.apply_async(args=[merchant_id], countdown=countdown)
 
 
-def _send_reminder(reminder: dict, keep_seconds: int) -> None:
-    deliver_reminder.apply_async(args=[reminder, keep_seconds])
+def _publish_delivery(merchant_id: int, customer_id: int, reminder_id: str) -> None:
+    deliver_reminder.apply_async(args=[merchant_id, customer_id, reminder_id])
 
 
 def _request_read(merchant_id: int, customer_id: int) -> None:
@@ -66,72 +69,63 @@ def handle_event(message: dict) -> str:
 @shared_task(name=PUMP_TASK, acks_late=True, ignore_result=True, **REDIS_RETRY)
 def pump_store(merchant_id: int) -> int:
     rt = runtime()
-    rt.store.delete(f"{rt.settings.redis_key_prefix}sync:{merchant_id}:pump")
+    rt.budget.pump_started(merchant_id)
     return sync.pump(rt, merchant_id, _send_sync, _schedule_pump)
 
 
 @shared_task(name=PUMP_BACKLOG_TASK, ignore_result=True)
 def pump_backlog() -> int:
-    """Beat's safety net: a pump message lost with a dead worker delays a store by this much."""
+    """Beat's safety net: every store with reads waiting or in flight is pumped (a dead read's
+    lease is reaped here), whatever became of its own pump."""
     rt = runtime()
-    return sum(sync.pump(rt, merchant_id, _send_sync, _schedule_pump) for merchant_id in rt.budget.backlog())
+    total = 0
+    for merchant_id in rt.budget.backlog():
+        try:
+            total += sync.pump(rt, merchant_id, _send_sync, _schedule_pump)
+        except Exception:
+            log.exception("pump of merchant=%s failed; the next tick tries again", merchant_id)
+    return total
 
 
 @shared_task(name=SYNC_TASK, acks_late=True, ignore_result=True, **REDIS_RETRY)
-def sync_customer(merchant_id: int, customer_id: int, pages_paid: int = 1) -> str:
+def sync_customer(merchant_id: int, customer_id: int, pages_paid: int = 1, lease: str | None = None) -> str:
     rt = runtime()
-    result = sync.sync_customer(rt, merchant_id, customer_id, pages_paid, _send_reminder)
+    result = sync.sync_customer(rt, merchant_id, customer_id, pages_paid, _publish_delivery, lease=lease)
     if result.outcome == "requeued":
         _schedule_pump(merchant_id, 0.05)
     return result.outcome
 
 
-@shared_task(name=DELIVER_TASK, bind=True, acks_late=True, ignore_result=True, **REDIS_RETRY)
-def deliver_reminder(self, reminder: dict, keep_seconds: int) -> list[str]:
+@shared_task(name=DELIVER_TASK, acks_late=True, ignore_result=True, **REDIS_RETRY)
+def deliver_reminder(merchant_id, customer_id: int | None = None, reminder_id: str | None = None) -> str:
     rt = runtime()
-    m = reminder["merchant_id"]
-    # Queued or retried deliveries check again: an uninstall, a pause or an opt-out since wins.
-    if (rt.registry.is_uninstalled(m) or rt.registry.config(m).get("paused")
-            or rt.profiles.load(m, reminder["customer_id"]).notifications_enabled is False):
-        rt.registry.count(m, "deliveries_withheld")
-        return []
-    try:
-        report = deliver(reminder, rt.channels, rt.store, rt.settings.redis_key_prefix, keep_seconds)
-    except DeliveryTransientError as exc:
-        countdown = retry_countdown(self.request.retries)
-        log.warning("reminder %s: transient delivery failure, retry %d/%d in %.0fs: %s", reminder["reminder_id"],
-                    self.request.retries + 1, MAX_RETRIES, countdown, exc)
-        raise self.retry(exc=exc, countdown=countdown)
-    reminding.record_delivery(rt, reminder, report, keep_seconds)
-    return report.sent
+    if isinstance(merchant_id, dict):
+        # A message queued before the ledger existed carried the whole reminder: record it first.
+        reminder, keep = merchant_id, int(customer_id or 86400)
+        delivery.queue_reminder(rt, reminder, keep, rt.clock(), lambda *args: None)
+        merchant_id, customer_id, reminder_id = reminder["merchant_id"], reminder["customer_id"], reminder["reminder_id"]
+    return delivery.deliver(rt, int(merchant_id), int(customer_id), reminder_id, rt.clock())
 
 
 @shared_task(name=FORGET_STORE_TASK, acks_late=True, ignore_result=True, **REDIS_RETRY)
 def forget_store(message: dict) -> dict:
-    """After app.uninstalled: drop the store's queued reads (and count them)."""
+    """After app.uninstalled: erase the store's data (workers/lifecycle.py)."""
     rt = runtime()
-    merchant_id = int(message["merchant_id"])
-    dropped = {"dropped_syncs": rt.budget.drop_store(merchant_id),
-               "dropped_reminders": reminding.due_set(rt).cancel_store(merchant_id)}
-    for name, amount in dropped.items():
-        if amount:
-            rt.registry.count(merchant_id, name, amount)
-    log.info("merchant=%s uninstalled: %s", merchant_id, dropped)
-    return dropped
+    return lifecycle.forget_store(rt, int(message["merchant_id"]), message.get("uninstalled_at"))
 
 
 @shared_task(name=SWEEP_TASK, acks_late=True, ignore_result=True, **REDIS_RETRY)
 def sweep() -> int:
-    """Beat, every SWEEP_INTERVAL_SECONDS: the due reminders and wake-ups."""
+    """Beat, every SWEEP_INTERVAL_SECONDS: due deliveries, held reminders and wake-ups."""
     rt = runtime()
-    result = reminding.sweep(rt, datetime.fromtimestamp(rt.clock(), timezone.utc), _send_reminder, _request_read)
+    result = reminding.sweep(rt, datetime.fromtimestamp(rt.clock(), timezone.utc), _publish_delivery, _request_read)
     if result.claimed:
-        log.info("sweep: claimed=%d evaluated=%d reads_requested=%d sent=%d", result.claimed, result.evaluated,
-                 result.reads_requested, len(result.sent))
+        log.info("sweep: claimed=%d evaluated=%d reads_requested=%d deliveries=%d queued=%d", result.claimed,
+                 result.evaluated, result.reads_requested, result.deliveries_published, len(result.sent))
     return result.claimed
 
 
 @shared_task(name=HEARTBEAT_TASK, ignore_result=True)
 def heartbeat() -> None:
     rt = runtime()
-    rt.store.set(f"{rt.settings.redis_key_prefix}beat:last", datetime.now(timezone.utc).isoformat())
+    rt.store.set(rt.keys.beat_last, datetime.now(timezone.utc).isoformat())

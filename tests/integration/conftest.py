@@ -13,7 +13,7 @@ from urllib.parse import urlparse, urlunparse
 import pytest
 import redis
 
-from devkit.processes import celery_worker
+from devkit.processes import celery_beat, celery_worker
 from devkit.receiver import ReminderLog, create_receiver
 from devkit.redis_server import RedisServer, redis_answers
 from devkit.sandbox import create_app as create_sandbox, serve_in_thread
@@ -96,6 +96,8 @@ def service_env(redis_url, sandbox, reminders):
         "SYNC_DEBOUNCE_SECONDS": "0.5",
         # Reminders go out at any hour here; quiet hours have tests of their own.
         "QUIET_HOURS": "off",
+        # Delivery retries and held reminders come back through beat's sweep: tick often here.
+        "SWEEP_INTERVAL_SECONDS": "1",
         "REMINDER_CHANNELS": "log,webhook",
         "REMINDER_WEBHOOK_URL": reminders.url,
         "REMINDER_WEBHOOK_SECRET": REMINDER_SECRET,
@@ -117,6 +119,13 @@ def worker(service_env, tmp_path):
     yield process
     process.stop()
     assert process.process.returncode is not None
+
+
+@pytest.fixture
+def beat(service_env, tmp_path):
+    process = celery_beat(service_env, tmp_path / "beat.log", tmp_path / "beat-schedule").start()
+    yield process
+    process.stop()
 
 
 def wait_until(predicate, timeout=30.0, interval=0.1, message="condition"):

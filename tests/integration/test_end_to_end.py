@@ -106,12 +106,12 @@ def test_redis_outage_answers_503_quickly(service_env):
         assert time.monotonic() - started < 10  # well inside Salla's 30 s
 
 
-def test_a_failing_receiver_is_retried_by_the_worker_and_gets_the_reminder_once(web, worker, reminders):
+def test_a_failing_receiver_is_retried_by_the_worker_and_gets_the_reminder_once(web, worker, beat, reminders):
     reminders.fail_next(503, 500)
     assert deliver(web, order_created(1001)).json() == {"status": "queued"}
     [received] = wait_until(lambda: reminders.received, timeout=45, message="the retried reminder")
     assert received["body"]["stage_days"] == 7
     log = worker.log_text()
-    assert log.count("retry 1/12") == 1 and log.count("retry 2/12") == 1
+    assert log.count("attempt 1/12 failed") == 1 and log.count("attempt 2/12 failed") == 1
     # The log channel succeeded on the first attempt and was not repeated by the retries.
     assert log.count('"stage_days": 7') == 1

@@ -50,9 +50,8 @@ class Engine:
         self.rt = build_runtime(settings, redis.Redis.from_url(env["REDIS_URL"], decode_responses=True),
                                 requests.Session(), clock=clock)
 
-    def send(self, reminder, keep):
-        report = deliver(reminder, self.rt.channels, self.rt.store, self.rt.settings.redis_key_prefix, keep)
-        reminding.record_delivery(self.rt, reminder, report, keep)
+    def send(self, m, c, reminder_id):
+        deliver(self.rt, m, c, reminder_id, self.clock())
 
     def read_now(self, m, c):
         self.rt.budget.enqueue(m, c, self.clock())
@@ -61,8 +60,8 @@ class Engine:
     def pump(self, m):
         syncs = []
         sync.pump(self.rt, m, lambda *a: syncs.append(a), lambda *a: None)
-        for merchant, customer, pages in syncs:
-            sync.sync_customer(self.rt, merchant, customer, pages, self.send)
+        for merchant, customer, pages, lease in syncs:
+            sync.sync_customer(self.rt, merchant, customer, pages, self.send, lease=lease)
 
     def event(self, customer_id, notifications=None):
         sync.accept_event(self.rt, {"event": "customer.updated", "merchant_id": M, "customer": {
@@ -75,7 +74,7 @@ class Engine:
 
     def stats(self):
         from service.admin import outcome_stats
-        return outcome_stats(self.rt.store, self.rt.settings.redis_key_prefix, M)
+        return outcome_stats(self.rt.store, self.rt.keys, M)
 
 
 def put_lots(sandbox, customer_id: int, rows: list[dict]) -> None:
@@ -126,7 +125,7 @@ def test_points_used_in_part_leave_the_reminder(engine, sandbox, reminders):
 def test_opting_out_cancels_pending_reminders(engine, sandbox, reminders):
     put_lots(sandbox, 5001, rows([(NIGHT + timedelta(days=3), 400, 0)]))
     engine.event(5001)
-    due = reminding.due_set(engine.rt)
+    due = engine.rt.due
     assert due.pending_count() > 0
     engine.event(5001, notifications=False)  # customer.updated with is_notifications_enabled false
     assert due.pending_count() == 0
@@ -181,7 +180,7 @@ def test_two_beat_processes_and_a_worker_deliver_thousands_of_due_reminders_once
     env = dict(service_env, SWEEP_INTERVAL_SECONDS="1", REMINDER_CHANNELS="webhook")
     engine = Engine(env, Clock(datetime.now(timezone.utc)))
     now = datetime.now(timezone.utc)
-    due = reminding.due_set(engine.rt)
+    due = engine.rt.due
     from service.events import Customer
     from service.loyalty import parse_history
     entries = []

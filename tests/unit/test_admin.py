@@ -82,7 +82,7 @@ def test_outcome_stats_per_store_and_stage_over_http_and_cli(server, monkeypatch
     app = app_for(server, ADMIN_TOKEN="ops")
     deps = app.extensions["reminder_service"]
     deps.registry.set_state(7, "active")
-    deps.redis.hset("lpr:stats:7", mapping={"7:reminders_sent": 3, "7:points_reminded": 900, "7:points_saved": 400,
+    deps.redis.hset(deps.keys.store(7).stats, mapping={"7:reminders_sent": 3, "7:points_reminded": 900, "7:points_saved": 400,
                                             "1:points_lost": 120})
     client = app.test_client()
     assert client.get("/admin/stats").status_code == 401
@@ -96,3 +96,89 @@ def test_outcome_stats_per_store_and_stage_over_http_and_cli(server, monkeypatch
     monkeypatch.setenv("TOKEN_ENCRYPTION_KEY", TOKEN_KEY)
     assert cli(["stats", "7"]) == 0
     assert json.loads(capsys.readouterr().out)["7"]["1"] == {"points_lost": 120}
+
+
+@pytest.mark.parametrize("body, field", [({"plan_limit": 0}, "plan_limit"), ({"plan_limit": -120}, "plan_limit"),
+                                         ({"plan_limit": 10**9}, "plan_limit"), ({"plan_limit": 12.5}, "plan_limit"),
+                                         ({"plan_limit": True}, "plan_limit"), ({"point_value_sar": -1}, "point_value_sar"),
+                                         ({"point_value_sar": "nan"}, "point_value_sar"),
+                                         ({"paused": "maybe"}, "paused")])
+def test_every_setting_has_bounds_and_a_clear_400(server, body, field):
+    client = app_for(server, ADMIN_TOKEN="ops").test_client()
+    answer = client.put("/admin/stores/7", json=body, headers={"Authorization": "Bearer ops"})
+    assert answer.status_code == 400 and field in answer.get_json()["message"]
+    # nothing was stored, not even the valid part of a mixed request
+    mixed = client.put("/admin/stores/7", json={"point_value_sar": 0.1, **body}, headers={"Authorization": "Bearer ops"})
+    assert mixed.status_code == 400
+    assert client.get("/admin/stores/7", headers={"Authorization": "Bearer ops"}).get_json()["config"] == {}
+
+
+def test_the_cli_refuses_a_bad_value_with_a_message(server, monkeypatch, capsys):
+    store = fakeredis.FakeRedis(server=server, decode_responses=True)
+    monkeypatch.setattr("service.cli.connect", lambda settings: store)
+    monkeypatch.setenv("SALLA_WEBHOOK_SECRET", "x")
+    monkeypatch.setenv("TOKEN_ENCRYPTION_KEY", TOKEN_KEY)
+    assert cli(["set-store", "9", "--plan-limit", "0"]) == 2
+    assert "plan_limit must be from 1 to 10000" in capsys.readouterr().err
+    assert cli(["set-store", "9", "--plan-limit", "lots"]) == 2
+    assert cli(["dead-letters", "replay", "9"]) == 2
+    assert "needs a merchant id and a reminder id" in capsys.readouterr().err
+
+
+def _dead_letter(store):
+    """A reminder whose every channel refused it, through the real delivery code."""
+    import requests
+    from tests.unit.test_channels_and_delivery import REMINDER, RID, Recorder
+    from workers.channels import DeliveryPermanentError
+    from workers.delivery import deliver, queue_reminder
+    from workers.runtime import build_runtime
+    rt = build_runtime(make_settings(), store, requests.Session())
+    rt.channels = [Recorder("webhook", failures=[DeliveryPermanentError("422 unknown shopper")])]
+    queue_reminder(rt, REMINDER, 86400, 1e9, lambda *a: None)
+    assert deliver(rt, 1, 2, RID, 1e9) == "dead"
+    return rt, RID
+
+
+def test_dead_letters_are_listed_replayed_and_dropped_over_http(server):
+    app = app_for(server, ADMIN_TOKEN="ops")
+    client, auth = app.test_client(), {"Authorization": "Bearer ops"}
+    rt, rid = _dead_letter(app.extensions["reminder_service"].redis)
+    listing = client.get("/admin/dead-letters", headers=auth).get_json()
+    [letter] = listing["stores"]["1"]
+    assert letter["reminder_id"] == rid and letter["state"] == "dead" and "422 unknown shopper" in letter["last_error"]
+    assert "+966501234567" not in json.dumps(listing)  # the shopper's address is not shown
+    assert client.get("/admin/stores/1", headers=auth).get_json()["dead_letters"] == 1
+    assert client.post(f"/admin/stores/1/dead-letters/{rid}/replay", headers=auth).status_code == 200
+    assert rt.ledger.get(1, rid).state == "scheduled" and rt.due.next_due() is not None  # the sweep publishes it
+    assert client.get("/admin/dead-letters", headers=auth).get_json() == {"stores": {}}
+    assert client.post(f"/admin/stores/1/dead-letters/{rid}/drop", headers=auth).status_code == 404  # not dead now
+    assert client.get(f"/admin/stores/1/reminders/{rid}", headers=auth).get_json()["state"] == "scheduled"
+
+
+def test_dead_letters_over_the_cli(server, monkeypatch, capsys):
+    store = fakeredis.FakeRedis(server=server, decode_responses=True)
+    monkeypatch.setattr("service.cli.connect", lambda settings: store)
+    monkeypatch.setenv("SALLA_WEBHOOK_SECRET", "x")
+    monkeypatch.setenv("TOKEN_ENCRYPTION_KEY", TOKEN_KEY)
+    rt, rid = _dead_letter(store)
+    assert cli(["dead-letters", "list"]) == 0
+    assert [l["reminder_id"] for l in json.loads(capsys.readouterr().out)["1"]] == [rid]
+    assert cli(["dead-letters", "drop", "1", rid]) == 0
+    assert rt.ledger.get(1, rid).state == "dropped"
+    capsys.readouterr()
+    assert cli(["dead-letters", "replay", "1", rid]) == 2  # dropped is final
+    assert cli(["reminder", "1", rid]) == 0 and json.loads(capsys.readouterr().out)["state"] == "dropped"
+
+
+def test_alarms_over_http_and_cli(server, monkeypatch, capsys):
+    app = app_for(server, ADMIN_TOKEN="ops")
+    deps = app.extensions["reminder_service"]
+    deps.alarms.raise_("oauth_client", "invalid_client")
+    client, auth = app.test_client(), {"Authorization": "Bearer ops"}
+    assert client.get("/admin/alarms", headers=auth).get_json()["alarms"]["oauth_client"]["message"] == "invalid_client"
+    monkeypatch.setattr("service.cli.connect", lambda settings: deps.redis)
+    monkeypatch.setenv("SALLA_WEBHOOK_SECRET", "x")
+    monkeypatch.setenv("TOKEN_ENCRYPTION_KEY", TOKEN_KEY)
+    assert cli(["alarms"]) == 0 and "oauth_client" in json.loads(capsys.readouterr().out)
+    assert cli(["clear-alarm", "oauth_client"]) == 0
+    assert client.delete("/admin/alarms/oauth_client", headers=auth).status_code == 404

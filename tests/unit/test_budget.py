@@ -114,3 +114,12 @@ def test_the_wait_is_for_the_slots_the_next_customer_needs(budget):
     budget.retry_later(M, 2, 1.0, pages=5)
     d = budget.dispatch(M, LIMITS, 2.0)  # 4 slots free, 5 needed: wait for the first to leave
     assert d.customers == [] and d.wait == pytest.approx(8.0)
+
+
+def test_one_pump_at_a_time_unless_a_sooner_one_is_needed(budget):
+    assert budget.claim_pump(M, 130.0, 35)
+    assert not budget.claim_pump(M, 130.0, 35)
+    assert not budget.claim_pump(M, 129.8, 35)  # not sooner by enough to matter
+    assert budget.claim_pump(M, 101.0, 6)  # a read waits a second: not behind the 30 s pump
+    budget.pump_started(M)
+    assert budget.claim_pump(M, 140.0, 35)

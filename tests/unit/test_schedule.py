@@ -1,20 +1,11 @@
-"""The planner and the outcome accounting (pure), and the engine's properties on fakeredis."""
-from datetime import datetime, timedelta, timezone
+"""The planner and the outcome accounting (pure). The engine's properties: test_engine_properties.py."""
+from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
 
-import fakeredis
-import requests
-from hypothesis import HealthCheck, given, settings as hsettings, strategies as st
-
-from service.expiry import due_groups
 from service.loyalty import Lot
 from service.outcomes import settle, snapshot
-from service.schedule import SETTLE_STAGE, eligible, plan
-from service.send_window import in_quiet_hours, parse_quiet_hours
-from tests.conftest import make_settings
-from workers import reminding
-from workers.delivery import deliver
-from workers.runtime import build_runtime
+from service.schedule import SETTLE_STAGE, plan
+from service.send_window import parse_quiet_hours
 
 RIYADH = ZoneInfo("Asia/Riyadh")
 QUIET = parse_quiet_hours("21:00-09:00")
@@ -77,17 +68,49 @@ def test_minimum_points_and_excluded_statuses():
     assert [l.key for l in p.send_now[0].lots] == ["a"]
 
 
-def test_at_most_one_reminder_per_stage_per_stage_length():
+def test_lots_entering_a_stage_within_the_look_ahead_share_its_reminder():
+    a, b = lot("a", NOON + timedelta(days=35)), lot("b", NOON + timedelta(days=35, hours=20))
+    # Five days on, a enters the 30-day stage and b follows within a day: one message names both.
+    p = plan([a, b], NOON + timedelta(days=5), STAGES, "Asia/Riyadh", None, reminded={})
+    assert [[l.key for l in g.lots] for g in p.send_now] == [["a", "b"]]
+
+
+def test_a_lot_entering_after_the_look_ahead_gets_its_own_reminder_when_it_enters():
     a, b = lot("a", NOON + timedelta(days=35)), lot("b", NOON + timedelta(days=37))
     first = plan([a, b], NOON + timedelta(days=5), STAGES, "Asia/Riyadh", None, reminded={})
     assert [[l.key for l in g.lots] for g in first.send_now] == [["a"]]
-    sent_at = (NOON + timedelta(days=5)).timestamp()
-    # b enters the 30-day stage two days later: no second 30-day message so soon...
+    # The next look is when b is about to enter the 30-day stage...
+    assert (NOON + timedelta(days=7), 30) in first.wakeups
+    # ...and then b has its own 30-day reminder (a, already named, is listed too): not hidden.
     later = plan([a, b], NOON + timedelta(days=7), STAGES, "Asia/Riyadh", None, reminded={"a": 30},
-                 stage_sent={30: sent_at})
-    assert later.send_now == []
-    # ...and a wake-up for when the pause ends (by then b is in the 7-day stage anyway).
-    assert (NOON + timedelta(days=35), 30) in later.wakeups
+                 stage_sent={30: (NOON + timedelta(days=5)).timestamp()})
+    assert [[l.key for l in g.lots] for g in later.send_now] == [["a", "b"]]
+
+
+def test_no_two_reminders_of_a_stage_within_the_look_ahead():
+    a, b = lot("a", NOON + timedelta(days=35)), lot("b", NOON + timedelta(days=37))
+    sent_at = (NOON + timedelta(days=6, hours=12)).timestamp()  # a 30-day reminder went out 12 hours ago
+    p = plan([a, b], NOON + timedelta(days=7), STAGES, "Asia/Riyadh", None, reminded={"a": 30},
+             stage_sent={30: sent_at})
+    assert p.send_now == []
+    assert (NOON + timedelta(days=7, hours=12), 30) in p.wakeups  # when the pause ends
+
+
+def test_the_look_ahead_is_a_setting():
+    a, b = lot("a", NOON + timedelta(days=35)), lot("b", NOON + timedelta(days=35, hours=20))
+    p = plan([a, b], NOON + timedelta(days=5), STAGES, "Asia/Riyadh", None, reminded={},
+             lookahead=timedelta(hours=12))
+    assert [[l.key for l in g.lots] for g in p.send_now] == [["a"]]
+
+
+def test_a_stage_entered_in_quiet_hours_is_reminded_before_they_begin():
+    entering_at_23 = lot("a", datetime(2026, 12, 2, 23, 0, tzinfo=RIYADH) + timedelta(days=7))
+    p = plan([entering_at_23], NOON, STAGES, "Asia/Riyadh", QUIET, reminded={"a": 30})
+    assert p.send_now == []
+    assert (datetime(2026, 12, 2, 20, 45, tzinfo=RIYADH), 7) in p.wakeups
+    at = plan([entering_at_23], datetime(2026, 12, 2, 20, 45, tzinfo=RIYADH), STAGES, "Asia/Riyadh", QUIET,
+              reminded={"a": 30})
+    assert [g.stage_days for g in at.send_now] == [7]
 
 
 def test_reminded_lots_get_a_settle_wakeup_after_expiry():
@@ -109,87 +132,3 @@ def test_points_saved_and_lost_across_a_sequence_of_reads():
     assert out.saved == {1: 300} and out.lost == {7: 300}
     # After expiry nothing is open any more: a later read settles nothing twice.
     assert snapshot(read3, expires + timedelta(hours=1)) == {}
-
-
-# -- the engine's properties -------------------------------------------------------------------
-class Clock:
-    def __init__(self, start):
-        self.now = start.timestamp()
-
-    def __call__(self):
-        return self.now
-
-
-class Channel:
-    name = "webhook"
-
-    def __init__(self):
-        self.sent = []
-
-    def send(self, reminder):
-        self.sent.append(reminder)
-
-
-lot_specs = st.lists(st.tuples(st.integers(min_value=1, max_value=45 * 24),  # expires in hours
-                               st.integers(min_value=1, max_value=500)),      # points
-                     min_size=1, max_size=6)
-steps = st.lists(st.tuples(st.sampled_from(["sync", "sweep", "use"]),
-                           st.integers(min_value=0, max_value=36),             # hours to advance
-                           st.integers(min_value=0, max_value=5)), min_size=1, max_size=25)
-
-
-@hsettings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(specs=lot_specs, ops=steps)
-def test_each_reminder_goes_out_at_most_once_and_every_due_one_goes_out_when_the_window_opens(specs, ops):
-    clock = Clock(NOON)
-    rt = build_runtime(make_settings(QUIET_HOURS="21:00-09:00", SYNC_DEBOUNCE_SECONDS="0"),
-                       fakeredis.FakeRedis(decode_responses=True), requests.Session(), clock=clock)
-    channel = Channel()
-    rt.channels = [channel]
-    from service.events import Customer
-    customer = Customer(7, "Sara", None, None, None)
-    used = {}
-    truth = lambda: [lot(f"l{i}", NOON + timedelta(hours=h), p, used.get(f"l{i}", 0)) for i, (h, p) in enumerate(specs)]
-
-    def send(reminder, keep):
-        deliver(reminder, rt.channels, rt.store, "lpr:", keep)
-
-    def now():
-        return datetime.fromtimestamp(clock(), timezone.utc)
-
-    def read(m, c):
-        reminding.after_read(rt, m, customer, truth(), now(), send)
-
-    reminding.after_read(rt, 1, customer, truth(), now(), send)
-    for op, hours, which in ops:
-        clock.now += hours * 3600
-        if op == "use" and specs:
-            key = f"l{which % len(specs)}"
-            used[key] = specs[which % len(specs)][1]
-        elif op == "sync":
-            read(1, 7)
-        else:
-            reminding.sweep(rt, now(), send, read)
-        # At most once: no reminder id twice.
-        ids = [r["reminder_id"] for r in channel.sent]
-        assert len(ids) == len(set(ids))
-        # Once its window opens, every due lot with points unused has had its stage's reminder,
-        # provided the engine has seen the lot (a read or a wake-up since it became due).
-        # (Or the customer had this stage's reminder less than a stage length ago: at most one
-        # per stage per stage length; the rest wait for that pause to end.)
-        if op != "use" and not in_quiet_hours(now(), "Asia/Riyadh", QUIET):
-            marks = reminding.reminded_marks(rt, 1, 7)
-            recent = reminding.stages_sent(rt, 1, 7)
-            for group in due_groups(eligible(truth(), now()), now(), STAGES):
-                if clock() - recent.get(group.stage_days, -1e18) < group.stage_days * 86400:
-                    continue
-                for l in group.lots:
-                    assert marks.get(l.key, 10**6) <= group.stage_days, (op, l.key, group.stage_days, marks)
-    # A stage's reminder lists every lot in the stage, but goes out only for lots new to it:
-    # each reminder brings at least one lot not reminded at that stage (or a nearer) before.
-    reminded_at: dict[str, int] = {}
-    for r in channel.sent:
-        fresh = [l["key"] for l in r["lots"] if reminded_at.get(l["key"], 10**6) > r["stage_days"]]
-        assert fresh, ("a reminder with nothing new", r["stage_days"], [l["key"] for l in r["lots"]])
-        for l in r["lots"]:
-            reminded_at[l["key"]] = min(reminded_at.get(l["key"], 10**6), r["stage_days"])

@@ -6,7 +6,8 @@ from zoneinfo import ZoneInfo
 import pytest
 from hypothesis import assume, given, settings, strategies as st
 
-from service.send_window import QuietHours, in_quiet_hours, next_send_time, parse_quiet_hours
+from service.send_window import (CLOSING_MARGIN, QuietHours, in_quiet_hours, last_send_time, next_send_time,
+                                 parse_quiet_hours)
 
 RIYADH = ZoneInfo("Asia/Riyadh")
 LONDON = ZoneInfo("Europe/London")
@@ -190,3 +191,37 @@ def test_the_quiet_stretch_before_the_answer_is_all_quiet(due, zone, quiet):
         probe += timedelta(minutes=1)
     assert not in_quiet_hours(result, zone, quiet)
     assert in_quiet_hours(result - timedelta(seconds=1), zone, quiet) or result - timedelta(seconds=1) < due
+
+
+@settings(max_examples=300, deadline=None)
+@given(moments, st.sampled_from(ZONES), windows, st.timedeltas(min_value=timedelta(0), max_value=timedelta(days=2)))
+def test_last_send_time_is_the_latest_open_moment_before_the_deadline(deadline, zone, quiet, ahead):
+    """For a reminder that must reach the shopper by `deadline`: open, not after the deadline,
+    and every minute from it (plus the margin) to the deadline is quiet."""
+    not_before = deadline - ahead
+    result = last_send_time(deadline, zone, quiet, not_before)
+    assert not in_quiet_hours(result, zone, quiet)
+    if result > deadline:  # no open moment was left: the first one after not_before
+        assert result == next_send_time(not_before, zone, quiet, None)
+        probe = not_before
+        while probe <= deadline:
+            assert in_quiet_hours(probe, zone, quiet)
+            probe += timedelta(minutes=1)
+        return
+    assert not_before <= result <= deadline
+    if result < deadline:
+        assert in_quiet_hours(deadline, zone, quiet)
+        probe = result + CLOSING_MARGIN + timedelta(seconds=1)
+        while probe <= deadline:
+            assert in_quiet_hours(probe, zone, quiet), f"{probe} is open, yet the answer was {result}"
+            probe += timedelta(minutes=1)
+
+
+def test_last_send_time_before_a_quiet_night():
+    riyadh = ZoneInfo("Asia/Riyadh")
+    deadline = datetime(2026, 11, 25, 23, 0, tzinfo=riyadh)
+    quiet = QuietHours(time(21), time(9))
+    assert last_send_time(deadline, riyadh, quiet, deadline - timedelta(days=1)) == datetime(2026, 11, 25, 20, 45, tzinfo=riyadh)
+    # Too late for that: the first open moment after (the morning).
+    assert last_send_time(deadline, riyadh, quiet, deadline - timedelta(hours=1)) == datetime(2026, 11, 26, 9, tzinfo=riyadh)
+    assert last_send_time(deadline.replace(hour=15), riyadh, quiet, deadline - timedelta(days=1)) == deadline.replace(hour=15)

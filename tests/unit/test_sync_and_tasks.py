@@ -13,7 +13,7 @@ from service.stores import NEEDS_REAUTH
 from service.tokens import StoreTokens
 from tests.conftest import make_settings
 from workers import sync
-from workers.backoff import MAX_COUNTDOWN_SECONDS, retry_countdown
+from workers.backoff import MAX_BACKOFF_SECONDS, MAX_TASK_COUNTDOWN_SECONDS, retry_countdown
 from workers.runtime import build_runtime
 
 RIYADH = ZoneInfo("Asia/Riyadh")
@@ -47,17 +47,28 @@ def answer(rows, page=1, total_pages=1):
 
 
 class Recorder:
-    def __init__(self):
-        self.syncs, self.pumps, self.reminders = [], [], []
+    """Stands in for the tasks' follow-ups: reads to publish, pumps to schedule, deliveries."""
 
-    def send_sync(self, m, c, pages):
+    def __init__(self, rt=None):
+        self.rt = rt
+        self.syncs, self.leases, self.pumps, self.published = [], {}, [], []
+
+    def send_sync(self, m, c, pages, lease=None):
         self.syncs.append((m, c, pages))
+        self.leases[(m, c)] = lease
 
     def schedule_pump(self, m, wait):
         self.pumps.append((m, wait))
 
-    def send_reminder(self, reminder, keep):
-        self.reminders.append(reminder)
+    def send_reminder(self, m, c, rid):
+        self.published.append((m, c, rid))
+
+    def read(self, m, c, pages):
+        return sync.sync_customer(self.rt, m, c, pages, self.send_reminder, lease=self.leases.get((m, c)))
+
+    @property
+    def reminders(self):
+        return [self.rt.ledger.get(m, rid).reminder for m, c, rid in self.published]
 
 
 @pytest.fixture
@@ -88,10 +99,10 @@ def event(customer=None):
 
 def run_once(rt, rec=None):
     """An event, the pump, and the read it dispatches."""
-    rec = rec or Recorder()
+    rec = rec or Recorder(rt)
     sync.accept_event(rt, event())
     sync.pump(rt, M, rec.send_sync, rec.schedule_pump)
-    results = [sync.sync_customer(rt, m, c, pages, rec.send_reminder) for m, c, pages in rec.syncs]
+    results = [rec.read(m, c, pages) for m, c, pages in rec.syncs]
     rec.syncs.clear()
     return rec, results
 
@@ -127,7 +138,7 @@ def test_unreadable_rows_are_skipped_and_logged(rt, caplog):
 
 # -- coalescing ----------------------------------------------------------------------------
 def test_fifty_events_are_one_read_and_counted(rt):
-    rec = Recorder()
+    rec = Recorder(rt)
     outcomes = [sync.accept_event(rt, event()) for _ in range(50)]
     assert outcomes.count("queued") == 1 and outcomes.count("coalesced") == 49
     sync.pump(rt, M, rec.send_sync, rec.schedule_pump)
@@ -137,7 +148,7 @@ def test_fifty_events_are_one_read_and_counted(rt):
 
 def test_a_burst_waits_out_the_debounce_and_costs_one_read(clock):
     rt = runtime_for(clock, SYNC_DEBOUNCE_SECONDS="3")
-    rec = Recorder()
+    rec = Recorder(rt)
     sync.accept_event(rt, event())
     sync.pump(rt, M, rec.send_sync, rec.schedule_pump)
     assert rec.syncs == [] and rec.pumps[-1][1] == pytest.approx(3)
@@ -165,20 +176,20 @@ def test_429_blocks_the_store_and_requeues_the_customer(rt, clock):
 def test_5xx_and_timeouts_are_retried_with_backoff_then_given_up(clock):
     rt = runtime_for(clock, SYNC_MAX_ATTEMPTS="3")
     responses.get(URL, status=503)
-    rec = Recorder()
+    rec = Recorder(rt)
     sync.accept_event(rt, event())
     outcomes = []
     for _ in range(3):
         sync.pump(rt, M, rec.send_sync, rec.schedule_pump)
         assert len(rec.syncs) == 1, "one read per attempt"
-        outcomes.append(sync.sync_customer(rt, *rec.syncs.pop(), rec.send_reminder).outcome)
-        clock.now += MAX_COUNTDOWN_SECONDS
+        outcomes.append(rec.read(*rec.syncs.pop()).outcome)
+        clock.now += MAX_BACKOFF_SECONDS
     assert outcomes == ["requeued", "requeued", "failed"]
     assert rt.registry.counters(M)["syncs_failed"] == 1
     responses.replace(responses.GET, URL, body=requests.Timeout("slow"))
     sync.accept_event(rt, event())
     sync.pump(rt, M, rec.send_sync, rec.schedule_pump)
-    assert sync.sync_customer(rt, *rec.syncs.pop(), rec.send_reminder).outcome == "requeued"
+    assert rec.read(*rec.syncs.pop()).outcome == "requeued"
 
 
 @responses.activate
@@ -188,13 +199,13 @@ def test_a_transient_failure_then_success(rt, clock):
     rec, [first] = run_once(rt)
     clock.now += 10
     sync.pump(rt, M, rec.send_sync, rec.schedule_pump)
-    second = sync.sync_customer(rt, *rec.syncs.pop(), rec.send_reminder)
+    second = rec.read(*rec.syncs.pop())
     assert (first.outcome, second.outcome) == ("requeued", "read") and len(rec.reminders) == 1
 
 
 @responses.activate
 def test_other_4xx_are_permanent_and_recorded_with_store_and_customer(rt, caplog):
-    rt.store.set(f"lpr:store:{M}:loyalty_ok", "1")
+    rt.store.set(rt.keys.store(M).loyalty_ok, "1")
     responses.get(URL, status=422, json={"status": 422, "success": False, "error": {"code": "error", "message": "bad"}})
     _, [result] = run_once(rt)
     assert result.outcome == "failed"
@@ -207,7 +218,7 @@ def test_other_4xx_are_permanent_and_recorded_with_store_and_customer(rt, caplog
 @responses.activate
 def test_a_store_without_the_loyalty_app_is_remembered(rt, status, loyalty_ok, missing):
     if loyalty_ok:
-        rt.store.set(f"lpr:store:{M}:loyalty_ok", "1")
+        rt.store.set(rt.keys.store(M).loyalty_ok, "1")
     responses.get(URL, status=status, json={"status": status, "success": False, "error": {"code": status, "message": "x"}})
     run_once(rt)
     assert rt.registry.loyalty_missing(M) is missing
@@ -241,16 +252,16 @@ def test_a_history_longer_than_a_window_fails_loudly_instead_of_looping(clock, c
 
 @responses.activate
 def test_a_read_dispatched_before_a_429_block_does_not_go_out(rt, clock):
-    rec = Recorder()
+    rec = Recorder(rt)
     sync.accept_event(rt, event())
     sync.pump(rt, M, rec.send_sync, rec.schedule_pump)
     rt.budget.observe(M, {"Retry-After": "30"}, clock())  # another read got a 429 meanwhile
-    result = sync.sync_customer(rt, *rec.syncs.pop(), rec.send_reminder)
+    result = rec.read(*rec.syncs.pop())
     assert result.outcome == "requeued" and len(responses.calls) == 0
     clock.now += 31
     responses.get(URL, json=answer([]))
     sync.pump(rt, M, rec.send_sync, rec.schedule_pump)
-    assert sync.sync_customer(rt, *rec.syncs.pop(), rec.send_reminder).outcome == "read"
+    assert rec.read(*rec.syncs.pop()).outcome == "read"
 
 
 def test_a_failed_publish_puts_the_customer_back(rt, clock):
@@ -260,18 +271,72 @@ def test_a_failed_publish_puts_the_customer_back(rt, clock):
     with pytest.raises(ConnectionError):
         sync.pump(rt, M, broken, lambda *a: None)
     clock.now += 6
-    rec = Recorder()
+    rec = Recorder(rt)
     sync.pump(rt, M, rec.send_sync, rec.schedule_pump)
     assert rec.syncs == [(M, C, 1)]
+
+
+def test_a_failed_publish_puts_back_every_read_not_handed_out(rt, clock):
+    for customer in (1, 2, 3):
+        sync.accept_event(rt, event(dict(CUSTOMER, id=customer)))
+    published = []
+
+    def flaky(m, c, pages, lease):
+        if published:
+            raise ConnectionError("broker down")
+        published.append(c)
+    with pytest.raises(ConnectionError):
+        sync.pump(rt, M, flaky, lambda *a: None)
+    assert published == [1]
+    clock.now += 6
+    rec = Recorder(rt)
+    sync.pump(rt, M, rec.send_sync, rec.schedule_pump)
+    assert rec.syncs == [(M, 2, 1), (M, 3, 1)]  # none of them left marked in flight
+
+
+@responses.activate
+def test_an_unexpected_error_in_a_read_puts_the_customer_back(rt, clock, monkeypatch, caplog):
+    responses.get(URL, json=answer([row(timedelta(days=3))]))
+
+    def broken(rows, zone):
+        raise KeyError("a shape nobody foresaw")
+    monkeypatch.setattr(sync, "parse_history", broken)
+    rec, [result] = run_once(rt)
+    assert result.outcome == "requeued" and "failed unexpectedly" in caplog.text
+    monkeypatch.undo()
+    clock.now += MAX_BACKOFF_SECONDS
+    sync.pump(rt, M, rec.send_sync, rec.schedule_pump)
+    assert rec.syncs == [(M, C, 1)]  # back in line, not blocked by an in-flight mark
+    assert rec.read(*rec.syncs.pop()).outcome == "read" and len(rec.reminders) == 1
+
+
+@responses.activate
+def test_a_read_whose_worker_died_comes_back_and_its_stale_copy_steps_aside(rt, clock):
+    from workers.budget import Budget
+    rec = Recorder(rt)
+    sync.accept_event(rt, event())
+    sync.pump(rt, M, rec.send_sync, rec.schedule_pump)
+    dead_copy = (rec.syncs.pop(), rec.leases[(M, C)])  # handed out; its worker is killed
+    clock.now += 30
+    assert sync.pump(rt, M, rec.send_sync, rec.schedule_pump) == 0  # still in flight
+    clock.now += Budget.LEASE_BASE_SECONDS + Budget.LEASE_PER_PAGE_SECONDS
+    assert sync.pump(rt, M, rec.send_sync, rec.schedule_pump) == 1
+    assert rt.registry.counters(M)["reads_recovered"] == 1
+    responses.get(URL, json=answer([row(timedelta(days=3))]))
+    assert rec.read(*rec.syncs.pop()).outcome == "read"
+    # The broker redelivers the dead worker's message much later: it must not read again.
+    (m, c, pages), lease = dead_copy
+    assert sync.sync_customer(rt, m, c, pages, rec.send_reminder, lease=lease).outcome == "stale"
+    assert len(responses.calls) == 1 and len(rec.reminders) == 1
 
 
 def test_opt_out_counts_even_while_the_store_needs_reauthorization(rt):
     from workers import reminding
     from workers.due_set import DueEntry
     rt.registry.set_state(M, NEEDS_REAUTH, "x")
-    reminding.due_set(rt).schedule([(1e10, DueEntry(M, C, 7, "0" * 12))])
+    rt.due.schedule([(1e10, DueEntry(M, C, 7, "0" * 12))])
     assert sync.accept_event(rt, event(dict(CUSTOMER, notifications_enabled=False))) == "dropped"
-    assert reminding.due_set(rt).pending_count() == 0
+    assert rt.due.pending_count() == 0
     assert rt.profiles.load(M, C).notifications_enabled is False
 
 
@@ -332,6 +397,65 @@ def test_invalid_grant_marks_the_store_for_reauthorization(multi):
     assert multi.registry.state(M) | {"since": ""} == {"state": NEEDS_REAUTH, "reason": "token refresh refused: 400 invalid_grant", "since": ""}
 
 
+EXPIRED = {"status": 401, "success": False, "error": {"code": "Invalid-token", "message": "x"}}
+
+
+@pytest.mark.parametrize("status, error", [(401, "invalid_client"), (400, "invalid_request"),
+                                           (400, "unsupported_grant_type")])
+@responses.activate
+def test_a_refusal_of_our_own_client_is_an_operator_alarm_not_the_stores(multi, clock, status, error):
+    responses.get(URL, status=401, json=EXPIRED)
+    responses.post(TOKEN_URL, status=status, json={"error": error})
+    rec, [result] = run_once(multi)
+    assert result.outcome == "requeued"
+    assert multi.registry.state(M).get("state", "active") == "active"  # the store keeps its state
+    [(name, alarm)] = multi.alarms.active().items()
+    assert name == "oauth_client" and error in alarm["message"]
+    assert multi.store.hget(multi.keys.store(M).attempts, C) is None  # no attempt spent: it waits
+    # While the alarm holds, reads wait without calling Salla's token endpoint again.
+    clock.now += 301
+    sync.pump(multi, M, rec.send_sync, rec.schedule_pump)
+    calls = len(responses.calls)
+    clock.now += 1  # hold not over for the next one: queue it again and see it wait
+    multi.alarms.raise_("oauth_client", "still wrong", hold_seconds=300, now=clock())
+    assert rec.read(*rec.syncs.pop()).outcome == "requeued"
+    assert [c.request.url for c in responses.calls[calls:]] == [responses.calls[0].request.url]  # the GET only
+    # Fixed: the hold passes, the refresh succeeds, the alarm clears.
+    responses.replace(responses.POST, TOKEN_URL, json={"access_token": "access-2", "refresh_token": "refresh-2",
+                                                       "expires_in": 1209600})
+    responses.replace(responses.GET, URL, json=answer([]))
+    clock.now += 301
+    multi.tokens.save(M, StoreTokens("access-1", "refresh-1", clock() + 3600, "customers.read offline_access"))
+    sync.pump(multi, M, rec.send_sync, rec.schedule_pump)
+    assert rec.read(*rec.syncs.pop()).outcome == "read"
+    assert multi.alarms.active() == {}
+
+
+@pytest.mark.parametrize("status, body", [(400, {"error": "temporarily_unavailable"}), (503, {}), (429, {}),
+                                          (403, "<html>blocked</html>")])
+@responses.activate
+def test_an_unknown_refresh_answer_is_retried_with_backoff(multi, status, body):
+    responses.get(URL, status=401, json=EXPIRED)
+    if isinstance(body, dict):
+        responses.post(TOKEN_URL, status=status, json=body)
+    else:
+        responses.post(TOKEN_URL, status=status, body=body)
+    _, [result] = run_once(multi)
+    assert result.outcome == "requeued"
+    assert multi.registry.state(M).get("state", "active") == "active" and multi.alarms.active() == {}
+    assert multi.store.hget(multi.keys.store(M).attempts, C) == "1"
+
+
+@responses.activate
+def test_missing_client_credentials_are_an_alarm_too(clock):
+    rt = runtime_for(clock, SALLA_ACCESS_TOKEN="")
+    rt.tokens.save(M, StoreTokens("access-1", "refresh-1", clock() + 14 * 86400, "customers.read offline_access"))
+    responses.get(URL, status=401, json=EXPIRED)
+    _, [result] = run_once(rt)
+    assert result.outcome == "requeued" and "SALLA_CLIENT_ID" in rt.alarms.active()["oauth_client"]["message"]
+    assert rt.registry.state(M).get("state", "active") == "active"
+
+
 def test_no_tokens_for_a_store_drops_the_read_and_counts_it(clock):
     rt = runtime_for(clock, SALLA_ACCESS_TOKEN="")
     _, [result] = run_once(rt)
@@ -342,7 +466,7 @@ def test_an_uninstalled_store_gets_no_work(multi):
     from service.stores import UNINSTALLED
     sync.accept_event(multi, event())
     multi.registry.set_state(M, UNINSTALLED)
-    rec = Recorder()
+    rec = Recorder(multi)
     assert sync.pump(multi, M, rec.send_sync, rec.schedule_pump) == 0
     assert sync.accept_event(multi, event()) == "dropped"
     assert sync.sync_customer(multi, M, C, 1, rec.send_reminder).outcome == "dropped"
@@ -369,8 +493,9 @@ def test_backoff_grows_with_jitter_and_honours_retry_after():
     assert 1 <= retry_countdown(0, rand=lambda: 0) <= 2
     assert retry_countdown(3, rand=lambda: 1) == 16
     assert retry_countdown(0, retry_after=30, rand=lambda: 0) == 30
-    assert retry_countdown(50, rand=lambda: 1) == MAX_COUNTDOWN_SECONDS
-    assert MAX_COUNTDOWN_SECONDS * 4 <= VISIBILITY_TIMEOUT_SECONDS
+    assert retry_countdown(50, rand=lambda: 1) == MAX_BACKOFF_SECONDS
+    # What the broker holds (task countdowns) stays far under its visibility timeout.
+    assert MAX_TASK_COUNTDOWN_SECONDS * 2 <= VISIBILITY_TIMEOUT_SECONDS
 
 
 def test_celery_settings_are_pinned():
@@ -392,10 +517,10 @@ def test_task_options_are_pinned(monkeypatch):
     for name in (HANDLE_EVENT_TASK, SYNC_TASK, "workers.tasks.deliver_reminder", "workers.tasks.pump_store"):
         task = app.tasks[name]
         assert task.acks_late is True and task.ignore_result is True, name
-    assert app.tasks["workers.tasks.deliver_reminder"].max_retries >= 8
     import redis
     for name in (HANDLE_EVENT_TASK, SYNC_TASK, "workers.tasks.deliver_reminder"):
-        assert redis.RedisError in app.tasks[name].autoretry_for, name
+        assert redis.ConnectionError in app.tasks[name].autoretry_for, name
+        assert app.tasks[name].retry_backoff_max <= MAX_TASK_COUNTDOWN_SECONDS, name
 
 
 # -- the sweep keeps work it cannot do now ------------------------------------------------------
@@ -409,7 +534,7 @@ def test_the_sweep_keeps_entries_of_stores_it_cannot_serve_now(rt, clock, state)
         rt.registry.set_config(M, paused=1)
     else:
         rt.registry.mark_loyalty_missing(M, 600)
-    due = reminding.due_set(rt)
+    due = rt.due
     due.schedule([(clock() - 1, DueEntry(M, C, 7, "0" * 12))])
     reads = []
     result = reminding.sweep(rt, datetime.fromtimestamp(clock(), timezone.utc), lambda *a: None,
@@ -421,7 +546,7 @@ def test_the_sweep_keeps_entries_of_stores_it_cannot_serve_now(rt, clock, state)
 def test_a_customer_that_fails_in_the_sweep_does_not_stop_the_others(rt, clock, monkeypatch):
     from workers import reminding
     from workers.due_set import DueEntry
-    due = reminding.due_set(rt)
+    due = rt.due
     due.schedule([(clock() - 1, DueEntry(M, c, 7, "0" * 12)) for c in (1, 2, 3)])
 
     def read(m, c):
@@ -432,3 +557,58 @@ def test_a_customer_that_fails_in_the_sweep_does_not_stop_the_others(rt, clock, 
     reminding.sweep(rt, datetime.fromtimestamp(clock(), timezone.utc), lambda *a: None, read)
     assert reads == [1, 3]
     assert due.processing_count() == 1  # customer 2 waits for its lease to run out
+
+
+# -- the paths that used to lose a reminder -----------------------------------------------------
+def test_an_order_event_handled_with_an_opt_out_never_writes_the_old_flag_back(rt):
+    """customer.updated (opt-out) and order.created for one customer, handled at the same moment
+    by two workers: the opt-out's whole write lands just before the order's write (after any read
+    the order's save did). The opt-out must stand."""
+    sync.accept_event(rt, event(dict(CUSTOMER, notifications_enabled=True)))
+    real = rt.profiles.redis
+    fired = []
+
+    def opt_out_first():
+        if not fired:
+            fired.append(1)
+            rt.profiles.redis = real
+            rt.profiles.save(M, sync.Customer.from_dict(dict(CUSTOMER, notifications_enabled=False)))
+
+    class Pipe:
+        def __init__(self, pipe):
+            self.pipe = pipe
+
+        def __getattr__(self, name):
+            if name == "execute":
+                opt_out_first()
+            return getattr(self.pipe, name)
+
+    class Store:
+        def __getattr__(self, name):
+            if name in ("set", "hset"):
+                opt_out_first()
+            if name == "pipeline":
+                return lambda *a, **k: Pipe(real.pipeline(*a, **k))
+            return getattr(real, name)
+    rt.profiles.redis = Store()
+    rt.profiles.save(M, sync.Customer.from_dict(CUSTOMER))  # order.created: carries no flag
+    rt.profiles.redis = real
+    assert fired
+    assert rt.profiles.load(M, C).notifications_enabled is False
+    assert rt.profiles.load(M, C).name == "Mohammed Ali"
+
+
+def test_a_held_reminder_whose_read_is_dropped_stays_in_the_due_set(rt, clock):
+    from workers import reminding
+    from workers.due_set import DueEntry
+    held = DueEntry(M, C, 7, "ab" * 6)
+    rt.due.schedule([(clock() - 1, held)])
+    asked = []
+    result = reminding.sweep(rt, datetime.fromtimestamp(clock(), timezone.utc), lambda *a: None,
+                             lambda m, c: asked.append(c))  # the read is then dropped: nothing comes back
+    assert result.reads_requested == 1 and asked == [C]
+    assert rt.due.pending_count() == 1 and rt.due.processing_count() == 0
+    # It comes back and asks again, instead of being gone.
+    clock.now += reminding.RECHECK_WAIT_SECONDS
+    reminding.sweep(rt, datetime.fromtimestamp(clock(), timezone.utc), lambda *a: None, lambda m, c: asked.append(c))
+    assert asked == [C, C]

@@ -135,7 +135,7 @@ def test_authorize_stores_the_tokens_encrypted_and_never_logs_them(client, store
     caplog.set_level("DEBUG")
     response = post(client, sample_bytes("app.store.authorize.json"))
     assert response.status_code == 200 and response.get_json() == {"status": "stored"}
-    raw = store.get("lpr:store:1234509876:tokens")
+    raw = store.get("lpr:{store:1234509876}:tokens")
     sample_token = json.loads(sample_bytes("app.store.authorize.json"))["data"]["access_token"]
     assert raw and sample_token not in raw and "fWcceFWF9eFH4y" not in raw
     deps = client.application.extensions["reminder_service"]
@@ -172,9 +172,9 @@ def test_uninstall_deletes_tokens_and_queues_the_clean_up(client, store, queue):
     post(client, authorize())
     response = post(client, sample_bytes("app.uninstalled.json"))
     assert response.get_json() == {"status": "uninstalled"}
-    assert store.get("lpr:store:1234509876:tokens") is None
+    assert store.get("lpr:{store:1234509876}:tokens") is None
     assert client.application.extensions["reminder_service"].registry.state(1234509876)["state"] == "uninstalled"
-    assert queue.tasks == ["workers.tasks.forget_store"] and queue.messages == [{"merchant_id": 1234509876}]
+    assert queue.tasks == ["workers.tasks.forget_store"] and queue.messages == [{"merchant_id": 1234509876, "uninstalled_at": 1672479085.0}]
     post(client, authorize(access="again", expires=2_000_000_001))  # reinstalled
     assert client.application.extensions["reminder_service"].registry.state(1234509876)["state"] == "active"
 
@@ -244,3 +244,41 @@ def test_health_and_readiness(server, client):
 def test_unknown_route_answers_json(client):
     response = client.get("/nope")
     assert response.status_code == 404 and response.get_json()["error"] == "not_found"
+
+
+def app_event(event, created_at, merchant=1234509876, **data):
+    return json.dumps({"event": event, "merchant": merchant, "created_at": created_at, "data": data}).encode()
+
+
+def installed(created_at, access="A", expires=2_000_000_000):
+    return app_event("app.store.authorize", created_at, access_token=access, refresh_token="r", expires=expires,
+                     scope="customers.read offline_access")
+
+
+def test_a_late_retry_of_an_older_uninstall_does_not_undo_a_newer_install(client, queue):
+    deps = client.application.extensions["reminder_service"]
+    assert post(client, installed("Sun Nov 01 2026 10:00:00 GMT+0300")).get_json() == {"status": "stored"}
+    uninstall = app_event("app.uninstalled", "Mon Nov 02 2026 10:00:00 GMT+0300")
+    assert post(client, uninstall).get_json() == {"status": "uninstalled"}
+    assert post(client, installed("2026-11-03 10:00:00", access="fresh")).get_json() == {"status": "stored"}
+    late = post(client, uninstall)  # Salla's retry of the uninstall, five minutes... or days late
+    assert late.status_code == 200 and late.get_json()["status"] == "ignored"
+    assert deps.tokens.load(1234509876).access_token == "fresh"
+    assert deps.registry.state(1234509876)["state"] == "active"
+    assert queue.tasks == ["workers.tasks.forget_store"]  # only the real uninstall asked for erasure
+
+
+def test_an_authorize_older_than_the_uninstall_is_ignored(client):
+    deps = client.application.extensions["reminder_service"]
+    post(client, installed("2026-11-01 10:00:00"))
+    post(client, app_event("app.uninstalled", "2026-11-02T07:00:00Z"))  # 10:00 in Riyadh
+    late = post(client, installed("2026-11-01 10:00:00", access="old", expires=2_100_000_000))
+    assert late.get_json()["status"] == "ignored"
+    assert deps.tokens.load(1234509876) is None and deps.registry.state(1234509876)["state"] == "uninstalled"
+
+
+def test_readiness_shows_operator_alarms(client):
+    deps = client.application.extensions["reminder_service"]
+    deps.alarms.raise_("oauth_client", "Salla refused our token refresh with invalid_client")
+    body = client.get("/readyz").get_json()
+    assert body["status"] == "ready" and "invalid_client" in body["alarms"]["oauth_client"]

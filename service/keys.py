@@ -1,0 +1,134 @@
+"""Every Redis key this service writes, in one place, with its lifetime and its owner.
+
+A store's keys all start with `{prefix}{store:<merchant>}:`. The braces are a Redis Cluster
+hash tag: every key of one store lives in one slot, so a Lua script can touch several of them
+(declared in KEYS), and dropping a store is a SCAN of that one pattern (`StoreKeys.pattern`),
+not a hunt. The few keys shared by all stores are at the top.
+
+| key                               | type   | lifetime                     | owner                   |
+|-----------------------------------|--------|------------------------------|-------------------------|
+| stores                            | set    | forever (merchant ids seen)  | service/stores.py       |
+| sync:backlog                      | set    | while a store has reads      | workers/budget.py       |
+| webhook:seen:<sha256>             | string | WEBHOOK_DEDUPE_TTL_SECONDS   | service/webhooks.py     |
+| beat:last                         | string | overwritten every minute     | workers/tasks.py        |
+| alarm:<name>                      | hash   | until cleared (operator)     | service/alarms.py       |
+| {due}:scheduled/processing/by-customer | zset | entries until acked         | workers/due_set.py      |
+| per store, `{store:M}:` +         |        |                              |                         |
+|   state, config                   | hash   | kept after uninstall         | service/stores.py       |
+|   counters, stats                 | hash   | kept after uninstall         | stores.py, ledger.py    |
+|   tokens                          | string | until uninstall              | service/tokens.py       |
+|   token-lock                      | string | lock, 60 s                   | service/tokens.py       |
+|   app-event-at                    | string | kept after uninstall         | service/webhooks.py     |
+|   no-loyalty, blocked-until       | string | TTL                          | stores.py, budget.py    |
+|   loyalty-ok                      | string | until uninstall              | workers/sync.py         |
+|   budget:plan, budget:customer    | zset   | TTL = the window             | workers/budget.py       |
+|   pending, inflight               | zset   | while reads wait / run       | workers/budget.py       |
+|   pages, attempts                 | hash   | until uninstall              | workers/budget.py, sync |
+|   pump                            | string | TTL (a pump is scheduled)    | workers/tasks.py        |
+|   dead                            | zset   | until replayed or dropped    | workers/ledger.py       |
+|   customer:C (profile)            | hash   | PROFILE_KEEP (400 days)      | workers/profiles.py     |
+|   lots:C                          | string | 400 days after the last read | workers/reminding.py    |
+|   marks:C                         | hash   | past the last lot's expiry   | workers/ledger.py       |
+|   recheck:C                       | set    | 1 day                        | workers/reminding.py    |
+|   reminder:<id> (the ledger)      | hash   | past the last lot's expiry   | workers/ledger.py       |
+
+Uninstall (workers/tasks.py forget_store) deletes every key of the store's pattern except
+`KEPT_AFTER_UNINSTALL`: what an operator needs to see what happened (state, settings, counters),
+and the time of the last app event (so that a late retry of an older one is still refused).
+"""
+from __future__ import annotations
+
+# What an operator still needs after a store uninstalled: no personal data in any of them.
+KEPT_AFTER_UNINSTALL = ("state", "config", "counters", "stats", "app-event-at")
+
+
+class Keys:
+    def __init__(self, prefix: str):
+        self.prefix = prefix
+
+    # -- shared by all stores ------------------------------------------------------------------
+    @property
+    def stores(self) -> str:
+        return f"{self.prefix}stores"
+
+    @property
+    def backlog(self) -> str:
+        return f"{self.prefix}sync:backlog"
+
+    def webhook_seen(self, digest: str) -> str:
+        return f"{self.prefix}webhook:seen:{digest}"
+
+    @property
+    def beat_last(self) -> str:
+        return f"{self.prefix}beat:last"
+
+    def alarm(self, name: str) -> str:
+        return f"{self.prefix}alarm:{name}"
+
+    @property
+    def alarm_pattern(self) -> str:
+        return f"{self.prefix}alarm:*"
+
+    @property
+    def due_base(self) -> str:
+        # One hash tag for the three sorted sets of the due set: its scripts touch all three.
+        return f"{self.prefix}{{due}}"
+
+    def store(self, merchant_id: int) -> "StoreKeys":
+        return StoreKeys(self.prefix, int(merchant_id))
+
+
+class StoreKeys:
+    """The keys of one store. Attributes for the store-wide ones, methods for per-customer ones."""
+
+    def __init__(self, prefix: str, merchant_id: int):
+        self.merchant_id = merchant_id
+        self.base = f"{prefix}{{store:{merchant_id}}}:"
+        b = self.base
+        self.state = b + "state"
+        self.config = b + "config"
+        self.counters = b + "counters"
+        self.stats = b + "stats"
+        self.tokens = b + "tokens"
+        self.token_lock = b + "token-lock"
+        self.app_event_at = b + "app-event-at"
+        self.no_loyalty = b + "no-loyalty"
+        self.loyalty_ok = b + "loyalty-ok"
+        self.blocked_until = b + "blocked-until"
+        self.budget_plan = b + "budget:plan"
+        self.budget_customer = b + "budget:customer"
+        self.pending = b + "pending"
+        self.inflight = b + "inflight"
+        self.pages = b + "pages"
+        self.attempts = b + "attempts"
+        self.pump = b + "pump"
+        self.dead = b + "dead"
+
+    @property
+    def pattern(self) -> str:
+        """SCAN MATCH pattern of every key of this store (`{` and `}` are not glob characters)."""
+        return self.base + "*"
+
+    @property
+    def kept_after_uninstall(self) -> tuple[str, ...]:
+        return tuple(self.base + name for name in KEPT_AFTER_UNINSTALL)
+
+    def profile(self, customer_id: int) -> str:
+        return f"{self.base}customer:{customer_id}"
+
+    def lots(self, customer_id: int) -> str:
+        return f"{self.base}lots:{customer_id}"
+
+    def marks(self, customer_id: int) -> str:
+        return f"{self.base}marks:{customer_id}"
+
+    def recheck(self, customer_id: int) -> str:
+        return f"{self.base}recheck:{customer_id}"
+
+    def reminder(self, reminder_id: str) -> str:
+        return f"{self.base}reminder:{reminder_id}"
+
+    def customer_keys(self, customer_id: int) -> tuple[str, ...]:
+        """Everything kept about one customer (export and erasure walk this list)."""
+        return (self.profile(customer_id), self.lots(customer_id), self.marks(customer_id),
+                self.recheck(customer_id))

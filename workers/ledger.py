@@ -1,0 +1,291 @@
+"""The delivery ledger: every reminder handed to delivery, its state, attempts and channels.
+
+The backbone, as notification statuses are in GOV.UK Notify: statistics, dead letters,
+replay and "was this lot reminded" all read it, so nothing counts as reminded that did not
+go out.
+
+    scheduled --> sending --> sent                        (every channel done, one or more sent)
+        ^            |  \\
+        |            |   `--> retrying --> sending ...   (a channel failed for now: backoff)
+        |            v
+        +-- replay -- dead --> dropped                   (retries used up, or refused everywhere)
+    scheduled/sending/retrying --> cancelled             (opt-out, uninstall)
+
+A record is a hash `reminder:<id>` under the store's hash tag: merchant_id, customer_id,
+stage, state, attempts, last_error, created_at, updated_at, sent_at, body (the reminder as
+JSON), and per channel `ch:<name>` = sent | failed:<why> | retry:<why> | sending:<attempt>:<deadline>.
+
+The customer's `marks:<c>` hash (same slot) says which lots were named at which stage:
+  <lot key>   -> nearest stage a *sent* reminder named it at (outcome accounting reads these)
+  d:<lot key> -> nearest stage a reminder an operator *dropped* named it at
+  stage:<S>   -> when this customer's last S reminder was queued (the pause between two)
+  p:<id>      -> a reminder on its way (or a dead letter): {"stage", "lots", "at"}. Its lots count as
+                 named for planning, so that a read in between does not queue the stage again,
+                 and the sweep finds the reminder's id from a due-set timer through it.
+The first send marks the lots; once every channel is done the `p:` entry goes. Dropped, it becomes
+drop marks; cancelled, it goes (the lots are free again).
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+import redis
+
+from service.keys import Keys
+
+SCHEDULED, SENDING, RETRYING, SENT, DEAD, DROPPED, CANCELLED = (
+    "scheduled", "sending", "retrying", "sent", "dead", "dropped", "cancelled")
+LIVE = frozenset({SCHEDULED, SENDING, RETRYING})  # still on its way: a timer in the due set watches it
+STAGE_FIELD, CLAIM_FIELD, DROP_FIELD = "stage:", "p:", "d:"
+
+# KEYS: record, marks. ARGV: id, merchant, customer, stage, now, keep, body, claim.
+_CREATE = """
+local state = redis.call('HGET', KEYS[1], 'state')
+if state and state ~= 'cancelled' then return state end
+redis.call('DEL', KEYS[1])  -- cancelled (an opt-out since undone): it starts over
+redis.call('HSET', KEYS[1], 'merchant_id', ARGV[2], 'customer_id', ARGV[3], 'stage', ARGV[4],
+           'state', 'scheduled', 'attempts', 0, 'created_at', ARGV[5], 'updated_at', ARGV[5], 'body', ARGV[7])
+redis.call('EXPIRE', KEYS[1], ARGV[6])
+redis.call('HSET', KEYS[2], 'p:' .. ARGV[1], ARGV[8], 'stage:' .. ARGV[4], ARGV[5])
+if redis.call('TTL', KEYS[2]) < tonumber(ARGV[6]) then redis.call('EXPIRE', KEYS[2], ARGV[6]) end
+return 'created'
+"""
+
+# KEYS: record. ARGV: channel, attempt, now, claim seconds.
+# A channel is claimed for one attempt at a time. A claim of an earlier attempt that has not
+# run out means another worker may be sending right now: busy (try again after it). One that
+# ran out belonged to a worker that died mid-send; taking it over may repeat that send (the
+# one place a reminder can go out twice: X-Reminder-Id lets a receiver drop the repeat).
+_CLAIM_CHANNEL = """
+local field = 'ch:' .. ARGV[1]
+local current = redis.call('HGET', KEYS[1], field)
+if current == 'sent' then return 'sent' end
+if current and string.sub(current, 1, 8) == 'sending:' then
+  local attempt, deadline = string.match(current, '^sending:(%d+):([%d%.]+)$')
+  if attempt ~= ARGV[2] and tonumber(deadline) > tonumber(ARGV[3]) then return 'busy:' .. deadline end
+end
+redis.call('HSET', KEYS[1], field, 'sending:' .. ARGV[2] .. ':' .. string.format('%.3f', tonumber(ARGV[3]) + tonumber(ARGV[4])))
+return 'ok'
+"""
+
+# KEYS: record, marks, stats, counters, dead. ARGV: id, now.
+# The first channel that sends makes the reminder reach the shopper (`sent_at`): its lots are
+# marked at its stage, and it is counted, once, here and nowhere else. Its state becomes `sent`
+# once no channel is left to retry (settle_sent).
+_MARK_SENT = """
+if redis.call('EXISTS', KEYS[1]) == 0 or redis.call('HEXISTS', KEYS[1], 'sent_at') == 1 then return 0 end
+redis.call('HSET', KEYS[1], 'sent_at', ARGV[2], 'updated_at', ARGV[2])
+redis.call('ZREM', KEYS[5], ARGV[1])
+local stage = tonumber(redis.call('HGET', KEYS[1], 'stage'))
+local body = cjson.decode(redis.call('HGET', KEYS[1], 'body'))
+for _, lot in ipairs(body['lots']) do
+  local current = tonumber(redis.call('HGET', KEYS[2], lot['key']) or '1000000')
+  if stage < current then redis.call('HSET', KEYS[2], lot['key'], stage) end
+end
+redis.call('HINCRBY', KEYS[3], stage .. ':reminders_sent', 1)
+redis.call('HINCRBY', KEYS[3], stage .. ':points_reminded', body['points_expiring'])
+redis.call('HINCRBY', KEYS[4], 'reminders_sent', 1)
+return 1
+"""
+
+# KEYS: record, marks, counters, dead. ARGV: id, now, new state, error, counter.
+# dead: the claim stays (the stage is not queued again while an operator decides);
+# dropped: the claim becomes drop marks; cancelled: the claim goes.
+_FINISH = """
+local state = redis.call('HGET', KEYS[1], 'state')
+if not state or state == 'sent' or state == ARGV[3] then return 0 end
+if ARGV[3] ~= 'cancelled' and redis.call('HEXISTS', KEYS[1], 'sent_at') == 1 then return 0 end
+redis.call('HSET', KEYS[1], 'state', ARGV[3], 'updated_at', ARGV[2])
+if ARGV[4] ~= '' then redis.call('HSET', KEYS[1], 'last_error', ARGV[4]) end
+local claim = 'p:' .. ARGV[1]
+if ARGV[3] == 'dead' then
+  redis.call('ZADD', KEYS[4], ARGV[2], ARGV[1])
+else
+  redis.call('ZREM', KEYS[4], ARGV[1])
+end
+if ARGV[3] == 'dropped' then
+  local stage = tonumber(redis.call('HGET', KEYS[1], 'stage'))
+  local body = cjson.decode(redis.call('HGET', KEYS[1], 'body'))
+  for _, lot in ipairs(body['lots']) do
+    local current = tonumber(redis.call('HGET', KEYS[2], 'd:' .. lot['key']) or '1000000')
+    if stage < current then redis.call('HSET', KEYS[2], 'd:' .. lot['key'], stage) end
+  end
+  redis.call('HDEL', KEYS[2], claim)
+elseif ARGV[3] == 'cancelled' then
+  redis.call('HDEL', KEYS[2], claim)
+end
+if ARGV[5] ~= '' then redis.call('HINCRBY', KEYS[3], ARGV[5], 1) end
+return 1
+"""
+
+
+def count_stat(store: redis.Redis, keys: Keys, merchant_id: int, stage: int, name: str, amount: int = 1) -> None:
+    """Outcome counters per store and stage (stage 0: per customer, e.g. opted_out_cancelled)."""
+    if amount:
+        store.hincrby(keys.store(merchant_id).stats, f"{stage}:{name}", amount)
+
+
+@dataclass(frozen=True)
+class Record:
+    reminder_id: str
+    merchant_id: int
+    customer_id: int
+    stage: int
+    state: str
+    attempts: int
+    last_error: str
+    created_at: float
+    updated_at: float
+    sent_at: float | None
+    channels: dict[str, str]
+    body: str
+
+    @property
+    def reminder(self) -> dict:
+        return json.loads(self.body)
+
+    def view(self) -> dict:
+        """What an operator sees (the message, never the shopper's address)."""
+        reminder = self.reminder
+        return {"reminder_id": self.reminder_id, "merchant_id": self.merchant_id, "customer_id": self.customer_id,
+                "stage_days": self.stage, "state": self.state, "attempts": self.attempts,
+                "last_error": self.last_error, "created_at": self.created_at, "updated_at": self.updated_at,
+                "sent_at": self.sent_at,
+                "channels": self.channels, "points_expiring": reminder.get("points_expiring"),
+                "lots": len(reminder.get("lots", []))}
+
+
+@dataclass(frozen=True)
+class Marks:
+    """One read of a customer's `marks` hash."""
+    sent: dict[str, int]  # lot key -> nearest stage a sent reminder named it at
+    named: dict[str, int]  # sent, dropped or queued: what planning must not queue again
+    stage_times: dict[int, float]  # stage -> when the last reminder of it was queued
+    claims: dict[str, dict]  # reminder id -> {"stage", "lots", "at"} of reminders not sent yet
+
+    def claim_for(self, reminder_key: str) -> str | None:
+        """The queued reminder whose id starts with `reminder_key` (a due-set entry's key)."""
+        return next((rid for rid in self.claims if rid.startswith(reminder_key)), None)
+
+
+def parse_marks(raw: dict) -> Marks:
+    sent, named, times, claims = {}, {}, {}, {}
+    for field, value in raw.items():
+        field = field.decode() if isinstance(field, bytes) else field
+        value = value.decode() if isinstance(value, bytes) else value
+        if field.startswith(STAGE_FIELD):
+            times[int(field[len(STAGE_FIELD):])] = float(value)
+        elif field.startswith(CLAIM_FIELD):
+            claims[field[len(CLAIM_FIELD):]] = json.loads(value)
+        elif field.startswith(DROP_FIELD):
+            key = field[len(DROP_FIELD):]
+            named[key] = min(named.get(key, 10**6), int(value))
+        else:
+            sent[field] = int(value)
+            named[field] = min(named.get(field, 10**6), int(value))
+    for claim in claims.values():
+        for key in claim["lots"]:
+            named[key] = min(named.get(key, 10**6), int(claim["stage"]))
+    return Marks(sent=sent, named=named, stage_times=times, claims=claims)
+
+
+class Ledger:
+    CLAIM_SECONDS = 30  # a channel's send takes at most its HTTP timeout; then the claim is void
+
+    def __init__(self, store: redis.Redis, prefix: str):
+        self.redis = store
+        self.keys = Keys(prefix)
+        self._create = store.register_script(_CREATE)
+        self._claim_channel = store.register_script(_CLAIM_CHANNEL)
+        self._mark_sent = store.register_script(_MARK_SENT)
+        self._finish = store.register_script(_FINISH)
+
+    def marks(self, merchant_id: int, customer_id: int) -> Marks:
+        return parse_marks(self.redis.hgetall(self.keys.store(merchant_id).marks(customer_id)))
+
+    def create(self, reminder: dict, keep_seconds: int, now: float) -> str:
+        """Record a reminder about to be delivered and claim its lots at its stage.
+        Returns 'created', or the state of the record that already exists (same id)."""
+        m, c, rid = reminder["merchant_id"], reminder["customer_id"], reminder["reminder_id"]
+        k = self.keys.store(m)
+        claim = json.dumps({"stage": reminder["stage_days"], "lots": [lot["key"] for lot in reminder["lots"]],
+                            "at": round(now, 3)})
+        result = self._create(keys=[k.reminder(rid), k.marks(c)], args=[
+            rid, m, c, reminder["stage_days"], f"{now:.3f}", max(int(keep_seconds), 60),
+            json.dumps(reminder, ensure_ascii=False), claim])
+        return result.decode() if isinstance(result, bytes) else result
+
+    def get(self, merchant_id: int, reminder_id: str) -> Record | None:
+        raw = self.redis.hgetall(self.keys.store(merchant_id).reminder(reminder_id))
+        if not raw:
+            return None
+        raw = {(k.decode() if isinstance(k, bytes) else k): (v.decode() if isinstance(v, bytes) else v)
+               for k, v in raw.items()}
+        return Record(reminder_id=reminder_id, merchant_id=int(raw["merchant_id"]),
+                      customer_id=int(raw["customer_id"]), stage=int(raw["stage"]), state=raw["state"],
+                      attempts=int(raw.get("attempts", 0)), last_error=raw.get("last_error", ""),
+                      created_at=float(raw.get("created_at", 0)), updated_at=float(raw.get("updated_at", 0)),
+                      sent_at=float(raw["sent_at"]) if raw.get("sent_at") else None,
+                      channels={k[3:]: v for k, v in raw.items() if k.startswith("ch:")}, body=raw["body"])
+
+    def begin_attempt(self, merchant_id: int, reminder_id: str, now: float) -> int:
+        key = self.keys.store(merchant_id).reminder(reminder_id)
+        pipe = self.redis.pipeline()
+        pipe.hincrby(key, "attempts", 1)
+        pipe.hset(key, mapping={"state": SENDING, "updated_at": f"{now:.3f}"})
+        return int(pipe.execute()[0])
+
+    def claim_channel(self, merchant_id: int, reminder_id: str, channel: str, attempt: int, now: float) -> str:
+        result = self._claim_channel(keys=[self.keys.store(merchant_id).reminder(reminder_id)],
+                                     args=[channel, attempt, f"{now:.3f}", self.CLAIM_SECONDS])
+        return result.decode() if isinstance(result, bytes) else result
+
+    def channel_result(self, merchant_id: int, reminder_id: str, channel: str, outcome: str) -> None:
+        self.redis.hset(self.keys.store(merchant_id).reminder(reminder_id), f"ch:{channel}", outcome[:300])
+
+    def mark_sent(self, merchant_id: int, customer_id: int, reminder_id: str, now: float) -> bool:
+        """True the first time (the reminder is counted then)."""
+        k = self.keys.store(merchant_id)
+        return bool(self._mark_sent(keys=[k.reminder(reminder_id), k.marks(customer_id), k.stats, k.counters, k.dead],
+                                    args=[reminder_id, f"{now:.3f}"]))
+
+    def settle_sent(self, merchant_id: int, customer_id: int, reminder_id: str, now: float) -> None:
+        """Every channel is done and one or more sent: the claim goes (its lots are marked)."""
+        k = self.keys.store(merchant_id)
+        pipe = self.redis.pipeline()
+        pipe.hset(k.reminder(reminder_id), mapping={"state": SENT, "updated_at": f"{now:.3f}"})
+        pipe.hdel(k.marks(customer_id), CLAIM_FIELD + reminder_id)
+        pipe.execute()
+
+    def retrying(self, merchant_id: int, reminder_id: str, error: str, now: float) -> None:
+        self.redis.hset(self.keys.store(merchant_id).reminder(reminder_id),
+                        mapping={"state": RETRYING, "last_error": error[:300], "updated_at": f"{now:.3f}"})
+
+    def finish(self, merchant_id: int, customer_id: int, reminder_id: str, state: str, now: float,
+               error: str = "", counter: str = "") -> bool:
+        """dead, dropped or cancelled; False when the record is missing, sent, or already so."""
+        k = self.keys.store(merchant_id)
+        return bool(self._finish(keys=[k.reminder(reminder_id), k.marks(customer_id), k.counters, k.dead],
+                                 args=[reminder_id, f"{now:.3f}", state, error[:300], counter]))
+
+    def replay(self, merchant_id: int, reminder_id: str, now: float) -> Record | None:
+        """A dead letter goes back to `scheduled` with its attempts reset; the caller delivers it."""
+        record = self.get(merchant_id, reminder_id)
+        if record is None or record.state != DEAD:
+            return None
+        k = self.keys.store(merchant_id)
+        pipe = self.redis.pipeline()
+        pipe.hset(k.reminder(reminder_id), mapping={"state": SCHEDULED, "attempts": 0, "updated_at": f"{now:.3f}"})
+        pipe.zrem(k.dead, reminder_id)
+        pipe.hincrby(k.counters, "dead_letters_replayed", 1)
+        pipe.execute()
+        return self.get(merchant_id, reminder_id)
+
+    def dead_letters(self, merchant_id: int, limit: int = 100) -> list[Record]:
+        ids = self.redis.zrange(self.keys.store(merchant_id).dead, 0, limit - 1)
+        records = [self.get(merchant_id, rid.decode() if isinstance(rid, bytes) else rid) for rid in ids]
+        return [record for record in records if record is not None]
+
+    def live_claims(self, merchant_id: int, customer_id: int) -> list[str]:
+        return list(self.marks(merchant_id, customer_id).claims)
