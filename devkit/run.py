@@ -111,6 +111,7 @@ def main() -> int:
     finally:
         if redis_server:
             redis_server.stop()
+            log.info("stopped the embedded Redis")
 
 
 if __name__ == "__main__":
