@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 
@@ -46,6 +47,7 @@ TIEBREAK_MAX_SECONDS = 5.0
 # read never plans again (dropped, failed for good, its store paused meanwhile).
 RECHECK_WAIT_SECONDS = 900
 KEEP_SECONDS = 400 * 24 * 3600
+SWEEP_TIME_BUDGET_SECONDS = 20.0
 KNOWN_STATUSES = {"مؤكدة"}  # the only status Salla documents ("confirmed")
 _seen_statuses: set[str] = set()
 
@@ -187,14 +189,20 @@ class SweepResult:
     sent: list[dict] = field(default_factory=list)
 
 
-def sweep(rt: Runtime, now: datetime, publish, request_read, batch: int = 1000, max_batches: int = 50) -> SweepResult:
+def sweep(rt: Runtime, now: datetime, publish, request_read, batch: int = 1000, max_batches: int = 50,
+          time_budget: float = SWEEP_TIME_BUDGET_SECONDS) -> SweepResult:
     """Claim what is due (atomically: two sweepers never get the same entry) and act on it.
 
     A customer whose handling fails is left unacked: the lease runs out and a later sweep
-    tries again, while the rest of the batch goes on.
+    tries again, while the rest of the batch goes on. A sweep stops after `time_budget`
+    seconds and leaves the rest to the next tick: a task that ran past the broker's visibility
+    timeout would be handed to a second worker.
     """
     result = SweepResult()
+    started = time.monotonic()
     for _ in range(max_batches):
+        if time.monotonic() - started > time_budget:
+            break
         claimed = rt.due.claim(now.timestamp() + TIEBREAK_MAX_SECONDS, batch)
         if not claimed:
             break
