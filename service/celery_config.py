@@ -26,6 +26,9 @@ VISIBILITY_TIMEOUT_SECONDS = 3600
 
 
 def celery_config(settings: Settings) -> dict:
+    # Without it the worker dies when Redis restarts under load (the module says why).
+    from service.kombu_workarounds import guard_detached_redis_channels
+    guard_detached_redis_channels()
     return {
         "broker_url": settings.broker_url,
         # #broker-transport-options: fail fast when Redis is gone (the webhook answers 503
