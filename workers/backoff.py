@@ -3,11 +3,11 @@ from __future__ import annotations
 
 import random
 
-from service.celery_config import VISIBILITY_TIMEOUT_SECONDS
+from service.celery_config import MAX_TASK_COUNTDOWN_SECONDS
 
 # Every countdown stays well under the broker's visibility timeout, so a waiting task is
 # never re-delivered as if its worker had died.
-MAX_COUNTDOWN_SECONDS = VISIBILITY_TIMEOUT_SECONDS // 4
+MAX_COUNTDOWN_SECONDS = MAX_TASK_COUNTDOWN_SECONDS
 
 
 def retry_countdown(retries: int, retry_after: float | None = None, base: float = 2.0,
