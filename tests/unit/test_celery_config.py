@@ -1,16 +1,23 @@
-"""The broker: which URLs are accepted and the transport options each kind gets."""
+"""The broker: which URLs are accepted, the transport options each kind gets, and the web's 503
+when the broker is down (a real kombu producer against a closed port; Redis is fakeredis)."""
 from __future__ import annotations
 
+import time
 from types import SimpleNamespace
 
+import fakeredis
 import pytest
 import redis
 
+from devkit.redis_server import free_port
+from service.app import create_app
 from service.celery_config import (MAX_TASK_COUNTDOWN_SECONDS, REDIS_RESTORE_INTERVAL_SECONDS,
                                    VISIBILITY_TIMEOUT_SECONDS, broker_is_redis, celery_config,
                                    kombu_broker_url)
+from service.queue import EventQueue, QueueUnavailable
 from service.settings import SettingsError
-from tests.conftest import make_settings
+from service.signatures import sign
+from tests.conftest import WEBHOOK_SECRET, make_settings, sample_bytes
 
 
 @pytest.mark.parametrize("url", [
@@ -101,3 +108,36 @@ def test_a_redis_broker_installs_the_kombu_guard():
     from kombu.transport import redis as kombu_redis
     with pytest.raises(redis.exceptions.ConnectionError):
         kombu_redis.Channel._connparams(detached)
+
+
+def test_the_web_producer_gives_up_quickly():
+    conf = EventQueue(make_settings())._celery.conf
+    assert conf.broker_connection_timeout == 1
+    assert conf.broker_transport_options["max_retries"] == 1
+    assert conf.broker_transport_options["socket_timeout"] == 2
+    amqp = EventQueue(make_settings(CELERY_BROKER_URL="amqp://guest:guest@127.0.0.1:5672//"))._celery.conf
+    assert amqp.broker_transport_options["confirm_publish"] is True
+    assert amqp.broker_transport_options["read_timeout"] == 2 and amqp.broker_transport_options["write_timeout"] == 2
+
+
+@pytest.mark.parametrize("scheme", ["redis", "amqp"])
+def test_a_dead_broker_is_a_503_within_3_seconds_and_the_retry_is_accepted(scheme):
+    port = free_port()  # nothing listens there
+    url = f"redis://127.0.0.1:{port}/0" if scheme == "redis" else f"amqp://guest:guest@127.0.0.1:{port}//"
+    store = fakeredis.FakeRedis(decode_responses=True)
+    client = create_app(make_settings(CELERY_BROKER_URL=url), redis_client=store).test_client()
+    body = sample_bytes("order.created.json")
+    headers = {"X-Salla-Signature": sign(body, WEBHOOK_SECRET), "Content-Type": "application/json"}
+    for _ in range(2):  # and again: the producer does not get slower after a failure
+        started = time.monotonic()
+        response = client.post("/webhooks/salla", data=body, headers=headers)
+        assert response.status_code == 503, response.get_json()
+        assert time.monotonic() - started < 3
+        # The dedupe key was removed, so Salla's retry is not taken for a repeat.
+        assert store.keys("*webhook:seen*") == []
+
+
+def test_enqueue_failure_is_queue_unavailable():
+    queue = EventQueue(make_settings(CELERY_BROKER_URL=f"amqp://guest:guest@127.0.0.1:{free_port()}//"))
+    with pytest.raises(QueueUnavailable, match="OperationalError"):
+        queue.enqueue({"event": "order.created"})
