@@ -1,14 +1,21 @@
-"""The worker rides out a Redis restart (append-only file on, as in docker-compose), with real
-parts. Redis restarts happen on a redis-server of the test's own (never the shared one).
+"""Both brokers with real parts: RabbitMQ end to end, and the worker riding out a Redis restart
+(append-only file on, as in docker-compose) with either broker.
+
+RabbitMQ: the one on 127.0.0.1:5672 (guest/guest), in a vhost these tests create and delete,
+so that other users of that RabbitMQ never see our queues or our workers' control messages.
+Redis restarts happen on a redis-server of the test's own (never the shared one).
 """
 from __future__ import annotations
 
+import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
 import threading
 import time
+import uuid
 from pathlib import Path
 
 import pytest
@@ -20,12 +27,46 @@ from devkit.sandbox import serve_in_thread
 from service.app import create_app
 from service.settings import Settings
 from tests.integration.conftest import wait_until
-from tests.integration.test_end_to_end import deliver, order_created
+from tests.integration.test_end_to_end import deliver, order_created, reads_of
 
 pytestmark = pytest.mark.integration
 
+RABBITMQ = ("127.0.0.1", 5672)
 # Our reads must not wait for the budget in these tests (they send a few hundred events).
 UNLIMITED = {"SALLA_PLAN_LIMIT": "100000", "SALLA_CUSTOMER_LIMIT": "100000"}
+
+
+def _answers(address, timeout=1.0) -> bool:
+    try:
+        with socket.create_connection(address, timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def _rabbitmqctl(*args) -> subprocess.CompletedProcess:
+    return subprocess.run(["rabbitmqctl", *args], capture_output=True, text=True, timeout=60)
+
+
+@pytest.fixture(scope="module")
+def rabbitmq_url():
+    """A vhost of our own on the local RabbitMQ, deleted afterwards (skips, saying why, when
+    there is no RabbitMQ or no rabbitmqctl to make the vhost with)."""
+    if not _answers(RABBITMQ):
+        pytest.skip("RabbitMQ does not answer on 127.0.0.1:5672; the amqp broker tests need one (guest/guest)")
+    if not shutil.which("rabbitmqctl"):
+        # The default vhost is shared: our workers would see other apps' remote-control
+        # broadcasts and events, and theirs ours. No vhost, no test.
+        pytest.skip("rabbitmqctl is not installed: these tests only run in a vhost of their own")
+    vhost = f"lpr-test-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    made = _rabbitmqctl("add_vhost", vhost)
+    if made.returncode != 0:
+        pytest.skip(f"rabbitmqctl add_vhost failed: {(made.stderr or made.stdout).strip()[:300]}")
+    try:
+        assert _rabbitmqctl("set_permissions", "-p", vhost, "guest", ".*", ".*", ".*").returncode == 0
+        yield f"amqp://guest:guest@127.0.0.1:5672/{vhost}"
+    finally:
+        _rabbitmqctl("delete_vhost", vhost)
 
 
 class RestartableRedis:
@@ -115,6 +156,34 @@ def _assert_survived(worker, beat, load: Load) -> None:
     assert max(seconds for _, seconds in load.answers) < 3
 
 
+# -- RabbitMQ end to end ----------------------------------------------------------------------
+@pytest.fixture
+def amqp_env(service_env, rabbitmq_url):
+    return dict(service_env, CELERY_BROKER_URL=rabbitmq_url)
+
+
+def test_rabbitmq_broker_end_to_end(amqp_env, sandbox, reminders, tmp_path):
+    worker = celery_worker(amqp_env, tmp_path / "worker.log", concurrency=1).start()
+    try:
+        with serve_in_thread(create_app(Settings.from_env(amqp_env))) as web:
+            body = order_created(1001)
+            assert deliver(web, body).json() == {"status": "queued"}
+            [received] = wait_until(lambda: reminders.received, timeout=30, message="the reminder at the receiver")
+            assert received["signature_valid"] is True
+            assert received["body"]["customer_id"] == 1001 and received["body"]["stage_days"] == 7
+            assert deliver(web, body).json() == {"status": "duplicate"}
+            # Another customer, read after the first: once read, everything before is done.
+            assert deliver(web, order_created(1002)).json() == {"status": "queued"}
+            wait_until(lambda: reads_of(sandbox, 1002) >= 1, message="the read of customer 1002")
+            time.sleep(0.5)
+            assert len(reminders.received) == 1
+        log = worker.log_text()
+        assert "Connected to amqp://guest:**@127.0.0.1:5672/" in log
+        assert "reminder " in log
+    finally:
+        worker.stop()
+
+
 # -- the worker rides out a Redis restart -----------------------------------------------------
 def test_the_worker_rides_out_a_redis_restart_with_the_redis_broker(service_env, sandbox, reminders, tmp_path):
     redis_server = RestartableRedis(tmp_path / "redis")
@@ -132,6 +201,28 @@ def test_the_worker_rides_out_a_redis_restart_with_the_redis_broker(service_env,
         log = worker.log_text()
         assert "Connection to broker lost" in log
         assert log.count("Connected to redis://") >= 2
+    finally:
+        for process in (beat, worker):
+            if process:
+                process.stop()
+        redis_server.close()
+
+
+def test_the_worker_rides_out_a_redis_restart_with_the_rabbitmq_broker(service_env, rabbitmq_url, sandbox, reminders,
+                                                                       tmp_path):
+    """Redis holds the state only; the worker's own Redis client must come back too."""
+    redis_server = RestartableRedis(tmp_path / "redis")
+    env = dict(service_env, REDIS_URL=redis_server.url, CELERY_BROKER_URL=rabbitmq_url, **UNLIMITED)
+    worker = beat = None
+    try:
+        worker = celery_worker(env, tmp_path / "worker.log", concurrency=2).start()
+        beat = celery_beat(env, tmp_path).start()
+        with serve_in_thread(create_app(Settings.from_env(env))) as web:
+            load = _restart_redis_under_load(redis_server, web)
+            assert deliver(web, order_created(1001)).json() == {"status": "queued"}
+            wait_until(lambda: reminder_for(reminders, 1001), timeout=45, message="the reminder after the restart")
+        _assert_survived(worker, beat, load)
+        assert "Connection to broker lost" not in worker.log_text()  # RabbitMQ never went away
     finally:
         for process in (beat, worker):
             if process:
