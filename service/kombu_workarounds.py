@@ -1,7 +1,7 @@
 """A guard for a kombu Redis-transport bug that kills the Celery worker when Redis restarts.
 
 What happens (celery 5.7.0, kombu 5.7.0, redis-py 8.1; reproduced by
-tests/integration/test_brokers.py::test_kombu_cleanup_after_a_redis_loss_needs_the_guard):
+tests/integration/test_brokers.py::test_kombu_still_needs_the_guard, step by step):
 when the worker loses its Redis broker, `Consumer.on_connection_error_after_connected` calls
 `connection.collect()` and then `connection.close()` (celery#10242 added that close).
 1. collect() closes the task channel. A BRPOP is in flight, so `Channel.close()` first reads its
