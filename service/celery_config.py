@@ -3,8 +3,15 @@
 One place, so the producer and the consumers agree on serializer, queue and broker options.
 Each non-default setting says why, with a link to Celery's configuration reference:
 https://docs.celeryq.dev/en/stable/userguide/configuration.html
+
+The broker is Redis or RabbitMQ, chosen by CELERY_BROKER_URL's scheme; Redis always holds the
+service's own state (dedupe keys, ledger, due set, budget). What each gives when a worker is
+killed: RabbitMQ redelivers its unacknowledged messages as soon as the worker's connection
+drops; Redis only after the visibility timeout, when a live worker's periodic scan finds them.
 """
 from __future__ import annotations
+
+from urllib.parse import parse_qs, urlencode, urlparse
 
 from service.settings import Settings
 
@@ -19,22 +26,88 @@ DELIVER_TASK = "workers.tasks.deliver_reminder"
 SWEEP_TASK = "workers.tasks.sweep"
 EVENTS_QUEUE = "events"
 
-# Redis broker: an unacknowledged task is re-delivered after this long. Every retry countdown
-# we use stays well under it, and nothing is ever scheduled as a long ETA task (a task delayed
-# past it runs twice: celery#2599, kombu#337).
-VISIBILITY_TIMEOUT_SECONDS = 3600
+REDIS_BROKER_SCHEMES = ("redis", "rediss", "unix")
+AMQP_BROKER_SCHEMES = ("amqp", "amqps", "pyamqp")
+
+# Redis broker: a message a worker took and has not acknowledged is handed out again once it
+# is this old. Short, so that the work of a killed worker resumes within two minutes: back in
+# the queue after at most VISIBILITY_TIMEOUT_SECONDS + REDIS_RESTORE_INTERVAL_SECONDS (65 s).
+# The price: anything a live worker holds unacknowledged for longer runs twice (celery#2599,
+# kombu#337). A worker holds a countdown/ETA task from the moment it is sent until it has run,
+# so countdowns stay at or under MAX_TASK_COUNTDOWN_SECONDS and a task must finish within the
+# rest of the minute; longer waits live in Redis sorted sets (the due set, the store's queue).
+# https://docs.celeryq.dev/en/stable/getting-started/backends-and-brokers/redis.html#visibility-timeout
+VISIBILITY_TIMEOUT_SECONDS = 60
+# The longest countdown/ETA any task may be published with (see above: half the visibility
+# timeout, leaving the other half for the task's own run and its wait for a free process).
+MAX_TASK_COUNTDOWN_SECONDS = 30
+# How often each worker scans for messages past the visibility timeout (kombu 5.7's Redis
+# transport; its defaults, 10 s and every 10th call, scan about every 100 s).
+REDIS_RESTORE_INTERVAL_SECONDS = 5
+
+
+def broker_is_redis(broker_url: str) -> bool:
+    return urlparse(broker_url).scheme in REDIS_BROKER_SCHEMES
+
+
+def kombu_broker_url(broker_url: str) -> str:
+    """The broker URL in kombu's spelling. redis-py's `unix:///path?db=N` (what REDIS_URL takes)
+    is `redis+socket:///path?virtual_host=N` to kombu, which has no `unix` transport."""
+    parts = urlparse(broker_url)
+    if parts.scheme != "unix":
+        return broker_url
+    query = parse_qs(parts.query)
+    db = query.pop("db", [None])[0]
+    if db is not None:
+        query["virtual_host"] = [db]
+    auth = f"{parts.netloc}" if parts.netloc else ""
+    encoded = urlencode({k: v[0] for k, v in query.items()})
+    return f"redis+socket://{auth}{parts.path}" + (f"?{encoded}" if encoded else "")
+
+
+def broker_transport_options(broker_url: str) -> dict:
+    """#broker-transport-options, by the broker's kind; each key is a non-default choice."""
+    if broker_is_redis(broker_url):
+        # kombu's Redis transport options:
+        # https://docs.celeryq.dev/projects/kombu/en/main/reference/kombu.transport.redis.html
+        return {
+            # See VISIBILITY_TIMEOUT_SECONDS: a killed worker's messages come back within ~65 s.
+            "visibility_timeout": VISIBILITY_TIMEOUT_SECONDS,
+            # Scan for them every 5 s, on every call (throttle 1), instead of every ~100 s.
+            "unacked_restore_interval": REDIS_RESTORE_INTERVAL_SECONDS,
+            "unacked_restore_throttle": 1,
+            # The scan holds a Redis lock for milliseconds; a worker killed while holding it
+            # would block every scan for the default 300 s, longer than our two-minute bound.
+            # Two scans that overlap are safe (each restore is a WATCH/MULTI transaction).
+            "unacked_mutex_expire": 30,
+            # Fail fast when Redis is gone (the webhook answers 503 so Salla retries) instead
+            # of hanging a web worker, or the worker's ack, on a dead socket.
+            "socket_connect_timeout": 2,
+            "socket_timeout": 5,
+        }
+    # py-amqp (RabbitMQ): https://docs.celeryq.dev/projects/kombu/en/main/reference/kombu.transport.pyamqp.html
+    # Nothing here bounds redelivery: RabbitMQ requeues a consumer's unacknowledged messages the
+    # moment its connection closes (a killed worker's socket closes at once; a silent network
+    # loss is caught by the heartbeat, #broker-heartbeat, 120 s by default). RabbitMQ's own
+    # bound, consumer_timeout (30 min by default: https://www.rabbitmq.com/docs/consumers#acknowledgement-timeout),
+    # closes the channel of a consumer that holds a delivery longer; ours are held for at most
+    # MAX_TASK_COUNTDOWN_SECONDS plus a task's run (seconds), so the default is left alone.
+    return {
+        # Publisher confirms (https://www.rabbitmq.com/docs/confirms): a publish returns only
+        # once RabbitMQ has taken the message, and raises when it refuses it, so the web's
+        # 200 means "queued" and a failure is a 503, never a silent loss.
+        "confirm_publish": True,
+    }
 
 
 def celery_config(settings: Settings) -> dict:
+    if broker_is_redis(settings.broker_url):
+        # Without it the worker dies when Redis restarts under load (the module says why).
+        from service.kombu_workarounds import guard_detached_redis_channels
+        guard_detached_redis_channels()
     return {
-        "broker_url": settings.broker_url,
-        # #broker-transport-options: fail fast when Redis is gone (the webhook answers 503
-        # so Salla retries) instead of hanging a web worker on a dead socket.
-        "broker_transport_options": {
-            "visibility_timeout": VISIBILITY_TIMEOUT_SECONDS,
-            "socket_connect_timeout": 2,
-            "socket_timeout": 5,
-        },
+        "broker_url": kombu_broker_url(settings.broker_url),
+        "broker_transport_options": broker_transport_options(settings.broker_url),
         "broker_connection_retry_on_startup": True,
         # #task-serializer / #accept-content: JSON only, never pickle from the network.
         "task_serializer": "json",

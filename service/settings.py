@@ -13,6 +13,10 @@ from urllib.parse import urlparse
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 WEBHOOK_STRATEGIES = ("signature", "token", "none")
+REDIS_SCHEMES = ("redis", "rediss", "unix")
+# The broker may be Redis or RabbitMQ (AMQP 0-9-1 through py-amqp: amqp, amqps and pyamqp are
+# kombu's names for the same transport); Redis stays the store for everything else.
+BROKER_SCHEMES = REDIS_SCHEMES + ("amqp", "amqps", "pyamqp")
 CHANNELS = ("log", "webhook")
 LANGUAGES = ("ar", "en")
 
@@ -65,7 +69,7 @@ class Settings:
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> "Settings":
         env = _Env(os.environ if environ is None else environ)
-        redis_url = env.url("REDIS_URL", "redis://127.0.0.1:6379/0", schemes=("redis", "rediss", "unix"))
+        redis_url = env.url("REDIS_URL", "redis://127.0.0.1:6379/0", schemes=REDIS_SCHEMES)
         strategy = env.choice("SALLA_WEBHOOK_STRATEGY", "signature", WEBHOOK_STRATEGIES)
         secret = env.str("SALLA_WEBHOOK_SECRET", "")
         if strategy != "none" and not secret:
@@ -91,7 +95,7 @@ class Settings:
             raise SettingsError("REMINDER_STAGES_DAYS must list at least one number of days, e.g. 30,7,1")
         return cls(
             redis_url=redis_url,
-            broker_url=env.url("CELERY_BROKER_URL", redis_url, schemes=("redis", "rediss", "unix")),
+            broker_url=env.url("CELERY_BROKER_URL", redis_url, schemes=BROKER_SCHEMES),
             redis_key_prefix=env.str("REDIS_KEY_PREFIX", "lpr:"),
             webhook_strategy=strategy,
             webhook_secret=secret,

@@ -3,12 +3,12 @@ from __future__ import annotations
 
 import random
 
+from service.celery_config import MAX_TASK_COUNTDOWN_SECONDS  # noqa: F401  (re-exported for the tasks)
+
 # Waits held in Redis (a read back in the store's queue, a delivery's timer in the due set)
 # may be long. Waits held by the broker (a task's retry countdown) never pass
-# MAX_TASK_COUNTDOWN_SECONDS: on a Redis broker a message held longer than the visibility
-# timeout is delivered twice (celery#2599, kombu#337).
+# MAX_TASK_COUNTDOWN_SECONDS (service/celery_config.py says why).
 MAX_BACKOFF_SECONDS = 900
-MAX_TASK_COUNTDOWN_SECONDS = 30
 
 
 def retry_countdown(retries: int, retry_after: float | None = None, base: float = 2.0,
