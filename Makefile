@@ -21,7 +21,7 @@ run: $(STAMP)
 
 ## The whole suite: unit tests, then real Redis + real celery worker + the Salla sandbox.
 test: $(STAMP)
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n 2 --dist worksteal
 
 ## Unit tests only (seconds).
 test-fast: $(STAMP)

@@ -87,9 +87,11 @@ class Stack:
         self.restarts: dict[str, int] = {}
         self._stack = ExitStack()
         self._watching = False
+        self.timings: dict[str, float] = {}  # seconds per phase, for the report
 
     # -- parts ----------------------------------------------------------------------------------
     def start(self) -> "Stack":
+        began = time.monotonic()
         now = datetime.now(timezone.utc)
         lots = {c: [lot_row(400, 0, now + timedelta(days=3), now - timedelta(days=300), order_id=c)]
                 for c in self.customer_ids}
@@ -104,12 +106,14 @@ class Stack:
         for entry in read_procfile(ROOT / "Procfile"):
             if entry.name in READY:
                 self.processes[entry.name] = ManagedProcess(["sh", "-c", entry.command], self.env,
-                                                            self.workdir / f"{entry.name}.log", READY[entry.name])
+                                                            self.workdir / f"{entry.name}.log", READY[entry.name],
+                                                            append=True)
         self._stack.callback(self._stop_processes)
         for process in self.processes.values():
             process.start(wait_seconds=90)
         self._watching = True
         threading.Thread(target=self._watch, daemon=True).start()
+        self.timings["start"] = round(time.monotonic() - began, 1)
         return self
 
     def _redis(self) -> RedisServer:
@@ -154,7 +158,9 @@ class Stack:
             process.stop()
 
     def stop(self) -> None:
+        began = time.monotonic()
         self._stack.close()
+        self.timings["stop"] = round(time.monotonic() - began, 1)
 
     # -- what the drills do ---------------------------------------------------------------------
     @property
@@ -171,12 +177,13 @@ class Stack:
         return status, time.monotonic() - started
 
     def kill_worker(self) -> None:
-        """SIGKILL to the worker's whole process group (main process and pool), then start it again."""
+        """SIGKILL to the worker's whole process group (main process and pool), then start it
+        again at once (as `make run`'s supervisor or compose would, without waiting for it)."""
         worker = self.processes["worker"]
         worker._drill_kill = True
         os.killpg(worker.process.pid, signal.SIGKILL)
         worker.process.wait()
-        worker.start(wait_seconds=90)
+        worker.start(wait=False)
         worker._drill_kill = False
 
     def stop_redis(self) -> None:
@@ -238,19 +245,23 @@ def wait_for_reminders(stack: Stack, customers: list[int], timeout: float) -> fl
     return None
 
 
-def kill_drill(stack: Stack, kills: int = 6, every: float = 5.0, recovery_limit: float = 120.0) -> dict:
+def kill_drill(stack: Stack, kills: int = 6, every: float = 4.0, recovery_limit: float = 120.0) -> dict:
     customers = stack.customer_ids
     spacing = kills * every / len(customers)  # the webhooks arrive while the kills happen
     sender = threading.Thread(target=lambda: results.update(deliveries=send_webhooks(stack, customers, spacing)))
     results: dict = {}
+    began = time.monotonic()
     sender.start()
     for _ in range(kills):
         time.sleep(every)
         stack.kill_worker()
     last_kill = time.monotonic()
     sender.join()
+    stack.timings["load"] = round(time.monotonic() - began, 1)
+    began = time.monotonic()
     done_at = wait_for_reminders(stack, customers, recovery_limit + 30)
-    time.sleep(5)  # anything still in flight arrives now, or never
+    stack.timings["recovery"] = round(time.monotonic() - began, 1)
+    time.sleep(3)  # a repeat still in flight arrives now, or never
     return _figures(stack, results["deliveries"], stack.reminded(), {
         "kills": kills,
         "seconds_from_last_kill_to_all_reminded": None if done_at is None else round(max(0.0, done_at - last_kill), 1),
@@ -262,6 +273,7 @@ def restart_drill(stack: Stack, down_seconds: float = 6.0, customers_before: int
     customers = stack.customer_ids
     results: dict = {}
     sender = threading.Thread(target=lambda: results.update(deliveries=send_webhooks(stack, customers, 0.15)))
+    began = time.monotonic()
     sender.start()
     time.sleep(customers_before * 0.15)
     stack.stop_redis()
@@ -270,9 +282,12 @@ def restart_drill(stack: Stack, down_seconds: float = 6.0, customers_before: int
     stack.start_redis()
     back = time.monotonic()
     sender.join()
+    stack.timings["load"] = round(time.monotonic() - began, 1)
+    began = time.monotonic()
     done_at = wait_for_reminders(stack, [d.customer_id for d in results["deliveries"] if d.accepted],
                                  recovery_limit)
-    time.sleep(5)
+    stack.timings["recovery"] = round(time.monotonic() - began, 1)
+    time.sleep(3)
     refused = [seconds for d in results["deliveries"] for status, seconds in d.answers if status != 200]
     return _figures(stack, results["deliveries"], stack.reminded(), {
         "redis_down_seconds": round(back - outage, 1),
@@ -298,6 +313,7 @@ def _figures(stack: Stack, deliveries: list[Delivery], reminded: dict[int, list[
         "processes_alive": stack.alive(),
         "processes_restarted": dict(stack.restarts),
         **extra,
+        "phase_seconds": stack.timings,
     }
 
 

@@ -13,30 +13,41 @@ class ManagedProcess:
     """A child process in its own session, so that stopping it also stops its children
     (a prefork worker's pool processes)."""
 
-    def __init__(self, args: list[str], env: dict, log_path: Path, ready_text: str | None = None):
+    def __init__(self, args: list[str], env: dict, log_path: Path, ready_text: str | None = None,
+                 append: bool = False):
         self.args = args
         self.env = env
         self.log_path = Path(log_path)
         self.ready_text = ready_text
+        self.append = append  # keep the log of earlier runs (a drill restarts processes)
         self.process: subprocess.Popen | None = None
+        self._log_start = 0
 
-    def start(self, wait_seconds: float = 60.0) -> "ManagedProcess":
+    def start(self, wait_seconds: float = 60.0, wait: bool = True) -> "ManagedProcess":
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        log_file = open(self.log_path, "wb")
+        log_file = open(self.log_path, "ab" if self.append else "wb")
+        self._log_start = log_file.tell()
         self.process = subprocess.Popen(self.args, env=self.env, stdout=log_file, stderr=subprocess.STDOUT,
                                         start_new_session=True)
         log_file.close()
-        if self.ready_text:
+        if self.ready_text and wait:
             self._wait_for(self.ready_text, wait_seconds)
         return self
 
     def log_text(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
+    def _this_run(self) -> str:
+        if not self.log_path.exists():
+            return ""
+        with open(self.log_path, "rb") as handle:
+            handle.seek(self._log_start)
+            return handle.read().decode(errors="replace")
+
     def _wait_for(self, text: str, wait_seconds: float) -> None:
         deadline = time.monotonic() + wait_seconds
         while time.monotonic() < deadline:
-            if text in self.log_text():
+            if text in self._this_run():
                 return
             if self.process.poll() is not None:
                 raise RuntimeError(f"{self.args[:4]} exited with {self.process.returncode}:\n{self.log_text()[-3000:]}")

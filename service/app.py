@@ -9,6 +9,7 @@ from werkzeug.exceptions import HTTPException
 
 from service import admin, health, webhooks
 from service.alarms import Alarms
+from service.intake import Intake
 from service.keys import Keys
 from service.logs import configure_logging
 from service.queue import EventQueue
@@ -27,6 +28,7 @@ class Dependencies:
     registry: StoreRegistry
     keys: Keys
     alarms: Alarms
+    intake: Intake
 
 
 def create_app(settings: Settings | None = None, redis_client: redis.Redis | None = None, queue=None) -> Flask:
@@ -44,6 +46,7 @@ def create_app(settings: Settings | None = None, redis_client: redis.Redis | Non
         registry=StoreRegistry(store, settings.redis_key_prefix),
         keys=Keys(settings.redis_key_prefix),
         alarms=Alarms(store, settings.redis_key_prefix),
+        intake=Intake(store, settings.redis_key_prefix),
     )
     app.register_blueprint(webhooks.bp)
     app.register_blueprint(health.bp)

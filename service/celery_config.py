@@ -21,6 +21,7 @@ FORGET_STORE_TASK = "workers.tasks.forget_store"
 HEARTBEAT_TASK = "workers.tasks.heartbeat"
 PUMP_TASK = "workers.tasks.pump_store"
 PUMP_BACKLOG_TASK = "workers.tasks.pump_backlog"
+RECOVER_INTAKE_TASK = "workers.tasks.recover_intake"
 SYNC_TASK = "workers.tasks.sync_customer"
 DELIVER_TASK = "workers.tasks.deliver_reminder"
 SWEEP_TASK = "workers.tasks.sweep"
@@ -131,7 +132,10 @@ def celery_config(settings: Settings) -> dict:
             # Operators can see that beat is alive (its last tick is in /readyz).
             "heartbeat": {"task": HEARTBEAT_TASK, "schedule": 60.0},
             # A store's pump is normally scheduled by itself; this recovers one that was lost.
-            "pump-backlog": {"task": PUMP_BACKLOG_TASK, "schedule": 30.0},
+            "pump-backlog": {"task": PUMP_BACKLOG_TASK, "schedule": 15.0},
+            # Accepted webhooks whose message the broker lost are handed to it again
+            # (service/intake.py).
+            "recover-intake": {"task": RECOVER_INTAKE_TASK, "schedule": 15.0},
             # Reminders held for quiet hours and stage wake-ups live in a Redis sorted set,
             # never in ETA tasks (those run twice past the visibility timeout on Redis).
             "sweep": {"task": SWEEP_TASK, "schedule": settings.sweep_interval_seconds},

@@ -9,7 +9,6 @@ not a hunt. The few keys shared by all stores are at the top.
 |-----------------------------------|--------|------------------------------|-------------------------|
 | stores                            | set    | forever (merchant ids seen)  | service/stores.py       |
 | sync:backlog                      | set    | while a store has reads      | workers/budget.py       |
-| webhook:seen:<sha256>             | string | WEBHOOK_DEDUPE_TTL_SECONDS   | service/webhooks.py     |
 | beat:last                         | string | overwritten every minute     | workers/tasks.py        |
 | alarm:<name>                      | hash   | until cleared (operator)     | service/alarms.py       |
 | {due}:scheduled/processing/by-customer | zset | entries until acked         | workers/due_set.py      |
@@ -19,6 +18,8 @@ not a hunt. The few keys shared by all stores are at the top.
 |   tokens                          | string | until uninstall              | service/tokens.py       |
 |   token-lock                      | string | lock, 60 s                   | service/tokens.py       |
 |   app-event-at                    | string | kept after uninstall         | service/webhooks.py     |
+|   seen:<sha256 of the body>       | string | WEBHOOK_DEDUPE_TTL_SECONDS   | service/intake.py       |
+|   intake:<sha256>, inbox          | str/zset | until handled (a day at most) | service/intake.py     |
 |   no-loyalty, blocked-until       | string | TTL                          | stores.py, budget.py    |
 |   loyalty-ok                      | string | until uninstall              | workers/sync.py         |
 |   budget:plan, budget:customer    | zset   | TTL = the window             | workers/budget.py       |
@@ -54,9 +55,6 @@ class Keys:
     @property
     def backlog(self) -> str:
         return f"{self.prefix}sync:backlog"
-
-    def webhook_seen(self, digest: str) -> str:
-        return f"{self.prefix}webhook:seen:{digest}"
 
     @property
     def beat_last(self) -> str:
@@ -103,6 +101,7 @@ class StoreKeys:
         self.attempts = b + "attempts"
         self.pump = b + "pump"
         self.dead = b + "dead"
+        self.inbox = b + "inbox"
 
     @property
     def pattern(self) -> str:
@@ -112,6 +111,12 @@ class StoreKeys:
     @property
     def kept_after_uninstall(self) -> tuple[str, ...]:
         return tuple(self.base + name for name in KEPT_AFTER_UNINSTALL)
+
+    def seen(self, digest: str) -> str:
+        return f"{self.base}seen:{digest}"
+
+    def intake(self, digest: str) -> str:
+        return f"{self.base}intake:{digest}"
 
     def profile(self, customer_id: int) -> str:
         return f"{self.base}customer:{customer_id}"

@@ -56,16 +56,10 @@ def receive():
     if customer is None:
         return _reply(200, status="ignored", reason="event names no customer")
 
-    # Salla sends no delivery id: the same bytes twice are the same delivery.
-    seen_key = deps.keys.webhook_seen(hashlib.sha256(body).hexdigest())
-    try:
-        first = deps.redis.set(seen_key, "1", nx=True, ex=settings.webhook_dedupe_ttl_seconds)
-    except redis.RedisError as exc:
-        log.error("webhook not stored, Redis unavailable: %s", type(exc).__name__)
-        return _reply(503, error="unavailable", message="storage unavailable, retry later")
-    if not first:
-        return _reply(200, status="duplicate")
-
+    # Salla sends no delivery id: the same bytes twice are the same delivery. The event is
+    # kept in Redis until a worker has handled it (service/intake.py); the broker's message
+    # carries only its store and its digest.
+    digest = hashlib.sha256(body).hexdigest()
     message = {
         "event": envelope.event,
         "merchant_id": envelope.merchant_id,
@@ -74,14 +68,22 @@ def receive():
         "received_at": datetime.now(timezone.utc).isoformat(),
     }
     try:
-        deps.queue.enqueue(message)
+        first = deps.intake.accept(envelope.merchant_id, digest, message, settings.webhook_dedupe_ttl_seconds,
+                                   time.time())
+    except redis.RedisError as exc:
+        log.error("webhook not stored, Redis unavailable: %s", type(exc).__name__)
+        return _reply(503, error="unavailable", message="storage unavailable, retry later")
+    if not first:
+        return _reply(200, status="duplicate")
+    try:
+        deps.queue.enqueue({"merchant_id": envelope.merchant_id, "intake_id": digest})
     except QueueUnavailable as exc:
         # Forget the delivery so that Salla's retry is not taken for a repeat.
         try:
-            deps.redis.delete(seen_key)
+            deps.intake.withdraw(envelope.merchant_id, digest)
         except redis.RedisError:
-            log.error("could not clear dedupe key after a failed enqueue; the retry will be dropped as a repeat within %ss",
-                      settings.webhook_dedupe_ttl_seconds)
+            log.error("could not withdraw the event after a failed enqueue; it is handled when the broker is "
+                      "back (the inbox's recovery), and Salla's retry is dropped as a repeat")
         log.error("webhook not enqueued: %s", exc)
         return _reply(503, error="unavailable", message="queue unavailable, retry later")
     log.info("webhook queued: %s merchant=%s customer=%s", envelope.event, envelope.merchant_id, customer.id)

@@ -210,7 +210,7 @@ class Budget:
     # A read's lease: long enough for a read of that many pages at Salla's slowest (each page
     # has its own timeout). When it runs out the worker is taken for dead and the read goes
     # back in line; a read that was only slow then finds its lease gone and steps aside.
-    LEASE_BASE_SECONDS = 60
+    LEASE_BASE_SECONDS = 30
     LEASE_PER_PAGE_SECONDS = 15
     MAX_BATCH = 500
 

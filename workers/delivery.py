@@ -23,7 +23,7 @@ log = logging.getLogger(__name__)
 
 # A delivery queued or running and not finished this long after it started is taken for lost
 # and published again (its worker died, its message was lost). Longer than an attempt can take.
-DELIVERY_LEASE_SECONDS = 120
+DELIVERY_LEASE_SECONDS = 90
 MAX_ATTEMPTS = 12  # with backoff doubling from 2 s up to 15 min: about 45 minutes in all
 PAUSED_RETRY_SECONDS = 3600
 

@@ -13,6 +13,7 @@ import redis
 import requests
 
 from service.alarms import Alarms
+from service.intake import Intake
 from service.keys import Keys
 from service.redis_client import connect
 from service.settings import Settings
@@ -42,6 +43,7 @@ class Runtime:
     due: DueSet
     keys: Keys
     alarms: Alarms
+    intake: Intake
     clock: object = time.time
 
     def limits(self, merchant_id: int) -> Limits:
@@ -69,6 +71,7 @@ def build_runtime(settings: Settings, store: redis.Redis, session: requests.Sess
         due=DueSet(store, prefix),
         keys=Keys(prefix),
         alarms=Alarms(store, prefix),
+        intake=Intake(store, prefix),
         clock=clock,
     )
 

@@ -20,7 +20,7 @@ import redis
 from celery import shared_task
 
 from service.celery_config import (DELIVER_TASK, FORGET_STORE_TASK, HANDLE_EVENT_TASK, HEARTBEAT_TASK,
-                                   PUMP_BACKLOG_TASK, PUMP_TASK, SWEEP_TASK, SYNC_TASK)
+                                   PUMP_BACKLOG_TASK, PUMP_TASK, RECOVER_INTAKE_TASK, SWEEP_TASK, SYNC_TASK)
 from workers import delivery, lifecycle, reminding, sync
 from workers.backoff import MAX_TASK_COUNTDOWN_SECONDS
 from workers.runtime import runtime
@@ -59,11 +59,39 @@ def _request_read(merchant_id: int, customer_id: int) -> None:
 
 @shared_task(name=HANDLE_EVENT_TASK, acks_late=True, ignore_result=True, **REDIS_RETRY)
 def handle_event(message: dict) -> str:
+    """`{"merchant_id", "intake_id"}`: the event itself waits in the store's inbox in Redis
+    (service/intake.py). A message of an older release carries the whole event."""
     rt = runtime()
+    merchant_id, intake_id = int(message["merchant_id"]), message.get("intake_id")
+    if intake_id is not None:
+        event = rt.intake.load(merchant_id, intake_id)
+        if event is None:
+            rt.intake.done(merchant_id, intake_id)
+            return "already_handled"
+        message = event
     outcome = sync.accept_event(rt, message)
     if outcome in ("queued", "coalesced"):
-        sync.pump(rt, int(message["merchant_id"]), _send_sync, _schedule_pump)
+        sync.pump(rt, merchant_id, _send_sync, _schedule_pump)
+    if intake_id is not None:
+        rt.intake.done(merchant_id, intake_id)  # last: a worker killed before this is covered
     return outcome
+
+
+@shared_task(name=RECOVER_INTAKE_TASK, ignore_result=True)
+def recover_intake() -> int:
+    """Beat's look for accepted webhooks the broker lost (a worker killed at the wrong moment,
+    a broker restarted without its queues): handed to it again."""
+    rt = runtime()
+    recovered = 0
+    for merchant_id in rt.registry.merchants():
+        overdue = rt.intake.overdue(merchant_id, rt.clock())
+        for intake_id in overdue:
+            handle_event.apply_async(args=[{"merchant_id": merchant_id, "intake_id": intake_id}])
+        rt.registry.count(merchant_id, "events_recovered", len(overdue))
+        recovered += len(overdue)
+    if recovered:
+        log.warning("recover_intake: %d accepted webhook(s) handed to the broker again", recovered)
+    return recovered
 
 
 @shared_task(name=PUMP_TASK, acks_late=True, ignore_result=True, **REDIS_RETRY)

@@ -35,7 +35,7 @@ def broker(request):
 
 def test_kill_the_worker_six_times_under_load(broker, tmp_path):
     with stack_for(broker, tmp_path, customers=150) as stack:
-        figures = kill_drill(stack, kills=6, every=5.0, recovery_limit=RECOVERY_LIMIT)
+        figures = kill_drill(stack, kills=6, every=4.0, recovery_limit=RECOVERY_LIMIT)
     print(f"\nkill drill ({broker}):", json.dumps(figures, indent=2))
     assert figures["webhooks_accepted"] == 150
     assert figures["customers_not_reminded"] == []

@@ -1,8 +1,8 @@
 """Real parts: a real Redis, a real `celery worker` process, the Salla sandbox over real HTTP.
 
 Redis: REDIS_URL if a server answers there (the tests use their own database number,
-TEST_REDIS_DB, default 14, and empty only that database), else a throwaway redis-server
-started here and stopped after the session.
+TEST_REDIS_DB, default 14, and 13 for the second pytest-xdist worker, and empty only that
+database), else a throwaway redis-server started here and stopped after the session.
 """
 from __future__ import annotations
 
@@ -30,9 +30,16 @@ def _with_db(url: str, db: int) -> str:
     return urlunparse(parts._replace(path=f"/{db}"))
 
 
+def database_number() -> int:
+    """TEST_REDIS_DB (14), minus the pytest-xdist worker's number: `make test` runs two workers
+    (gw0, gw1), each on a database of its own, so each can empty its own between tests."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0")
+    return int(os.environ.get("TEST_REDIS_DB", "14")) - int(worker.removeprefix("gw") or 0)
+
+
 @pytest.fixture(scope="session")
 def redis_url(tmp_path_factory):
-    db = int(os.environ.get("TEST_REDIS_DB", "14"))
+    db = database_number()
     configured = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
     server = None
     if not redis_answers(configured):

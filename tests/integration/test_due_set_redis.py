@@ -1,8 +1,8 @@
 """The due set on a real Redis: concurrent sweepers, leases, cancellation, memory.
 
 Uses REDIS_URL's server (default 127.0.0.1:6379) if it answers, else a throwaway redis-server.
-Database TEST_REDIS_DB + 1 (13 when TEST_REDIS_DB is unset), a fresh key prefix per test, and
-only this test's keys are deleted afterwards: the database is never flushed.
+The integration tests' database (tests/integration/conftest.py: database_number), a fresh key prefix
+per test, and only this test's keys are deleted afterwards: the database is never flushed here.
 """
 from __future__ import annotations
 
@@ -16,17 +16,13 @@ import pytest
 import redis
 
 from devkit.redis_server import RedisServer, redis_answers
+from tests.integration.conftest import database_number
 from workers.due_set import DueEntry, DueSet
 
 pytestmark = pytest.mark.integration
 
 NOW = 1_780_000_000.0
 LEASE = 60.0
-
-
-def _database() -> int:
-    configured = os.environ.get("TEST_REDIS_DB")
-    return int(configured) + 1 if configured else 13
 
 
 @pytest.fixture(scope="module")
@@ -36,7 +32,7 @@ def due_redis_url(tmp_path_factory):
     if not redis_answers(url):
         server = RedisServer(tmp_path_factory.mktemp("due-redis"), appendonly=False).start()
         url = server.url
-    yield urlunparse(urlparse(url)._replace(path=f"/{_database()}"))
+    yield urlunparse(urlparse(url)._replace(path=f"/{database_number()}"))
     if server:
         server.stop()
 

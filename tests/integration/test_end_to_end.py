@@ -87,7 +87,7 @@ def test_multi_page_histories_quirky_shapes_and_several_stages(web, worker, sand
 def test_bad_signature_is_refused_over_http(web, store):
     response = deliver(web, order_created(1001), secret="wrong")
     assert response.status_code == 401
-    assert store.keys("*webhook:seen*") == []
+    assert store.keys("*:seen:*") == []
     assert store.llen("events") == 0
 
 

@@ -134,7 +134,7 @@ def test_a_dead_broker_is_a_503_within_3_seconds_and_the_retry_is_accepted(schem
         assert response.status_code == 503, response.get_json()
         assert time.monotonic() - started < 3
         # The dedupe key was removed, so Salla's retry is not taken for a repeat.
-        assert store.keys("*webhook:seen*") == []
+        assert store.keys("*:seen:*") == []
 
 
 def test_enqueue_failure_is_queue_unavailable():

@@ -1,4 +1,5 @@
 """The webhook endpoint with fakeredis and an in-memory queue (the real ones: tests/integration)."""
+import hashlib
 import json
 
 import fakeredis
@@ -52,11 +53,21 @@ def post(client, body: bytes, secret=WEBHOOK_SECRET, headers=None):
     return client.post("/webhooks/salla", data=body, headers=headers)
 
 
+def event_of(client, message):
+    """The event a queued message points at, as the worker reads it from the store's inbox."""
+    return client.application.extensions["reminder_service"].intake.load(message["merchant_id"],
+                                                                           message["intake_id"])
+
+
 def test_signed_order_is_queued_with_a_small_message(client, queue):
-    response = post(client, sample_bytes("order.created.json"))
+    body = sample_bytes("order.created.json")
+    response = post(client, body)
     assert response.status_code == 200
     assert response.get_json() == {"status": "queued"}
-    [message] = queue.messages
+    # The broker gets ids only; the event (with the customer's details) waits in Redis.
+    [queued] = queue.messages
+    assert queued == {"merchant_id": 1305146709, "intake_id": hashlib.sha256(body).hexdigest()}
+    message = event_of(client, queued)
     assert message["event"] == "order.created"
     assert message["merchant_id"] == 1305146709
     assert message["customer"] == {"id": 225167971, "name": "Mohammed Ali", "mobile": "+966501806978",
@@ -66,8 +77,8 @@ def test_signed_order_is_queued_with_a_small_message(client, queue):
 
 def test_order_status_updated_customer_is_read(client, queue):
     assert post(client, sample_bytes("order.status.updated.json")).status_code == 200
-    assert queue.messages[0]["customer"]["id"] == 1779795066
-    assert queue.messages[0]["customer"]["mobile"] == "+96652318526"
+    assert event_of(client, queue.messages[0])["customer"]["id"] == 1779795066
+    assert event_of(client, queue.messages[0])["customer"]["mobile"] == "+96652318526"
 
 
 def test_same_bytes_twice_are_queued_once(client, queue):
