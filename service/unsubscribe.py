@@ -1,4 +1,5 @@
-"""Per-customer unsubscribe links: `{PUBLIC_BASE_URL}/unsubscribe/<token>`. Pure functions.
+"""Per-customer unsubscribe links, `{PUBLIC_BASE_URL}/unsubscribe/<token>`, and the secret part of a
+store's SMS delivery-report URL. Pure functions.
 
 The token is `<merchant>.<customer>.<mac>` in url-safe base64, the mac an HMAC-SHA256 (first 16
 bytes) under a key derived from TOKEN_ENCRYPTION_KEY: nobody can make a link for another
@@ -43,3 +44,18 @@ def read_token(keys: tuple[str, ...], token: str) -> tuple[int, int] | None:
 
 def unsubscribe_url(base_url: str, keys: tuple[str, ...], merchant_id: int, customer_id: int) -> str:
     return f"{base_url.rstrip('/')}/unsubscribe/{make_token(keys, merchant_id, customer_id)}"
+
+
+def callback_token(keys: tuple[str, ...], merchant_id: int, purpose: str = "sms-dlr") -> str:
+    """The secret part of a store's delivery-report URL (SMS providers sign nothing)."""
+    return hmac.new(_key(keys[0]), f"{purpose}:{merchant_id}".encode(), hashlib.sha256).hexdigest()[:32]
+
+
+def callback_token_valid(keys: tuple[str, ...], merchant_id: int, token: str, purpose: str = "sms-dlr") -> bool:
+    return any(hmac.compare_digest(token.encode(), hmac.new(_key(key), f"{purpose}:{merchant_id}".encode(),
+                                                            hashlib.sha256).hexdigest()[:32].encode())
+               for key in keys)
+
+
+def dlr_url(base_url: str, keys: tuple[str, ...], merchant_id: int) -> str:
+    return f"{base_url.rstrip('/')}/channels/sms/{merchant_id}/dlr/{callback_token(keys, merchant_id)}"
