@@ -42,7 +42,10 @@ class Customer:
     lang: str | None = None  # "ar" or "en" when Salla gives the customer's language, else None
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        raw = asdict(self)
+        if raw["lang"] is None:
+            del raw["lang"]  # the queued message stays as it was for customers without a language
+        return raw
 
     @classmethod
     def from_dict(cls, raw: dict) -> "Customer":
