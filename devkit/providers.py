@@ -25,6 +25,7 @@ import hashlib
 import hmac
 import itertools
 import json
+import logging
 import threading
 import time
 import uuid
@@ -278,6 +279,7 @@ class SmtpFake:
 
         from devkit.redis_server import free_port
 
+        logging.getLogger("mail.log").setLevel(logging.WARNING)  # aiosmtpd logs every SMTP command at INFO
         self.failures = _Failures()
         self._lock = threading.Lock()
         self.messages: list[email.message.EmailMessage] = []
