@@ -63,10 +63,14 @@ def gregorian(day: date, language: str) -> str:
 
 
 def long_date(moment: datetime | date, language: str) -> str:
-    """The Gregorian date with the Hijri date alongside: '29 نوفمبر 2026 (19 جمادى الآخرة 1448 هـ)'."""
+    """The Gregorian date with the Hijri date alongside: '29 نوفمبر 2026 الموافق 19 جمادى الآخرة 1448 هـ',
+    '29 November 2026 (19 Jumada al-Akhirah 1448 AH)'. Arabic says الموافق ("corresponding to")
+    rather than brackets: brackets next to numbers reorder badly in right-to-left text."""
     day = moment.date() if isinstance(moment, datetime) else moment
     h = hijri(day, language)
-    return f"{gregorian(day, language)} ({h})" if h else gregorian(day, language)
+    if not h:
+        return gregorian(day, language)
+    return f"{gregorian(day, 'ar')} الموافق {h}" if language == "ar" else f"{gregorian(day, language)} ({h})"
 
 
 # -- money ----------------------------------------------------------------------------------

@@ -28,7 +28,7 @@ def test_english_points():
 def test_dates_have_arabic_months_and_the_umm_al_qura_date_alongside():
     assert arabic.gregorian(date(2026, 11, 29), "ar") == "29 نوفمبر 2026"
     assert arabic.hijri(date(2026, 11, 29), "ar") == "19 جمادى الآخرة 1448 هـ"
-    assert arabic.long_date(datetime(2026, 11, 29, 1, 4, tzinfo=RIYADH), "ar") == "29 نوفمبر 2026 (19 جمادى الآخرة 1448 هـ)"
+    assert arabic.long_date(datetime(2026, 11, 29, 1, 4, tzinfo=RIYADH), "ar") == "29 نوفمبر 2026 الموافق 19 جمادى الآخرة 1448 هـ"
     assert arabic.long_date(date(2026, 3, 1), "en") == "1 March 2026 (12 Ramadan 1447 AH)"
     assert arabic.hijri(date(2090, 1, 1), "ar") == ""  # outside Umm al-Qura's table: Gregorian only
     assert arabic.long_date(date(2090, 1, 1), "ar") == "1 يناير 2090"
@@ -71,7 +71,7 @@ def _reminder(**changes):
 
 def test_arabic_sms_reads_right_and_fits_two_segments():
     sms = Renderer().sms(_reminder(), "متجر الورد")
-    assert sms.startswith("\u200fسارة، لديك 400 نقطة في متجر الورد تنتهي في 29 نوفمبر 2026 (19 جمادى الآخرة 1448 هـ)")
+    assert sms.startswith("\u200fسارة، لديك 400 نقطة في متجر الورد تنتهي في 29 نوفمبر 2026 الموافق 19 جمادى الآخرة 1448 هـ")
     assert "\u200f20.00\u00a0ر.س.\u200f" in sms and "2026-11-29" not in sms
     assert arabic.sms_segments(sms).parts == 2
 
@@ -111,7 +111,7 @@ def test_email_english_is_left_to_right_and_escapes_names():
 
 def test_whatsapp_parameters_in_template_order():
     assert whatsapp_parameters(_reminder(), "متجر الورد") == [
-        "سارة", "400 نقطة", "\u200f20.00\u00a0ر.س.\u200f", "29 نوفمبر 2026 (19 جمادى الآخرة 1448 هـ)", "متجر الورد"]
+        "سارة", "400 نقطة", "\u200f20.00\u00a0ر.س.\u200f", "29 نوفمبر 2026 الموافق 19 جمادى الآخرة 1448 هـ", "متجر الورد"]
     assert whatsapp_parameters(_reminder(value_sar=None), "")[2::2] == ["-", "-"]
 
 

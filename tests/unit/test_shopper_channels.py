@@ -56,7 +56,7 @@ def test_whatsapp_sends_the_approved_template_with_five_parameters():
     assert body["to"] == "966501234567" and body["type"] == "template"
     assert body["template"]["name"] == "points_expiry_reminder" and body["template"]["language"] == {"code": "ar"}
     assert [p["text"] for p in body["template"]["components"][0]["parameters"]] == [
-        "سارة", "400 نقطة", "\u200f20.00\u00a0ر.س.\u200f", "29 نوفمبر 2026 (19 جمادى الآخرة 1448 هـ)", "متجر الورد"]
+        "سارة", "400 نقطة", "\u200f20.00\u00a0ر.س.\u200f", "29 نوفمبر 2026 الموافق 19 جمادى الآخرة 1448 هـ", "متجر الورد"]
     assert body["biz_opaque_callback_data"] == f"{M}:{RID}"
 
 
