@@ -2,7 +2,8 @@
 
   stores                      every store: state, counters, token expiry (never the token)
   store M                     one store
-  set-store M --plan-limit N  per-store settings (also --point-value-sar, --paused/--resumed)
+  set-store M --plan-limit N  per-store settings (also --point-value-sar, --paused/--resumed,
+                              --language ar|en, --store-name NAME)
   reset-store M               mark a store active again (after fixing SALLA_CLIENT_ID, say)
   stats [M]                   reminders sent, points reminded, saved and lost, per store and stage
   reminder M ID               one reminder's ledger record (state, attempts, channels)
@@ -60,6 +61,8 @@ def _parser() -> argparse.ArgumentParser:
     configure.add_argument("merchant_id", type=int)
     configure.add_argument("--plan-limit", help="Salla plan requests per minute (120, 360, 720)")
     configure.add_argument("--point-value-sar", help="what one point is worth in SAR")
+    configure.add_argument("--language", help="ar or en: for customers whose language Salla does not give")
+    configure.add_argument("--store-name", help="the store's name as the shopper's messages say it")
     pause = configure.add_mutually_exclusive_group()
     pause.add_argument("--paused", dest="paused", action="store_const", const=1, help="hold all reminders")
     pause.add_argument("--resumed", dest="paused", action="store_const", const=0, help="send reminders again")
@@ -144,7 +147,8 @@ def run(args, settings: Settings):
         return {str(m): outcome_stats(store, Keys(prefix), m) for m in merchants}
     if args.command == "set-store":
         return registry.set_config(args.merchant_id, plan_limit=args.plan_limit,
-                                   point_value_sar=args.point_value_sar, paused=args.paused)
+                                   point_value_sar=args.point_value_sar, paused=args.paused,
+                                   language=args.language, store_name=args.store_name)
     if args.command == "reminder":
         record = ledger.get(args.merchant_id, args.reminder_id)
         if record is None:

@@ -518,3 +518,70 @@ def test_admin_channels_templates_statuses_preview(web, smtp):
     statuses = client.get(f"/admin/stores/{M}/statuses", headers=auth).get_json()
     assert statuses["total"] == {"sent": 0, "delivered": 0, "read": 0, "failed": {}}
     assert "deliveries" in client.get(f"/admin/stores/{M}", headers=auth).get_json()
+
+
+# -- the customer's language, and the CLI ------------------------------------------------------------
+def test_salla_lang_is_read_when_present_and_kept_in_the_profile(rt):
+    from service.events import Customer, customer_of, parse_envelope
+    from tests.conftest import sample
+    body = sample("customer.updated.json")
+    body["data"]["lang"] = "EN"
+    customer = customer_of(parse_envelope(json.dumps(body).encode()))
+    assert customer.lang == "en" and Customer.from_dict(customer.to_dict()).lang == "en"
+    del body["data"]["lang"]
+    plain = customer_of(parse_envelope(json.dumps(body).encode()))
+    assert plain.lang is None and "lang" not in plain.to_dict()  # the queued message is as before
+    rt.profiles.save(M, customer)
+    rt.profiles.save(M, Customer(customer.id, "x", None, None, None))  # an order event: no language
+    assert rt.profiles.load(M, customer.id).lang == "en"
+
+
+def test_language_is_the_customer_s_else_the_store_s_else_reminder_language(rt):
+    from datetime import datetime, timezone
+    from service.events import Customer
+    from service.loyalty import Lot
+    from workers import reminding
+    now = datetime(2026, 11, 25, 9, tzinfo=timezone.utc)
+    lot = Lot(key="k1", name="n", points=30, used_points=0, status="مؤكدة", created_at=now,
+              expires_at=datetime(2026, 11, 28, 12, tzinfo=timezone.utc), order_id=None, reference_id=None)
+    rt.settings = make_settings(QUIET_HOURS="off")
+    languages = []
+    for customer_id, lang, store_language in ((1, "en", "ar"), (2, None, "en"), (3, None, None)):
+        if store_language:
+            rt.registry.set_config(M, language=store_language, store_name="متجر")
+        queued = reminding.evaluate(rt, M, Customer(customer_id, "S", "+966500000001", None, True, lang), [lot], now,
+                                    lambda *a: None)
+        languages.append(queued[0]["language"])
+    assert languages == ["en", "en", "en"]  # the store's default stays until changed
+    rt.registry.set_config(M, language="ar")
+    lot2 = Lot(**{**lot.__dict__, "key": "k2"})
+    queued = reminding.evaluate(rt, M, Customer(4, "S", None, None, True, None), [lot2], now, lambda *a: None)
+    assert queued[0]["language"] == "ar" and "في متجر" in queued[0]["message"]
+
+
+def test_cli_channel_commands(monkeypatch, capsys, smtp):
+    server = fakeredis.FakeServer()
+    monkeypatch.setattr("service.cli.connect", lambda settings: fakeredis.FakeRedis(server=server, decode_responses=True))
+    monkeypatch.setenv("SALLA_WEBHOOK_SECRET", "x")
+    monkeypatch.setenv("TOKEN_ENCRYPTION_KEY", TOKEN_KEY)
+    from service.cli import main as cli
+    assert cli(["set-channels", "9", "--order", "email,log", "--policy", "first", "--set", f"email.smtp_url={smtp.url}",
+                "--set", "email.from=Store <r@store.example>"]) == 0
+    shown = json.loads(capsys.readouterr().out)
+    assert shown["channels"] == ["email", "log"] and shown["policy"] == "first"
+    assert cli(["set-channels", "9", "--set", "sms.provider=fax"]) == 2
+    assert "sms.provider" in capsys.readouterr().err
+    assert cli(["channels", "9"]) == 0 and json.loads(capsys.readouterr().out)["email"]["settings"]["from"]
+    import tempfile
+    with tempfile.NamedTemporaryFile("w", suffix=".txt", delete=False) as bad:
+        bad.write("سطر\n{% if %}\n")
+    assert cli(["set-template", "9", "sms.ar.txt", bad.name]) == 2
+    assert "line 2" in capsys.readouterr().err
+    assert cli(["preview", "9", "5", "--channel", "email", "--lang", "en"]) == 0
+    preview = json.loads(capsys.readouterr().out)
+    assert preview["language"] == "en" and preview["channels"]["email"]["error"]  # customer 5 has no e-mail address
+    before = len(smtp.messages)
+    assert cli(["send-test", "9", "--to", "owner@store.example"]) == 0
+    assert json.loads(capsys.readouterr().out)["channel"] == "email" and len(smtp.messages) == before + 1
+    assert cli(["statuses", "9"]) == 0
+    assert json.loads(capsys.readouterr().out)["9"]["total"]["sent"] == 0
