@@ -12,9 +12,9 @@ missing and we are root, and otherwise says why not. It runs with `--headless --
 The layout check is the browser's own answer, not a reading of our HTML: a copy of the e-mail
 gets a small script that records the computed `direction` of the root, the body and every table
 and cell, and where the first and last words of the greeting and the message's first line sit
-(Range.getClientRects), into a <pre id="layout-check">, which `--dump-dom` prints. Playwright
-would drive the same browser, but it wants its own browser build (which cannot be downloaded
-here) or a pinned driver; two Chromium flags need nothing more than the package.
+(Range.getBoundingClientRect), into a <pre id="layout-check">, which `--dump-dom` prints.
+Playwright's Python package could drive the same /usr/bin/chromium (`executable_path`), but it
+brings a Node driver and a pinned protocol for what two command-line flags already do here.
 """
 from __future__ import annotations
 
