@@ -586,3 +586,13 @@ def test_cli_channel_commands(monkeypatch, capsys, smtp):
     assert json.loads(capsys.readouterr().out)["channel"] == "email" and len(smtp.messages) == before + 1
     assert cli(["statuses", "9"]) == 0
     assert json.loads(capsys.readouterr().out)["9"]["total"]["sent"] == 0
+
+
+@responses.activate
+def test_provider_words_reach_logs_and_the_ledger_without_numbers_or_addresses():
+    url = "https://taq.example/v1/messages"
+    responses.post(url, status=400, json={"statusCode": 400, "message": "Number 966501234567 (sara@example.com) is invalid"})
+    with pytest.raises(DeliveryPermanentError) as info:
+        SmsChannel(M, TAQ, requests.Session(), 2, Renderer()).send(REMINDER)
+    assert "966501234567" not in str(info.value) and "sara@example.com" not in str(info.value)
+    assert "<number>" in str(info.value) and "<address>" in str(info.value)

@@ -31,6 +31,16 @@ class DeliveryPermanentError(Exception):
         self.alarm = alarm
 
 
+_NUMBERS = re.compile(r"\+?\d[\d \-]{6,}\d")
+_ADDRESSES = re.compile(r"[^\s<>\"']+@[^\s<>\"']+")
+
+
+def scrub(text) -> str:
+    """A provider's own words, safe for logs and the ledger: phone numbers and e-mail addresses
+    a provider may echo back are cut out, and the length is bounded."""
+    return _ADDRESSES.sub("<address>", _NUMBERS.sub("<number>", str(text or "")))[:160]
+
+
 def mobile_digits(reminder: dict) -> str:
     """The shopper's mobile as providers want it: E.164 digits without '+' (9665...)."""
     mobile = (reminder.get("customer") or {}).get("mobile") or ""

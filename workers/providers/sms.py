@@ -21,7 +21,7 @@ import requests
 
 from service.arabic import fit_sms
 from workers.providers.base import (CREDENTIALS, REFUSED, UNDELIVERABLE, DeliveryPermanentError,
-                                    DeliveryTransientError, mobile_digits, retry_after)
+                                    DeliveryTransientError, mobile_digits, retry_after, scrub)
 
 
 def account_alarm(merchant_id: int) -> str:
@@ -61,7 +61,7 @@ class UnifonicClient:
             return str((answer.get("data") or {}).get("MessageID", ""))
         if code == "ER-09":
             return ""  # a duplicate of a message Unifonic already accepted (a retry after a lost answer)
-        title = f"Unifonic {code or response.status_code}: {str(answer.get('message', ''))[:120]}"
+        title = f"Unifonic {code or response.status_code}: {scrub(answer.get('message', ''))}"
         if code == "ER-01":
             raise DeliveryTransientError(title, alarm=(account_alarm(self.merchant_id),
                                                        f"merchant {self.merchant_id}: Unifonic has no funds (ER-01)"))
@@ -95,7 +95,7 @@ class TaqnyatClient:
         except requests.RequestException as exc:
             raise DeliveryTransientError(f"Taqnyat POST failed: {type(exc).__name__}") from None
         answer = _json(response)
-        title = f"Taqnyat {answer.get('statusCode', response.status_code)}: {str(answer.get('message', ''))[:120]}"
+        title = f"Taqnyat {answer.get('statusCode', response.status_code)}: {scrub(answer.get('message', ''))}"
         if response.status_code in (200, 201) and answer.get("messageId") is not None:
             if to in str(answer.get("rejected", "")):
                 raise DeliveryPermanentError("Taqnyat rejected the number", UNDELIVERABLE)

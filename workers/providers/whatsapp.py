@@ -19,7 +19,7 @@ import requests
 
 from service.messages import whatsapp_parameters
 from workers.providers.base import (CREDENTIALS, REFUSED, TEMPLATE, UNDELIVERABLE, DeliveryPermanentError,
-                                    DeliveryTransientError, mobile_digits, retry_after)
+                                    DeliveryTransientError, mobile_digits, retry_after, scrub)
 
 RATE_LIMITS = frozenset({130429, 131056, 80007, 131048})
 UNDELIVERABLE_CODES = frozenset({131026, 100})
@@ -69,7 +69,7 @@ class WhatsAppChannel:
             return str(answer["messages"][0].get("id", ""))
         error = answer.get("error") if isinstance(answer, dict) else None
         code = error.get("code") if isinstance(error, dict) else None
-        title = f"WhatsApp error {code}: {str(error.get('message', ''))[:120]}" if code is not None \
+        title = f"WhatsApp error {code}: {scrub(error.get('message', ''))}" if code is not None \
             else f"WhatsApp answered {response.status_code}"
         raise self._error(code, title, response)
 
