@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test test-fast demo clean
+.PHONY: run test test-fast demo email-previews clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11 or newer is needed (set PYTHON=python3.11)")'
@@ -30,6 +30,10 @@ test-fast: $(STAMP)
 ## See the product work: the sandbox, signed webhooks, and the reminders that come out.
 demo: $(STAMP)
 	$(BIN)/python -m devkit.demo
+
+## The Arabic and English reminder e-mails rendered by headless Chromium into docs/ (the README shows them).
+email-previews: $(STAMP)
+	$(BIN)/python -m devkit.email_preview docs
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .hypothesis *.egg-info

@@ -1,9 +1,12 @@
 """`make demo`: the product working end to end, without a Salla account.
 
 Starts, all on 127.0.0.1 and all stopped at the end: a throwaway Redis, the Salla sandbox,
-a reminder receiver (what a merchant's system would be), the web process under gunicorn
-and a celery worker. Then it delivers signed Salla webhooks (plus a repeat, a forged one and
-an event we do not act on) and prints the reminders that come out.
+a reminder receiver (what a merchant's system would be), fakes of the WhatsApp Cloud API and
+Unifonic and a real SMTP server (devkit/providers.py), the web process under gunicorn and a
+celery worker. It sets the store's channels through the admin API (WhatsApp, SMS, e-mail, its
+webhook and the log, policy `all`), delivers signed Salla webhooks (plus a repeat, a forged one
+and an event we do not act on) and prints the reminders that come out, with the Arabic text
+that went out by WhatsApp, SMS and e-mail.
 """
 from __future__ import annotations
 
@@ -18,6 +21,7 @@ import requests
 from cryptography.fernet import Fernet
 
 from devkit.processes import ManagedProcess, celery_worker
+from devkit.providers import SmtpFake, UnifonicFake, WhatsAppFake
 from devkit.receiver import ReminderLog, create_receiver
 from devkit.redis_server import RedisServer, free_port
 from devkit.sandbox import create_app as create_sandbox, serve_in_thread
@@ -28,6 +32,8 @@ SAMPLES = Path(__file__).resolve().parent.parent / "tests" / "fixtures" / "salla
 WEBHOOK_SECRET = "demo-webhook-secret"
 SALLA_TOKEN = "demo-sandbox-token"
 REMINDER_SECRET = "demo-reminder-secret"
+ADMIN_TOKEN = "demo-admin-token"
+MERCHANT = 1305146709  # the store of Salla's samples
 
 
 def webhook(sample: str, customer_id: int) -> bytes:
@@ -59,9 +65,12 @@ def deliveries() -> list[tuple[str, bytes, str]]:
 def main() -> int:
     language = os.environ.get("REMINDER_LANGUAGE", "ar")
     expected = sum(len(stages) for stages in EXPECTED_STAGE_POINTS.values())
+    whatsapp, unifonic = WhatsAppFake(), UnifonicFake()
     with tempfile.TemporaryDirectory(prefix="reminder-demo-") as tmp, \
             RedisServer(Path(tmp) / "redis", appendonly=False) as redis_server, \
-            serve_in_thread(create_sandbox(token=SALLA_TOKEN)) as sandbox:
+            serve_in_thread(create_sandbox(token=SALLA_TOKEN)) as sandbox, \
+            serve_in_thread(whatsapp.app()) as wa_server, serve_in_thread(unifonic.app()) as sms_server, \
+            SmtpFake() as smtp:
         log = ReminderLog(REMINDER_SECRET)
         with serve_in_thread(create_receiver(log)) as receiver:
             env = {k: v for k, v in os.environ.items() if not k.startswith(("SALLA_", "REMINDER_", "CELERY_", "TOKEN_"))}
@@ -70,26 +79,44 @@ def main() -> int:
                        SALLA_API_BASE_URL=sandbox.url, SALLA_ACCESS_TOKEN=SALLA_TOKEN,
                        REMINDER_CHANNELS="log,webhook", REMINDER_WEBHOOK_URL=receiver.url + "/reminders",
                        REMINDER_WEBHOOK_SECRET=REMINDER_SECRET, REMINDER_LANGUAGE=language,
+                       ADMIN_TOKEN=ADMIN_TOKEN,
                        # The demo runs at any hour; a real store keeps its quiet hours.
                        QUIET_HOURS="off")
             port = free_port()
+            web_url = f"http://127.0.0.1:{port}"
+            env["PUBLIC_BASE_URL"] = web_url
             web = ManagedProcess([sys.executable, "-m", "gunicorn", "--bind", f"127.0.0.1:{port}", "--workers", "1",
                                   "service.app:create_app()"], env, Path(tmp) / "web.log", ready_text="Booting worker")
             worker = celery_worker(env, Path(tmp) / "worker.log", concurrency=2, name="demo")
             print(f"Salla sandbox at {sandbox.url}, seeded customers:")
             for customer_id, what in SEEDED.items():
                 print(f"  {customer_id}: {what}")
+            print(f"\nProvider fakes: WhatsApp Cloud API {wa_server.url}, Unifonic {sms_server.url}, SMTP {smtp.url}")
             print("\nStarting gunicorn (web) and a celery worker ...")
             with web, worker:
                 time.sleep(0.5)
-                print(f"\nDelivering webhooks to http://127.0.0.1:{port}/webhooks/salla:")
+                admin = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+                requests.put(f"{web_url}/admin/stores/{MERCHANT}", json={"store_name": "متجر الورد"}, headers=admin,
+                             timeout=10)
+                answer = requests.put(f"{web_url}/admin/stores/{MERCHANT}/channels", headers=admin, timeout=10, json={
+                    "channels": ["whatsapp", "sms", "email", "webhook", "log"], "policy": "all",
+                    "whatsapp": {"api_url": wa_server.url + "/v21.0", "phone_number_id": whatsapp.phone_number_id,
+                                 "access_token": whatsapp.token, "template_name": "points_expiry_reminder"},
+                    "sms": {"provider": "unifonic", "api_url": sms_server.url, "api_key": unifonic.app_sid,
+                            "sender": "WardStore"},
+                    "email": {"smtp_url": smtp.url, "from": "متجر الورد <reminders@ward.example>"}})
+                shown = answer.json()
+                print(f"\nStore {MERCHANT}'s channels (PUT /admin/stores/{MERCHANT}/channels -> {answer.status_code}):"
+                      f" {', '.join(shown['channels'])}, policy {shown['policy']}; WhatsApp token shown as "
+                      f"{shown['whatsapp']['settings']['access_token']}")
+                print(f"\nDelivering webhooks to {web_url}/webhooks/salla:")
                 for label, body, secret in deliveries():
-                    answer = requests.post(f"http://127.0.0.1:{port}/webhooks/salla", data=body, timeout=10,
+                    answer = requests.post(f"{web_url}/webhooks/salla", data=body, timeout=10,
                                            headers={"Content-Type": "application/json",
                                                     "X-Salla-Signature": sign(body, secret)})
                     print(f"  {label:<42} -> {answer.status_code} {answer.text.strip()}")
                 deadline = time.monotonic() + 45
-                while len(log.received) < expected and time.monotonic() < deadline:
+                while (len(log.received) < expected or len(smtp.messages) < expected) and time.monotonic() < deadline:
                     time.sleep(0.2)
                 time.sleep(1.0)  # anything unexpected would show up now
                 received = log.received
@@ -99,11 +126,32 @@ def main() -> int:
                     check = "signature ok" if item["signature_valid"] else "BAD SIGNATURE"
                     print(f"  customer {r['customer_id']}  {r['stage_days']:>2}-day stage  {r['points_expiring']:>4} points"
                           f"  earliest expiry {r['earliest_expiry']}  ({check})\n      {r['message']}")
+                print(f"\nTo the shoppers: {len(whatsapp.messages)} WhatsApp messages, {len(unifonic.messages)} SMS, "
+                      f"{len(smtp.messages)} e-mails. The first of each:")
+                if whatsapp.messages:
+                    template = whatsapp.messages[0]["body"]["template"]
+                    params = [p["text"] for p in template["components"][0]["parameters"]]
+                    print(f"  WhatsApp to {whatsapp.messages[0]['body']['to']}: template {template['name']} "
+                          f"({template['language']['code']}), parameters:")
+                    for name, value in zip(("name", "points", "value", "expiry", "store"), params):
+                        print(f"      {name:<7} {value}")
+                if unifonic.messages:
+                    print(f"  SMS to {unifonic.messages[0]['to']} from {unifonic.messages[0]['sender']}:\n      "
+                          f"{unifonic.messages[0]['body']}")
+                if smtp.messages:
+                    mail = smtp.messages[0]
+                    print(f"  E-mail to {mail['To']}: {mail['Subject']}\n      List-Unsubscribe: {mail['List-Unsubscribe']}")
+                    for line in mail.get_body(("plain",)).get_content().splitlines():
+                        print(f"      {line}")
+                status = requests.get(f"{web_url}/admin/stores/{MERCHANT}/statuses", headers=admin, timeout=10).json()
+                print("\nDelivery statuses (GET /admin/stores/M/statuses): " +
+                      ", ".join(f"{channel} sent {counts['sent']}" for channel, counts in sorted(status["channels"].items())))
                 print("\nThe worker's log channel wrote:")
                 for line in worker.log_text().splitlines():
                     if "reminder {" in line:
                         print("  " + line[line.index("reminder {"):])
-    ok = len(received) == expected and all(item["signature_valid"] for item in received)
+    ok = len(received) == expected and all(item["signature_valid"] for item in received) and \
+        len(whatsapp.messages) == len(unifonic.messages) == len(smtp.messages) == expected
     print("\nDemo finished: every process stopped." if ok else "\nDemo finished, but not every reminder arrived.")
     return 0 if ok else 1
 

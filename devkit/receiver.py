@@ -27,6 +27,7 @@ class ReminderLog:
             self._received.append({
                 "signature_valid": signature_matches(body, self.secret, headers.get("X-Reminder-Signature")),
                 "reminder_id_header": headers.get("X-Reminder-Id"),
+                "idempotency_key": headers.get("Idempotency-Key"),
                 "body": json.loads(body),
             })
             return 200

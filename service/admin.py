@@ -9,13 +9,18 @@ import hmac
 import time
 
 import redis
+import requests
 from flask import Blueprint, abort, current_app, jsonify, request
 
+from service.channel_settings import ChannelSettings
+from service.messages import TEMPLATE_NAMES, TEMPLATE_DIR
 from service.stores import ConfigError
 from service.tokens import TokenError
-from workers import delivery
+from service.unsubscribe import dlr_url
+from workers import delivery, preview as previews
+from workers.channels import ChannelDirectory, DeliveryPermanentError, DeliveryTransientError
 from workers.due_set import DueSet
-from workers.ledger import Ledger
+from workers.ledger import Ledger, status_counts
 
 bp = Blueprint("admin", __name__, url_prefix="/admin")
 
@@ -44,6 +49,7 @@ def store_summary(registry, token_store, merchant_id: int) -> dict:
                              "scope": tokens.scope if tokens else None}
     except TokenError as exc:
         summary["tokens"] = {"stored": True, "error": str(exc)}
+    summary["deliveries"] = status_counts(registry.redis, registry.keys, merchant_id)
     return summary
 
 
@@ -140,6 +146,121 @@ def act_on_dead_letter(merchant_id: int, reminder_id: str, action: str):
                time.time()):
         abort(404, description="no such dead letter")
     return jsonify(merchant_id=merchant_id, reminder_id=reminder_id, done=action)
+
+
+# -- the store's channels, templates and delivery statuses ---------------------------------------
+def channels_view(channel_settings: ChannelSettings, settings, merchant_id: int) -> dict:
+    view = channel_settings.view(merchant_id)
+    base = settings.public_base_url
+    view["callbacks"] = {"sms_delivery_reports": dlr_url(base, settings.token_encryption_keys, merchant_id),
+                         "whatsapp_status": f"{base}/channels/whatsapp/status",
+                         "whatsapp_status_own_app": f"{base}/channels/whatsapp/{merchant_id}/status"}
+    return view
+
+
+def templates_view(channel_settings: ChannelSettings, merchant_id: int) -> dict:
+    overrides = channel_settings.templates(merchant_id)
+    return {name: {"overridden": name in overrides,
+                   "source": overrides.get(name) or (TEMPLATE_DIR / name).read_text(encoding="utf-8")}
+            for name in TEMPLATE_NAMES}
+
+
+def _channel_settings(deps) -> ChannelSettings:
+    return ChannelSettings(deps.redis, deps.settings.redis_key_prefix, deps.settings)
+
+
+def _directory(deps) -> ChannelDirectory:
+    return ChannelDirectory(deps.settings, deps.redis, requests.Session(), deps.registry)
+
+
+def _bad(exc):
+    return jsonify(error="bad_request", message=str(exc)), 400
+
+
+@bp.get("/stores/<int:merchant_id>/channels")
+def get_channels(merchant_id: int):
+    deps = _deps()
+    try:
+        return jsonify(channels_view(_channel_settings(deps), deps.settings, merchant_id))
+    except ConfigError as exc:
+        return _bad(exc)
+
+
+@bp.put("/stores/<int:merchant_id>/channels")
+def put_channels(merchant_id: int):
+    """Order, policy and provider settings; merged into what the store had (service/channel_settings.py)."""
+    deps = _deps()
+    body = request.get_json(silent=True)
+    if not isinstance(body, dict):
+        return jsonify(error="bad_request", message="send a JSON object of channel settings"), 400
+    try:
+        _channel_settings(deps).update(merchant_id, body)
+        return jsonify(channels_view(_channel_settings(deps), deps.settings, merchant_id))
+    except ConfigError as exc:
+        return _bad(exc)
+
+
+@bp.get("/stores/<int:merchant_id>/templates")
+def get_templates(merchant_id: int):
+    return jsonify(merchant_id=merchant_id, templates=templates_view(_channel_settings(_deps()), merchant_id))
+
+
+@bp.put("/stores/<int:merchant_id>/templates/<name>")
+def put_template(merchant_id: int, name: str):
+    """The template's source as the body (text/plain), or JSON {"source": ...}; checked before it is kept."""
+    body = request.get_json(silent=True)
+    source = body.get("source") if isinstance(body, dict) else request.get_data(as_text=True)
+    try:
+        _channel_settings(_deps()).set_template(merchant_id, name, source)
+    except ConfigError as exc:
+        return _bad(exc)
+    return jsonify(merchant_id=merchant_id, template=name, overridden=True)
+
+
+@bp.delete("/stores/<int:merchant_id>/templates/<name>")
+def delete_template(merchant_id: int, name: str):
+    try:
+        removed = _channel_settings(_deps()).delete_template(merchant_id, name)
+    except ConfigError as exc:
+        return _bad(exc)
+    return jsonify(merchant_id=merchant_id, template=name, overridden=False, removed=removed)
+
+
+@bp.get("/stores/<int:merchant_id>/statuses")
+def store_statuses(merchant_id: int):
+    deps = _deps()
+    return jsonify(merchant_id=merchant_id, **status_counts(deps.redis, deps.keys, merchant_id))
+
+
+@bp.post("/stores/<int:merchant_id>/preview")
+def preview(merchant_id: int):
+    """{"customer_id": C, "channel": X?, "lang": "ar"|"en"?}: what would be sent; nothing is."""
+    deps = _deps()
+    body = request.get_json(silent=True) or {}
+    customer = body.get("customer_id")
+    if not isinstance(customer, int) or isinstance(customer, bool):
+        return jsonify(error="bad_request", message="customer_id must be a number"), 400
+    try:
+        return jsonify(previews.preview(deps.redis, deps.settings, _directory(deps), merchant_id, customer,
+                                        body.get("channel"), body.get("lang")))
+    except ConfigError as exc:
+        return _bad(exc)
+
+
+@bp.post("/stores/<int:merchant_id>/send-test")
+def send_test(merchant_id: int):
+    """{"to": e-mail or +9665..., "channel": X?, "lang": "ar"|"en"?}: one sample reminder, outside the ledger."""
+    deps = _deps()
+    body = request.get_json(silent=True) or {}
+    if not isinstance(body.get("to"), str) or not body["to"].strip():
+        return jsonify(error="bad_request", message="to must be an e-mail address or a mobile number"), 400
+    try:
+        return jsonify(previews.send_test(_directory(deps), merchant_id, body["to"].strip(), body.get("channel"),
+                                          body.get("lang")))
+    except ConfigError as exc:
+        return _bad(exc)
+    except (DeliveryPermanentError, DeliveryTransientError) as exc:
+        return jsonify(error="not_sent", message=str(exc), reason=getattr(exc, "reason", "transient")), 502
 
 
 # -- operator alarms ------------------------------------------------------------------------------

@@ -7,7 +7,7 @@ import redis
 from flask import Flask, jsonify
 from werkzeug.exceptions import HTTPException
 
-from service import admin, health, webhooks
+from service import admin, callbacks, health, webhooks
 from service.alarms import Alarms
 from service.intake import Intake
 from service.keys import Keys
@@ -51,6 +51,7 @@ def create_app(settings: Settings | None = None, redis_client: redis.Redis | Non
     app.register_blueprint(webhooks.bp)
     app.register_blueprint(health.bp)
     app.register_blueprint(admin.bp)
+    app.register_blueprint(callbacks.bp)
 
     @app.errorhandler(HTTPException)
     def http_error(exc: HTTPException):

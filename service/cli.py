@@ -2,7 +2,8 @@
 
   stores                      every store: state, counters, token expiry (never the token)
   store M                     one store
-  set-store M --plan-limit N  per-store settings (also --point-value-sar, --paused/--resumed)
+  set-store M --plan-limit N  per-store settings (also --point-value-sar, --paused/--resumed,
+                              --language ar|en, --store-name NAME)
   reset-store M               mark a store active again (after fixing SALLA_CLIENT_ID, say)
   stats [M]                   reminders sent, points reminded, saved and lost, per store and stage
   reminder M ID               one reminder's ledger record (state, attempts, channels)
@@ -11,7 +12,16 @@
   dead-letters drop M ID      give up on one (its lots count as handled, not as reminded)
   alarms                      what only an operator can fix (e.g. Salla refuses our client secret)
   clear-alarm NAME            after fixing it
-  rotate-token-keys           re-encrypt stored tokens under the first TOKEN_ENCRYPTION_KEY
+  rotate-token-keys           re-encrypt stored tokens (and channel settings) under the first key
+  channels M                  the store's channels, policy and provider settings (secrets masked)
+  set-channels M [--order whatsapp,sms,email] [--policy first|all] [--set sms.provider=taqnyat ...]
+                              [--json FILE|-]   change them (checked first; --set X.Y= resets a field)
+  templates M                 the store's message templates (overridden or shipped)
+  set-template M NAME FILE    override one (checked now: a bad one is refused naming the line);
+                              --reset instead of FILE goes back to the shipped one
+  preview M C [--channel X] [--lang ar|en]   exactly what the store's channels would send to C
+  send-test M --to ADDRESS [--channel X] [--lang ar|en]   send one sample reminder now
+  statuses [M]                sent, delivered, read and failed by reason, per channel
 
 Errors (a bad value, an unknown store or reminder) go to stderr with exit status 2.
 """
@@ -22,16 +32,19 @@ import json
 import sys
 import time
 
-from service.admin import dead_letters, outcome_stats, store_summary  # the same views as /admin/*
+from service.admin import (channels_view, dead_letters, outcome_stats, store_summary,  # the same views as /admin/*
+                           templates_view)
+from service.channel_settings import ChannelSettings
 from service.alarms import Alarms
 from service.keys import Keys
 from service.redis_client import connect
 from service.settings import Settings, SettingsError
 from service.stores import ACTIVE, ConfigError, StoreRegistry
 from service.tokens import TokenStore
-from workers import delivery
+from workers import delivery, preview as previews
+from workers.channels import ChannelDirectory, DeliveryPermanentError, DeliveryTransientError
 from workers.due_set import DueSet
-from workers.ledger import Ledger
+from workers.ledger import Ledger, status_counts
 
 
 class CommandError(Exception):
@@ -48,6 +61,8 @@ def _parser() -> argparse.ArgumentParser:
     configure.add_argument("merchant_id", type=int)
     configure.add_argument("--plan-limit", help="Salla plan requests per minute (120, 360, 720)")
     configure.add_argument("--point-value-sar", help="what one point is worth in SAR")
+    configure.add_argument("--language", help="ar or en: for customers whose language Salla does not give")
+    configure.add_argument("--store-name", help="the store's name as the shopper's messages say it")
     pause = configure.add_mutually_exclusive_group()
     pause.add_argument("--paused", dest="paused", action="store_const", const=1, help="hold all reminders")
     pause.add_argument("--resumed", dest="paused", action="store_const", const=0, help="send reminders again")
@@ -66,6 +81,35 @@ def _parser() -> argparse.ArgumentParser:
     clear = commands.add_parser("clear-alarm", help="clear an alarm after fixing its cause")
     clear.add_argument("name")
     commands.add_parser("rotate-token-keys", help="re-encrypt stored tokens under the first key")
+    show = commands.add_parser("channels", help="a store's channels (secrets masked)")
+    show.add_argument("merchant_id", type=int)
+    chan = commands.add_parser("set-channels", help="a store's channels, policy and provider settings")
+    chan.add_argument("merchant_id", type=int)
+    chan.add_argument("--order", help="comma list in the order to try: whatsapp,sms,email,webhook,log")
+    chan.add_argument("--policy", choices=["first", "all"])
+    chan.add_argument("--set", action="append", default=[], metavar="CHANNEL.FIELD=VALUE",
+                      help="a provider setting, e.g. whatsapp.access_token=...; empty value: back to the default")
+    chan.add_argument("--json", metavar="FILE", help="a JSON object of settings ('-' reads standard input)")
+    tpls = commands.add_parser("templates", help="a store's message templates")
+    tpls.add_argument("merchant_id", type=int)
+    tpl = commands.add_parser("set-template", help="override one of a store's message templates")
+    tpl.add_argument("merchant_id", type=int)
+    tpl.add_argument("name")
+    source = tpl.add_mutually_exclusive_group(required=True)
+    source.add_argument("file", nargs="?", help="the template's file ('-' reads standard input)")
+    source.add_argument("--reset", action="store_true", help="go back to the shipped template")
+    prev = commands.add_parser("preview", help="what would be sent to one customer")
+    prev.add_argument("merchant_id", type=int)
+    prev.add_argument("customer_id", type=int)
+    prev.add_argument("--channel")
+    prev.add_argument("--lang", choices=["ar", "en"])
+    test = commands.add_parser("send-test", help="send one sample reminder to an address")
+    test.add_argument("merchant_id", type=int)
+    test.add_argument("--to", required=True, help="an e-mail address or a mobile number (+9665...)")
+    test.add_argument("--channel")
+    test.add_argument("--lang", choices=["ar", "en"])
+    statuses = commands.add_parser("statuses", help="delivery statuses per store and channel")
+    statuses.add_argument("merchant_id", type=int, nargs="?")
     return parser
 
 
@@ -103,7 +147,8 @@ def run(args, settings: Settings):
         return {str(m): outcome_stats(store, Keys(prefix), m) for m in merchants}
     if args.command == "set-store":
         return registry.set_config(args.merchant_id, plan_limit=args.plan_limit,
-                                   point_value_sar=args.point_value_sar, paused=args.paused)
+                                   point_value_sar=args.point_value_sar, paused=args.paused,
+                                   language=args.language, store_name=args.store_name)
     if args.command == "reminder":
         record = ledger.get(args.merchant_id, args.reminder_id)
         if record is None:
@@ -125,7 +170,97 @@ def run(args, settings: Settings):
         if not Alarms(store, prefix).clear(args.name):
             raise CommandError(f"no alarm named {args.name}")
         return {"cleared": args.name}
-    return {"re_encrypted": tokens.rotate_all()}
+    if args.command in CHANNEL_COMMANDS:
+        return CHANNEL_COMMANDS[args.command](args, settings, store, registry)
+    channel_settings = ChannelSettings(store, prefix, settings)
+    return {"re_encrypted": tokens.rotate_all(),
+            "channel_settings_re_encrypted": sum(channel_settings.rotate(m) for m in registry.merchants())}
+
+
+def _read(path: str) -> str:
+    if path == "-":
+        return sys.stdin.read()
+    try:
+        with open(path, encoding="utf-8") as handle:
+            return handle.read()
+    except OSError as exc:
+        raise CommandError(f"cannot read {path}: {exc.strerror}") from None
+
+
+def _set_channels(args, settings, store, registry):
+    changes: dict = {}
+    if args.json:
+        try:
+            changes = json.loads(_read(args.json))
+        except ValueError as exc:
+            raise CommandError(f"--json: not JSON ({exc})") from None
+        if not isinstance(changes, dict):
+            raise CommandError("--json: give a JSON object")
+    if args.order:
+        changes["channels"] = [name.strip() for name in args.order.split(",") if name.strip()]
+    if args.policy:
+        changes["policy"] = args.policy
+    for item in args.set:
+        target, sep, value = item.partition("=")
+        channel, dot, name = target.partition(".")
+        if not sep or not dot:
+            raise CommandError(f"--set {item!r}: write CHANNEL.FIELD=VALUE, e.g. sms.provider=taqnyat")
+        if name == "max_segments" and value.isdigit():
+            value = int(value)
+        changes.setdefault(channel, {})
+        if not isinstance(changes[channel], dict):
+            raise CommandError(f"--set {item!r}: {channel} is not a channel with settings")
+        changes[channel][name] = value if value != "" else None
+    if not changes:
+        raise CommandError("nothing to change: give --order, --policy, --set or --json")
+    channel_settings = ChannelSettings(store, settings.redis_key_prefix, settings)
+    channel_settings.update(args.merchant_id, changes)
+    return channels_view(channel_settings, settings, args.merchant_id)
+
+
+def _channels(args, settings, store, registry):
+    return channels_view(ChannelSettings(store, settings.redis_key_prefix, settings), settings, args.merchant_id)
+
+
+def _templates(args, settings, store, registry):
+    return templates_view(ChannelSettings(store, settings.redis_key_prefix, settings), args.merchant_id)
+
+
+def _set_template(args, settings, store, registry):
+    channel_settings = ChannelSettings(store, settings.redis_key_prefix, settings)
+    if args.reset:
+        return {"template": args.name, "overridden": False,
+                "removed": channel_settings.delete_template(args.merchant_id, args.name)}
+    channel_settings.set_template(args.merchant_id, args.name, _read(args.file))
+    return {"template": args.name, "overridden": True}
+
+
+def _directory(settings, store, registry):
+    import requests
+    return ChannelDirectory(settings, store, requests.Session(), registry)
+
+
+def _preview(args, settings, store, registry):
+    return previews.preview(store, settings, _directory(settings, store, registry), args.merchant_id,
+                            args.customer_id, args.channel, args.lang)
+
+
+def _send_test(args, settings, store, registry):
+    try:
+        return previews.send_test(_directory(settings, store, registry), args.merchant_id, args.to, args.channel,
+                                  args.lang)
+    except (DeliveryPermanentError, DeliveryTransientError) as exc:
+        raise CommandError(f"not sent: {exc}") from None
+
+
+def _statuses(args, settings, store, registry):
+    merchants = [args.merchant_id] if args.merchant_id else registry.merchants()
+    return {str(m): status_counts(store, Keys(settings.redis_key_prefix), m) for m in merchants}
+
+
+CHANNEL_COMMANDS = {"set-channels": _set_channels, "channels": _channels, "templates": _templates,
+                    "set-template": _set_template, "preview": _preview, "send-test": _send_test,
+                    "statuses": _statuses}
 
 
 if __name__ == "__main__":

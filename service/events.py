@@ -39,13 +39,19 @@ class Customer:
     mobile: str | None  # E.164, e.g. +966501806978, or None when it cannot be told
     email: str | None
     notifications_enabled: bool | None
+    lang: str | None = None  # "ar" or "en" when Salla gives the customer's language, else None
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        raw = asdict(self)
+        if raw["lang"] is None:
+            del raw["lang"]  # the queued message stays as it was for customers without a language
+        return raw
 
     @classmethod
     def from_dict(cls, raw: dict) -> "Customer":
-        return cls(**{k: raw.get(k) for k in ("id", "name", "mobile", "email", "notifications_enabled")})
+        # Messages queued before `lang` existed have none: None (the store's default applies).
+        return cls(**{k: raw.get(k) for k in ("id", "name", "mobile", "email", "notifications_enabled")},
+                   lang=language(raw.get("lang")))
 
 
 def parse_envelope(body: bytes) -> Envelope:
@@ -100,7 +106,16 @@ def customer_of(envelope: Envelope) -> Customer | None:
         mobile=e164(raw.get("mobile"), raw.get("mobile_code")),
         email=_text(raw.get("email")),
         notifications_enabled=raw["is_notifications_enabled"] if isinstance(raw.get("is_notifications_enabled"), bool) else None,
+        lang=language(raw.get("lang")),
     )
+
+
+def language(value: Any) -> str | None:
+    """Salla's customer `lang` ("ar", "en", "ar-SA", "EN"...) as "ar" or "en"; None otherwise."""
+    if not isinstance(value, str):
+        return None
+    code = value.strip().lower()[:2]
+    return code if code in ("ar", "en") else None
 
 
 def e164(mobile: Any, mobile_code: Any = None) -> str | None:

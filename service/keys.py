@@ -32,6 +32,10 @@ not a hunt. The few keys shared by all stores are at the top.
 |   marks:C                         | hash   | past the last lot's expiry   | workers/ledger.py       |
 |   recheck:C                       | set    | 1 day                        | workers/reminding.py    |
 |   reminder:<id> (the ledger)      | hash   | past the last lot's expiry   | workers/ledger.py       |
+|   msgid:<channel>:<provider id>   | string | as its reminder's record     | workers/ledger.py       |
+|   statuses                        | hash   | kept after uninstall         | workers/ledger.py       |
+|   channels (encrypted settings)   | string | until uninstall              | service/channel_settings.py |
+|   templates                       | hash   | until uninstall              | service/channel_settings.py |
 
 Uninstall (workers/tasks.py forget_store) deletes every key of the store's pattern except
 `KEPT_AFTER_UNINSTALL`: what an operator needs to see what happened (state, settings, counters),
@@ -40,7 +44,7 @@ and the time of the last app event (so that a late retry of an older one is stil
 from __future__ import annotations
 
 # What an operator still needs after a store uninstalled: no personal data in any of them.
-KEPT_AFTER_UNINSTALL = ("state", "config", "counters", "stats", "app-event-at")
+KEPT_AFTER_UNINSTALL = ("state", "config", "counters", "stats", "statuses", "app-event-at")
 
 
 class Keys:
@@ -102,6 +106,9 @@ class StoreKeys:
         self.pump = b + "pump"
         self.dead = b + "dead"
         self.inbox = b + "inbox"
+        self.statuses = b + "statuses"  # per channel: sent, delivered, read, failed:<reason>
+        self.channels = b + "channels"  # the store's channel settings, Fernet-encrypted JSON
+        self.templates = b + "templates"  # the store's message template overrides, by name
 
     @property
     def pattern(self) -> str:
@@ -132,6 +139,10 @@ class StoreKeys:
 
     def reminder(self, reminder_id: str) -> str:
         return f"{self.base}reminder:{reminder_id}"
+
+    def provider_message(self, channel: str, message_id: str) -> str:
+        """A provider's message id -> the reminder it carried (status callbacks find it here)."""
+        return f"{self.base}msgid:{channel}:{message_id}"
 
     def customer_keys(self, customer_id: int) -> tuple[str, ...]:
         """Everything kept about one customer (export and erasure walk this list)."""

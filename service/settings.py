@@ -17,7 +17,9 @@ REDIS_SCHEMES = ("redis", "rediss", "unix")
 # The broker may be Redis or RabbitMQ (AMQP 0-9-1 through py-amqp: amqp, amqps and pyamqp are
 # kombu's names for the same transport); Redis stays the store for everything else.
 BROKER_SCHEMES = REDIS_SCHEMES + ("amqp", "amqps", "pyamqp")
-CHANNELS = ("log", "webhook")
+CHANNELS = ("log", "webhook", "whatsapp", "sms", "email")
+CHANNEL_POLICIES = ("first", "all")
+SMS_PROVIDERS = ("unifonic", "taqnyat")
 LANGUAGES = ("ar", "en")
 
 
@@ -65,6 +67,21 @@ class Settings:
     point_value_sar: float
     sweep_interval_seconds: float
     reminder_lookahead_seconds: int
+    # Channel defaults for stores that set nothing of their own (service/channel_settings.py).
+    reminder_channel_policy: str = "all"
+    whatsapp_api_url: str = "https://graph.facebook.com/v21.0"
+    whatsapp_phone_number_id: str = ""
+    whatsapp_access_token: str = ""
+    whatsapp_template_name: str = "points_expiry_reminder"
+    whatsapp_app_secret: str = ""
+    whatsapp_verify_token: str = ""
+    sms_provider: str = "unifonic"
+    sms_api_url: str = ""
+    sms_api_key: str = ""
+    sms_sender: str = ""
+    smtp_url: str = ""
+    email_from: str = ""
+    public_base_url: str = "http://127.0.0.1:8000"
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> "Settings":
@@ -83,11 +100,12 @@ class Settings:
                 raise SettingsError(f"REMINDER_CHANNELS: unknown channel {channel!r} (known: {', '.join(CHANNELS)})")
         if not channels:
             raise SettingsError("REMINDER_CHANNELS must name at least one channel")
-        webhook_url = ""
-        webhook_secret = ""
+        # The global webhook is the default of stores that set no URL of their own.
+        webhook_url = env.url("REMINDER_WEBHOOK_URL", "", schemes=("http", "https"))
+        webhook_secret = env.str("REMINDER_WEBHOOK_SECRET", "")
         if "webhook" in channels:
-            webhook_url = env.url("REMINDER_WEBHOOK_URL", None, schemes=("http", "https"))
-            webhook_secret = env.str("REMINDER_WEBHOOK_SECRET", "")
+            if not webhook_url:
+                raise SettingsError("REMINDER_WEBHOOK_URL is required when REMINDER_CHANNELS includes webhook")
             if not webhook_secret:
                 raise SettingsError("REMINDER_WEBHOOK_SECRET is required when REMINDER_CHANNELS includes webhook")
         stages = tuple(sorted({env.positive_int_item("REMINDER_STAGES_DAYS", s) for s in env.list("REMINDER_STAGES_DAYS", "30,7,1")}, reverse=True))
@@ -137,6 +155,20 @@ class Settings:
             # Delivery retries and held reminders wait in the due set for the sweep, so it ticks often.
             sweep_interval_seconds=env.float("SWEEP_INTERVAL_SECONDS", 10.0, minimum=0.5),
             reminder_lookahead_seconds=env.duration("REMINDER_LOOKAHEAD", "1d", maximum=7 * 86400),
+            reminder_channel_policy=env.choice("REMINDER_CHANNEL_POLICY", "all", CHANNEL_POLICIES),
+            whatsapp_api_url=env.url("WHATSAPP_API_URL", "https://graph.facebook.com/v21.0", schemes=("http", "https")).rstrip("/"),
+            whatsapp_phone_number_id=env.str("WHATSAPP_PHONE_NUMBER_ID", ""),
+            whatsapp_access_token=env.str("WHATSAPP_ACCESS_TOKEN", ""),
+            whatsapp_template_name=env.str("WHATSAPP_TEMPLATE_NAME", "points_expiry_reminder"),
+            whatsapp_app_secret=env.str("WHATSAPP_APP_SECRET", ""),
+            whatsapp_verify_token=env.str("WHATSAPP_VERIFY_TOKEN", ""),
+            sms_provider=env.choice("SMS_PROVIDER", "unifonic", SMS_PROVIDERS),
+            sms_api_url=env.url("SMS_API_URL", "", schemes=("http", "https")).rstrip("/"),
+            sms_api_key=env.str("SMS_API_KEY", ""),
+            sms_sender=env.str("SMS_SENDER", ""),
+            smtp_url=env.url("SMTP_URL", "", schemes=("smtp", "smtps")),
+            email_from=env.str("EMAIL_FROM", ""),
+            public_base_url=env.url("PUBLIC_BASE_URL", "http://127.0.0.1:8000", schemes=("http", "https")).rstrip("/"),
         )
 
 

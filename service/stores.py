@@ -59,14 +59,34 @@ def _flag(name: str):
     return parse
 
 
+def _choice(name: str, allowed: tuple[str, ...]):
+    def parse(value) -> str:
+        if value not in allowed:
+            raise ConfigError(f"{name} must be one of {', '.join(allowed)}, got {value!r}")
+        return value
+    return parse
+
+
+def _text_field(name: str, most: int):
+    def parse(value) -> str:
+        if not isinstance(value, str) or len(value.strip()) > most or any(ch in value for ch in "\r\n\x00"):
+            raise ConfigError(f"{name} must be one line of text of at most {most} characters, got {value!r}")
+        return value.strip()
+    return parse
+
+
 # Per-store settings: name -> parser with bounds. Salla's plans allow 120, 360 or 720 requests
 # a minute; anything past 10,000 is a typo, and 0 or less would stop the store for good.
 CONFIG_FIELDS = {
     "plan_limit": _whole("plan_limit", 1, 10_000),
     "point_value_sar": _amount("point_value_sar", 0.0, 10_000.0),
     "paused": _flag("paused"),
+    # The language of customers whose language Salla does not give (else REMINDER_LANGUAGE),
+    # and the store's name as the shopper's messages say it.
+    "language": _choice("language", ("ar", "en")),
+    "store_name": _text_field("store_name", 80),
 }
-_STORED_AS = {"plan_limit": int, "point_value_sar": float, "paused": int}
+_STORED_AS = {"plan_limit": int, "point_value_sar": float, "paused": int, "language": str, "store_name": str}
 
 
 class StoreRegistry:

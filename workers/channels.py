@@ -1,28 +1,38 @@
-"""Delivery channels. Each has a `name` and `send(reminder)`; failures map to two exceptions.
+"""Delivery channels, built per store. Each has a `name` and `send(reminder)`, which returns the
+provider's message id (or None) or raises one of two exceptions (workers/providers/base.py).
 
 - log: one structured JSON line (no name, mobile or e-mail: logs are not a place for personal data)
-- webhook: POST the reminder as JSON, the raw body signed as lowercase hex HMAC-SHA256 under
-  REMINDER_WEBHOOK_SECRET in X-Reminder-Signature (the same scheme Salla uses for us).
+- webhook: POST the reminder as JSON to the store's URL (the global REMINDER_WEBHOOK_URL is the
+  default), the raw body signed as lowercase hex HMAC-SHA256 under the store's secret in
+  X-Reminder-Signature; `timestamp` inside the signed body, and `Idempotency-Key` (= X-Reminder-Id)
+- whatsapp, sms, email: workers/providers/
+
+`ChannelDirectory.for_store(m)` gives a store's channels in its order and its policy (service/
+channel_settings.py), built from its settings, templates and name, and kept for a few seconds
+only, so that a changed setting applies within CACHE_SECONDS.
 """
 from __future__ import annotations
 
 import json
 import logging
+import time
 
 import requests
 
+from service.channel_settings import NEEDS, ChannelSettings
+from service.messages import Renderer
 from service.settings import Settings
 from service.signatures import sign
+from service.stores import StoreRegistry
+from service.unsubscribe import unsubscribe_url
+from workers.providers.base import (NOT_CONFIGURED, REFUSED, DeliveryPermanentError,  # noqa: F401 (re-exported)
+                                    DeliveryTransientError)
+from workers.providers.email import EmailChannel
+from workers.providers.sms import SmsChannel
+from workers.providers.whatsapp import WhatsAppChannel
 
 reminder_log = logging.getLogger("reminders")
-
-
-class DeliveryTransientError(Exception):
-    """Worth retrying: connection trouble, a timeout, 429 or 5xx."""
-
-
-class DeliveryPermanentError(Exception):
-    """The receiver refused the reminder (other 4xx); retrying will not help."""
+CACHE_SECONDS = 5.0
 
 
 class LogChannel:
@@ -39,19 +49,23 @@ class LogChannel:
 class WebhookChannel:
     name = "webhook"
 
-    def __init__(self, url: str, secret: str, session: requests.Session, timeout: float):
+    def __init__(self, url: str, secret: str, session: requests.Session, timeout: float, clock=time.time):
         self.url = url
         self.secret = secret
         self.session = session
         self.timeout = timeout
+        self.clock = clock
 
     def send(self, reminder: dict) -> None:
-        body = json.dumps(reminder, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+        # The timestamp is signed with the body: a receiver can refuse a replay of an old delivery.
+        signed = {**reminder, "timestamp": int(self.clock())}
+        body = json.dumps(signed, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
         headers = {
             "Content-Type": "application/json; charset=utf-8",
             "X-Reminder-Signature": sign(body, self.secret),
             # Stable across retries: a receiver can drop a repeat after a crash mid-send.
             "X-Reminder-Id": reminder["reminder_id"],
+            "Idempotency-Key": reminder["reminder_id"],
         }
         try:
             response = self.session.post(self.url, data=body, headers=headers, timeout=self.timeout)
@@ -60,15 +74,66 @@ class WebhookChannel:
         if response.status_code == 429 or response.status_code >= 500:
             raise DeliveryTransientError(f"webhook receiver answered {response.status_code}")
         if response.status_code >= 400:
-            raise DeliveryPermanentError(f"webhook receiver refused the reminder: {response.status_code}")
+            raise DeliveryPermanentError(f"webhook receiver refused the reminder: {response.status_code}", REFUSED)
 
 
-def build_channels(settings: Settings, session: requests.Session) -> list:
-    channels = []
-    for name in settings.reminder_channels:
-        if name == "log":
-            channels.append(LogChannel())
-        elif name == "webhook":
-            channels.append(WebhookChannel(settings.reminder_webhook_url, settings.reminder_webhook_secret,
-                                           session, settings.salla_http_timeout_seconds))
-    return channels
+class UnconfiguredChannel:
+    """A channel the store lists without what it needs (say, no SMS key and no SMS_API_KEY)."""
+
+    def __init__(self, name: str, missing: list[str]):
+        self.name = name
+        self.missing = missing
+
+    def send(self, reminder: dict) -> None:
+        raise DeliveryPermanentError(f"{self.name} is not configured (missing {', '.join(self.missing)})", NOT_CONFIGURED)
+
+
+class ChannelDirectory:
+    def __init__(self, settings: Settings, store, session: requests.Session, registry: StoreRegistry,
+                 clock=time.monotonic):
+        self.settings = settings
+        self.session = session
+        self.registry = registry
+        self.channel_settings = ChannelSettings(store, settings.redis_key_prefix, settings)
+        self.clock = clock
+        self._cache: dict[int, tuple[float, list, str]] = {}
+
+    def for_store(self, merchant_id: int) -> tuple[list, str]:
+        now = self.clock()
+        cached = self._cache.get(merchant_id)
+        if cached is None or cached[0] <= now:
+            channels, policy = self.build(merchant_id)
+            cached = (now + CACHE_SECONDS, channels, policy)
+            self._cache[merchant_id] = cached
+        return cached[1], cached[2]
+
+    def build(self, merchant_id: int, only: list[str] | None = None) -> tuple[list, str]:
+        effective = self.channel_settings.effective(merchant_id)
+        config = self.registry.config(merchant_id)
+        store_name = config.get("store_name", "")
+        renderer = Renderer(self.channel_settings.templates(merchant_id))
+        s = self.settings
+        keys = s.token_encryption_keys
+
+        def unsubscribe(reminder: dict) -> str:
+            return unsubscribe_url(s.public_base_url, keys, reminder["merchant_id"], reminder["customer_id"])
+
+        channels = []
+        for name in only or effective.channels:
+            missing = [f"{name}.{field}" for field in NEEDS.get(name, ()) if not effective.of(name).get(field)]
+            if missing:
+                channels.append(UnconfiguredChannel(name, missing))
+                continue
+            cfg = effective.of(name)
+            timeout = s.salla_http_timeout_seconds
+            if name == "log":
+                channels.append(LogChannel())
+            elif name == "webhook":
+                channels.append(WebhookChannel(cfg["url"], cfg["secret"], self.session, timeout))
+            elif name == "whatsapp":
+                channels.append(WhatsAppChannel(merchant_id, cfg, self.session, timeout, store_name))
+            elif name == "sms":
+                channels.append(SmsChannel(merchant_id, cfg, self.session, timeout, renderer, store_name))
+            elif name == "email":
+                channels.append(EmailChannel(merchant_id, cfg, timeout, renderer, store_name, unsubscribe))
+        return channels, effective.policy

@@ -5,10 +5,13 @@ queue_reminder  arm a timer in the due set, record the reminder in the ledger (c
                 fails after it (the ledger write, the publish, the worker), the sweep finds the
                 timer when it runs out and publishes the delivery again. Nothing waits for a
                 broker's redelivery, and nothing is lost with a message.
-deliver         one attempt: re-check (uninstalled, opted out, paused), then each channel not
-                yet done. The first channel that sends makes the reminder `sent` (its lots are
-                marked and it is counted, once). Transient failures come back through the timer
-                with backoff; out of attempts, or refused by every channel, it is a dead letter.
+deliver         one attempt: re-check (uninstalled, opted out, paused), then the store's channels
+                in its order (rt.channels_for). Policy `all`: every channel not yet done;
+                `first`: the next channel only after one failed for good (refused, no address
+                for it, out of retries), never while one waits for a retry. The first channel
+                that sends makes the reminder `sent` (its lots are marked and it is counted,
+                once). Transient failures come back through the timer with backoff; out of
+                attempts, or refused by every channel, it is a dead letter.
 """
 from __future__ import annotations
 
@@ -16,6 +19,7 @@ import logging
 
 from workers.backoff import retry_countdown
 from workers.channels import DeliveryPermanentError, DeliveryTransientError
+from workers.providers.base import RETRIES_USED_UP
 from workers.due_set import DueEntry
 from workers.ledger import CANCELLED, DEAD, DROPPED, LIVE, count_stat
 
@@ -26,6 +30,7 @@ log = logging.getLogger(__name__)
 DELIVERY_LEASE_SECONDS = 90
 MAX_ATTEMPTS = 12  # with backoff doubling from 2 s up to 15 min: about 45 minutes in all
 PAUSED_RETRY_SECONDS = 3600
+FIRST, ALL = "first", "all"  # a store's channel policy (service/channel_settings.py)
 
 
 def _timer(reminder: dict) -> DueEntry:
@@ -83,55 +88,91 @@ def deliver(rt, merchant_id: int, customer_id: int, reminder_id: str, now: float
         rt.registry.count(m, "deliveries_held_paused")
         return record.state
 
+    try:
+        channels, policy = rt.channels_for(m)
+    except Exception as exc:  # settings that cannot be read (a removed key): retry, never lose it
+        log.exception("reminder %s: the channels of merchant=%s cannot be built", reminder_id, m)
+        channels, policy, broken = [], "all", f"channel settings: {type(exc).__name__}"
+    else:
+        broken = ""
     attempt = rt.ledger.begin_attempt(m, reminder_id, now)
     arm(rt, timer, now + DELIVERY_LEASE_SECONDS)  # if this worker dies now, the sweep takes over
     reminder = record.reminder
     sent = record.sent_at is not None
-    transient, refused, busy_until = [], [], 0.0
-    for channel in rt.channels:
+    transient, refused, busy_until, wait = ([broken] if broken else []), [], 0.0, 0.0
+    for channel in channels:
+        if policy == FIRST and (sent or transient or busy_until):
+            break  # `first`: one channel reaches the shopper; the next only after a failure for good
         claim = rt.ledger.claim_channel(m, reminder_id, channel.name, attempt, now)
         if claim == "sent":
             sent = True
+            continue
+        if claim == "failed":  # refused for good by an earlier attempt
             continue
         if claim.startswith("busy:"):  # another attempt may be sending right now
             busy_until = max(busy_until, float(claim[5:]))
             continue
         try:
-            channel.send(reminder)
+            message_id = channel.send(reminder)
         except DeliveryPermanentError as exc:
-            rt.ledger.channel_result(m, reminder_id, channel.name, f"failed:{exc}")
+            _failed(rt, m, reminder_id, channel.name, getattr(exc, "reason", "refused"), str(exc), exc)
             refused.append(f"{channel.name}: {exc}")
-            log.error("reminder %s refused by %s: %s (merchant=%s customer=%s)", reminder_id, channel.name, exc, m, c)
             continue
         except Exception as exc:  # DeliveryTransientError, or a bug: never lose the reminder to it
             if not isinstance(exc, DeliveryTransientError):
                 log.exception("reminder %s: %s failed unexpectedly", reminder_id, channel.name)
+            _raise_alarm(rt, getattr(exc, "alarm", None))
+            if attempt >= MAX_ATTEMPTS:  # out of attempts: this channel gives up (`first` tries the next)
+                _failed(rt, m, reminder_id, channel.name, RETRIES_USED_UP, f"{type(exc).__name__}: {exc}")
+                refused.append(f"{channel.name}: retries used up ({exc})")
+                continue
             rt.ledger.channel_result(m, reminder_id, channel.name, f"retry:{type(exc).__name__}: {exc}")
             transient.append(f"{channel.name}: {exc}")
+            wait = max(wait, getattr(exc, "retry_after", None) or 0.0)
             continue
         rt.ledger.channel_result(m, reminder_id, channel.name, "sent")
         rt.ledger.mark_sent(m, c, reminder_id, now)
+        rt.ledger.record_status(m, reminder_id, channel.name, "accepted", at=f"{now:.0f}")
+        if message_id:
+            rt.ledger.remember_message(m, channel.name, message_id, reminder_id)
         sent = True
     if sent:
         rt.ledger.mark_sent(m, c, reminder_id, now)  # a no-op unless an earlier attempt sent it
 
     if transient or busy_until:
         if attempt < MAX_ATTEMPTS:
-            delay = retry_countdown(attempt - 1) if transient else busy_until - now + 1
+            delay = max(retry_countdown(attempt - 1, wait or None), 1.0) if transient else busy_until - now + 1
             rt.ledger.retrying(m, reminder_id, "; ".join(transient) or "a channel is busy", now)
             arm(rt, timer, now + delay)
             log.warning("reminder %s: attempt %d/%d failed (%s); again in %.0fs", reminder_id, attempt, MAX_ATTEMPTS,
                         "; ".join(transient) or "busy", delay)
             return "retrying"
         if not sent:
-            return _stop(rt, record, timer, DEAD, now, "retries used up: " + "; ".join(transient), "reminders_dead")
-        for failed in transient:  # reached the shopper elsewhere: this channel gives up
-            rt.ledger.channel_result(m, reminder_id, failed.split(":", 1)[0], "failed:retries used up")
+            return _stop(rt, record, timer, DEAD, now, "retries used up: " + "; ".join(transient + refused),
+                         "reminders_dead")
     elif not sent:
-        return _stop(rt, record, timer, DEAD, now, "refused: " + "; ".join(refused), "reminders_dead")
+        why = "; ".join(refused) or "the store lists no channel"
+        return _stop(rt, record, timer, DEAD, now, ("refused: " if refused else "") + why, "reminders_dead")
     rt.ledger.settle_sent(m, c, reminder_id, now)
     rt.due.remove([timer])
     return "sent"
+
+
+def _failed(rt, m: int, reminder_id: str, channel: str, reason: str, why: str, exc=None) -> None:
+    """A channel failed for good: recorded in the ledger, counted by reason, its alarm raised.
+    The message names ids, the channel and the provider's code, never the shopper's address."""
+    rt.ledger.channel_result(m, reminder_id, channel, f"failed:{reason}: {why}")
+    rt.ledger.record_status(m, reminder_id, channel, "failed", reason=reason, at=f"{rt.clock():.0f}")
+    _raise_alarm(rt, getattr(exc, "alarm", None))
+    log.warning("reminder %s of merchant=%s: %s failed for good (%s): %s", reminder_id, m, channel, reason, why)
+
+
+def _raise_alarm(rt, alarm) -> None:
+    if alarm:
+        try:
+            rt.alarms.raise_(alarm[0], alarm[1])
+        except Exception:
+            log.exception("could not raise alarm %s", alarm[0])
 
 
 def _stop(rt, record, timer: DueEntry, state: str, now: float, why: str, counter: str) -> str:

@@ -13,7 +13,17 @@ go out.
 
 A record is a hash `reminder:<id>` under the store's hash tag: merchant_id, customer_id,
 stage, state, attempts, last_error, created_at, updated_at, sent_at, body (the reminder as
-JSON), and per channel `ch:<name>` = sent | failed:<why> | retry:<why> | sending:<attempt>:<deadline>.
+JSON), and per channel `ch:<name>` = sent | failed:<reason>: <why> | retry:<why> | sending:<attempt>:<deadline>.
+
+Once a channel has sent, the provider's word on it follows, as in Notify's status callbacks:
+`st:<name>` = sent | delivered | read | failed:<reason>, `st_at:<name>` its provider timestamp.
+Statuses arrive in any order and never go backwards: read beats delivered beats sent; a failure
+after delivered is kept in `stf:<name>` but does not undo it; a delivered or read after a failure
+replaces it. The store's `statuses` hash counts them per channel (`<name>:sent`, `:delivered`
+(delivered or read), `:read`, `:failed:<reason>`), each reminder once per level.
+`msgid:<channel>:<provider id>` (its own key, the record's lifetime) maps a provider's message
+id back to the reminder, for SMS delivery reports; WhatsApp statuses also carry
+`biz_opaque_callback_data` = `<merchant>:<reminder id>`.
 
 The customer's `marks:<c>` hash (same slot) says which lots were named at which stage:
   <lot key>   -> nearest stage a *sent* reminder named it at (outcome accounting reads these)
@@ -61,6 +71,7 @@ _CLAIM_CHANNEL = """
 local field = 'ch:' .. ARGV[1]
 local current = redis.call('HGET', KEYS[1], field)
 if current == 'sent' then return 'sent' end
+if current and string.sub(current, 1, 7) == 'failed:' then return 'failed' end
 if current and string.sub(current, 1, 8) == 'sending:' then
   local attempt, deadline = string.match(current, '^sending:(%d+):([%d%.]+)$')
   if attempt ~= ARGV[2] and tonumber(deadline) > tonumber(ARGV[3]) then return 'busy:' .. deadline end
@@ -120,6 +131,62 @@ return 1
 """
 
 
+# KEYS: record, statuses. ARGV: channel, status (accepted | sent | delivered | read | failed), reason, at.
+# `accepted` is our own send (the provider took it): counted as sent, once per channel.
+_STATUS = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return 'missing' end
+local ch, status = ARGV[1], ARGV[2]
+local field, at_field = 'st:' .. ch, 'st_at:' .. ch
+local current = redis.call('HGET', KEYS[1], field) or ''
+local ranks = {sent = 1, delivered = 2, read = 3}
+local cur = ranks[current] or 0
+local was_failed = string.sub(current, 1, 7) == 'failed:'
+if status == 'accepted' then
+  redis.call('HINCRBY', KEYS[2], ch .. ':sent', 1)
+  if current == '' then redis.call('HSET', KEYS[1], field, 'sent', at_field, ARGV[4]) end
+  return 'sent'
+end
+if status == 'failed' then
+  if cur >= 2 then
+    redis.call('HSET', KEYS[1], 'stf:' .. ch, ARGV[3] .. '@' .. ARGV[4])
+    return 'kept'
+  end
+  if was_failed then return 'same' end
+  redis.call('HSET', KEYS[1], field, 'failed:' .. ARGV[3], at_field, ARGV[4])
+  redis.call('HINCRBY', KEYS[2], ch .. ':failed:' .. ARGV[3], 1)
+  return 'failed'
+end
+local new = ranks[status]
+if not new then return 'unknown' end
+if new <= cur or (was_failed and new < 2) then return 'same' end
+if was_failed then redis.call('HINCRBY', KEYS[2], ch .. ':' .. current, -1) end
+for level = math.max(cur + 1, 2), new do
+  redis.call('HINCRBY', KEYS[2], ch .. ':' .. (level == 2 and 'delivered' or 'read'), 1)
+end
+redis.call('HSET', KEYS[1], field, status, at_field, ARGV[4])
+return status
+"""
+STATUS_LEVELS = ("sent", "delivered", "read")
+
+
+def status_counts(store: redis.Redis, keys: Keys, merchant_id: int) -> dict:
+    """Per channel and in total: sent, delivered (or read), read, failed by reason."""
+    result: dict[str, dict] = {}
+    total = {"sent": 0, "delivered": 0, "read": 0, "failed": {}}
+    for name, value in store.hgetall(keys.store(merchant_id).statuses).items():
+        name = name.decode() if isinstance(name, bytes) else name
+        channel, _, status = name.partition(":")
+        counts = result.setdefault(channel, {"sent": 0, "delivered": 0, "read": 0, "failed": {}})
+        if status.startswith("failed:"):
+            reason = status[len("failed:"):]
+            counts["failed"][reason] = int(value)
+            total["failed"][reason] = total["failed"].get(reason, 0) + int(value)
+        elif status in STATUS_LEVELS:
+            counts[status] = int(value)
+            total[status] += int(value)
+    return {"channels": result, "total": total}
+
+
 def count_stat(store: redis.Redis, keys: Keys, merchant_id: int, stage: int, name: str, amount: int = 1) -> None:
     """Outcome counters per store and stage (stage 0: per customer, e.g. opted_out_cancelled)."""
     if amount:
@@ -140,6 +207,7 @@ class Record:
     sent_at: float | None
     channels: dict[str, str]
     body: str
+    statuses: dict[str, dict] = None  # channel -> {"status", "at"} (provider statuses)
 
     @property
     def reminder(self) -> dict:
@@ -152,7 +220,7 @@ class Record:
                 "stage_days": self.stage, "state": self.state, "attempts": self.attempts,
                 "last_error": self.last_error, "created_at": self.created_at, "updated_at": self.updated_at,
                 "sent_at": self.sent_at,
-                "channels": self.channels, "points_expiring": reminder.get("points_expiring"),
+                "channels": self.channels, "statuses": self.statuses or {}, "points_expiring": reminder.get("points_expiring"),
                 "lots": len(reminder.get("lots", []))}
 
 
@@ -200,6 +268,7 @@ class Ledger:
         self._claim_channel = store.register_script(_CLAIM_CHANNEL)
         self._mark_sent = store.register_script(_MARK_SENT)
         self._finish = store.register_script(_FINISH)
+        self._status = store.register_script(_STATUS)
 
     def marks(self, merchant_id: int, customer_id: int) -> Marks:
         return parse_marks(self.redis.hgetall(self.keys.store(merchant_id).marks(customer_id)))
@@ -227,7 +296,10 @@ class Ledger:
                       attempts=int(raw.get("attempts", 0)), last_error=raw.get("last_error", ""),
                       created_at=float(raw.get("created_at", 0)), updated_at=float(raw.get("updated_at", 0)),
                       sent_at=float(raw["sent_at"]) if raw.get("sent_at") else None,
-                      channels={k[3:]: v for k, v in raw.items() if k.startswith("ch:")}, body=raw["body"])
+                      channels={k[3:]: v for k, v in raw.items() if k.startswith("ch:")}, body=raw["body"],
+                      statuses={k[3:]: {"status": v, "at": raw.get("st_at:" + k[3:], ""),
+                                        **({"failed_later": raw["stf:" + k[3:]]} if "stf:" + k[3:] in raw else {})}
+                                for k, v in raw.items() if k.startswith("st:")})
 
     def begin_attempt(self, merchant_id: int, reminder_id: str, now: float) -> int:
         key = self.keys.store(merchant_id).reminder(reminder_id)
@@ -243,6 +315,26 @@ class Ledger:
 
     def channel_result(self, merchant_id: int, reminder_id: str, channel: str, outcome: str) -> None:
         self.redis.hset(self.keys.store(merchant_id).reminder(reminder_id), f"ch:{channel}", outcome[:300])
+
+    def record_status(self, merchant_id: int, reminder_id: str, channel: str, status: str, reason: str = "",
+                      at: float | str = "") -> str:
+        """Apply one status (see the module's docstring); returns what it did: the status applied,
+        'same' (not newer), 'kept' (a failure after delivered), 'missing' or 'unknown'."""
+        k = self.keys.store(merchant_id)
+        result = self._status(keys=[k.reminder(reminder_id), k.statuses],
+                              args=[channel, status, (reason or "unknown")[:60], str(at)])
+        return result.decode() if isinstance(result, bytes) else result
+
+    def remember_message(self, merchant_id: int, channel: str, message_id: str, reminder_id: str) -> None:
+        """The provider's message id -> the reminder, for as long as the reminder's record lives."""
+        k = self.keys.store(merchant_id)
+        ttl = self.redis.pttl(k.reminder(reminder_id))
+        self.redis.set(k.provider_message(channel, message_id), reminder_id,
+                       px=ttl if ttl and ttl > 0 else 400 * 24 * 3600 * 1000)
+
+    def find_message(self, merchant_id: int, channel: str, message_id: str) -> str | None:
+        found = self.redis.get(self.keys.store(merchant_id).provider_message(channel, message_id))
+        return found.decode() if isinstance(found, bytes) else found
 
     def mark_sent(self, merchant_id: int, customer_id: int, reminder_id: str, now: float) -> bool:
         """True the first time (the reminder is counted then)."""
@@ -277,6 +369,9 @@ class Ledger:
         k = self.keys.store(merchant_id)
         pipe = self.redis.pipeline()
         pipe.hset(k.reminder(reminder_id), mapping={"state": SCHEDULED, "attempts": 0, "updated_at": f"{now:.3f}"})
+        failed = [f"ch:{name}" for name, outcome in record.channels.items() if outcome.startswith("failed:")]
+        if failed:  # an operator replays after fixing the cause: every channel that failed tries again
+            pipe.hdel(k.reminder(reminder_id), *failed)
         pipe.zrem(k.dead, reminder_id)
         pipe.hincrby(k.counters, "dead_letters_replayed", 1)
         pipe.execute()

@@ -1,11 +1,13 @@
-"""The latest we heard of each customer (name, mobile, e-mail, notifications flag).
+"""The latest we heard of each customer (name, mobile, e-mail, language, notifications flag).
 
 Webhooks carry the customer; a read triggered later (a sweep, a retry) does not, so the
 event's copy is kept here for the reminder. Kept for PROFILE_KEEP_SECONDS after the last event.
 
 A hash, written field by field with no read first: order events don't carry the
 notifications flag, so they write the other fields only, and an order event handled at the
-same moment as a `customer.updated` that opts out can never write the old flag back.
+same moment as a `customer.updated` that opts out can never write the old flag back. The same
+goes for the language. `unsubscribed_at` is set by the unsubscribe link (service/unsubscribe.py)
+and by nothing Salla sends: once there, the customer counts as opted out whatever Salla's flag says.
 """
 from __future__ import annotations
 
@@ -31,6 +33,8 @@ class Profiles:
         fields = {"name": customer.name or "", "mobile": customer.mobile or "", "email": customer.email or ""}
         if customer.notifications_enabled is not None:
             fields["notifications_enabled"] = "1" if customer.notifications_enabled else "0"
+        if customer.lang:
+            fields["lang"] = customer.lang
         pipe = self.redis.pipeline()
         pipe.hset(key, mapping=fields)
         pipe.expire(key, KEEP_SECONDS)
@@ -39,6 +43,15 @@ class Profiles:
     def load(self, merchant_id: int, customer_id: int) -> Customer:
         raw = {(k.decode() if isinstance(k, bytes) else k): (v.decode() if isinstance(v, bytes) else v)
                for k, v in self.redis.hgetall(self._key(merchant_id, customer_id)).items()}
+        enabled = False if raw.get("unsubscribed_at") else _FLAG.get(raw.get("notifications_enabled", ""))
         return Customer(id=customer_id, name=raw.get("name", ""), mobile=raw.get("mobile") or None,
-                        email=raw.get("email") or None,
-                        notifications_enabled=_FLAG.get(raw.get("notifications_enabled", "")))
+                        email=raw.get("email") or None, notifications_enabled=enabled, lang=raw.get("lang") or None)
+
+    def unsubscribe(self, merchant_id: int, customer_id: int, now: float) -> bool:
+        """The customer used the unsubscribe link; True the first time."""
+        key = self._key(merchant_id, customer_id)
+        pipe = self.redis.pipeline()
+        pipe.hsetnx(key, "unsubscribed_at", f"{now:.0f}")
+        pipe.hset(key, "notifications_enabled", "0")
+        pipe.expire(key, KEEP_SECONDS)
+        return bool(pipe.execute()[0])

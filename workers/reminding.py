@@ -130,9 +130,11 @@ def evaluate(rt: Runtime, m: int, customer: Customer, lots: list[Lot], now: date
                     known.named, settings.reminder_min_points, settings.reminder_excluded_statuses,
                     stage_sent=known.stage_times, lookahead=timedelta(seconds=settings.reminder_lookahead_seconds))
     point_value = config.get("point_value_sar", settings.point_value_sar)
+    # The customer's language when Salla gives it, else the store's, else REMINDER_LANGUAGE.
+    language = customer.lang or config.get("language") or settings.reminder_language
     queued = []
     for group in decision.send_now:
-        reminder = build_reminder(m, customer, group, settings.reminder_language, now, point_value)
+        reminder = build_reminder(m, customer, group, language, now, point_value, config.get("store_name", ""))
         keep = int((max(lot.expires_at for lot in group.lots) - now).total_seconds()) + SENT_MARK_MARGIN_SECONDS
         if queue_reminder(rt, reminder, keep, now.timestamp(), publish) == "created":
             queued.append(reminder)
@@ -155,13 +157,18 @@ def evaluate(rt: Runtime, m: int, customer: Customer, lots: list[Lot], now: date
 
 def cancel_customer(rt: Runtime, m: int, c: int, now: float) -> int:
     """Opted out: every scheduled entry and every reminder on its way is cancelled (and counted)."""
-    cancelled = rt.due.cancel_customer(m, c)
-    for rid in rt.ledger.live_claims(m, c):
-        record = rt.ledger.get(m, rid)
+    return cancel_pending(rt.ledger, rt.due, rt.store, rt.keys, m, c, now)
+
+
+def cancel_pending(ledger, due, store, keys, m: int, c: int, now: float) -> int:
+    """The same over plain Redis parts, for the web process (the unsubscribe link)."""
+    cancelled = due.cancel_customer(m, c)
+    for rid in ledger.live_claims(m, c):
+        record = ledger.get(m, rid)
         if record is not None and record.state in LIVE:
-            rt.ledger.finish(m, c, rid, CANCELLED, now, error="the customer opted out", counter="deliveries_cancelled")
+            ledger.finish(m, c, rid, CANCELLED, now, error="the customer opted out", counter="deliveries_cancelled")
             cancelled += 1
-    count(rt, m, 0, "opted_out_cancelled", cancelled)
+    count_stat(store, keys, m, 0, "opted_out_cancelled", cancelled)
     return cancelled
 
 

@@ -20,7 +20,7 @@ from service.settings import Settings
 from service.stores import StoreRegistry
 from service.tokens import TokenStore
 from workers.budget import Budget, Limits
-from workers.channels import build_channels
+from workers.channels import ChannelDirectory
 from workers.due_set import DueSet
 from workers.ledger import Ledger
 from workers.oauth import TokenProvider
@@ -33,7 +33,7 @@ class Runtime:
     settings: Settings
     store: redis.Redis
     client: SallaClient
-    channels: list
+    directory: ChannelDirectory
     tokens: TokenStore
     registry: StoreRegistry
     budget: Budget
@@ -45,6 +45,14 @@ class Runtime:
     alarms: Alarms
     intake: Intake
     clock: object = time.time
+    channels: list | None = None  # tests only: these channels, policy `all`, for every store
+
+    def channels_for(self, merchant_id: int) -> tuple[list, str]:
+        """The store's channels in its order, and its policy (`first` or `all`); built from its
+        settings and kept a few seconds (workers/channels.py)."""
+        if self.channels is not None:
+            return self.channels, "all"
+        return self.directory.for_store(merchant_id)
 
     def limits(self, merchant_id: int) -> Limits:
         s = self.settings
@@ -61,7 +69,7 @@ def build_runtime(settings: Settings, store: redis.Redis, session: requests.Sess
         settings=settings,
         store=store,
         client=SallaClient(settings.salla_api_base_url, session, settings.salla_http_timeout_seconds, settings.salla_page_size),
-        channels=build_channels(settings, session),
+        directory=ChannelDirectory(settings, store, session, registry),
         tokens=tokens,
         registry=registry,
         budget=Budget(store, prefix),

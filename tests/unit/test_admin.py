@@ -74,7 +74,7 @@ def test_cli_lists_stores_and_rotates_keys(server, monkeypatch, capsys):
     new = Fernet.generate_key().decode()
     monkeypatch.setenv("TOKEN_ENCRYPTION_KEY", f"{new},{TOKEN_KEY}")
     assert cli(["rotate-token-keys"]) == 0
-    assert json.loads(capsys.readouterr().out) == {"re_encrypted": 1}
+    assert json.loads(capsys.readouterr().out) == {"re_encrypted": 1, "channel_settings_re_encrypted": 0}
     assert TokenStore(store, "lpr:", [new]).load(9).access_token == "a"  # the old key can now go
 
 

@@ -7,8 +7,7 @@ import requests
 import responses
 
 from service.signatures import sign
-from workers.channels import (DeliveryPermanentError, DeliveryTransientError, LogChannel, WebhookChannel,
-                              build_channels)
+from workers.channels import DeliveryPermanentError, DeliveryTransientError, LogChannel, WebhookChannel
 from tests.conftest import make_settings
 from workers.delivery import DELIVERY_LEASE_SECONDS, MAX_ATTEMPTS, deliver, queue_reminder
 from workers.due_set import DueEntry
@@ -37,11 +36,11 @@ def test_log_channel_writes_one_structured_line_without_contact_data(caplog):
 @responses.activate
 def test_webhook_channel_signs_the_raw_body():
     responses.post(HOOK, status=200)
-    WebhookChannel(HOOK, "hook-secret", requests.Session(), timeout=2).send(REMINDER)
+    WebhookChannel(HOOK, "hook-secret", requests.Session(), timeout=2, clock=lambda: 1_800_000_000.5).send(REMINDER)
     request = responses.calls[0].request
     assert request.headers["X-Reminder-Signature"] == sign(request.body, "hook-secret")
-    assert request.headers["X-Reminder-Id"] == RID
-    assert json.loads(request.body) == REMINDER
+    assert request.headers["X-Reminder-Id"] == RID and request.headers["Idempotency-Key"] == RID
+    assert json.loads(request.body) == {**REMINDER, "timestamp": 1_800_000_000}  # the time is signed too
 
 
 @pytest.mark.parametrize("status, error", [(500, DeliveryTransientError), (429, DeliveryTransientError),
@@ -58,11 +57,6 @@ def test_webhook_channel_connection_error_is_transient():
     responses.post(HOOK, body=requests.ConnectionError("refused"))
     with pytest.raises(DeliveryTransientError):
         WebhookChannel(HOOK, "s", requests.Session(), timeout=2).send(REMINDER)
-
-
-def test_build_channels_from_settings():
-    settings = make_settings(REMINDER_CHANNELS="log,webhook", REMINDER_WEBHOOK_URL=HOOK, REMINDER_WEBHOOK_SECRET="s")
-    assert [c.name for c in build_channels(settings, requests.Session())] == ["log", "webhook"]
 
 
 class Recorder:

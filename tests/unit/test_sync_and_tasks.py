@@ -8,7 +8,7 @@ import requests
 import responses
 
 from service.celery_config import HANDLE_EVENT_TASK, SYNC_TASK, VISIBILITY_TIMEOUT_SECONDS, celery_config
-from service.reminders import message_text, reminder_id
+from service.reminders import reminder_id
 from service.stores import NEEDS_REAUTH
 from service.tokens import StoreTokens
 from tests.conftest import make_settings
@@ -477,16 +477,6 @@ def test_reminder_id_depends_on_stage_and_lot_set_not_order():
     assert reminder_id(1, 2, 7, ["a", "b"]) == reminder_id(1, 2, 7, ["b", "a"])
     assert reminder_id(1, 2, 7, ["a"]) != reminder_id(1, 2, 1, ["a"])
     assert reminder_id(1, 2, 7, ["a"]) != reminder_id(1, 2, 7, ["a", "b"])
-
-
-def test_messages_in_arabic_and_english():
-    when = datetime(2026, 12, 1, tzinfo=RIYADH)
-    assert message_text("en", "Sara", 40, when) == "Hi Sara, 40 of your loyalty points expire on 2026-12-01. Use them before they are gone!"
-    assert "40" in message_text("ar", None, 40, when) and "عميلنا العزيز" in message_text("ar", None, 40, when)
-    later = when + timedelta(days=3)
-    assert message_text("en", "Sara", 40, when, later).startswith("Hi Sara, 40 of your loyalty points start expiring on 2026-12-01")
-    assert "تبدأ" in message_text("ar", "سارة", 40, when, later)
-    assert message_text("fr", "Sara", 1, when).startswith("Hi Sara")
 
 
 def test_backoff_grows_with_jitter_and_honours_retry_after():

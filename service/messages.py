@@ -1,0 +1,182 @@
+"""What the shopper reads, rendered from a reminder. Pure code over Jinja2 templates.
+
+Templates live in service/templates/ (shipped as package data), one file per message part
+and language: `sms.<lang>.txt`, `email_subject.<lang>.txt`, `email.<lang>.txt`,
+`email.<lang>.html`. A store may override any of them (service/channel_settings.py keeps the
+overrides); an override is checked when it is set (`check_template`): a syntax error, or a
+name the template uses that does not exist, is refused there, naming the line, never at send
+time. HTML templates are autoescaped; text templates are not.
+
+WhatsApp sends an approved template held by Meta, so it has no file here: its body
+parameters (`whatsapp_parameters`) are name, points, SAR value, expiry date, store name.
+
+Variables every template gets (`context`): name, points, points_text (the number agreeing with
+"point"), value (SAR formatted for the language, '' when the store sets no point value),
+expiry (Gregorian with Arabic month names, and the Umm al-Qura Hijri date alongside),
+expiry_gregorian, expiry_hijri, same_day (every lot expires the same day), store_name,
+stage_days, unsubscribe_url, language, dir; the HTML ones also `subject`. Filters: `ltr`
+(wrap in a left-to-right span) and `numbers_ltr` (every run of digits in one).
+"""
+from __future__ import annotations
+
+import re
+import sys
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+from jinja2 import (ChoiceLoader, Environment, FileSystemLoader, FunctionLoader, StrictUndefined, TemplateError,
+                    TemplateSyntaxError)
+from markupsafe import Markup, escape
+
+from service import arabic
+
+TEMPLATE_DIR = Path(__file__).parent / "templates"
+PARTS = ("sms", "email_subject", "email_text", "email_html")
+_FILES = {"sms": "sms.{lang}.txt", "email_subject": "email_subject.{lang}.txt", "email_text": "email.{lang}.txt",
+          "email_html": "email.{lang}.html"}
+TEMPLATE_NAMES = tuple(_FILES[part].format(lang=lang) for part in PARTS for lang in arabic.LANGUAGES)
+MAX_TEMPLATE_CHARS = 20_000
+_FALLBACK_NAME = {"ar": "عميلنا العزيز", "en": "there"}
+_DIGITS = re.compile(r"\d[\d.,٬٫]*\d|\d")
+
+
+class TemplateProblem(ValueError):
+    """A template that cannot be used; the message names the template and the line."""
+
+
+def numbers_ltr(value) -> Markup:
+    """Escape `value` and keep every run of digits left to right (`<span dir="ltr">`)."""
+    text = str(escape(value))
+    return Markup(_DIGITS.sub(lambda m: f'<span dir="ltr">{m.group(0)}</span>', text))
+
+
+def _environment(overrides: dict[str, str] | None) -> Environment:
+    loaders = [FileSystemLoader(str(TEMPLATE_DIR))]
+    if overrides:
+        sources = dict(overrides)
+        # The template's name as its file name: a traceback through it then names its line.
+        loaders.insert(0, FunctionLoader(lambda name: (sources[name], name, lambda: True) if name in sources else None))
+    env = Environment(loader=ChoiceLoader(loaders), undefined=StrictUndefined, keep_trailing_newline=False,
+                      autoescape=lambda name: bool(name and name.endswith(".html")))
+    env.filters["ltr"] = arabic.ltr
+    env.filters["numbers_ltr"] = numbers_ltr
+    return env
+
+
+_DEFAULT_ENV = _environment(None)
+
+
+@dataclass(frozen=True)
+class Rendered:
+    language: str
+    sms: str
+    subject: str
+    text: str
+    html: str
+
+
+def language_of(reminder: dict, language: str | None = None) -> str:
+    chosen = language or reminder.get("language")
+    return chosen if chosen in arabic.LANGUAGES else "ar"
+
+
+def context(reminder: dict, store_name: str = "", unsubscribe_url: str = "", language: str | None = None) -> dict:
+    lang = language_of(reminder, language)
+    first = datetime.fromisoformat(reminder["earliest_expiry"])
+    expiries = [datetime.fromisoformat(lot["expires_at"]) for lot in reminder.get("lots", []) if lot.get("expires_at")]
+    last = max(expiries) if expiries else first
+    name = ((reminder.get("customer") or {}).get("name") or "").strip() or _FALLBACK_NAME[lang]
+    points = int(reminder["points_expiring"])
+    return {
+        "language": lang, "dir": "rtl" if lang == "ar" else "ltr",
+        "name": name, "points": points, "points_text": arabic.points_phrase(points, lang),
+        "value": arabic.sar(reminder.get("value_sar"), lang),
+        "expiry": arabic.long_date(first, lang), "expiry_gregorian": arabic.gregorian(first.date(), lang),
+        "expiry_hijri": arabic.hijri(first.date(), lang), "same_day": last.date() == first.date(),
+        "store_name": store_name or "", "stage_days": int(reminder.get("stage_days", 0)),
+        "unsubscribe_url": unsubscribe_url or "",
+    }
+
+
+class Renderer:
+    """Renders a store's messages: its overrides first, the shipped templates otherwise."""
+
+    def __init__(self, overrides: dict[str, str] | None = None):
+        self.overrides = dict(overrides or {})
+        self.env = _environment(self.overrides) if self.overrides else _DEFAULT_ENV
+
+    def part(self, part: str, ctx: dict) -> str:
+        text = self.env.get_template(_FILES[part].format(lang=ctx["language"])).render(ctx).strip()
+        if part == "email_subject":
+            return " ".join(text.split())  # one line, whatever the template's layout
+        if part in ("sms", "email_text"):
+            text = re.sub(r"\n{3,}", "\n\n", text)
+            return arabic.rtl_plain(text) if ctx["language"] == "ar" else text
+        return text
+
+    def render(self, reminder: dict, store_name: str = "", unsubscribe_url: str = "",
+               language: str | None = None) -> Rendered:
+        ctx = context(reminder, store_name, unsubscribe_url, language)
+        subject = self.part("email_subject", ctx)
+        return Rendered(language=ctx["language"], sms=self.part("sms", ctx), subject=subject,
+                        text=self.part("email_text", ctx), html=self.part("email_html", {**ctx, "subject": subject}))
+
+    def sms(self, reminder: dict, store_name: str = "", language: str | None = None) -> str:
+        return self.part("sms", context(reminder, store_name, "", language))
+
+
+def plain_message(reminder: dict, store_name: str = "") -> str:
+    """The shipped SMS text without direction marks: the `message` field of the webhook body."""
+    return Renderer().sms(reminder, store_name).replace(arabic.RLM, "")
+
+
+def whatsapp_parameters(reminder: dict, store_name: str = "", language: str | None = None) -> list[str]:
+    """Body parameters of the approved template, in order: name, points, SAR value, expiry, store.
+    Meta refuses empty parameters, so a missing value or store name is sent as '-'."""
+    ctx = context(reminder, store_name, "", language)
+    return [ctx["name"], ctx["points_text"], ctx["value"] or "-", ctx["expiry"], ctx["store_name"] or "-"]
+
+
+# -- checking a store's override --------------------------------------------------------------
+SAMPLE_REMINDER = {
+    "reminder_id": "0" * 32, "merchant_id": 1, "customer_id": 1,
+    "customer": {"name": "سارة", "mobile": "+966500000000", "email": "sara@example.com"},
+    "stage_days": 7, "points_expiring": 400, "earliest_expiry": "2026-11-29T23:59:00+03:00", "language": "ar",
+    "value_sar": 20.0, "message": "", "lots": [{"key": "k", "expires_at": "2026-11-29T23:59:00+03:00"}],
+    "generated_at": "2026-11-22T09:00:00+00:00",
+}
+
+
+def check_template(name: str, source: str) -> None:
+    """Raise TemplateProblem (naming the line) unless `source` can stand in for template `name`."""
+    if name not in TEMPLATE_NAMES:
+        raise TemplateProblem(f"unknown template {name!r} (known: {', '.join(TEMPLATE_NAMES)})")
+    if not isinstance(source, str) or not source.strip():
+        raise TemplateProblem(f"template {name}: it is empty")
+    if len(source) > MAX_TEMPLATE_CHARS:
+        raise TemplateProblem(f"template {name}: longer than {MAX_TEMPLATE_CHARS} characters")
+    env = _environment({name: source})
+    try:
+        template = env.get_template(name)
+    except TemplateSyntaxError as exc:
+        raise TemplateProblem(f"template {name}, line {exc.lineno}: {exc.message}") from None
+    lang = name.split(".")[-2]
+    for value in (20.0, None):  # both branches a template may take on the point value
+        ctx = context({**SAMPLE_REMINDER, "value_sar": value}, "متجر", "https://example.com/u/x", lang)
+        try:
+            template.render({**ctx, "subject": "subject"})
+        except TemplateError as exc:
+            raise TemplateProblem(f"template {name}, line {_template_line(name)}: {exc}") from None
+        except Exception as exc:  # a filter given the wrong type, a division by zero...
+            raise TemplateProblem(f"template {name}, line {_template_line(name)}: {type(exc).__name__}: {exc}") from None
+
+
+def _template_line(name: str) -> str:
+    """The template line of the exception being handled (Jinja rewrites tracebacks to point at it)."""
+    tb, line = sys.exc_info()[2], None
+    while tb is not None:
+        if tb.tb_frame.f_code.co_filename == name:
+            line = tb.tb_lineno
+        tb = tb.tb_next
+    return str(line) if line is not None else "?"

@@ -1,0 +1,61 @@
+"""Per-customer unsubscribe links, `{PUBLIC_BASE_URL}/unsubscribe/<token>`, and the secret part of a
+store's SMS delivery-report URL. Pure functions.
+
+The token is `<merchant>.<customer>.<mac>` in url-safe base64, the mac an HMAC-SHA256 (first 16
+bytes) under a key derived from TOKEN_ENCRYPTION_KEY: nobody can make a link for another
+customer by changing the ids, and no new secret needs configuring. The first key signs, every
+key verifies, so a key rotation does not break the links already sent.
+"""
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+
+_CONTEXT = b"salla-points-reminder/unsubscribe/v1"
+
+
+def _key(fernet_key: str) -> bytes:
+    return hmac.new(fernet_key.encode(), _CONTEXT, hashlib.sha256).digest()
+
+
+def _mac(key: bytes, merchant_id: int, customer_id: int) -> bytes:
+    return hmac.new(key, f"{merchant_id}.{customer_id}".encode(), hashlib.sha256).digest()[:16]
+
+
+def make_token(keys: tuple[str, ...], merchant_id: int, customer_id: int) -> str:
+    raw = f"{merchant_id}.{customer_id}.".encode() + _mac(_key(keys[0]), merchant_id, customer_id)
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def read_token(keys: tuple[str, ...], token: str) -> tuple[int, int] | None:
+    """(merchant, customer) of a genuine token, else None."""
+    try:
+        raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
+        merchant, customer, mac = raw.split(b".", 2)
+        merchant_id, customer_id = int(merchant), int(customer)
+    except (ValueError, TypeError):
+        return None
+    for key in keys:
+        if hmac.compare_digest(mac, _mac(_key(key), merchant_id, customer_id)):
+            return merchant_id, customer_id
+    return None
+
+
+def unsubscribe_url(base_url: str, keys: tuple[str, ...], merchant_id: int, customer_id: int) -> str:
+    return f"{base_url.rstrip('/')}/unsubscribe/{make_token(keys, merchant_id, customer_id)}"
+
+
+def callback_token(keys: tuple[str, ...], merchant_id: int, purpose: str = "sms-dlr") -> str:
+    """The secret part of a store's delivery-report URL (SMS providers sign nothing)."""
+    return hmac.new(_key(keys[0]), f"{purpose}:{merchant_id}".encode(), hashlib.sha256).hexdigest()[:32]
+
+
+def callback_token_valid(keys: tuple[str, ...], merchant_id: int, token: str, purpose: str = "sms-dlr") -> bool:
+    return any(hmac.compare_digest(token.encode(), hmac.new(_key(key), f"{purpose}:{merchant_id}".encode(),
+                                                            hashlib.sha256).hexdigest()[:32].encode())
+               for key in keys)
+
+
+def dlr_url(base_url: str, keys: tuple[str, ...], merchant_id: int) -> str:
+    return f"{base_url.rstrip('/')}/channels/sms/{merchant_id}/dlr/{callback_token(keys, merchant_id)}"
