@@ -1,4 +1,4 @@
-"""docker-compose.yml: every service restarts by itself, RabbitMQ is offered, the broker is a switch."""
+"""docker-compose.yml: every service restarts by itself, RabbitMQ is the broker, Redis a switch away."""
 from __future__ import annotations
 
 import shutil
@@ -24,9 +24,9 @@ def test_every_service_has_a_restart_policy(compose):
         assert service.get("restart") in ("unless-stopped", "always"), name
 
 
-def test_rabbitmq_is_offered_behind_a_profile(compose):
+def test_rabbitmq_is_the_broker_the_drills_chose(compose):
     rabbitmq = compose["services"]["rabbitmq"]
-    assert rabbitmq["profiles"] == ["rabbitmq"]
+    assert "profiles" not in rabbitmq
     assert rabbitmq["image"].startswith("rabbitmq:3")
     assert rabbitmq["healthcheck"]["test"] == ["CMD", "rabbitmq-diagnostics", "-q", "ping"]
     assert "rabbitmq-data:/var/lib/rabbitmq" in rabbitmq["volumes"] and "rabbitmq-data" in compose["volumes"]
@@ -37,10 +37,9 @@ def test_rabbitmq_is_offered_behind_a_profile(compose):
 def test_the_broker_is_chosen_by_celery_broker_url(compose):
     for name in APP_SERVICES:
         env = compose["services"][name]["environment"]
-        assert env["CELERY_BROKER_URL"] == "${CELERY_BROKER_URL:-redis://redis:6379/0}", name
+        assert env["CELERY_BROKER_URL"] == "${CELERY_BROKER_URL:-amqp://guest:guest@rabbitmq:5672//}", name
         assert env["REDIS_URL"] == "redis://redis:6379/0", name
-        # No app service waits on a profile's service (that breaks the default `up`).
-        assert "rabbitmq" not in compose["services"][name].get("depends_on", {}), name
+        assert compose["services"][name]["depends_on"]["rabbitmq"] == {"condition": "service_healthy"}, name
 
 
 def test_redis_keeps_its_append_only_file(compose):
@@ -49,8 +48,8 @@ def test_redis_keeps_its_append_only_file(compose):
 
 @pytest.mark.skipif(not shutil.which("docker-compose"), reason="docker-compose is not installed (apt-get install docker-compose)")
 @pytest.mark.parametrize("env, profile, broker", [
-    ({}, [], "redis://redis:6379/0"),
-    ({"CELERY_BROKER_URL": "amqp://guest:guest@rabbitmq:5672//"}, ["--profile", "rabbitmq"], "amqp://guest:guest@rabbitmq:5672//"),
+    ({}, [], "amqp://guest:guest@rabbitmq:5672//"),
+    ({"CELERY_BROKER_URL": "redis://redis:6379/0"}, [], "redis://redis:6379/0"),
 ])
 def test_docker_compose_config_accepts_it(tmp_path, env, profile, broker):
     # Without a .env (compose reads ./.env of the project directory: use a copy in tmp_path).
