@@ -79,7 +79,7 @@ from devkit.processes import celery_worker  # noqa: E402
 from devkit.redis_server import RedisServer  # noqa: E402
 from devkit.sandbox import StoreSpec, create_app as create_sandbox, serve_in_thread  # noqa: E402
 from service.app import create_app  # noqa: E402
-from service.celery_config import EVENTS_QUEUE  # noqa: E402
+from service.celery_config import INTAKE_QUEUE  # noqa: E402
 from service.settings import Settings  # noqa: E402
 from service.signatures import sign  # noqa: E402
 
@@ -245,7 +245,7 @@ class Watcher:
             return False
         if next(self.client.scan_iter(match=f"{self.prefix}sync:*:inflight:*", count=1000), None) is not None:
             return False
-        return self.client.llen(EVENTS_QUEUE) == 0
+        return self.client.llen(INTAKE_QUEUE) == 0
 
     def backlog_present(self, merchant: int, start: float, end: float) -> float | None:
         inside = [pending[merchant] for at, pending in self.samples if start <= at < end]

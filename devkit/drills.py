@@ -1,6 +1,6 @@
 """Reliability drills: the Procfile's own processes under load, broken on purpose, and counted.
 
-  kill      customers due for a 7-day reminder send their webhooks while the worker's whole
+  kill      customers due for a 7-day reminder send their webhooks while every worker's whole
             process group is killed with SIGKILL (and started again) several times; Salla
             answers with latency and a share of 503s. Every customer must be reminded, soon
             after the last kill, never twice under different reminder ids.
@@ -15,8 +15,8 @@ RabbitMQ (a throwaway vhost on 127.0.0.1:5672). `python -m devkit.drills kill|re
 asserts them.
 
 Everything runs here, on loopback: a redis-server of its own (never the machine's shared one),
-the Salla sandbox and a reminder receiver in threads, and `web`, `worker` and `beat` started
-from the Procfile exactly as it says, each in its own process group.
+the Salla sandbox and a reminder receiver in threads, and `web`, the four workers (one per
+queue) and `beat` started from the Procfile exactly as it says, each in its own process group.
 """
 from __future__ import annotations
 
@@ -53,7 +53,9 @@ REMINDER_SECRET = "drill-reminder-secret"
 TOKEN_KEY = "ZHJpbGwtb25seS1rZXktZG8tbm90LXVzZS1ldmVyISE="  # a fixed Fernet key for drills only
 MERCHANT = 1305146709
 FIRST_CUSTOMER = 70_000
-READY = {"web": "Booting worker", "worker": " ready.", "beat": "beat: Starting"}
+READY = {"web": "Booting worker", "intake": " ready.", "reads": " ready.", "deliveries": " ready.",
+         "sweeper": " ready.", "beat": "beat: Starting"}
+WORKERS = ("intake", "reads", "deliveries", "sweeper")  # the Procfile's celery workers, one per queue
 
 
 def _order(customer_id: int, order_id: int) -> bytes:
@@ -132,7 +134,7 @@ class Stack:
             "SYNC_DEBOUNCE_SECONDS": "0.5", "QUIET_HOURS": "off",
             "REMINDER_CHANNELS": "webhook", "REMINDER_WEBHOOK_URL": self.receiver.url + "/reminders",
             "REMINDER_WEBHOOK_SECRET": REMINDER_SECRET,
-            "PORT": str(self.port), "WEB_CONCURRENCY": "2", "WORKER_CONCURRENCY": "2",
+            "PORT": str(self.port), "WEB_CONCURRENCY": "2",
             "CELERY_BEAT_SCHEDULE": str(self.workdir / "beat-schedule"), "LOG_LEVEL": "INFO",
         })
         return env
@@ -176,15 +178,17 @@ class Stack:
             status = 0
         return status, time.monotonic() - started
 
-    def kill_worker(self) -> None:
-        """SIGKILL to the worker's whole process group (main process and pool), then start it
-        again at once (as `make run`'s supervisor or compose would, without waiting for it)."""
-        worker = self.processes["worker"]
-        worker._drill_kill = True
-        os.killpg(worker.process.pid, signal.SIGKILL)
-        worker.process.wait()
-        worker.start(wait=False)
-        worker._drill_kill = False
+    def kill_workers(self) -> None:
+        """SIGKILL to every worker's whole process group (main process and pool) at once, then
+        start them again at once (as `make run`'s supervisor or compose would, not waiting)."""
+        workers = [self.processes[name] for name in WORKERS]
+        for worker in workers:
+            worker._drill_kill = True
+            os.killpg(worker.process.pid, signal.SIGKILL)
+        for worker in workers:
+            worker.process.wait()
+            worker.start(wait=False)
+            worker._drill_kill = False
 
     def stop_redis(self) -> None:
         self.redis.process.terminate()  # SIGTERM: Redis writes its append-only file and exits
@@ -254,7 +258,7 @@ def kill_drill(stack: Stack, kills: int = 6, every: float = 4.0, recovery_limit:
     sender.start()
     for _ in range(kills):
         time.sleep(every)
-        stack.kill_worker()
+        stack.kill_workers()
     last_kill = time.monotonic()
     sender.join()
     stack.timings["load"] = round(time.monotonic() - began, 1)

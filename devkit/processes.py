@@ -77,9 +77,14 @@ class ManagedProcess:
         self.stop()
 
 
-def celery_worker(env: dict, log_path: Path, concurrency: int = 1, name: str = "worker") -> ManagedProcess:
+# Every queue (service/celery_config.py): one worker that does it all, for tests and the demo.
+ALL_QUEUES = "intake,events,reads,deliveries,sweep"
+
+
+def celery_worker(env: dict, log_path: Path, concurrency: int = 1, name: str = "worker",
+                  queues: str = ALL_QUEUES) -> ManagedProcess:
     return ManagedProcess(
-        [sys.executable, "-m", "celery", "-A", "workers", "worker", "--loglevel=INFO",
+        [sys.executable, "-m", "celery", "-A", "workers", "worker", "--loglevel=INFO", "-Q", queues,
          f"--concurrency={concurrency}", f"--hostname={name}@%h", "--without-gossip", "--without-mingle"],
         env=env, log_path=log_path, ready_text=" ready.",
     )

@@ -17,6 +17,7 @@ from service.settings import Settings
 
 # The web process enqueues by name and never imports worker code.
 HANDLE_EVENT_TASK = "workers.tasks.handle_event"
+DRAIN_TASK = "workers.tasks.drain_intake"
 FORGET_STORE_TASK = "workers.tasks.forget_store"
 HEARTBEAT_TASK = "workers.tasks.heartbeat"
 PUMP_TASK = "workers.tasks.pump_store"
@@ -25,7 +26,23 @@ RECOVER_INTAKE_TASK = "workers.tasks.recover_intake"
 SYNC_TASK = "workers.tasks.sync_customer"
 DELIVER_TASK = "workers.tasks.deliver_reminder"
 SWEEP_TASK = "workers.tasks.sweep"
-EVENTS_QUEUE = "events"
+
+# Queues by kind, each with a worker command of its own (Procfile, docker-compose.yml), so
+# that a slow Salla never delays deliveries and a burst of webhooks never delays reads.
+INTAKE_QUEUE, READS_QUEUE, DELIVERIES_QUEUE, SWEEP_QUEUE = "intake", "reads", "deliveries", "sweep"
+LEGACY_QUEUE = "events"  # the one queue of earlier releases: the intake worker drains it too
+TASK_ROUTES = {
+    DRAIN_TASK: {"queue": INTAKE_QUEUE},
+    HANDLE_EVENT_TASK: {"queue": INTAKE_QUEUE},
+    RECOVER_INTAKE_TASK: {"queue": INTAKE_QUEUE},
+    FORGET_STORE_TASK: {"queue": INTAKE_QUEUE},
+    PUMP_TASK: {"queue": READS_QUEUE},
+    PUMP_BACKLOG_TASK: {"queue": READS_QUEUE},
+    SYNC_TASK: {"queue": READS_QUEUE},
+    DELIVER_TASK: {"queue": DELIVERIES_QUEUE},
+    SWEEP_TASK: {"queue": SWEEP_QUEUE},
+    HEARTBEAT_TASK: {"queue": SWEEP_QUEUE},
+}
 
 REDIS_BROKER_SCHEMES = ("redis", "rediss", "unix")
 AMQP_BROKER_SCHEMES = ("amqp", "amqps", "pyamqp")
@@ -122,10 +139,15 @@ def celery_config(settings: Settings) -> dict:
         # #worker-prefetch-multiplier: one task at a time per process, so a long Salla read
         # does not hold other tasks hostage in a prefetch buffer.
         "worker_prefetch_multiplier": 1,
-        "task_default_queue": EVENTS_QUEUE,
-        # #worker-send-task-events / #task-send-sent-event: Flower shows tasks live.
+        # #task-routes: each kind of work on its queue; anything unrouted goes with the intake.
+        "task_routes": TASK_ROUTES,
+        "task_default_queue": INTAKE_QUEUE,
+        # #worker-send-task-events: Flower shows tasks live, from the workers' events
+        # (received, started, succeeded). #task-send-sent-event stays off: it was a second
+        # broker write per published task, a third of the web's time per webhook
+        # (bench/ingest.py), and it only adds Flower's "sent" state.
         "worker_send_task_events": True,
-        "task_send_sent_event": True,
+        "task_send_sent_event": False,
         "enable_utc": True,
         "timezone": "UTC",
         "beat_schedule": {

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
@@ -42,9 +42,11 @@ class Customer:
     lang: str | None = None  # "ar" or "en" when Salla gives the customer's language, else None
 
     def to_dict(self) -> dict:
-        raw = asdict(self)
-        if raw["lang"] is None:
-            del raw["lang"]  # the queued message stays as it was for customers without a language
+        # Spelled out rather than dataclasses.asdict: this runs once per webhook (bench/ingest.py).
+        raw = {"id": self.id, "name": self.name, "mobile": self.mobile, "email": self.email,
+               "notifications_enabled": self.notifications_enabled}
+        if self.lang is not None:  # the stored event stays as it was for customers without a language
+            raw["lang"] = self.lang
         return raw
 
     @classmethod

@@ -1,20 +1,25 @@
-"""Accepted webhooks, kept in Redis until a worker has handled them.
+"""Accepted webhooks, kept in their store's inbox in Redis until a worker has handled them,
+handed to the workers in batches.
 
-A message handed to the broker can still be lost: with the Redis broker, a worker killed
-between taking a message (BRPOP) and recording it as unacknowledged loses it for good; a
-broker that restarts without its queues loses them all. So the web writes each accepted
-event to its store's inbox in Redis first, in one script with the dedupe check:
+Why Redis and not only the broker: a message handed to the broker can still be lost (with the
+Redis broker, a worker killed between taking a message and recording it as unacknowledged
+loses it; a broker restarted without its queues loses them all). Why batches: publishing a
+Celery task per webhook was most of the web's time per request (bench/ingest.py); a burst of
+a store's events needs one drain task, not one task each.
 
-  seen:<digest>     the delivery's bytes were accepted (WEBHOOK_DEDUPE_TTL_SECONDS)
-  intake:<digest>   the event (JSON), until a worker has handled it (a day at most)
-  inbox             digest -> when it was accepted (or last handed to the broker)
-
-and the broker's message carries only the store and the digest. The worker reads the event
-from Redis, handles it and removes it from the inbox. Beat looks for inbox entries older than
-RECOVER_AFTER_SECONDS and hands them to the broker again (workers/tasks.py recover_intake),
-so a lost message costs a minute or two, never the event. Handling an event twice is
-harmless (a customer already waiting for a read is coalesced). Personal data (the
-customer's name, mobile and e-mail) stays in Redis, out of the broker and out of Flower.
+One script per webhook, on the store's keys (one cluster slot), two writes:
+  seen:<digest>  the delivery's bytes were accepted (WEBHOOK_DEDUPE_TTL_SECONDS): repeats stop
+  inbox          a sorted set of the events themselves (JSON members), each scored by the time
+                 from which it may be taken (accepted, or the end of a drain's claim)
+The webhook that finds the inbox empty publishes `drain_intake(merchant)`; the others only
+add to it (a drain is on its way, or running and will loop back for them). A drain claims the
+inbox in batches (each event's score moves a lease ahead, so two drains never take the same
+event, and a dead drain's events come back when the lease ends), handles them and removes
+them; it loops until a claim finds nothing. Beat's `recover-intake` publishes a drain for any
+store whose inbox has an event nobody took for RECOVER_AFTER_SECONDS (a lost drain message, a
+dead drain). Handling an event twice is harmless (a customer already waiting for a read is
+coalesced). The customer's name, mobile and e-mail stay in Redis, out of the broker and out
+of Flower. Events nobody handled for INTAKE_KEEP_SECONDS are dropped by the next drain.
 """
 from __future__ import annotations
 
@@ -25,15 +30,28 @@ import redis
 from service.keys import Keys
 
 INTAKE_KEEP_SECONDS = 24 * 3600
-RECOVER_AFTER_SECONDS = 60  # longer than a queued event takes to be handled in any healthy state
+RECOVER_AFTER_SECONDS = 60  # an event nobody took for this long has lost its drain
+CLAIM_SECONDS = 60  # a drain handles a batch in well under this
 
-# KEYS: seen, intake, inbox. ARGV: digest, seen ttl, message, now, keep.
+# KEYS: seen, inbox. ARGV: seen ttl, event, now.
+# Returns 0: a repeat; 1: stored, a drain is on its way; 2: stored, publish a drain.
 _ACCEPT = """
-if not redis.call('SET', KEYS[1], '1', 'NX', 'EX', ARGV[2]) then return 0 end
-redis.call('SET', KEYS[2], ARGV[3], 'EX', ARGV[5])
-redis.call('ZADD', KEYS[3], ARGV[4], ARGV[1])
+if not redis.call('SET', KEYS[1], '1', 'NX', 'EX', ARGV[1]) then return 0 end
+redis.call('ZADD', KEYS[2], ARGV[3], ARGV[2])
+if redis.call('ZCARD', KEYS[2]) == 1 then return 2 end
 return 1
 """
+
+# KEYS: inbox. ARGV: now, limit, claim end, too old. The events that may be taken now, each
+# leased; events nobody handled for a day are dropped first.
+_CLAIM = """
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[4])
+local taken = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[2]))
+for _, event in ipairs(taken) do redis.call('ZADD', KEYS[1], 'XX', ARGV[3], event) end
+return taken
+"""
+
+REPEAT, STORED, PUBLISH = 0, 1, 2
 
 
 class Intake:
@@ -41,45 +59,56 @@ class Intake:
         self.redis = store
         self.keys = Keys(prefix)
         self._accept = store.register_script(_ACCEPT)
+        self._claim = store.register_script(_CLAIM)
 
-    def accept(self, merchant_id: int, digest: str, message: dict, seen_ttl: int, now: float) -> bool:
-        """Store a new event; False when these bytes were accepted before (a repeat)."""
+    def accept(self, merchant_id: int, digest: str, message: dict, seen_ttl: int, now: float) -> int:
+        """REPEAT (these bytes were accepted before), STORED, or PUBLISH (stored in an empty
+        inbox: the caller publishes a drain for the store)."""
         k = self.keys.store(merchant_id)
-        pipe = self.redis.pipeline(transaction=False)
-        self._accept(keys=[k.seen(digest), k.intake(digest), k.inbox],
-                     args=[digest, seen_ttl, json.dumps(message, ensure_ascii=False), f"{now:.3f}",
-                           INTAKE_KEEP_SECONDS], client=pipe)
-        pipe.sadd(self.keys.stores, merchant_id)  # the recovery walks the known stores
-        return bool(pipe.execute()[0])
+        event = json.dumps(dict(message, digest=digest), ensure_ascii=False, separators=(",", ":"))
+        # One round trip (EVALSHA); a pipeline would add a SCRIPT EXISTS.
+        outcome = int(self._accept(keys=[k.seen(digest), k.inbox], args=[seen_ttl, event, f"{now:.3f}"]))
+        if outcome == PUBLISH:  # once a burst (a key of its own slot): the recovery walks these stores
+            self.redis.sadd(self.keys.stores, merchant_id)
+        return outcome
 
     def withdraw(self, merchant_id: int, digest: str) -> None:
-        """The broker refused the message: forget the event, so that Salla's retry is accepted."""
+        """The broker refused the drain: forget the event, so that Salla's retry is accepted."""
         k = self.keys.store(merchant_id)
         pipe = self.redis.pipeline()
-        pipe.delete(k.seen(digest), k.intake(digest))
-        pipe.zrem(k.inbox, digest)
+        pipe.delete(k.seen(digest))
+        pipe.zrem(k.inbox, *[raw for raw in self.redis.zrange(k.inbox, 0, -1) if _digest(raw) == digest])
         pipe.execute()
 
-    def load(self, merchant_id: int, digest: str) -> dict | None:
-        raw = self.redis.get(self.keys.store(merchant_id).intake(digest))
-        return None if raw is None else json.loads(raw)
-
-    def done(self, merchant_id: int, digest: str) -> None:
+    # -- the worker's side --------------------------------------------------------------------
+    def claim(self, merchant_id: int, now: float, limit: int = 200) -> list[tuple[str, dict]]:
+        """Up to `limit` events to handle, each leased for CLAIM_SECONDS: (raw, event) pairs;
+        give the raw ones back to `done`."""
         k = self.keys.store(merchant_id)
-        pipe = self.redis.pipeline()
-        pipe.delete(k.intake(digest))
-        pipe.zrem(k.inbox, digest)
-        pipe.execute()
+        raws = self._claim(keys=[k.inbox], args=[f"{now:.3f}", limit, f"{now + CLAIM_SECONDS:.3f}",
+                                                 f"{now - INTAKE_KEEP_SECONDS:.3f}"])
+        return [(raw, json.loads(raw)) for raw in raws]
 
-    def overdue(self, merchant_id: int, now: float, limit: int = 500) -> list[str]:
-        """Events accepted over RECOVER_AFTER_SECONDS ago and still not handled; each is marked
-        as handed out again now, so that the next look does not repeat it at once."""
-        k = self.keys.store(merchant_id)
-        digests = self.redis.zrangebyscore(k.inbox, "-inf", now - RECOVER_AFTER_SECONDS, start=0, num=limit)
-        digests = [d.decode() if isinstance(d, bytes) else d for d in digests]
-        if digests:
-            self.redis.zadd(k.inbox, {d: now for d in digests}, xx=True)
-        return digests
+    def done(self, merchant_id: int, raws: list) -> None:
+        if raws:
+            self.redis.zrem(self.keys.store(merchant_id).inbox, *raws)
+
+    def stalled(self, merchants: list[int], now: float) -> list[int]:
+        """Stores with an event nobody took for RECOVER_AFTER_SECONDS (one round trip)."""
+        pipe = self.redis.pipeline(transaction=False)
+        for merchant_id in merchants:
+            pipe.zrangebyscore(self.keys.store(merchant_id).inbox, "-inf", now - RECOVER_AFTER_SECONDS, start=0, num=1)
+        return [m for m, found in zip(merchants, pipe.execute()) if found]
 
     def waiting(self, merchant_id: int) -> int:
         return int(self.redis.zcard(self.keys.store(merchant_id).inbox))
+
+    def events(self, merchant_id: int) -> list[dict]:
+        return [json.loads(raw) for raw in self.redis.zrange(self.keys.store(merchant_id).inbox, 0, -1)]
+
+
+def _digest(raw) -> str | None:
+    try:
+        return json.loads(raw).get("digest")
+    except ValueError:
+        return None

@@ -19,7 +19,7 @@ not a hunt. The few keys shared by all stores are at the top.
 |   token-lock                      | string | lock, 60 s                   | service/tokens.py       |
 |   app-event-at                    | string | kept after uninstall         | service/webhooks.py     |
 |   seen:<sha256 of the body>       | string | WEBHOOK_DEDUPE_TTL_SECONDS   | service/intake.py       |
-|   intake:<sha256>, inbox          | str/zset | until handled (a day at most) | service/intake.py     |
+|   inbox                           | zset   | events until handled (a day at most) | service/intake.py |
 |   no-loyalty, blocked-until       | string | TTL                          | stores.py, budget.py    |
 |   loyalty-ok                      | string | until uninstall              | workers/sync.py         |
 |   budget:plan, budget:customer    | zset   | TTL = the window             | workers/budget.py       |
@@ -121,9 +121,6 @@ class StoreKeys:
 
     def seen(self, digest: str) -> str:
         return f"{self.base}seen:{digest}"
-
-    def intake(self, digest: str) -> str:
-        return f"{self.base}intake:{digest}"
 
     def profile(self, customer_id: int) -> str:
         return f"{self.base}customer:{customer_id}"

@@ -8,15 +8,15 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from datetime import datetime, timezone
-
 import time
+from datetime import datetime, timezone
 
 import redis
 from flask import Blueprint, current_app, jsonify, request
 
-from service.celery_config import FORGET_STORE_TASK
+from service.celery_config import DRAIN_TASK, FORGET_STORE_TASK
 from service.events import Envelope, EventError, customer_of, event_time, is_handled, parse_envelope
+from service.intake import PUBLISH, REPEAT
 from service.queue import QueueUnavailable
 from service.signatures import verify_delivery
 from service.stores import ACTIVE, NEEDS_REAUTH, UNINSTALLED
@@ -68,25 +68,26 @@ def receive():
         "received_at": datetime.now(timezone.utc).isoformat(),
     }
     try:
-        first = deps.intake.accept(envelope.merchant_id, digest, message, settings.webhook_dedupe_ttl_seconds,
-                                   time.time())
+        stored = deps.intake.accept(envelope.merchant_id, digest, message, settings.webhook_dedupe_ttl_seconds,
+                                    time.time())
     except redis.RedisError as exc:
         log.error("webhook not stored, Redis unavailable: %s", type(exc).__name__)
         return _reply(503, error="unavailable", message="storage unavailable, retry later")
-    if not first:
+    if stored == REPEAT:
         return _reply(200, status="duplicate")
-    try:
-        deps.queue.enqueue({"merchant_id": envelope.merchant_id, "intake_id": digest})
-    except QueueUnavailable as exc:
-        # Forget the delivery so that Salla's retry is not taken for a repeat.
+    if stored == PUBLISH:  # no drain of this store's inbox is on its way: send one
         try:
-            deps.intake.withdraw(envelope.merchant_id, digest)
-        except redis.RedisError:
-            log.error("could not withdraw the event after a failed enqueue; it is handled when the broker is "
-                      "back (the inbox's recovery), and Salla's retry is dropped as a repeat")
-        log.error("webhook not enqueued: %s", exc)
-        return _reply(503, error="unavailable", message="queue unavailable, retry later")
-    log.info("webhook queued: %s merchant=%s customer=%s", envelope.event, envelope.merchant_id, customer.id)
+            deps.queue.enqueue({"merchant_id": envelope.merchant_id}, task=DRAIN_TASK)
+        except QueueUnavailable as exc:
+            # Forget the delivery so that Salla's retry is not taken for a repeat.
+            try:
+                deps.intake.withdraw(envelope.merchant_id, digest)
+            except redis.RedisError:
+                log.error("could not withdraw the event after a failed enqueue; it is handled when the broker is "
+                          "back (the inbox's recovery), and Salla's retry is dropped as a repeat")
+            log.error("webhook not enqueued: %s", exc)
+            return _reply(503, error="unavailable", message="queue unavailable, retry later")
+    log.debug("webhook queued: %s merchant=%s customer=%s", envelope.event, envelope.merchant_id, customer.id)
     return _reply(200, status="queued")
 
 

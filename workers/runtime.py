@@ -5,6 +5,7 @@ fork instead of sharing the parent's sockets. Tests build one from fakes with `b
 """
 from __future__ import annotations
 
+import threading
 import time
 from dataclasses import dataclass
 from functools import lru_cache
@@ -84,7 +85,20 @@ def build_runtime(settings: Settings, store: redis.Redis, session: requests.Sess
     )
 
 
+_local = threading.local()
+
+
 @lru_cache(maxsize=1)
+def _settings() -> Settings:
+    return Settings.from_env()
+
+
 def runtime() -> Runtime:
-    settings = Settings.from_env()
-    return build_runtime(settings, connect(settings), requests.Session())
+    """This thread's runtime. A prefork child has one thread; a `--pool=threads` worker has one
+    runtime per thread, so no HTTP session (requests.Session is not thread-safe) or cached
+    channel is shared between threads. Redis clients are cheap and made after the fork."""
+    current = getattr(_local, "runtime", None)
+    if current is None:
+        settings = _settings()
+        current = _local.runtime = build_runtime(settings, connect(settings), requests.Session())
+    return current

@@ -14,18 +14,21 @@ a delivery has a timer in the due set, a due entry has a lease of its own.
 from __future__ import annotations
 
 import logging
+import time
 from datetime import datetime, timezone
 
 import redis
 from celery import shared_task
 
-from service.celery_config import (DELIVER_TASK, FORGET_STORE_TASK, HANDLE_EVENT_TASK, HEARTBEAT_TASK,
+from service.celery_config import (DELIVER_TASK, DRAIN_TASK, FORGET_STORE_TASK, HANDLE_EVENT_TASK, HEARTBEAT_TASK,
                                    PUMP_BACKLOG_TASK, PUMP_TASK, RECOVER_INTAKE_TASK, SWEEP_TASK, SYNC_TASK)
 from workers import delivery, lifecycle, reminding, sync
 from workers.backoff import MAX_TASK_COUNTDOWN_SECONDS
 from workers.runtime import runtime
 
 log = logging.getLogger(__name__)
+
+DRAIN_TIME_BUDGET_SECONDS = 20.0  # far under the broker's visibility timeout
 
 # Redis unreachable inside a task: retry the task (our state lives in Redis, and every step is
 # safe to repeat). Countdowns stay short (see above); about an hour of retries in all. Other
@@ -57,41 +60,51 @@ def _request_read(merchant_id: int, customer_id: int) -> None:
     _schedule_pump(merchant_id, 0.05)
 
 
+@shared_task(name=DRAIN_TASK, acks_late=True, ignore_result=True, **REDIS_RETRY)
+def drain_intake(message: dict) -> int:
+    """Handle a store's accepted webhooks, batch after batch, from its inbox in Redis
+    (service/intake.py); one pump for them all. Returns how many were handled."""
+    rt = runtime()
+    merchant_id = int(message["merchant_id"])
+    started, handled, to_read = time.monotonic(), 0, False
+    while True:  # until a claim finds nothing: webhooks arriving meanwhile published no drain
+        batch = rt.intake.claim(merchant_id, rt.clock())
+        if not batch:
+            break
+        for _, event in batch:
+            to_read |= sync.accept_event(rt, event) in ("queued", "coalesced")
+        rt.intake.done(merchant_id, [raw for raw, _ in batch])
+        handled += len(batch)
+        if time.monotonic() - started > DRAIN_TIME_BUDGET_SECONDS:
+            drain_intake.apply_async(args=[{"merchant_id": merchant_id}])  # the rest in a task of its own
+            break
+    if to_read:
+        sync.pump(rt, merchant_id, _send_sync, _schedule_pump)
+    return handled
+
+
 @shared_task(name=HANDLE_EVENT_TASK, acks_late=True, ignore_result=True, **REDIS_RETRY)
 def handle_event(message: dict) -> str:
-    """`{"merchant_id", "intake_id"}`: the event itself waits in the store's inbox in Redis
-    (service/intake.py). A message of an older release carries the whole event."""
+    """One event in the message itself: what the web published before the inbox existed."""
     rt = runtime()
-    merchant_id, intake_id = int(message["merchant_id"]), message.get("intake_id")
-    if intake_id is not None:
-        event = rt.intake.load(merchant_id, intake_id)
-        if event is None:
-            rt.intake.done(merchant_id, intake_id)
-            return "already_handled"
-        message = event
     outcome = sync.accept_event(rt, message)
     if outcome in ("queued", "coalesced"):
-        sync.pump(rt, merchant_id, _send_sync, _schedule_pump)
-    if intake_id is not None:
-        rt.intake.done(merchant_id, intake_id)  # last: a worker killed before this is covered
+        sync.pump(rt, int(message["merchant_id"]), _send_sync, _schedule_pump)
     return outcome
 
 
 @shared_task(name=RECOVER_INTAKE_TASK, ignore_result=True)
 def recover_intake() -> int:
-    """Beat's look for accepted webhooks the broker lost (a worker killed at the wrong moment,
-    a broker restarted without its queues): handed to it again."""
+    """Beat's look for stores whose accepted webhooks nobody took (a lost drain message, a
+    drain whose worker died): a drain for each."""
     rt = runtime()
-    recovered = 0
-    for merchant_id in rt.registry.merchants():
-        overdue = rt.intake.overdue(merchant_id, rt.clock())
-        for intake_id in overdue:
-            handle_event.apply_async(args=[{"merchant_id": merchant_id, "intake_id": intake_id}])
-        rt.registry.count(merchant_id, "events_recovered", len(overdue))
-        recovered += len(overdue)
-    if recovered:
-        log.warning("recover_intake: %d accepted webhook(s) handed to the broker again", recovered)
-    return recovered
+    stalled = rt.intake.stalled(rt.registry.merchants(), rt.clock())
+    for merchant_id in stalled:
+        drain_intake.apply_async(args=[{"merchant_id": merchant_id}])
+        rt.registry.count(merchant_id, "intake_drains_recovered")
+    if stalled:
+        log.warning("recover_intake: a drain for %d store(s) whose webhooks waited too long", len(stalled))
+    return len(stalled)
 
 
 @shared_task(name=PUMP_TASK, acks_late=True, ignore_result=True, **REDIS_RETRY)

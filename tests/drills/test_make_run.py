@@ -185,7 +185,8 @@ def test_make_run_in_a_fresh_clone_delivers_reminders_survives_kill_9_and_stops_
 
             run.wait_for(web_answers, timeout=60, what="the web's /healthz")
             print(f"`make run` answering: {time.monotonic() - make_started:.0f}s after it started")
-            assert {name for name, _ in run.started()} == {"web.1", "worker.1", "beat.1", "flower.1"}
+            assert {name for name, _ in run.started()} == {"web.1", "intake.1", "reads.1", "deliveries.1", "sweeper.1",
+                                                           "beat.1", "flower.1"}
             assert "not found" not in run.output(), run.tail()
             assert redis_answers(f"redis://127.0.0.1:{redis_port}/0")
 
@@ -208,11 +209,11 @@ def test_make_run_in_a_fresh_clone_delivers_reminders_survives_kill_9_and_stops_
             print(f"first reminder {first['reminder_id']} after {time.monotonic() - drill_started:.0f}s")
 
             # 4. kill -9 the worker's process group: restarted, and it still does its job.
-            killed = run.pid_of("worker.1")
+            killed = run.pid_of("intake.1")
             os.killpg(killed, signal.SIGKILL)
-            run.wait_for(lambda: "worker.1 exited with -9 (SIGKILL); restarting in 1s" in run.output(), timeout=10,
+            run.wait_for(lambda: "intake.1 exited with -9 (SIGKILL); restarting in 1s" in run.output(), timeout=10,
                          what="the supervisor noticing the kill")
-            run.wait_for(lambda: run.pid_of("worker.1") != killed, timeout=10, what="the worker's restart")
+            run.wait_for(lambda: run.pid_of("intake.1") != killed, timeout=10, what="the worker's restart")
             assert [name for name, _ in run.started()].count("web.1") == 1  # the others never stopped
             deliver(1005, order_id=2)
             [second] = run.wait_for(lambda: reminder_for(1005), timeout=90, what="customer 1005's reminder")

@@ -88,7 +88,7 @@ def test_bad_signature_is_refused_over_http(web, store):
     response = deliver(web, order_created(1001), secret="wrong")
     assert response.status_code == 401
     assert store.keys("*:seen:*") == []
-    assert store.llen("events") == 0
+    assert store.llen("intake") == 0
 
 
 def test_redis_outage_answers_503_quickly(service_env):

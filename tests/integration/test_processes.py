@@ -54,7 +54,7 @@ def test_flower_shows_the_worker_and_its_tasks(web, worker, service_env, tmp_pat
             time.sleep(0.5)
             tasks = requests.get(base + "/api/tasks", auth=auth, timeout=10).json()
             return [t for t in tasks.values()
-                    if t["name"] == "workers.tasks.handle_event" and t["state"] == "SUCCESS"]
+                    if t["name"] == "workers.tasks.drain_intake" and t["state"] == "SUCCESS"]
 
         task = wait_until(handled, timeout=60, interval=0.5, message="the task in Flower")[0]
         assert task["worker"].startswith("worker@")

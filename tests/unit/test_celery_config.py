@@ -92,7 +92,7 @@ def test_the_rest_does_not_depend_on_the_broker():
     amqp_conf = celery_config(make_settings(CELERY_BROKER_URL="amqp://guest:guest@127.0.0.1:5672//"))
     for conf in (redis_conf, amqp_conf):
         assert conf["task_acks_late"] is True and conf["task_reject_on_worker_lost"] is True
-        assert conf["worker_prefetch_multiplier"] == 1 and conf["task_default_queue"] == "events"
+        assert conf["worker_prefetch_multiplier"] == 1 and conf["task_default_queue"] == "intake"
     differing = {k for k in redis_conf if redis_conf[k] != amqp_conf[k]}
     assert differing == {"broker_url", "broker_transport_options"}
 
