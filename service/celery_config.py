@@ -121,8 +121,9 @@ def broker_transport_options(broker_url: str) -> dict:
 def celery_config(settings: Settings) -> dict:
     if broker_is_redis(settings.broker_url):
         # Without it the worker dies when Redis restarts under load (the module says why).
-        from service.kombu_workarounds import guard_detached_redis_channels
+        from service.kombu_workarounds import guard_detached_redis_channels, reuse_redis_clients
         guard_detached_redis_channels()
+        reuse_redis_clients()  # a publish without building a Redis client (bench/workers.py)
     return {
         "broker_url": kombu_broker_url(settings.broker_url),
         "broker_transport_options": broker_transport_options(settings.broker_url),

@@ -56,3 +56,30 @@ def guard_detached_redis_channels() -> None:
 
 def guarded() -> bool:
     return kombu_redis.Channel._connparams is _connparams_of_a_live_transport
+
+
+# -- one Redis client per channel for publishing ---------------------------------------------
+# kombu's Redis transport builds a new redis.Redis object for every publish, ack and queue-size
+# call (`Channel.conn_or_acquire` -> `_create_client`). With redis-py 8 that constructor is most
+# of a publish's Python time (its response-callback tables are rebuilt each time): bench/workers.py
+# measured it as the largest single cost of the reads worker, whose pump publishes one task per
+# read. A redis.Redis object is thread-safe (each command borrows a connection from the pool), so
+# one per channel and pool serves every caller; a new pool (after a reconnect) gets a new client.
+_original_create_client = kombu_redis.Channel._create_client
+
+
+def _create_client_once_per_pool(self, asynchronous=False):
+    if asynchronous:
+        return _original_create_client(self, asynchronous=True)
+    pool = self.pool
+    cached = self.__dict__.get("_lpr_client")
+    if cached is None or cached[0] is not pool:
+        cached = (pool, _original_create_client(self))
+        self.__dict__["_lpr_client"] = cached
+    return cached[1]
+
+
+def reuse_redis_clients() -> None:
+    """Idempotent: patch kombu's Redis Channel once per process."""
+    if kombu_redis.Channel._create_client is not _create_client_once_per_pool:
+        kombu_redis.Channel._create_client = _create_client_once_per_pool

@@ -141,3 +141,27 @@ def test_enqueue_failure_is_queue_unavailable():
     queue = EventQueue(make_settings(CELERY_BROKER_URL=f"amqp://guest:guest@127.0.0.1:{free_port()}//"))
     with pytest.raises(QueueUnavailable, match="OperationalError"):
         queue.enqueue({"event": "order.created"})
+
+
+def test_a_redis_broker_channel_reuses_one_client_per_pool():
+    """kombu builds a redis.Redis per publish (the reads worker's largest cost, bench/workers.py);
+    the workaround keeps one per channel, and a new one once the channel's pool is replaced."""
+    from kombu.transport import redis as kombu_redis
+
+    celery_config(make_settings())
+
+    class FakeChannel:
+        Client = redis.Redis
+
+        def __init__(self):
+            self.pool = redis.ConnectionPool()
+
+    channel = FakeChannel()
+    first = kombu_redis.Channel._create_client(channel)
+    assert kombu_redis.Channel._create_client(channel) is first
+    assert first.connection_pool is channel.pool
+    channel.pool = redis.ConnectionPool()  # a reconnect: kombu makes a new pool
+    second = kombu_redis.Channel._create_client(channel)
+    assert second is not first and second.connection_pool is channel.pool
+    other = FakeChannel()
+    assert kombu_redis.Channel._create_client(other) is not second

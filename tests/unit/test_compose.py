@@ -10,7 +10,8 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = ROOT / "docker-compose.yml"
-APP_SERVICES = ("web", "worker", "beat", "flower")
+APP_SERVICES = ("web", "intake", "reads", "deliveries", "sweeper", "beat", "flower")
+WORKERS = ("intake", "reads", "deliveries", "sweeper")
 
 
 @pytest.fixture(scope="module")
@@ -40,6 +41,20 @@ def test_the_broker_is_chosen_by_celery_broker_url(compose):
         assert env["CELERY_BROKER_URL"] == "${CELERY_BROKER_URL:-amqp://guest:guest@rabbitmq:5672//}", name
         assert env["REDIS_URL"] == "redis://redis:6379/0", name
         assert compose["services"][name]["depends_on"]["rabbitmq"] == {"condition": "service_healthy"}, name
+
+
+def test_a_worker_per_queue_with_the_procfiles_command(compose):
+    """Queues by kind: each has its worker service, started exactly as the Procfile starts it."""
+    from devkit.procfile import read_procfile
+
+    procfile = {entry.name: entry.command for entry in read_procfile(ROOT / "Procfile")}
+    for name in WORKERS:
+        assert compose["services"][name]["command"] == procfile[name], name
+        assert compose["services"][name]["stop_grace_period"] == "60s", name
+    assert "worker" not in compose["services"]
+    queues = {word for name in WORKERS for option in [procfile[name].split()] for i, word in enumerate(option)
+              if i and option[i - 1] == "-Q"}
+    assert queues == {"intake,events", "reads", "deliveries", "sweep"}
 
 
 def test_redis_keeps_its_append_only_file(compose):

@@ -1,0 +1,197 @@
+"""Do the workers keep up? The Procfile's workers against bare Celery tasks on the same pool.
+
+    .venv/bin/python bench/workers.py [--events 3000] [--reads 600] [--latency-ms 50] [--repeat 3]
+
+1. Events: `--events` accepted webhooks (distinct customers, 20 stores) wait in the stores'
+   inboxes, with their drain tasks published, as the web leaves them. The Procfile's `intake`
+   worker (its exact command) handles them: events handled per second, until every inbox is
+   empty. Baseline: the same number of bare no-op Celery tasks on the same pool and
+   concurrency (bench/bare_tasks.py).
+2. Salla reads: `--reads` customers wait in one store's read queue (a budget that does not
+   bind), and the sandbox answers each page after `--latency-ms`. The Procfile's `reads`
+   worker reads them (token, every page, the plan): reads per second. Baseline: bare tasks
+   that each do one GET of the sandbox on the same pool and concurrency.
+3. Both for each pool: prefork with 2 and with 8 processes, and threads with 16, so the
+   Procfile's choice rests on figures from the same run.
+Everything on a Redis server and ports of the benchmark's own; the ratios are what to read.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+import redis  # noqa: E402
+import requests  # noqa: E402
+
+from devkit.processes import ManagedProcess  # noqa: E402
+from devkit.procfile import process_env, read_procfile  # noqa: E402
+from devkit.redis_server import RedisServer  # noqa: E402
+from devkit.sandbox import Faults, create_app as create_sandbox, serve_in_thread  # noqa: E402
+from devkit.sandbox_seed import lot_row  # noqa: E402
+from service.celery_config import DRAIN_TASK, PUMP_TASK  # noqa: E402
+from service.intake import Intake  # noqa: E402
+
+TOKEN = "bench-token"
+TOKEN_KEY = "YmVuY2gtb25seS1rZXktZG8tbm90LXVzZS1pdCEhISE="
+STORES = 20
+MERCHANT = 1305146709
+POOLS = {"prefork-2": ["--pool=prefork", "--concurrency=2"], "prefork-8": ["--pool=prefork", "--concurrency=8"],
+         "threads-16": ["--pool=threads", "--concurrency=16"]}
+
+
+def procfile_command(name: str) -> str:
+    return next(e.command for e in read_procfile(ROOT / "Procfile") if e.name == name)
+
+
+def with_pool(command: str, pool: str) -> str:
+    """The Procfile's command with its pool and concurrency replaced by `pool`'s."""
+    words = [w for w in command.split() if not w.startswith(("--pool=", "--concurrency="))]
+    return " ".join(words + POOLS[pool])
+
+
+def worker(command: str, env: dict, log: Path) -> ManagedProcess:
+    return ManagedProcess(["sh", "-c", command], env, log, ready_text=" ready.")
+
+
+def wait_for(predicate, timeout: float = 300.0) -> float:
+    started = time.monotonic()
+    while not predicate():
+        if time.monotonic() - started > timeout:
+            raise RuntimeError("timed out")
+        time.sleep(0.02)
+    return time.monotonic() - started
+
+
+def celery_producer(env: dict):
+    from celery import Celery
+    from service.celery_config import celery_config
+    from service.settings import Settings
+    app = Celery("bench-producer", set_as_current=False)
+    app.conf.update(celery_config(Settings.from_env(env)))
+    return app
+
+
+def queue_length(client: redis.Redis, queue: str) -> int:
+    return client.llen(queue)
+
+
+def events_run(env, client, workdir, pool, count, baseline: bool) -> float:
+    client.flushall()
+    producer = celery_producer(env)
+    if baseline:
+        for n in range(count):
+            producer.send_task("bare.noop", args=[MERCHANT, n], queue="bare")
+        command = with_pool("celery -A bench.bare_tasks worker -Q bare -n bare@%h --loglevel=INFO", pool)
+        done = lambda: queue_length(client, "bare") == 0 and not client.hlen("unacked")  # noqa: E731
+    else:
+        intake = Intake(client, "lpr:")
+        sample = json.loads((ROOT / "tests/fixtures/salla/samples/order.created.json").read_text())
+        for n in range(count):
+            merchant = 1_000 + n % STORES
+            event = {"event": "order.created", "merchant_id": merchant, "event_created_at": "", "received_at": "",
+                     "customer": {"id": 900_000 + n, "name": "محمد", "mobile": "+966500000001", "email": None,
+                                  "notifications_enabled": None}}
+            if intake.accept(merchant, f"d{n}", event, 86400, time.time()) == 2:
+                producer.send_task(DRAIN_TASK, args=[{"merchant_id": merchant}])
+        del sample
+        command = with_pool(procfile_command("intake"), pool)
+        done = lambda: all(intake.waiting(1_000 + s) == 0 for s in range(STORES)) and not client.hlen("unacked")  # noqa: E731
+    process = worker(command, env, workdir / f"events-{pool}-{baseline}.log").start(wait_seconds=60)
+    try:
+        # From the moment the worker is ready: the queue was full before it started.
+        seconds = wait_for(done)
+    finally:
+        process.stop()
+    return count / seconds
+
+
+def reads_run(env, client, workdir, pool, count, sandbox_url, baseline: bool) -> float:
+    client.flushall()
+    requests.post(sandbox_url + "/_sandbox/reset-stats", timeout=5)
+    producer = celery_producer(env)
+    if baseline:
+        for n in range(count):
+            producer.send_task("bare.get", args=[f"{sandbox_url}/customers/loyalty/points?customer_id={50_000 + n}"],
+                               queue="bare", headers={})
+        command = with_pool("celery -A bench.bare_tasks worker -Q bare -n bare@%h --loglevel=INFO", pool)
+    else:
+        from workers.budget import Budget
+        budget = Budget(client, "lpr:")
+        for n in range(count):
+            budget.enqueue(MERCHANT, 50_000 + n, time.time())
+        producer.send_task(PUMP_TASK, args=[MERCHANT])
+        command = with_pool(procfile_command("reads"), pool)
+
+    def answered() -> int:
+        return requests.get(sandbox_url + "/_sandbox/stats", timeout=5).json()["requests"]
+    process = worker(command, env, workdir / f"reads-{pool}-{baseline}.log").start(wait_seconds=60)
+    try:
+        seconds = wait_for(lambda: answered() >= count)
+    finally:
+        process.stop()
+    return count / seconds
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--events", type=int, default=3000)
+    parser.add_argument("--reads", type=int, default=600)
+    parser.add_argument("--latency-ms", type=float, default=50)
+    parser.add_argument("--repeat", type=int, default=3, help="alternated runs per figure; medians are kept")
+    args = parser.parse_args(argv)
+    results: dict = {}
+    with tempfile.TemporaryDirectory(prefix="lpr-workers-") as tmp:
+        workdir = Path(tmp)
+        server = RedisServer(workdir / "redis", appendonly=False).start()
+        client = redis.Redis.from_url(server.url)
+        now = datetime.now(timezone.utc)
+        lots = {50_000 + n: [lot_row(100, 0, now + timedelta(days=90), now - timedelta(days=300), order_id=n)]
+                for n in range(args.reads)}
+        sandbox = serve_in_thread(create_sandbox(customers=lots, token=TOKEN, faults=Faults(latency_ms=args.latency_ms)))
+        env = process_env({k: v for k, v in os.environ.items() if not k.startswith(("SALLA_", "REDIS_", "CELERY_"))})
+        env.update({"REDIS_URL": server.url, "SALLA_WEBHOOK_SECRET": "x", "TOKEN_ENCRYPTION_KEY": TOKEN_KEY,
+                    "SALLA_ACCESS_TOKEN": TOKEN, "SALLA_API_BASE_URL": sandbox.url, "SYNC_DEBOUNCE_SECONDS": "0",
+                    "SALLA_PLAN_LIMIT": "10000", "SALLA_CUSTOMER_LIMIT": "100000", "LOG_LEVEL": "INFO",
+                    "PYTHONPATH": str(ROOT)})
+        try:
+            for pool in POOLS:
+                # Alternated, `--repeat` times, medians kept: the machine's other load moves
+                # each run, and a ratio of medians of interleaved runs moves much less.
+                runs: dict[str, list[float]] = {"bare_events": [], "events": [], "bare_reads": [], "reads": []}
+                for _ in range(args.repeat):
+                    runs["bare_events"].append(events_run(env, client, workdir, pool, args.events, baseline=True))
+                    runs["events"].append(events_run(env, client, workdir, pool, args.events, baseline=False))
+                    runs["bare_reads"].append(reads_run(env, client, workdir, pool, args.reads, sandbox.url,
+                                                        baseline=True))
+                    runs["reads"].append(reads_run(env, client, workdir, pool, args.reads, sandbox.url,
+                                                   baseline=False))
+                bare_events, our_events, bare_reads, our_reads = (statistics.median(runs[k]) for k in runs)
+                results[pool] = {
+                    "events_per_s": round(our_events), "bare_noop_tasks_per_s": round(bare_events),
+                    "events_ratio": round(our_events / bare_events, 2),
+                    "reads_per_s": round(our_reads, 1), "bare_get_tasks_per_s": round(bare_reads, 1),
+                    "reads_ratio": round(our_reads / bare_reads, 2),
+                    "runs": {k: [round(v, 1) for v in vs] for k, vs in runs.items()}}
+                print(pool, json.dumps(results[pool]), flush=True)
+        finally:
+            sandbox.stop()
+            client.close()
+            server.stop()
+    print(json.dumps({"pools": POOLS, "latency_ms": args.latency_ms, "results": results,
+                      "procfile": {name: procfile_command(name) for name in ("intake", "reads", "deliveries")}},
+                     indent=2, ensure_ascii=False))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
