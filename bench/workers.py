@@ -63,6 +63,29 @@ def worker(command: str, env: dict, log: Path) -> ManagedProcess:
     return ManagedProcess(["sh", "-c", command], env, log, ready_text=" ready.")
 
 
+def group_cpu_seconds(pgid: int) -> float:
+    """User + system CPU of every process in the worker's process group (the pool's children
+    included), from /proc: what a task costs in CPU, whatever else the machine is doing."""
+    total = 0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue  # the process ended meanwhile
+        if int(fields[2]) == pgid:  # fields: state, ppid, pgrp, ..., utime (11), stime (12)
+            total += int(fields[11]) + int(fields[12])
+    return total / os.sysconf("SC_CLK_TCK")
+
+
+def measured(process: ManagedProcess, count: int, done) -> tuple[float, float]:
+    """(items per second, CPU milliseconds per item) from the moment the worker is ready: its
+    queue was full before it started."""
+    cpu_before = group_cpu_seconds(process.process.pid)
+    seconds = wait_for(done)
+    cpu = group_cpu_seconds(process.process.pid) - cpu_before
+    return count / seconds, 1000 * cpu / count
+
+
 def wait_for(predicate, timeout: float = 300.0) -> float:
     started = time.monotonic()
     while not predicate():
@@ -108,11 +131,9 @@ def events_run(env, client, workdir, pool, count, baseline: bool) -> float:
         done = lambda: all(intake.waiting(1_000 + s) == 0 for s in range(STORES)) and not client.hlen("unacked")  # noqa: E731
     process = worker(command, env, workdir / f"events-{pool}-{baseline}.log").start(wait_seconds=60)
     try:
-        # From the moment the worker is ready: the queue was full before it started.
-        seconds = wait_for(done)
+        return measured(process, count, done)
     finally:
         process.stop()
-    return count / seconds
 
 
 def reads_run(env, client, workdir, pool, count, sandbox_url, baseline: bool) -> float:
@@ -136,10 +157,9 @@ def reads_run(env, client, workdir, pool, count, sandbox_url, baseline: bool) ->
         return requests.get(sandbox_url + "/_sandbox/stats", timeout=5).json()["requests"]
     process = worker(command, env, workdir / f"reads-{pool}-{baseline}.log").start(wait_seconds=60)
     try:
-        seconds = wait_for(lambda: answered() >= count)
+        return measured(process, count, lambda: answered() >= count)
     finally:
         process.stop()
-    return count / seconds
 
 
 def main(argv=None) -> int:
@@ -167,7 +187,7 @@ def main(argv=None) -> int:
             for pool in POOLS:
                 # Alternated, `--repeat` times, medians kept: the machine's other load moves
                 # each run, and a ratio of medians of interleaved runs moves much less.
-                runs: dict[str, list[float]] = {"bare_events": [], "events": [], "bare_reads": [], "reads": []}
+                runs: dict[str, list] = {"bare_events": [], "events": [], "bare_reads": [], "reads": []}
                 for _ in range(args.repeat):
                     runs["bare_events"].append(events_run(env, client, workdir, pool, args.events, baseline=True))
                     runs["events"].append(events_run(env, client, workdir, pool, args.events, baseline=False))
@@ -175,12 +195,15 @@ def main(argv=None) -> int:
                                                         baseline=True))
                     runs["reads"].append(reads_run(env, client, workdir, pool, args.reads, sandbox.url,
                                                    baseline=False))
+                cpu = {k: statistics.median(c for _, c in v) for k, v in runs.items()}
+                runs = {k: [rate for rate, _ in v] for k, v in runs.items()}
                 bare_events, our_events, bare_reads, our_reads = (statistics.median(runs[k]) for k in runs)
                 results[pool] = {
                     "events_per_s": round(our_events), "bare_noop_tasks_per_s": round(bare_events),
                     "events_ratio": round(our_events / bare_events, 2),
                     "reads_per_s": round(our_reads, 1), "bare_get_tasks_per_s": round(bare_reads, 1),
                     "reads_ratio": round(our_reads / bare_reads, 2),
+                    "worker_cpu_ms_per_item": {k: round(v, 2) for k, v in cpu.items()},
                     "runs": {k: [round(v, 1) for v in vs] for k, vs in runs.items()}}
                 print(pool, json.dumps(results[pool]), flush=True)
         finally:
