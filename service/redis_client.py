@@ -40,6 +40,6 @@ def pipelined_script(client, pipe, script, keys: list, args: list) -> None:
     (it cannot know which scripts each node has loaded), so there the script's text goes as
     EVAL: a few KB more per call, and the call still runs on its keys' node."""
     if is_cluster(client):
-        pipe.eval(script.script, len(keys), *keys, *args)
+        pipe.execute_command("EVAL", script.script, len(keys), *keys, *args)
     else:
         script(keys=keys, args=args, client=pipe)
