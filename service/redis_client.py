@@ -37,8 +37,9 @@ def is_cluster(client) -> bool:
 
 def pipelined_script(client, pipe, script, keys: list, args: list) -> None:
     """Queue a registered script on a pipeline. redis-py's cluster pipeline refuses EVALSHA
-    (it cannot know which scripts each node has loaded), so there the script's text goes as
-    EVAL: a few KB more per call, and the call still runs on its keys' node."""
+    (it cannot know which scripts each node has loaded) and has no eval() method (redis-py 8.1:
+    "not implemented"), so there the script's text goes as a raw EVAL command: a few KB more per
+    call, routed like any command to its keys' node."""
     if is_cluster(client):
         pipe.execute_command("EVAL", script.script, len(keys), *keys, *args)
     else:
