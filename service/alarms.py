@@ -26,7 +26,7 @@ class Alarms:
     def raise_(self, name: str, message: str, hold_seconds: float = 0, now: float | None = None) -> None:
         now = time.time() if now is None else now
         key = self.keys.alarm(name)
-        pipe = self.redis.pipeline()
+        pipe = self.redis.pipeline(transaction=True)
         pipe.hsetnx(key, "since", f"{now:.0f}")
         pipe.hset(key, mapping={"message": message, "last": f"{now:.0f}", "hold_until": f"{now + hold_seconds:.3f}"})
         pipe.hincrby(key, "count", 1)

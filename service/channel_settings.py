@@ -282,7 +282,7 @@ class ChannelSettings:
             raise ConfigError(f"{missing[0]} is needed for the {missing[0].split('.')[0]} channel "
                               f"(no default in {ENV_NAMES.get(tuple(missing[0].split('.')), 'the environment')})")
         record = self._fernet.encrypt(json.dumps(result, ensure_ascii=False).encode())
-        pipe = self.redis.pipeline()
+        pipe = self.redis.pipeline(transaction=False)  # `stores` is in another cluster slot
         pipe.set(self.keys.store(merchant_id).channels, record)
         pipe.sadd(self.keys.stores, merchant_id)
         pipe.execute()

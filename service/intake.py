@@ -75,9 +75,11 @@ class Intake:
     def withdraw(self, merchant_id: int, digest: str) -> None:
         """The broker refused the drain: forget the event, so that Salla's retry is accepted."""
         k = self.keys.store(merchant_id)
-        pipe = self.redis.pipeline()
+        events = [raw for raw in self.redis.zrange(k.inbox, 0, -1) if _digest(raw) == digest]
+        pipe = self.redis.pipeline(transaction=True)
         pipe.delete(k.seen(digest))
-        pipe.zrem(k.inbox, *[raw for raw in self.redis.zrange(k.inbox, 0, -1) if _digest(raw) == digest])
+        if events:  # ZREM with no member is an error
+            pipe.zrem(k.inbox, *events)
         pipe.execute()
 
     # -- the worker's side --------------------------------------------------------------------

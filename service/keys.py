@@ -3,7 +3,9 @@
 A store's keys all start with `{prefix}{store:<merchant>}:`. The braces are a Redis Cluster
 hash tag: every key of one store lives in one slot, so a Lua script can touch several of them
 (declared in KEYS), and dropping a store is a SCAN of that one pattern (`StoreKeys.pattern`),
-not a hunt. The few keys shared by all stores are at the top.
+not a hunt. The few keys shared by all stores are at the top. On a Redis Cluster
+(REDIS_CLUSTER=1) a write that touches a shared key and a store's key is a pipeline without
+MULTI (two slots); an atomic pipeline or a script stays within one hash tag (README, "Redis Cluster").
 
 | key                               | type   | lifetime                     | owner                   |
 |-----------------------------------|--------|------------------------------|-------------------------|

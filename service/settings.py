@@ -82,11 +82,17 @@ class Settings:
     smtp_url: str = ""
     email_from: str = ""
     public_base_url: str = "http://127.0.0.1:8000"
+    # REDIS_URL is a seed node of a Redis Cluster (service/redis_client.py); the broker is then
+    # CELERY_BROKER_URL, required, since kombu cannot use a cluster as a broker.
+    redis_cluster: bool = False
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> "Settings":
         env = _Env(os.environ if environ is None else environ)
         redis_url = env.url("REDIS_URL", "redis://127.0.0.1:6379/0", schemes=REDIS_SCHEMES)
+        redis_cluster = env.flag("REDIS_CLUSTER", False)
+        if redis_cluster:
+            _check_cluster(redis_url, env)
         strategy = env.choice("SALLA_WEBHOOK_STRATEGY", "signature", WEBHOOK_STRATEGIES)
         secret = env.str("SALLA_WEBHOOK_SECRET", "")
         if strategy != "none" and not secret:
@@ -169,7 +175,27 @@ class Settings:
             smtp_url=env.url("SMTP_URL", "", schemes=("smtp", "smtps")),
             email_from=env.str("EMAIL_FROM", ""),
             public_base_url=env.url("PUBLIC_BASE_URL", "http://127.0.0.1:8000", schemes=("http", "https")).rstrip("/"),
+            redis_cluster=redis_cluster,
         )
+
+
+def _check_cluster(redis_url: str, env: "_Env") -> None:
+    """REDIS_CLUSTER=1: what a Redis Cluster cannot do is refused here, before anything starts."""
+    parts = urlparse(redis_url)
+    if parts.scheme not in ("redis", "rediss"):
+        raise SettingsError("REDIS_CLUSTER=1 needs REDIS_URL=redis://host:port (or rediss://) of one cluster node, "
+                            f"not {parts.scheme}://")
+    if parts.path.strip("/") not in ("", "0"):
+        raise SettingsError(f"REDIS_CLUSTER=1: a Redis Cluster has only database 0, but REDIS_URL names database "
+                            f"{parts.path.strip('/')!r}; keep deployments apart with REDIS_KEY_PREFIX instead")
+    broker = env.str("CELERY_BROKER_URL", "")
+    if not broker:
+        raise SettingsError("REDIS_CLUSTER=1 needs CELERY_BROKER_URL: Celery's broker (kombu) cannot use a Redis "
+                            "Cluster, so give it RabbitMQ (amqp://...) or a plain, non-cluster Redis (redis://...)")
+    seed, queue = parts, urlparse(broker)
+    if queue.scheme in ("redis", "rediss") and (queue.hostname, queue.port or 6379) == (seed.hostname, seed.port or 6379):
+        raise SettingsError("REDIS_CLUSTER=1: CELERY_BROKER_URL is the cluster's own node (REDIS_URL); kombu cannot "
+                            "use a Redis Cluster as its broker: give it RabbitMQ or a separate, plain Redis")
 
 
 class _Env:
@@ -233,6 +259,16 @@ class _Env:
         if not 0 <= seconds <= maximum:
             raise SettingsError(f"{name}={text!r} must be between 0 and {maximum} seconds")
         return seconds
+
+    def flag(self, name: str, default: bool) -> bool:
+        value = self._raw(name)
+        if value is None:
+            return default
+        if value.lower() in ("1", "true", "yes", "on"):
+            return True
+        if value.lower() in ("0", "false", "no", "off"):
+            return False
+        raise SettingsError(f"{name}={value!r} must be 1 or 0 (true or false)")
 
     def list(self, name: str, default: str) -> list[str]:
         return [item.strip().lower() for item in self.str(name, default).split(",") if item.strip()]

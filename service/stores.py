@@ -96,7 +96,9 @@ class StoreRegistry:
 
     # -- state -----------------------------------------------------------------------------
     def set_state(self, merchant_id: int, state: str, reason: str = "", now: float | None = None) -> None:
-        pipe = self.redis.pipeline()
+        # Not a transaction: `stores` (an index of merchant ids, in its own slot) and the store's
+        # state are in two cluster slots. Listing the store first is harmless if the state write fails.
+        pipe = self.redis.pipeline(transaction=False)
         pipe.sadd(self.keys.stores, merchant_id)
         pipe.hset(self.keys.store(merchant_id).state, mapping={"state": state, "reason": reason,
                                                                 "since": f"{now or time.time():.0f}"})
@@ -124,7 +126,7 @@ class StoreRegistry:
                               f"(known: {', '.join(CONFIG_FIELDS)})")
         clean = {name: CONFIG_FIELDS[name](value) for name, value in values.items() if value is not None}
         if clean:
-            pipe = self.redis.pipeline()
+            pipe = self.redis.pipeline(transaction=False)  # two slots, as in set_state
             pipe.sadd(self.keys.stores, merchant_id)
             pipe.hset(self.keys.store(merchant_id).config, mapping=clean)
             pipe.execute()

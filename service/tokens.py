@@ -88,7 +88,9 @@ class TokenStore:
     def save(self, merchant_id: int, tokens: StoreTokens) -> None:
         record = json.dumps({"access_token": tokens.access_token, "refresh_token": tokens.refresh_token,
                              "expires_at": tokens.expires_at, "scope": tokens.scope})
-        pipe = self._redis.pipeline()
+        # Not a transaction: `stores` is in another cluster slot than the store's tokens; an
+        # index entry without tokens (a failed write) is what rotate_all already skips.
+        pipe = self._redis.pipeline(transaction=False)
         pipe.set(self._key(merchant_id), self._fernet.encrypt(record.encode()))
         pipe.sadd(Keys(self._prefix).stores, merchant_id)  # rotate_all walks this set
         pipe.execute()

@@ -281,7 +281,7 @@ class Budget:
     def drop_store(self, merchant_id: int) -> int:
         """Forget every customer waiting for this store; returns how many."""
         k = self.keys.store(merchant_id)
-        pipe = self.redis.pipeline()
+        pipe = self.redis.pipeline(transaction=True)
         pipe.zcard(k.pending)
         pipe.delete(k.pending, k.pages, k.inflight)
         dropped = pipe.execute()[0]

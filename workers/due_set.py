@@ -33,6 +33,7 @@ from dataclasses import dataclass
 import redis
 
 from service.keys import Keys
+from service.redis_client import pipelined_script
 
 # 48 bits tell apart the few lot sets one customer has in one stage; the rest of the key
 # (merchant, customer, stage) is spelled out in full, so no wider collision is possible.
@@ -285,8 +286,8 @@ class DueSet:
             return 0
         pipe = self.redis.pipeline(transaction=False)
         for start in range(0, len(args), 2 * self.batch):
-            self._schedule(keys=[self.scheduled_key, self.index_key], args=args[start:start + 2 * self.batch],
-                           client=pipe)
+            pipelined_script(self.redis, pipe, self._schedule, [self.scheduled_key, self.index_key],
+                             args[start:start + 2 * self.batch])
         return sum(int(count) for count in pipe.execute())
 
     def claim(self, now: float, limit: int) -> list[DueEntry]:

@@ -303,7 +303,7 @@ class Ledger:
 
     def begin_attempt(self, merchant_id: int, reminder_id: str, now: float) -> int:
         key = self.keys.store(merchant_id).reminder(reminder_id)
-        pipe = self.redis.pipeline()
+        pipe = self.redis.pipeline(transaction=True)
         pipe.hincrby(key, "attempts", 1)
         pipe.hset(key, mapping={"state": SENDING, "updated_at": f"{now:.3f}"})
         return int(pipe.execute()[0])
@@ -345,7 +345,7 @@ class Ledger:
     def settle_sent(self, merchant_id: int, customer_id: int, reminder_id: str, now: float) -> None:
         """Every channel is done and one or more sent: the claim goes (its lots are marked)."""
         k = self.keys.store(merchant_id)
-        pipe = self.redis.pipeline()
+        pipe = self.redis.pipeline(transaction=True)
         pipe.hset(k.reminder(reminder_id), mapping={"state": SENT, "updated_at": f"{now:.3f}"})
         pipe.hdel(k.marks(customer_id), CLAIM_FIELD + reminder_id)
         pipe.execute()
@@ -367,7 +367,7 @@ class Ledger:
         if record is None or record.state != DEAD:
             return None
         k = self.keys.store(merchant_id)
-        pipe = self.redis.pipeline()
+        pipe = self.redis.pipeline(transaction=True)
         pipe.hset(k.reminder(reminder_id), mapping={"state": SCHEDULED, "attempts": 0, "updated_at": f"{now:.3f}"})
         failed = [f"ch:{name}" for name, outcome in record.channels.items() if outcome.startswith("failed:")]
         if failed:  # an operator replays after fixing the cause: every channel that failed tries again

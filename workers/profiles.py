@@ -35,7 +35,7 @@ class Profiles:
             fields["notifications_enabled"] = "1" if customer.notifications_enabled else "0"
         if customer.lang:
             fields["lang"] = customer.lang
-        pipe = self.redis.pipeline()
+        pipe = self.redis.pipeline(transaction=True)
         pipe.hset(key, mapping=fields)
         pipe.expire(key, KEEP_SECONDS)
         pipe.execute()
@@ -50,7 +50,7 @@ class Profiles:
     def unsubscribe(self, merchant_id: int, customer_id: int, now: float) -> bool:
         """The customer used the unsubscribe link; True the first time."""
         key = self._key(merchant_id, customer_id)
-        pipe = self.redis.pipeline()
+        pipe = self.redis.pipeline(transaction=True)
         pipe.hsetnx(key, "unsubscribed_at", f"{now:.0f}")
         pipe.hset(key, "notifications_enabled", "0")
         pipe.expire(key, KEEP_SECONDS)

@@ -106,7 +106,7 @@ def after_read(rt: Runtime, m: int, customer: Customer, lots: list[Lot], now: da
     _log_unknown_statuses(lots)
     save_lots(rt, m, customer.id, lots, now)
     recheck_key = rt.keys.store(m).recheck(customer.id)
-    pipe = rt.store.pipeline()
+    pipe = rt.store.pipeline(transaction=True)
     pipe.smembers(recheck_key)
     pipe.delete(recheck_key)
     held_stages = {int(s) for s in pipe.execute()[0]}
@@ -272,7 +272,7 @@ def _act(rt: Runtime, m: int, c: int, entries: list[DueEntry], now: datetime, pu
         return
     if held:
         key = rt.keys.store(m).recheck(c)
-        pipe = rt.store.pipeline()
+        pipe = rt.store.pipeline(transaction=True)
         pipe.sadd(key, *held)
         pipe.expire(key, 86400)  # a read that never comes must not leave it forever
         pipe.execute()

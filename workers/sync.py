@@ -151,7 +151,7 @@ def _sync(rt: Runtime, merchant_id: int, customer_id: int, pages_paid: int, send
                                      send_reminder)
     # Done only once the reminders are queued: if this worker dies before, the read comes back.
     budget.done(merchant_id, customer_id, pages, lease=lease)
-    pipe = rt.store.pipeline()
+    pipe = rt.store.pipeline(transaction=True)
     pipe.hdel(k.attempts, customer_id)
     pipe.set(k.loyalty_ok, "1")
     pipe.hincrby(k.counters, "reads", 1)
