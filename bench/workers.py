@@ -77,13 +77,19 @@ def group_cpu_seconds(pgid: int) -> float:
     return total / os.sysconf("SC_CLK_TCK")
 
 
-def measured(process: ManagedProcess, count: int, done) -> tuple[float, float]:
-    """(items per second, CPU milliseconds per item) from the moment the worker is ready: its
-    queue was full before it started."""
-    cpu_before = group_cpu_seconds(process.process.pid)
+def redis_cpu_seconds(client: redis.Redis) -> float:
+    info = client.info("cpu")
+    return float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
+
+
+def measured(process: ManagedProcess, client: redis.Redis, count: int, done) -> tuple[float, float, float]:
+    """(items per second, worker CPU ms per item, Redis CPU ms per item) from the moment the
+    worker is ready: its queue was full before it started. Redis is the broker too here."""
+    cpu_before, redis_before = group_cpu_seconds(process.process.pid), redis_cpu_seconds(client)
     seconds = wait_for(done)
     cpu = group_cpu_seconds(process.process.pid) - cpu_before
-    return count / seconds, 1000 * cpu / count
+    redis_cpu = redis_cpu_seconds(client) - redis_before
+    return count / seconds, 1000 * cpu / count, 1000 * redis_cpu / count
 
 
 def wait_for(predicate, timeout: float = 300.0) -> float:
@@ -131,7 +137,7 @@ def events_run(env, client, workdir, pool, count, baseline: bool) -> float:
         done = lambda: all(intake.waiting(1_000 + s) == 0 for s in range(STORES)) and not client.hlen("unacked")  # noqa: E731
     process = worker(command, env, workdir / f"events-{pool}-{baseline}.log").start(wait_seconds=60)
     try:
-        return measured(process, count, done)
+        return measured(process, client, count, done)
     finally:
         process.stop()
 
@@ -157,7 +163,7 @@ def reads_run(env, client, workdir, pool, count, sandbox_url, baseline: bool) ->
         return requests.get(sandbox_url + "/_sandbox/stats", timeout=5).json()["requests"]
     process = worker(command, env, workdir / f"reads-{pool}-{baseline}.log").start(wait_seconds=60)
     try:
-        return measured(process, count, lambda: answered() >= count)
+        return measured(process, client, count, lambda: answered() >= count)
     finally:
         process.stop()
 
@@ -195,8 +201,9 @@ def main(argv=None) -> int:
                                                         baseline=True))
                     runs["reads"].append(reads_run(env, client, workdir, pool, args.reads, sandbox.url,
                                                    baseline=False))
-                cpu = {k: statistics.median(c for _, c in v) for k, v in runs.items()}
-                runs = {k: [rate for rate, _ in v] for k, v in runs.items()}
+                cpu = {k: statistics.median(c for _, c, _ in v) for k, v in runs.items()}
+                redis_cpu = {k: statistics.median(c for _, _, c in v) for k, v in runs.items()}
+                runs = {k: [rate for rate, _, _ in v] for k, v in runs.items()}
                 bare_events, our_events, bare_reads, our_reads = (statistics.median(runs[k]) for k in runs)
                 results[pool] = {
                     "events_per_s": round(our_events), "bare_noop_tasks_per_s": round(bare_events),
@@ -204,6 +211,7 @@ def main(argv=None) -> int:
                     "reads_per_s": round(our_reads, 1), "bare_get_tasks_per_s": round(bare_reads, 1),
                     "reads_ratio": round(our_reads / bare_reads, 2),
                     "worker_cpu_ms_per_item": {k: round(v, 2) for k, v in cpu.items()},
+                    "redis_cpu_ms_per_item": {k: round(v, 2) for k, v in redis_cpu.items()},
                     "runs": {k: [round(v, 1) for v in vs] for k, vs in runs.items()}}
                 print(pool, json.dumps(results[pool]), flush=True)
         finally:
