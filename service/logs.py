@@ -92,6 +92,13 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(line, ensure_ascii=False, default=str)
 
 
+def json_line(level: str, logger: str, msg: str) -> str:
+    """One line in the same shape, for the few places that cannot go through logging."""
+    return json.dumps({"ts": datetime.now(timezone.utc).isoformat(timespec="milliseconds"), "level": level,
+                       "logger": logger, "msg": scrub(msg), "process": process_role(), "pid": os.getpid()},
+                      ensure_ascii=False)
+
+
 def configure_logging(level: str = "INFO", stream=None) -> None:
     """JSON lines on stderr for the root logger; other handlers (Celery's, basicConfig's) are
     replaced, so no line in another format slips through."""
@@ -105,6 +112,8 @@ def configure_logging(level: str = "INFO", stream=None) -> None:
             root.removeHandler(other)
         root.addHandler(handler)
     root.setLevel(level)
+    # Python's warnings (Celery's SecurityWarning, deprecations) as log lines too, not raw stderr text.
+    logging.captureWarnings(True)
     # Libraries that log request lines or bodies at INFO/DEBUG: their lines would add nothing
     # an operator needs, and urllib3 at DEBUG names URLs with query strings.
     for noisy in ("urllib3", "requests", "amqp", "kombu"):

@@ -17,8 +17,9 @@ worker's main process (workers/observability.py). METRICS_PORT unset: nothing is
 The directory: PROMETHEUS_MULTIPROC_DIR when set; else, when METRICS_PORT is set, a directory
 named after the port (one per process group on a machine, so two groups never add up or wipe
 each other's files). prometheus-client reads the variable when it is first imported, so this
-module sets it before importing it, and is imported before anything else that could import
-prometheus-client (the gunicorn config, workers/celery.py). It is emptied once per start, by
+module sets it before importing it, and is imported first by the gunicorn config and
+workers/celery.py; when something imported prometheus-client before (the `celery` command
+loads Flower's plugin), the value class is picked again (see below). It is emptied once per start, by
 the group's first process, before any child exists (`prepare_directory`).
 
 Every metric has labels, so no value (and no file) exists before the first increment: a
@@ -65,6 +66,12 @@ if _DIR:
 from prometheus_client import CollectorRegistry, Counter, start_http_server  # noqa: E402
 from prometheus_client import multiprocess, values  # noqa: E402
 from prometheus_client.core import GaugeMetricFamily  # noqa: E402
+
+if _DIR and values.ValueClass is values.MutexValue:
+    # Imported earlier by someone else: `celery` loads its plugins' commands at start, and
+    # Flower's imports prometheus_client. The value class is picked per metric when it is
+    # created, so picking it again here puts every metric below in multiprocess mode.
+    values.ValueClass = values.get_value_class()
 
 log = logging.getLogger(__name__)
 

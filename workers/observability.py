@@ -16,11 +16,13 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 
 from celery import signals
+from celery.apps import worker as celery_worker_app
 
 from service import metrics
-from service.logs import configure_logging, correlation_id, current_task
+from service.logs import configure_logging, correlation_id, current_task, json_line
 
 log = logging.getLogger(__name__)
 CID_HEADER = "lpr_cid"
@@ -30,6 +32,20 @@ CID_HEADER = "lpr_cid"
 def _logging(loglevel=None, **_):
     # Connected: Celery configures no logging of its own (no hijacked root logger, no colours).
     configure_logging(os.environ.get("LOG_LEVEL") or loglevel or "INFO")
+
+
+def _say_as_json(msg, f=None):
+    """Celery's worker writes a few lines straight to the terminal with os.write, bypassing
+    logging ("worker: Warm shutdown (MainProcess)", from a signal handler, where taking a
+    logging lock is unsafe). The same, lock-free, as one JSON line like every other."""
+    stream = f if f is not None else sys.__stderr__
+    try:
+        os.write(stream.fileno(), (json_line("WARNING", "celery.apps.worker", str(msg).strip()) + "\n").encode())
+    except (OSError, ValueError, AttributeError):
+        pass  # best effort, as Celery's own
+
+
+celery_worker_app.safe_say = _say_as_json
 
 
 @signals.before_task_publish.connect
