@@ -109,7 +109,7 @@ class AuditLog:
         pipe.ltrim(self.key, 0, self.keep - 1)
         pipe.execute()
         log.info("admin change: %s %s -> %s by %s from %s", entry["method"], entry["path"], entry["status"],
-                 entry["token"], entry["ip"], extra={"data": {"audit": entry}})
+                 entry["token"], entry["ip"], extra={"lpr_data": {"audit": entry}})
 
     def latest(self, limit: int = 100) -> list[dict]:
         return [json.loads(raw) for raw in self.redis.lrange(self.key, 0, max(0, limit - 1))]

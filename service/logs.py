@@ -81,7 +81,9 @@ class JsonFormatter(logging.Formatter):
         task = current_task.get()
         if task:
             line["task"], line["task_id"] = task
-        data = getattr(record, "data", None)  # structured fields: logger.info(..., extra={"data": {...}})
+        # Structured fields: logger.info(..., extra={"lpr_data": {...}}). Not `data`: Celery puts a
+        # task's args there, and only fields we chose go out.
+        data = getattr(record, "lpr_data", None)
         if isinstance(data, dict):
             line["data"] = data
         if record.exc_info:

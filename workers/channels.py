@@ -44,7 +44,7 @@ class LogChannel:
             "earliest_expiry", "language")}
         line["lots"] = len(reminder["lots"])
         # The fields as JSON under `data` in the log line (service/logs.py); devkit/logfiles.py reads them back.
-        reminder_log.info("reminder %s", reminder["reminder_id"], extra={"data": line})
+        reminder_log.info("reminder %s", reminder["reminder_id"], extra={"lpr_data": line})
 
 
 class WebhookChannel:

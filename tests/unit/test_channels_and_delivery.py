@@ -27,7 +27,7 @@ def test_log_channel_writes_one_structured_line_without_contact_data(caplog):
     with caplog.at_level(logging.INFO, logger="reminders"):
         LogChannel().send(REMINDER)
     [record] = caplog.records
-    line = record.data  # the JSON log line's `data` (service/logs.py)
+    line = record.lpr_data  # the JSON log line's `data` (service/logs.py)
     assert line["reminder_id"] == RID and line["points_expiring"] == 400 and line["stage_days"] == 7
     from service.logs import JsonFormatter
 
