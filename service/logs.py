@@ -102,16 +102,15 @@ def json_line(level: str, logger: str, msg: str) -> str:
 
 
 def configure_logging(level: str = "INFO", stream=None) -> None:
-    """JSON lines on stderr for the root logger; other handlers (Celery's, basicConfig's) are
-    replaced, so no line in another format slips through."""
+    """JSON lines on stderr for the root logger, once per process. Celery adds no handler of its
+    own (workers/observability.py connects `setup_logging`), gunicorn's loggers have their own
+    JSON config (gunicorn_logconfig)."""
     root = logging.getLogger()
     ours = [h for h in root.handlers if getattr(h, "_lpr", False)]
     if not ours:
         handler = logging.StreamHandler(stream or sys.stderr)
         handler.setFormatter(JsonFormatter())
         handler._lpr = True  # type: ignore[attr-defined]
-        for other in list(root.handlers):
-            root.removeHandler(other)
         root.addHandler(handler)
     root.setLevel(level)
     # Python's warnings (Celery's SecurityWarning, deprecations) as log lines too, not raw stderr text.
