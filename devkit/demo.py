@@ -32,7 +32,7 @@ SAMPLES = Path(__file__).resolve().parent.parent / "tests" / "fixtures" / "salla
 WEBHOOK_SECRET = "demo-webhook-secret"
 SALLA_TOKEN = "demo-sandbox-token"
 REMINDER_SECRET = "demo-reminder-secret"
-ADMIN_TOKEN = "demo-admin-token"
+ADMIN_TOKEN = "demo-admin-token-0123456789abcdefghij"
 MERCHANT = 1305146709  # the store of Salla's samples
 
 
@@ -147,9 +147,10 @@ def main() -> int:
                 print("\nDelivery statuses (GET /admin/stores/M/statuses): " +
                       ", ".join(f"{channel} sent {counts['sent']}" for channel, counts in sorted(status["channels"].items())))
                 print("\nThe worker's log channel wrote:")
-                for line in worker.log_text().splitlines():
-                    if "reminder {" in line:
-                        print("  " + line[line.index("reminder {"):])
+                from devkit.logfiles import reminders_in
+
+                for reminder in reminders_in(worker.log_text()):
+                    print("  reminder " + json.dumps(reminder, ensure_ascii=False, sort_keys=True))
     ok = len(received) == expected and all(item["signature_valid"] for item in received) and \
         len(whatsapp.messages) == len(unifonic.messages) == len(smtp.messages) == expected
     print("\nDemo finished: every process stopped." if ok else "\nDemo finished, but not every reminder arrived.")

@@ -84,12 +84,13 @@ ALL_QUEUES = "intake,events,reads,deliveries,sweep"
 def celery_worker(env: dict, log_path: Path, concurrency: int = 1, name: str = "worker",
                   queues: str = ALL_QUEUES) -> ManagedProcess:
     return ManagedProcess(
-        [sys.executable, "-m", "celery", "-A", "workers", "worker", "--loglevel=INFO", "-Q", queues,
+        # -q: no startup banner (printed, not logged), so every line of the log is JSON.
+        [sys.executable, "-m", "celery", "-A", "workers", "-q", "worker", "--loglevel=INFO", "-Q", queues,
          f"--concurrency={concurrency}", f"--hostname={name}@%h", "--without-gossip", "--without-mingle"],
         env=env, log_path=log_path, ready_text=" ready.",
     )
 
 
 def celery_beat(env: dict, log_path: Path, schedule: Path) -> ManagedProcess:
-    return ManagedProcess([sys.executable, "-m", "celery", "-A", "workers", "beat", "--loglevel=INFO",
+    return ManagedProcess([sys.executable, "-m", "celery", "-A", "workers", "-q", "beat", "--loglevel=INFO",
                            f"--schedule={schedule}"], env=env, log_path=log_path, ready_text="beat: Starting")

@@ -1,4 +1,6 @@
-"""/admin/*: what operators need to see and set per store. Bearer ADMIN_TOKEN; off when unset.
+"""/admin/*: what operators need to see and set per store. Bearer ADMIN_TOKEN (32 characters or
+more; off otherwise), on ADMIN_PORT when set, failed attempts rate-limited per address, every
+change audited (service/admin_guard.py).
 
 Never shows a token: a store's summary says whether it has tokens and when they expire.
 The ledger and due-set modules it uses are plain Redis code (no Celery, no worker runtime).
@@ -6,12 +8,14 @@ The ledger and due-set modules it uses are plain Redis code (no Celery, no worke
 from __future__ import annotations
 
 import hmac
+import logging
 import time
 
 import redis
 import requests
 from flask import Blueprint, abort, current_app, jsonify, request
 
+from service import admin_guard, metrics
 from service.channel_settings import ChannelSettings
 from service.messages import TEMPLATE_NAMES, TEMPLATE_DIR
 from service.stores import ConfigError
@@ -22,17 +26,72 @@ from workers.channels import ChannelDirectory, DeliveryPermanentError, DeliveryT
 from workers.due_set import DueSet
 from workers.ledger import Ledger, status_counts
 
+log = logging.getLogger(__name__)
 bp = Blueprint("admin", __name__, url_prefix="/admin")
+
+
+def on_admin_port(settings) -> bool:
+    """With ADMIN_PORT set, /admin/* lives on that port only (the listener's, not the Host header's)."""
+    return settings.admin_port is None or request.environ.get("SERVER_PORT") == str(settings.admin_port)
 
 
 @bp.before_request
 def require_admin_token():
-    expected = current_app.extensions["reminder_service"].settings.admin_token
-    if not expected:
-        abort(404)  # the admin API is off: don't even say it exists
+    settings = _deps().settings
+    expected = settings.admin_token
+    if admin_guard.admin_off_reason(expected) or not on_admin_port(settings):
+        abort(404)  # the admin API is off, or not on this port: don't even say it exists
+    attempts = _attempts()
+    ip = request.remote_addr or "unknown"
+    wait = attempts.blocked_for(ip, admin_guard.now())
+    if wait:
+        metrics.ADMIN_AUTH_FAILURES.labels("rate_limited").inc()
+        response = jsonify(error="too_many_requests",
+                           message=f"too many failed admin logins from this address; retry in {wait:.0f}s")
+        response.headers["Retry-After"] = str(int(wait + 0.999))
+        return response, 429
     given = request.headers.get("Authorization", "")
     if not hmac.compare_digest(given.encode(), f"Bearer {expected}".encode()):
+        attempts.record(ip, admin_guard.now())
+        metrics.ADMIN_AUTH_FAILURES.labels("wrong_token" if given else "no_token").inc()
+        log.warning("admin API: %s token from %s for %s %s", "wrong" if given else "no", ip, request.method,
+                    request.path)
         abort(401, description="admin token missing or wrong")
+    request.environ["lpr.admin_token_id"] = admin_guard.token_id(expected)
+
+
+@bp.after_request
+def audit_changes(response):
+    """Every change that passed the token check is audited, whatever it answered."""
+    who = request.environ.get("lpr.admin_token_id")
+    if who and request.method in admin_guard.CHANGES:
+        try:
+            _audit().record(admin_guard.audit_entry(request, response.status_code, who, admin_guard.now()))
+        except redis.RedisError as exc:  # the change itself was made or refused already; say so loudly
+            log.error("admin change %s %s not audited in Redis (%s)", request.method, request.path,
+                      type(exc).__name__)
+    return response
+
+
+def _attempts() -> admin_guard.FailedAttempts:
+    deps = _deps()
+    return admin_guard.FailedAttempts(deps.redis, deps.settings.redis_key_prefix,
+                                      deps.settings.admin_auth_failures_per_minute)
+
+
+def _audit() -> admin_guard.AuditLog:
+    deps = _deps()
+    return admin_guard.AuditLog(deps.redis, deps.settings.redis_key_prefix, deps.settings.admin_audit_keep)
+
+
+@bp.get("/audit")
+def audit():
+    """The newest changes first; ?limit=N (default 100, at most ADMIN_AUDIT_KEEP)."""
+    text = request.args.get("limit", "100")
+    if not text.isdigit() or not 0 < int(text) <= _deps().settings.admin_audit_keep:
+        return jsonify(error="bad_request",
+                       message=f"limit must be a number from 1 to {_deps().settings.admin_audit_keep}"), 400
+    return jsonify(entries=_audit().latest(int(text)))
 
 
 @bp.errorhandler(redis.RedisError)

@@ -4,19 +4,24 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import redis
-from flask import Flask, jsonify
+import logging
+
+from flask import Flask, g, jsonify, request
 from werkzeug.exceptions import HTTPException
 
-from service import admin, callbacks, health, webhooks
+from service import admin, admin_guard, callbacks, health, webhooks
 from service.alarms import Alarms
 from service.intake import Intake
 from service.keys import Keys
-from service.logs import configure_logging
+from service.logs import configure_logging, correlation_id, new_correlation_id
 from service.queue import EventQueue
 from service.redis_client import connect
 from service.settings import Settings
 from service.stores import StoreRegistry
 from service.tokens import TokenStore
+
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -52,6 +57,40 @@ def create_app(settings: Settings | None = None, redis_client: redis.Redis | Non
     app.register_blueprint(health.bp)
     app.register_blueprint(admin.bp)
     app.register_blueprint(callbacks.bp)
+
+    off = admin_guard.admin_off_reason(settings.admin_token)
+    if off and settings.admin_token:
+        log.error("admin API off: %s", off)  # set but too short: an operator meant it to be on
+    elif off:
+        log.info("admin API off: %s", off)
+    elif settings.admin_port is not None:
+        log.info("admin API on port %d only", settings.admin_port)
+
+    @app.before_request
+    def correlate():
+        # Every request gets a correlation id: the webhook's is stored with its event in the
+        # inbox and follows it through the read and each delivery (service/logs.py).
+        g.correlation_token = correlation_id.set(new_correlation_id())
+        if settings.admin_port is not None and request.environ.get("SERVER_PORT") == str(settings.admin_port) \
+                and not request.path.startswith(("/admin/", "/healthz", "/readyz")):
+            return jsonify(error="not_found", message="the admin port serves /admin/* only"), 404
+        return None
+
+    @app.after_request
+    def tell_correlation_id(response):
+        cid = correlation_id.get()
+        if cid:
+            response.headers["X-Correlation-Id"] = cid
+        return response
+
+    @app.teardown_request
+    def forget_correlation_id(exc=None):
+        token = g.pop("correlation_token", None)
+        if token is not None:
+            try:
+                correlation_id.reset(token)
+            except ValueError:
+                correlation_id.set(None)
 
     @app.errorhandler(HTTPException)
     def http_error(exc: HTTPException):

@@ -149,6 +149,9 @@ def celery_config(settings: Settings) -> dict:
         # (bench/ingest.py), and it only adds Flower's "sent" state.
         "worker_send_task_events": True,
         "task_send_sent_event": False,
+        # Beat writes its own liveness to Redis as it ticks (workers/beat.py; /readyz shows it).
+        # #beat-scheduler
+        "beat_scheduler": "workers.beat:LivenessScheduler",
         "enable_utc": True,
         "timezone": "UTC",
         "beat_schedule": {

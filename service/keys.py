@@ -12,6 +12,9 @@ MULTI (two slots); an atomic pipeline or a script stays within one hash tag (REA
 | stores                            | set    | forever (merchant ids seen)  | service/stores.py       |
 | sync:backlog                      | set    | while a store has reads      | workers/budget.py       |
 | beat:last                         | string | overwritten every minute     | workers/tasks.py        |
+| beat:alive                        | string | overwritten as beat ticks    | workers/beat.py         |
+| admin:audit                       | list   | last ADMIN_AUDIT_KEEP changes | service/admin_guard.py |
+| admin:auth-failures:<ip>          | zset   | 60 s (a sliding window)      | service/admin_guard.py  |
 | alarm:<name>                      | hash   | until cleared (operator)     | service/alarms.py       |
 | {due}:scheduled/processing/by-customer | zset | entries until acked         | workers/due_set.py      |
 | per store, `{store:M}:` +         |        |                              |                         |
@@ -26,6 +29,7 @@ MULTI (two slots); an atomic pipeline or a script stays within one hash tag (REA
 |   loyalty-ok                      | string | until uninstall              | workers/sync.py         |
 |   budget:plan, budget:customer    | zset   | TTL = the window             | workers/budget.py       |
 |   pending, inflight               | zset   | while reads wait / run       | workers/budget.py       |
+|   correlation                     | hash   | customer -> the webhook's id, while a read waits | workers/sync.py |
 |   pages, attempts                 | hash   | until uninstall              | workers/budget.py, sync |
 |   pump                            | string | TTL (a pump is scheduled)    | workers/tasks.py        |
 |   dead                            | zset   | until replayed or dropped    | workers/ledger.py       |
@@ -65,6 +69,18 @@ class Keys:
     @property
     def beat_last(self) -> str:
         return f"{self.prefix}beat:last"
+
+    @property
+    def beat_alive(self) -> str:
+        """Written by beat itself as it ticks (beat:last is written by a worker that ran beat's task)."""
+        return f"{self.prefix}beat:alive"
+
+    @property
+    def admin_audit(self) -> str:
+        return f"{self.prefix}admin:audit"
+
+    def admin_auth_failures(self, client_ip: str) -> str:
+        return f"{self.prefix}admin:auth-failures:{client_ip}"
 
     def alarm(self, name: str) -> str:
         return f"{self.prefix}alarm:{name}"
@@ -108,6 +124,7 @@ class StoreKeys:
         self.pump = b + "pump"
         self.dead = b + "dead"
         self.inbox = b + "inbox"
+        self.correlation = b + "correlation"  # customer id -> correlation id of the webhook that asked for the read
         self.statuses = b + "statuses"  # per channel: sent, delivered, read, failed:<reason>
         self.channels = b + "channels"  # the store's channel settings, Fernet-encrypted JSON
         self.templates = b + "templates"  # the store's message template overrides, by name

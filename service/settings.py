@@ -85,6 +85,11 @@ class Settings:
     # REDIS_URL is a seed node of a Redis Cluster (service/redis_client.py); the broker is then
     # CELERY_BROKER_URL, required, since kombu cannot use a cluster as a broker.
     redis_cluster: bool = False
+    # Operations (README: Operator's guide).
+    admin_port: int | None = None
+    admin_auth_failures_per_minute: int = 10
+    admin_audit_keep: int = 1000
+    metrics_port: int | None = None
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> "Settings":
@@ -176,6 +181,10 @@ class Settings:
             email_from=env.str("EMAIL_FROM", ""),
             public_base_url=env.url("PUBLIC_BASE_URL", "http://127.0.0.1:8000", schemes=("http", "https")).rstrip("/"),
             redis_cluster=redis_cluster,
+            admin_port=env.port("ADMIN_PORT"),
+            admin_auth_failures_per_minute=env.int("ADMIN_AUTH_FAILURES_PER_MINUTE", 10, minimum=1),
+            admin_audit_keep=env.int("ADMIN_AUDIT_KEEP", 1000, minimum=10),
+            metrics_port=env.port("METRICS_PORT"),
         )
 
 
@@ -246,6 +255,15 @@ class _Env:
         if number < minimum:
             raise SettingsError(f"{name}={number} is below the minimum {minimum}")
         return number
+
+    def port(self, name: str) -> int | None:
+        """A TCP port, or None when unset."""
+        value = self._raw(name)
+        if value is None:
+            return None
+        if not value.isdigit() or not 0 < int(value) < 65536:
+            raise SettingsError(f"{name}={value!r} is not a TCP port number (1-65535)")
+        return int(value)
 
     def duration(self, name: str, default: str, maximum: int) -> int:
         """Seconds, written as a number of seconds or with a unit: 90m, 12h, 1d."""

@@ -14,9 +14,11 @@ from datetime import datetime, timezone
 import redis
 from flask import Blueprint, current_app, jsonify, request
 
+from service import metrics
 from service.celery_config import DRAIN_TASK, FORGET_STORE_TASK
 from service.events import Envelope, EventError, customer_of, event_time, is_handled, parse_envelope
 from service.intake import PUBLISH, REPEAT
+from service.logs import correlation_id
 from service.queue import QueueUnavailable
 from service.signatures import verify_delivery
 from service.stores import ACTIVE, NEEDS_REAUTH, UNINSTALLED
@@ -30,6 +32,11 @@ def _reply(code: int, **body):
     return jsonify(body), code
 
 
+def _counted(event: str | None, outcome: str, code: int, **body):
+    metrics.WEBHOOKS.labels(metrics.event_label(event), outcome).inc()
+    return _reply(code, **body)
+
+
 @bp.post("/webhooks/salla")
 def receive():
     deps = current_app.extensions["reminder_service"]
@@ -41,20 +48,29 @@ def receive():
         # Salla's retries the events are gone. Never log the body or the headers' values.
         log.warning("webhook rejected: %s verification failed (%d bytes from %s)",
                     settings.webhook_strategy, len(body), request.remote_addr)
-        return _reply(401, error="unauthorized", message=f"webhook {settings.webhook_strategy} verification failed")
+        return _counted(None, metrics.SIGNATURE_FAILED, 401, error="unauthorized",
+                        message=f"webhook {settings.webhook_strategy} verification failed")
 
+    envelope = None
     try:
         envelope = parse_envelope(body)
         if envelope.event in APP_EVENTS:
-            return APP_EVENTS[envelope.event](deps, envelope)
+            response, code = APP_EVENTS[envelope.event](deps, envelope)
+            outcome = {200: metrics.APPLIED, 400: metrics.BAD_REQUEST, 503: metrics.UNAVAILABLE}.get(code, str(code))
+            if code == 200 and (response.get_json(silent=True) or {}).get("status") == "ignored":
+                outcome = metrics.IGNORED
+            metrics.WEBHOOKS.labels(metrics.event_label(envelope.event), outcome).inc()
+            return response, code
         if not is_handled(envelope.event):
-            return _reply(200, status="ignored", reason=f"event {envelope.event} is not acted on")
+            return _counted(envelope.event, metrics.IGNORED, 200, status="ignored",
+                            reason=f"event {envelope.event} is not acted on")
         customer = customer_of(envelope)
     except EventError as exc:
         log.info("webhook refused: %s", exc)
-        return _reply(400, error="bad_request", message=str(exc))
+        return _counted(envelope.event if envelope else None, metrics.BAD_REQUEST, 400, error="bad_request",
+                        message=str(exc))
     if customer is None:
-        return _reply(200, status="ignored", reason="event names no customer")
+        return _counted(envelope.event, metrics.IGNORED, 200, status="ignored", reason="event names no customer")
 
     # Salla sends no delivery id: the same bytes twice are the same delivery. The event is
     # kept in Redis until a worker has handled it (service/intake.py); the broker's message
@@ -66,15 +82,20 @@ def receive():
         "customer": customer.to_dict(),
         "event_created_at": envelope.created_at,
         "received_at": datetime.now(timezone.utc).isoformat(),
+        # Follows the event through its read and each delivery (service/logs.py): an id, nothing personal.
+        "cid": correlation_id.get(),
     }
     try:
         stored = deps.intake.accept(envelope.merchant_id, digest, message, settings.webhook_dedupe_ttl_seconds,
                                     time.time())
     except redis.RedisError as exc:
         log.error("webhook not stored, Redis unavailable: %s", type(exc).__name__)
-        return _reply(503, error="unavailable", message="storage unavailable, retry later")
+        return _counted(envelope.event, metrics.UNAVAILABLE, 503, error="unavailable",
+                        message="storage unavailable, retry later")
     if stored == REPEAT:
-        return _reply(200, status="duplicate")
+        log.info("webhook %s of merchant=%s customer=%s: a repeat, dropped", envelope.event, envelope.merchant_id,
+                 customer.id)
+        return _counted(envelope.event, metrics.DUPLICATE, 200, status="duplicate")
     if stored == PUBLISH:  # no drain of this store's inbox is on its way: send one
         try:
             deps.queue.enqueue({"merchant_id": envelope.merchant_id}, task=DRAIN_TASK)
@@ -86,9 +107,10 @@ def receive():
                 log.error("could not withdraw the event after a failed enqueue; it is handled when the broker is "
                           "back (the inbox's recovery), and Salla's retry is dropped as a repeat")
             log.error("webhook not enqueued: %s", exc)
-            return _reply(503, error="unavailable", message="queue unavailable, retry later")
-    log.debug("webhook queued: %s merchant=%s customer=%s", envelope.event, envelope.merchant_id, customer.id)
-    return _reply(200, status="queued")
+            return _counted(envelope.event, metrics.UNAVAILABLE, 503, error="unavailable",
+                            message="queue unavailable, retry later")
+    log.info("webhook %s of merchant=%s customer=%s accepted", envelope.event, envelope.merchant_id, customer.id)
+    return _counted(envelope.event, metrics.QUEUED, 200, status="queued")
 
 
 # App events carry the store's OAuth tokens. They are handled here, not in a worker, so that

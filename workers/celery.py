@@ -5,6 +5,8 @@ Settings are read at import, so a wrong value stops the worker before it takes a
 """
 from __future__ import annotations
 
+# First: it sets PROMETHEUS_MULTIPROC_DIR before prometheus_client is imported (service/metrics.py).
+from service import metrics  # noqa: F401  isort: skip
 from celery import Celery
 
 from service.celery_config import celery_config
@@ -18,3 +20,5 @@ app = Celery("workers")
 app.conf.update(celery_config(settings))
 # Registers the tasks with this app (they are declared with shared_task).
 app.conf.imports = ("workers.tasks",)
+# JSON logs, correlation ids in task headers, the metrics port (Celery signals).
+from workers import observability  # noqa: E402,F401

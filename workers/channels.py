@@ -43,7 +43,8 @@ class LogChannel:
             "reminder_id", "merchant_id", "customer_id", "stage_days", "points_expiring",
             "earliest_expiry", "language")}
         line["lots"] = len(reminder["lots"])
-        reminder_log.info("reminder %s", json.dumps(line, ensure_ascii=False, sort_keys=True))
+        # The fields as JSON under `data` in the log line (service/logs.py); devkit/logfiles.py reads them back.
+        reminder_log.info("reminder %s", reminder["reminder_id"], extra={"lpr_data": line})
 
 
 class WebhookChannel:

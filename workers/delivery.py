@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 
+from service import metrics
 from workers.backoff import retry_countdown
 from workers.channels import DeliveryPermanentError, DeliveryTransientError
 from workers.providers.base import RETRIES_USED_UP
@@ -57,6 +58,7 @@ def queue_reminder(rt, reminder: dict, keep_seconds: int, now: float, publish) -
         return state
     if state == "created":
         rt.registry.count(reminder["merchant_id"], "reminders_queued")
+        metrics.REMINDERS.labels("scheduled", "any").inc()
     try:
         publish(reminder["merchant_id"], reminder["customer_id"], reminder["reminder_id"])
     except Exception as exc:  # the broker is down: the timer publishes it when it runs out
@@ -127,10 +129,14 @@ def deliver(rt, merchant_id: int, customer_id: int, reminder_id: str, now: float
                 refused.append(f"{channel.name}: retries used up ({exc})")
                 continue
             rt.ledger.channel_result(m, reminder_id, channel.name, f"retry:{type(exc).__name__}: {exc}")
+            metrics.REMINDERS.labels("retrying", channel.name).inc()
             transient.append(f"{channel.name}: {exc}")
             wait = max(wait, getattr(exc, "retry_after", None) or 0.0)
             continue
         rt.ledger.channel_result(m, reminder_id, channel.name, "sent")
+        metrics.REMINDERS.labels("sent", channel.name).inc()
+        log.info("reminder %s of merchant=%s customer=%s sent by %s (attempt %d)", reminder_id, m, c, channel.name,
+                 attempt)
         rt.ledger.mark_sent(m, c, reminder_id, now)
         rt.ledger.record_status(m, reminder_id, channel.name, "accepted", at=f"{now:.0f}")
         if message_id:
@@ -162,6 +168,7 @@ def _failed(rt, m: int, reminder_id: str, channel: str, reason: str, why: str, e
     """A channel failed for good: recorded in the ledger, counted by reason, its alarm raised.
     The message names ids, the channel and the provider's code, never the shopper's address."""
     rt.ledger.channel_result(m, reminder_id, channel, f"failed:{reason}: {why}")
+    metrics.REMINDERS.labels("failed", channel).inc()
     rt.ledger.record_status(m, reminder_id, channel, "failed", reason=reason, at=f"{rt.clock():.0f}")
     _raise_alarm(rt, getattr(exc, "alarm", None))
     log.warning("reminder %s of merchant=%s: %s failed for good (%s): %s", reminder_id, m, channel, reason, why)
@@ -179,6 +186,7 @@ def _stop(rt, record, timer: DueEntry, state: str, now: float, why: str, counter
     rt.ledger.finish(record.merchant_id, record.customer_id, record.reminder_id, state, now, error=why, counter=counter)
     rt.due.remove([timer])
     if state == DEAD:
+        metrics.REMINDERS.labels("dead", "any").inc()
         log.error("reminder %s is a dead letter (merchant=%s customer=%s): %s", record.reminder_id,
                   record.merchant_id, record.customer_id, why)
     return state

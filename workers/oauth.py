@@ -26,6 +26,7 @@ import redis
 import requests
 from redis.exceptions import LockError
 
+from service import metrics
 from service.alarms import OAUTH_CLIENT, Alarms
 from service.settings import Settings
 from service.stores import ACTIVE, NEEDS_REAUTH, StoreRegistry
@@ -92,9 +93,21 @@ class TokenProvider:
                 raise StoreNotAuthorized(f"tokens of merchant {merchant_id} were removed")
             ahead = self.settings.token_refresh_ahead_seconds
             if current.access_token != stale_access_token and not current.expires_within(ahead, self.clock()):
+                metrics.TOKEN_REFRESHES.labels("already_refreshed").inc()
                 return current  # another worker refreshed while we waited for the lock
-            fresh = self._call_salla(merchant_id, current)
+            try:
+                fresh = self._call_salla(merchant_id, current)
+            except StoreNotAuthorized:
+                metrics.TOKEN_REFRESHES.labels("store_refused").inc()
+                raise
+            except OperatorActionNeeded:
+                metrics.TOKEN_REFRESHES.labels("operator_alarm").inc()
+                raise
+            except SallaTransientError:
+                metrics.TOKEN_REFRESHES.labels("failed_will_retry").inc()
+                raise
             self.tokens.save(merchant_id, fresh)
+            metrics.TOKEN_REFRESHES.labels("refreshed").inc()
             self.registry.count(merchant_id, "token_refreshes")
             log.info("refreshed Salla tokens of merchant=%s (expire in %.0f h)", merchant_id,
                      (fresh.expires_at - self.clock()) / 3600)
@@ -123,7 +136,10 @@ class TokenProvider:
                 timeout=settings.salla_http_timeout_seconds,
             )
         except requests.RequestException as exc:
+            metrics.count_salla_call("oauth_token", None, "timeout" if isinstance(exc, requests.Timeout)
+                                     else "connection_error")
             raise SallaTransientError(f"token refresh failed: {type(exc).__name__}") from None
+        metrics.count_salla_call("oauth_token", response.status_code)
         try:
             answer = response.json()
         except ValueError:

@@ -24,6 +24,7 @@ import time
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 
+from service import metrics
 from service.events import Customer
 from service.expiry import stage_of
 from service.loyalty import Lot
@@ -101,6 +102,8 @@ def after_read(rt: Runtime, m: int, customer: Customer, lots: list[Lot], now: da
         outcome = settle(snapshot(before, datetime.fromtimestamp(read_at, timezone.utc)), lots, known.sent, now)
         for stage, points in outcome.saved.items():
             count(rt, m, stage, "points_saved", points)
+            if points > 0:
+                metrics.POINTS_SAVED.labels(str(stage)).inc(points)
         for stage, points in outcome.lost.items():
             count(rt, m, stage, "points_lost", points)
     _log_unknown_statuses(lots)

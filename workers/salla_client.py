@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import requests
 
+from service import metrics
+
 # A customer with more lots than this many pages of history is surely a loop, not data.
 MAX_PAGES = 200
 
@@ -102,10 +104,13 @@ class SallaClient:
                 timeout=self.timeout,
             )
         except requests.Timeout:
+            metrics.count_salla_call(_endpoint(path), None, "timeout")
             raise SallaTransientError(f"GET {path} timed out after {self.timeout}s") from None
         except requests.RequestException as exc:
+            metrics.count_salla_call(_endpoint(path), None, "connection_error")
             raise SallaTransientError(f"GET {path} failed: {type(exc).__name__}") from None
         status = response.status_code
+        metrics.count_salla_call(_endpoint(path), status)
         if observe is not None:
             observe(response)
         if status == 429:
@@ -123,6 +128,11 @@ class SallaClient:
         if not isinstance(body, dict):
             raise SallaTransientError(f"GET {path}: answer is not a JSON object", status=status)
         return body
+
+
+def _endpoint(path: str) -> str:
+    """A metric label: the path without ids (only the loyalty history is read today)."""
+    return "loyalty_points" if "loyalty" in path else "other"
 
 
 def _retry_after(response: requests.Response) -> float | None:

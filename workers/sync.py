@@ -58,9 +58,30 @@ def accept_event(rt: Runtime, message: dict) -> str:
         return "no_loyalty_app"
     registry.count(merchant_id, "events")
     if rt.budget.enqueue(merchant_id, customer.id, rt.clock() + rt.settings.sync_debounce_seconds):
+        remember_correlation(rt, merchant_id, customer.id, message.get("cid"))
+        log.info("event %s of merchant=%s customer=%s: a read is queued", message.get("event"), merchant_id,
+                 customer.id)
         return "queued"
+    log.info("event %s of merchant=%s customer=%s: joins the read already waiting", message.get("event"),
+             merchant_id, customer.id)
     registry.count(merchant_id, "events_coalesced")
     return "coalesced"
+
+
+def remember_correlation(rt: Runtime, merchant_id: int, customer_id: int, cid: str | None) -> None:
+    """The read a webhook queued carries the webhook's correlation id (its first one: later
+    events for the same customer join that read). Removed when the read is over."""
+    if cid:
+        rt.store.hset(rt.keys.store(merchant_id).correlation, str(customer_id), cid)
+
+
+def correlation_of(rt: Runtime, merchant_id: int, customer_id: int) -> str | None:
+    cid = rt.store.hget(rt.keys.store(merchant_id).correlation, str(customer_id))
+    return cid.decode() if isinstance(cid, bytes) else cid
+
+
+def forget_correlation(rt: Runtime, merchant_id: int, customer_id: int) -> None:
+    rt.store.hdel(rt.keys.store(merchant_id).correlation, str(customer_id))
 
 
 def pump(rt: Runtime, merchant_id: int, send_sync, schedule_pump) -> int:

@@ -24,6 +24,7 @@ from service.celery_config import (DELIVER_TASK, DRAIN_TASK, FORGET_STORE_TASK, 
                                    PUMP_BACKLOG_TASK, PUMP_TASK, RECOVER_INTAKE_TASK, SWEEP_TASK, SYNC_TASK)
 from workers import delivery, lifecycle, reminding, sync
 from workers.backoff import MAX_TASK_COUNTDOWN_SECONDS
+from service.logs import correlation_id
 from workers.runtime import runtime
 
 log = logging.getLogger(__name__)
@@ -38,7 +39,13 @@ REDIS_RETRY = {"autoretry_for": (redis.ConnectionError, redis.TimeoutError), "re
 
 
 def _send_sync(merchant_id: int, customer_id: int, pages: int, lease: str) -> None:
-    sync_customer.apply_async(args=[merchant_id, customer_id, pages, lease])
+    # The read carries the correlation id of the webhook that queued it (a message header,
+    # workers/observability.py), whatever task happens to pump the store.
+    token = correlation_id.set(sync.correlation_of(runtime(), merchant_id, customer_id) or correlation_id.get())
+    try:
+        sync_customer.apply_async(args=[merchant_id, customer_id, pages, lease])
+    finally:
+        correlation_id.reset(token)
 
 
 def _schedule_pump(merchant_id: int, wait: float) -> None:
@@ -72,7 +79,11 @@ def drain_intake(message: dict) -> int:
         if not batch:
             break
         for _, event in batch:
-            to_read |= sync.accept_event(rt, event) in ("queued", "coalesced")
+            token = correlation_id.set(event.get("cid"))  # the webhook's, for this event's lines
+            try:
+                to_read |= sync.accept_event(rt, event) in ("queued", "coalesced")
+            finally:
+                correlation_id.reset(token)
         rt.intake.done(merchant_id, [raw for raw, _ in batch])
         handled += len(batch)
         if time.monotonic() - started > DRAIN_TIME_BUDGET_SECONDS:
@@ -134,6 +145,8 @@ def sync_customer(merchant_id: int, customer_id: int, pages_paid: int = 1, lease
     result = sync.sync_customer(rt, merchant_id, customer_id, pages_paid, _publish_delivery, lease=lease)
     if result.outcome == "requeued":
         _schedule_pump(merchant_id, 0.05)
+    elif result.outcome != "stale":
+        sync.forget_correlation(rt, merchant_id, customer_id)
     return result.outcome
 
 

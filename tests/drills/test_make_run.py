@@ -43,7 +43,6 @@ FRESH_PATH = "/usr/local/bin:/usr/bin:/bin"
 # (mirrors, wheel directories, its cache under HOME) and proxies. Nothing of the project's.
 PASSED_THROUGH = ("HOME", "USER", "LANG", "LC_ALL", "TMPDIR", "http_proxy", "https_proxy", "no_proxy",
                   "HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY", "SSL_CERT_FILE", "REQUESTS_CA_BUNDLE")
-REMINDER_LINE = re.compile(r"reminder (\{.*\})\s*$")
 STARTED_LINE = re.compile(r"(\S+) started \(pid=(\d+)\)")
 
 
@@ -114,12 +113,9 @@ class MakeRun:
         raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}" + self.tail())
 
     def reminders(self) -> list[dict]:
-        found = []
-        for line in self.output().splitlines():
-            match = REMINDER_LINE.search(line)
-            if match:
-                found.append(json.loads(match.group(1)))
-        return found
+        from devkit.logfiles import reminders_in
+
+        return reminders_in(self.output())
 
     def started(self) -> list[tuple[str, int]]:
         return [(m.group(1), int(m.group(2))) for m in STARTED_LINE.finditer(self.output())]

@@ -29,7 +29,7 @@ from workers.runtime import build_runtime
 pytestmark = pytest.mark.integration
 
 STORE_A, STORE_B = 1305146709, 42  # A: the sandbox's merchant (Salla's samples); B: a second store
-ADMIN = {"Authorization": "Bearer channels-admin"}
+ADMIN = {"Authorization": "Bearer channels-admin-token-0123456789abcdef"}
 WA_SECRET, WA_VERIFY = "fake-whatsapp-app-secret", "verify-me-please"
 
 

@@ -44,7 +44,7 @@ def sandbox():
 def service_env(service_env, sandbox):
     """Published-app mode: tokens come from app.store.authorize, refresh through the sandbox."""
     env = dict(service_env, SALLA_ACCESS_TOKEN="", SALLA_ACCOUNTS_URL=sandbox.url, SALLA_CLIENT_ID="sandbox-client",
-               SALLA_CLIENT_SECRET="sandbox-client-secret", SALLA_HTTP_TIMEOUT_SECONDS="2", ADMIN_TOKEN="ops")
+               SALLA_CLIENT_SECRET="sandbox-client-secret", SALLA_HTTP_TIMEOUT_SECONDS="2", ADMIN_TOKEN="ops-admin-token-for-the-tests-0123456789")
     return env
 
 
@@ -82,7 +82,7 @@ def store_stats(sandbox, merchant: int) -> dict:
 
 
 def admin_store(web, merchant: int) -> dict:
-    return requests.get(f"{web.url}/admin/stores/{merchant}", headers={"Authorization": "Bearer ops"}, timeout=5).json()
+    return requests.get(f"{web.url}/admin/stores/{merchant}", headers={"Authorization": "Bearer ops-admin-token-for-the-tests-0123456789"}, timeout=5).json()
 
 
 def test_tokens_are_stored_encrypted_and_each_store_reads_with_its_own(web, worker, sandbox, reminders, store):

@@ -29,20 +29,20 @@ def test_admin_api_is_off_without_a_token(server):
 
 
 def test_admin_api_needs_the_bearer_token(server):
-    client = app_for(server, ADMIN_TOKEN="ops").test_client()
+    client = app_for(server, ADMIN_TOKEN="ops-admin-token-for-the-tests-0123456789").test_client()
     assert client.get("/admin/stores").status_code == 401
     assert client.get("/admin/stores", headers={"Authorization": "Bearer nope"}).status_code == 401
-    assert client.get("/admin/stores", headers={"Authorization": "Bearer ops"}).status_code == 200
+    assert client.get("/admin/stores", headers={"Authorization": "Bearer ops-admin-token-for-the-tests-0123456789"}).status_code == 200
 
 
 def test_store_summary_shows_state_and_expiry_never_tokens(server):
-    app = app_for(server, ADMIN_TOKEN="ops")
+    app = app_for(server, ADMIN_TOKEN="ops-admin-token-for-the-tests-0123456789")
     deps = app.extensions["reminder_service"]
     deps.tokens.save(7, StoreTokens("secret-access", "secret-refresh", 2e9, "customers.read"))
     deps.registry.set_state(7, "needs_reauth", "token refresh refused: 400 invalid_grant")
     deps.registry.count(7, "reads", 3)
     client = app.test_client()
-    body = client.get("/admin/stores", headers={"Authorization": "Bearer ops"}).get_data(as_text=True)
+    body = client.get("/admin/stores", headers={"Authorization": "Bearer ops-admin-token-for-the-tests-0123456789"}).get_data(as_text=True)
     assert "secret-access" not in body and "secret-refresh" not in body
     [store] = json.loads(body)["stores"]
     assert store["merchant_id"] == 7 and store["state"] == "needs_reauth"
@@ -51,8 +51,8 @@ def test_store_summary_shows_state_and_expiry_never_tokens(server):
 
 
 def test_per_store_settings(server):
-    client = app_for(server, ADMIN_TOKEN="ops").test_client()
-    auth = {"Authorization": "Bearer ops"}
+    client = app_for(server, ADMIN_TOKEN="ops-admin-token-for-the-tests-0123456789").test_client()
+    auth = {"Authorization": "Bearer ops-admin-token-for-the-tests-0123456789"}
     answer = client.put("/admin/stores/7", json={"plan_limit": 360, "point_value_sar": 0.05}, headers=auth)
     assert answer.get_json()["config"] == {"plan_limit": 360, "point_value_sar": 0.05}
     assert client.put("/admin/stores/7", json={"colour": "red"}, headers=auth).status_code == 400
@@ -79,17 +79,17 @@ def test_cli_lists_stores_and_rotates_keys(server, monkeypatch, capsys):
 
 
 def test_outcome_stats_per_store_and_stage_over_http_and_cli(server, monkeypatch, capsys):
-    app = app_for(server, ADMIN_TOKEN="ops")
+    app = app_for(server, ADMIN_TOKEN="ops-admin-token-for-the-tests-0123456789")
     deps = app.extensions["reminder_service"]
     deps.registry.set_state(7, "active")
     deps.redis.hset(deps.keys.store(7).stats, mapping={"7:reminders_sent": 3, "7:points_reminded": 900, "7:points_saved": 400,
                                             "1:points_lost": 120})
     client = app.test_client()
     assert client.get("/admin/stats").status_code == 401
-    body = client.get("/admin/stats", headers={"Authorization": "Bearer ops"}).get_json()
+    body = client.get("/admin/stats", headers={"Authorization": "Bearer ops-admin-token-for-the-tests-0123456789"}).get_json()
     assert body == {"stores": {"7": {"7": {"reminders_sent": 3, "points_reminded": 900, "points_saved": 400},
                                      "1": {"points_lost": 120}}}}
-    one = client.get("/admin/stores/7/stats", headers={"Authorization": "Bearer ops"}).get_json()
+    one = client.get("/admin/stores/7/stats", headers={"Authorization": "Bearer ops-admin-token-for-the-tests-0123456789"}).get_json()
     assert one["stages"]["7"]["points_saved"] == 400
     monkeypatch.setattr("service.cli.connect", lambda settings: deps.redis)
     monkeypatch.setenv("SALLA_WEBHOOK_SECRET", "x")
@@ -104,13 +104,13 @@ def test_outcome_stats_per_store_and_stage_over_http_and_cli(server, monkeypatch
                                          ({"point_value_sar": "nan"}, "point_value_sar"),
                                          ({"paused": "maybe"}, "paused")])
 def test_every_setting_has_bounds_and_a_clear_400(server, body, field):
-    client = app_for(server, ADMIN_TOKEN="ops").test_client()
-    answer = client.put("/admin/stores/7", json=body, headers={"Authorization": "Bearer ops"})
+    client = app_for(server, ADMIN_TOKEN="ops-admin-token-for-the-tests-0123456789").test_client()
+    answer = client.put("/admin/stores/7", json=body, headers={"Authorization": "Bearer ops-admin-token-for-the-tests-0123456789"})
     assert answer.status_code == 400 and field in answer.get_json()["message"]
     # nothing was stored, not even the valid part of a mixed request
-    mixed = client.put("/admin/stores/7", json={"point_value_sar": 0.1, **body}, headers={"Authorization": "Bearer ops"})
+    mixed = client.put("/admin/stores/7", json={"point_value_sar": 0.1, **body}, headers={"Authorization": "Bearer ops-admin-token-for-the-tests-0123456789"})
     assert mixed.status_code == 400
-    assert client.get("/admin/stores/7", headers={"Authorization": "Bearer ops"}).get_json()["config"] == {}
+    assert client.get("/admin/stores/7", headers={"Authorization": "Bearer ops-admin-token-for-the-tests-0123456789"}).get_json()["config"] == {}
 
 
 def test_the_cli_refuses_a_bad_value_with_a_message(server, monkeypatch, capsys):
@@ -140,8 +140,8 @@ def _dead_letter(store):
 
 
 def test_dead_letters_are_listed_replayed_and_dropped_over_http(server):
-    app = app_for(server, ADMIN_TOKEN="ops")
-    client, auth = app.test_client(), {"Authorization": "Bearer ops"}
+    app = app_for(server, ADMIN_TOKEN="ops-admin-token-for-the-tests-0123456789")
+    client, auth = app.test_client(), {"Authorization": "Bearer ops-admin-token-for-the-tests-0123456789"}
     rt, rid = _dead_letter(app.extensions["reminder_service"].redis)
     listing = client.get("/admin/dead-letters", headers=auth).get_json()
     [letter] = listing["stores"]["1"]
@@ -171,10 +171,10 @@ def test_dead_letters_over_the_cli(server, monkeypatch, capsys):
 
 
 def test_alarms_over_http_and_cli(server, monkeypatch, capsys):
-    app = app_for(server, ADMIN_TOKEN="ops")
+    app = app_for(server, ADMIN_TOKEN="ops-admin-token-for-the-tests-0123456789")
     deps = app.extensions["reminder_service"]
     deps.alarms.raise_("oauth_client", "invalid_client")
-    client, auth = app.test_client(), {"Authorization": "Bearer ops"}
+    client, auth = app.test_client(), {"Authorization": "Bearer ops-admin-token-for-the-tests-0123456789"}
     assert client.get("/admin/alarms", headers=auth).get_json()["alarms"]["oauth_client"]["message"] == "invalid_client"
     monkeypatch.setattr("service.cli.connect", lambda settings: deps.redis)
     monkeypatch.setenv("SALLA_WEBHOOK_SECRET", "x")

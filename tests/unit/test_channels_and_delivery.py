@@ -27,10 +27,14 @@ def test_log_channel_writes_one_structured_line_without_contact_data(caplog):
     with caplog.at_level(logging.INFO, logger="reminders"):
         LogChannel().send(REMINDER)
     [record] = caplog.records
-    line = json.loads(record.getMessage().split(" ", 1)[1])
+    line = record.lpr_data  # the JSON log line's `data` (service/logs.py)
     assert line["reminder_id"] == RID and line["points_expiring"] == 400 and line["stage_days"] == 7
+    from service.logs import JsonFormatter
+
+    formatted = JsonFormatter("worker").format(record)
+    assert json.loads(formatted)["data"] == line
     for personal in ("+966501234567", "s@example.com", "سارة"):
-        assert personal not in record.getMessage()
+        assert personal not in formatted
 
 
 @responses.activate

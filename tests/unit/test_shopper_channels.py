@@ -424,7 +424,7 @@ def test_unsubscribe_tokens_cannot_be_forged():
 @pytest.fixture
 def web():
     store = fakeredis.FakeRedis(decode_responses=True)
-    settings = make_settings(ADMIN_TOKEN="adm", WHATSAPP_APP_SECRET="app-secret-1", WHATSAPP_VERIFY_TOKEN="verify-1")
+    settings = make_settings(ADMIN_TOKEN="adm-token-for-the-tests-0123456789abcdef", WHATSAPP_APP_SECRET="app-secret-1", WHATSAPP_VERIFY_TOKEN="verify-1")
     app = create_app(settings, redis_client=store, queue=object())
     rt = build_runtime(settings, store, requests.Session(), clock=Clock())
     return app.test_client(), rt
@@ -493,7 +493,7 @@ def test_unsubscribe_page_and_one_click_post_record_the_opt_out(web):
 
 def test_admin_channels_templates_statuses_preview(web, smtp):
     client, rt = web
-    auth = {"Authorization": "Bearer adm"}
+    auth = {"Authorization": "Bearer adm-token-for-the-tests-0123456789abcdef"}
     bad = client.put(f"/admin/stores/{M}/channels", json={"sms": {"provider": "fax"}}, headers=auth)
     assert bad.status_code == 400 and "sms.provider" in bad.get_json()["message"]
     good = client.put(f"/admin/stores/{M}/channels", headers=auth, json={

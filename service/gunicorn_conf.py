@@ -1,0 +1,51 @@
+"""gunicorn's settings for the web process: `gunicorn -c python:service.gunicorn_conf ...`.
+
+- Logs: gunicorn's error and access logs as JSON lines (service/logs.py), like the app's.
+- Metrics (METRICS_PORT set): the master empties the metrics directory before the first fork
+  (`on_starting`), serves every worker's counters added up plus the Redis gauges on
+  METRICS_PORT (`when_ready`), and marks a worker that exits dead (`child_exit`), as
+  prometheus-client's multiprocess guide says for gunicorn.
+- The admin API on its own port (ADMIN_PORT set): the master also binds it, and the app
+  answers /admin/* only on that port (service/admin_guard.py).
+
+gunicorn reads this module's globals as settings, so helpers are underscored.
+"""
+from __future__ import annotations
+
+import os as _os
+
+# First: it sets PROMETHEUS_MULTIPROC_DIR before prometheus_client is imported.
+from service import metrics as _metrics  # isort: skip
+from service.logs import gunicorn_logconfig as _logconfig
+
+logconfig_dict = _logconfig(_os.environ.get("LOG_LEVEL", "INFO").upper())
+# The access log in the JSON line's `msg`: no query string (it may carry a secret) and no referrer.
+accesslog = "-"
+access_log_format = '%(h)s "%(m)s %(U)s" %(s)s %(B)s %(M)sms'
+
+# The public port (PORT), and the admin API's own port when ADMIN_PORT is set (a --bind on the
+# command line would replace both: leave it out).
+bind = [f"{_os.environ.get('BIND_ADDRESS', '0.0.0.0')}:{_os.environ.get('PORT', '8000')}"]
+_admin_port = _os.environ.get("ADMIN_PORT", "").strip()
+if _admin_port:
+    bind.append(f"{_os.environ.get('ADMIN_ADDRESS', '127.0.0.1')}:{_admin_port}")
+
+
+def on_starting(server):
+    if _metrics.metrics_port() is not None:
+        _metrics.prepare_directory()
+
+
+def when_ready(server):
+    port = _metrics.metrics_port()
+    if port is None:
+        return
+    from service.redis_client import connect
+    from service.settings import Settings
+
+    settings = Settings.from_env()
+    _metrics.serve(port, [_metrics.RedisStateCollector(connect(settings), settings)])
+
+
+def child_exit(server, worker):
+    _metrics.process_dead(worker.pid)

@@ -1,0 +1,133 @@
+"""The admin API's guard: token length, its own port, failed logins rate-limited per address, the audit."""
+from __future__ import annotations
+
+import json
+import logging
+
+import fakeredis
+import pytest
+
+from service import admin_guard
+from service.app import create_app
+from tests.conftest import make_settings
+
+TOKEN = "a-long-enough-admin-token-0123456789"
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+
+
+class NoQueue:
+    def enqueue(self, message, task=None):
+        raise AssertionError("admin never enqueues")
+
+
+@pytest.fixture
+def store():
+    return fakeredis.FakeRedis(server=fakeredis.FakeServer(), decode_responses=True)
+
+
+def app_for(store, **env):
+    return create_app(make_settings(**env), redis_client=store, queue=NoQueue())
+
+
+def test_a_short_token_turns_the_admin_api_off_and_says_why(store, caplog):
+    with caplog.at_level(logging.ERROR, logger="service.app"):
+        client = app_for(store, ADMIN_TOKEN="x" * 31).test_client()
+    assert client.get("/admin/stores", headers={"Authorization": "Bearer " + "x" * 31}).status_code == 404
+    [record] = [r for r in caplog.records if "admin API off" in r.getMessage()]
+    assert "31 characters; at least 32" in record.getMessage() and "x" * 31 not in record.getMessage()
+    assert client.get("/readyz").get_json()["admin"] == "off: ADMIN_TOKEN is 31 characters; at least 32 are required"
+    # The webhooks do not depend on it.
+    assert client.get("/healthz").status_code == 200
+
+
+def test_off_reasons_are_pure():
+    assert admin_guard.admin_off_reason("") == "ADMIN_TOKEN is not set"
+    assert admin_guard.admin_off_reason("y" * 32) is None
+    assert admin_guard.admin_off_reason("y" * 5).startswith("ADMIN_TOKEN is 5 characters")
+
+
+def test_a_32_character_token_opens_it(store):
+    client = app_for(store, ADMIN_TOKEN=TOKEN).test_client()
+    assert client.get("/admin/stores", headers=AUTH).status_code == 200
+    assert client.get("/readyz").get_json()["admin"] == "on"
+
+
+def test_with_an_admin_port_admin_answers_there_only(store):
+    client = app_for(store, ADMIN_TOKEN=TOKEN, ADMIN_PORT="9444").test_client()
+    public = {"SERVER_PORT": "8000"}
+    admin_port = {"SERVER_PORT": "9444"}
+    assert client.get("/admin/stores", headers=AUTH, environ_overrides=public).status_code == 404
+    assert client.get("/admin/stores", headers=AUTH, environ_overrides=admin_port).status_code == 200
+    # The admin port serves nothing else (no webhooks, no callbacks).
+    assert client.post("/webhooks/salla", data=b"{}", environ_overrides=admin_port).status_code == 404
+    assert client.get("/healthz", environ_overrides=admin_port).status_code == 200
+
+
+def test_admin_port_must_be_a_port():
+    from service.settings import SettingsError
+
+    with pytest.raises(SettingsError, match="ADMIN_PORT='x' is not a TCP port"):
+        make_settings(ADMIN_PORT="x")
+    with pytest.raises(SettingsError, match="METRICS_PORT='70000' is not a TCP port"):
+        make_settings(METRICS_PORT="70000")
+
+
+def test_failed_logins_are_limited_per_address(store):
+    client = app_for(store, ADMIN_TOKEN=TOKEN, ADMIN_AUTH_FAILURES_PER_MINUTE="3").test_client()
+    here, there = {"REMOTE_ADDR": "203.0.113.7"}, {"REMOTE_ADDR": "198.51.100.9"}
+    wrong = {"Authorization": "Bearer wrong"}
+    codes = [client.get("/admin/stores", headers=wrong, environ_overrides=here).status_code for _ in range(3)]
+    assert codes == [401, 401, 401]
+    limited = client.get("/admin/stores", headers=AUTH, environ_overrides=here)  # even the right token now
+    assert limited.status_code == 429
+    assert 1 <= int(limited.headers["Retry-After"]) <= 60
+    assert "too many failed admin logins" in limited.get_json()["message"]
+    # Another address is not affected.
+    assert client.get("/admin/stores", headers=AUTH, environ_overrides=there).status_code == 200
+    # The failures live in Redis, in a key of their own that expires.
+    key = "lpr:admin:auth-failures:203.0.113.7"
+    assert store.zcard(key) == 3 and 0 < store.ttl(key) <= 61
+
+
+def test_failures_leave_the_window_after_a_minute(store):
+    attempts = admin_guard.FailedAttempts(store, "lpr:", limit=2)
+    attempts.record("1.2.3.4", 1000.0)
+    attempts.record("1.2.3.4", 1010.0)
+    assert attempts.blocked_for("1.2.3.4", 1020.0) == pytest.approx(40.0)
+    assert attempts.blocked_for("1.2.3.4", 1061.0) == 0.0  # the first one fell out of the minute
+
+
+def test_every_change_is_audited_without_values(store, caplog):
+    client = app_for(store, ADMIN_TOKEN=TOKEN).test_client()
+    secret = "wa-access-token-value-never-logged"
+    with caplog.at_level(logging.INFO, logger="service.admin_guard"):
+        client.put("/admin/stores/7", json={"paused": True, "point_value_sar": 0.05}, headers=AUTH,
+                   environ_overrides={"REMOTE_ADDR": "10.0.0.5"})
+        client.put("/admin/stores/7/channels", json={"whatsapp": {"access_token": secret}}, headers=AUTH)
+        client.put("/admin/stores/7", json={"paused": "soon"}, headers=AUTH)  # refused: still audited, with 400
+        client.get("/admin/stores", headers=AUTH)  # a read: not audited
+        client.put("/admin/stores/7", json={"paused": False}, headers={"Authorization": "Bearer wrong"})  # no auth
+    entries = client.get("/admin/audit", headers=AUTH).get_json()["entries"]
+    assert [(e["method"], e["path"], e["status"]) for e in entries] == [
+        ("PUT", "/admin/stores/7", 400), ("PUT", "/admin/stores/7/channels", 200), ("PUT", "/admin/stores/7", 200)]
+    oldest = entries[-1]
+    assert oldest["fields"] == ["paused", "point_value_sar"] and oldest["ip"] == "10.0.0.5"
+    assert oldest["token"] == admin_guard.token_id(TOKEN) and TOKEN not in json.dumps(entries)
+    assert entries[1]["fields"] == ["whatsapp.access_token"]
+    assert secret not in json.dumps(entries) and secret not in caplog.text
+    assert sum("admin change: PUT /admin/stores/7 ->" in r.getMessage() for r in caplog.records) == 2
+    assert client.get("/admin/audit?limit=1", headers=AUTH).get_json()["entries"] == entries[:1]
+    assert client.get("/admin/audit?limit=0", headers=AUTH).status_code == 400
+
+
+def test_the_audit_keeps_the_newest(store):
+    audit = admin_guard.AuditLog(store, "lpr:", keep=10)
+    for n in range(15):
+        audit.record({"at": n, "token": "t", "ip": "i", "method": "PUT", "path": f"/admin/x/{n}", "status": 200,
+                      "fields": []})
+    assert [e["at"] for e in audit.latest(100)] == list(range(14, 4, -1))
+
+
+def test_field_names_are_names_only():
+    assert admin_guard.field_names({"a": 1, "b": {"c": "secret", "d": {"e": 2}}, "f": {}}) == ["a", "b.c", "b.d.e", "f"]
+    assert admin_guard.field_names(["not", "a", "dict"]) == []

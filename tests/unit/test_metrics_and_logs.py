@@ -1,0 +1,208 @@
+"""Metrics, JSON logs and correlation ids, as plain functions and with fakeredis (the real
+processes are in tests/integration/test_observability.py)."""
+from __future__ import annotations
+
+import io
+import json
+import logging
+import time
+
+import fakeredis
+import pytest
+from prometheus_client import REGISTRY
+
+from service import metrics
+from service.app import create_app
+from service.keys import Keys
+from service.logs import JsonFormatter, configure_logging, correlation_id, process_role, scrub
+from service.signatures import sign
+from tests.conftest import WEBHOOK_SECRET, make_settings, sample
+
+
+def sample_value(name, **labels):
+    return REGISTRY.get_sample_value(name, labels) or 0.0
+
+
+class RecordingQueue:
+    def __init__(self):
+        self.sent = []
+
+    def enqueue(self, message, task=None):
+        self.sent.append((task, message))
+
+
+def test_event_labels_are_bounded():
+    assert metrics.event_label("order.created") == "order.created"
+    assert metrics.event_label(None) == "unknown"
+    assert metrics.event_label("drop table") == "other"
+    assert metrics.event_label("order." + "x" * 100) == "other"
+
+
+def test_metrics_port_is_checked():
+    assert metrics.metrics_port({}) is None
+    assert metrics.metrics_port({"METRICS_PORT": "9100"}) == 9100
+    with pytest.raises(ValueError, match="METRICS_PORT must be a TCP port"):
+        metrics.metrics_port({"METRICS_PORT": "nine"})
+
+
+def test_the_directory_is_named_after_the_port_unless_given():
+    assert metrics.multiproc_directory({"METRICS_PORT": "9101"}).endswith("lpr-metrics-9101")
+    assert metrics.multiproc_directory({"METRICS_PORT": "9101", "PROMETHEUS_MULTIPROC_DIR": "/x"}) == "/x"
+    assert metrics.multiproc_directory({}) is None
+
+
+def test_prepare_directory_empties_only_that_directory(tmp_path, monkeypatch):
+    target = tmp_path / "m"
+    target.mkdir()
+    (target / "counter_1.db").write_bytes(b"x")
+    (tmp_path / "other.db").write_bytes(b"y")
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(target))
+    metrics.prepare_directory()
+    assert list(target.iterdir()) == [] and (tmp_path / "other.db").exists()
+
+
+def test_webhook_outcomes_are_counted():
+    store = fakeredis.FakeRedis(decode_responses=True)
+    client = create_app(make_settings(), redis_client=store, queue=RecordingQueue()).test_client()
+    before = {o: sample_value("lpr_webhooks_total", event=e, outcome=o) for e, o in (
+        ("order.created", "queued"), ("order.created", "duplicate"), ("unknown", "signature_failed"))}
+    body = json.dumps(sample("order.created.json")).encode()
+    headers = {"Content-Type": "application/json", "X-Salla-Signature": sign(body, WEBHOOK_SECRET)}
+    first = client.post("/webhooks/salla", data=body, headers=headers)
+    client.post("/webhooks/salla", data=body, headers=headers)
+    client.post("/webhooks/salla", data=body, headers={**headers, "X-Salla-Signature": "0" * 64})
+    assert sample_value("lpr_webhooks_total", event="order.created", outcome="queued") == before["queued"] + 1
+    assert sample_value("lpr_webhooks_total", event="order.created", outcome="duplicate") == before["duplicate"] + 1
+    assert sample_value("lpr_webhooks_total", event="unknown", outcome="signature_failed") == \
+        before["signature_failed"] + 1
+    # The correlation id goes back to the caller and is stored with the event in the inbox.
+    cid = first.headers["X-Correlation-Id"]
+    [event] = [json.loads(raw) for raw in store.zrange(Keys("lpr:").store(1305146709).inbox, 0, -1)]
+    assert event["cid"] == cid and len(cid) == 16
+
+
+def _seed(store, now):
+    from workers.due_set import DueEntry, DueSet
+
+    keys = Keys("lpr:")
+    store.sadd(keys.stores, 7)
+    k = keys.store(7)
+    store.zadd(k.pending, {"1": now, "2": now, "3": now + 5})
+    store.zadd(k.inflight, {"4": now + 30})
+    store.zadd(k.budget_plan, {"a": now - 10, "b": now - 20, "old": now - 120})
+    store.zadd(k.budget_customer, {"a": now - 10, "b": now - 500, "old": now - 700})
+    due = DueSet(store, "lpr:")
+    due.schedule([(now - 42, DueEntry.for_reminder(7, 1, 7, "a" * 32)), (now + 600, DueEntry.for_reminder(7, 2, 7, "b" * 32))])
+    store.set(keys.beat_alive, f"{now - 3:.3f}")
+    store.set(keys.beat_last, "2026-01-01T00:00:00+00:00")
+    store.hset(keys.alarm("oauth_client"), mapping={"message": "m"})
+
+
+def test_the_redis_collector_reads_the_state_at_scrape_time():
+    store = fakeredis.FakeRedis(decode_responses=True)
+    now = 1_800_000_000.0
+    _seed(store, now)
+    collector = metrics.RedisStateCollector(store, make_settings(), clock=lambda: now)
+    got = {(s.name, tuple(sorted(s.labels.items()))): s.value for family in collector.collect() for s in family.samples}
+    assert got[("lpr_redis_up", ())] == 1
+    assert got[("lpr_due_scheduled", ())] == 2 and got[("lpr_due_now", ())] == 1
+    assert got[("lpr_due_oldest_age_seconds", ())] == pytest.approx(42)
+    assert got[("lpr_reads_pending", (("merchant", "7"),))] == 3
+    assert got[("lpr_reads_inflight", (("merchant", "7"),))] == 1
+    assert got[("lpr_budget_used", (("merchant", "7"), ("window", "plan")))] == 2
+    assert got[("lpr_budget_used", (("merchant", "7"), ("window", "customer")))] == 2
+    assert got[("lpr_budget_limit", (("merchant", "7"), ("window", "plan")))] == 120
+    assert got[("lpr_beat_alive_timestamp_seconds", ())] == pytest.approx(now - 3)
+    assert got[("lpr_beat_heartbeat_timestamp_seconds", ())] == pytest.approx(1767225600.0)
+    assert got[("lpr_alarms_active", (("name", "oauth_client"),))] == 1
+
+
+def test_a_redis_that_does_not_answer_is_one_gauge_not_a_failed_scrape():
+    import redis
+
+    dead = redis.Redis(host="127.0.0.1", port=1, socket_connect_timeout=0.2)
+    families = list(metrics.RedisStateCollector(dead, make_settings()).collect())
+    assert [(f.name, f.samples[0].value) for f in families] == [("lpr_redis_up", 0.0)]
+
+
+def test_json_lines_carry_the_correlation_id_and_scrub_contact_data():
+    stream = io.StringIO()
+    logger = logging.getLogger("test.obs")
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(JsonFormatter("worker"))
+    logger.addHandler(handler)
+    try:
+        token = correlation_id.set("c0ffee0000000001")
+        logger.warning("provider said: no such user a.b@example.com at +966 50 123 4567 (token=abc)")
+        correlation_id.reset(token)
+        try:
+            raise ValueError("boom for 0501234567")
+        except ValueError:
+            logger.exception("failed")
+    finally:
+        logger.removeHandler(handler)
+    first, second = [json.loads(line) for line in stream.getvalue().splitlines()]
+    assert first["cid"] == "c0ffee0000000001" and first["process"] == "worker" and first["level"] == "WARNING"
+    assert "example.com" not in first["msg"] and "123 4567" not in first["msg"] and "abc" not in first["msg"]
+    assert "cid" not in second and "0501234567" not in second["exc"] and "ValueError" in second["exc"]
+
+
+def test_scrub_keeps_ids_readable():
+    assert scrub("merchant=1305146709 customer=1001 reminder 31402239f6f9ed63800c312e0c26a9cb") == \
+        "merchant=1305146709 customer=1001 reminder 31402239f6f9ed63800c312e0c26a9cb"
+
+
+def test_process_roles():
+    assert process_role(["/venv/bin/gunicorn", "-c", "x"]) == "web"
+    assert process_role(["celery", "-A", "workers", "-q", "worker"]) == "worker"
+    assert process_role(["celery", "-A", "workers", "beat"]) == "beat"
+
+
+def test_configure_logging_adds_one_handler_once():
+    root = logging.getLogger()
+    before = len(root.handlers)
+    configure_logging("INFO")
+    configure_logging("INFO")
+    ours = [h for h in root.handlers if getattr(h, "_lpr", False)]
+    assert len(ours) == 1 and len(root.handlers) <= before + 1
+
+
+def test_task_headers_carry_the_correlation_id():
+    from types import SimpleNamespace
+
+    from workers import observability
+
+    headers = {}
+    token = correlation_id.set("abcd")
+    observability._add_correlation_header(headers=headers)
+    correlation_id.reset(token)
+    assert headers == {"lpr_cid": "abcd"}
+    observability._add_correlation_header(headers=(empty := {}))
+    assert empty == {}
+    assert observability.cid_of(SimpleNamespace(lpr_cid="x1")) == "x1"
+    assert observability.cid_of(SimpleNamespace(headers={"lpr_cid": "x2"})) == "x2"
+    assert observability.cid_of(SimpleNamespace(headers=None)) is None
+
+
+def test_beat_writes_its_liveness(monkeypatch):
+    from workers.beat import LivenessScheduler
+
+    store = fakeredis.FakeRedis(decode_responses=True)
+    scheduler = LivenessScheduler.__new__(LivenessScheduler)
+    scheduler._alive_written, scheduler._redis, scheduler._key = 0.0, store, "lpr:beat:alive"
+    scheduler.write_alive(1000.0)
+    scheduler.write_alive(1002.0)  # within 5 s: not written again
+    assert store.get("lpr:beat:alive") == "1000.000"
+    scheduler.write_alive(1006.0)
+    assert store.get("lpr:beat:alive") == "1006.000"
+
+
+def test_readyz_shows_beats_own_liveness():
+    store = fakeredis.FakeRedis(decode_responses=True)
+    store.set("lpr:beat:alive", f"{time.time() - 2:.3f}")
+    ready = create_app(make_settings(), redis_client=store, queue=RecordingQueue()).test_client().get("/readyz")
+    beat = ready.get_json()["beat"]
+    assert beat["alive_at"]["stale"] is False and beat["alive_at"]["age_seconds"] < 10
+    store.set("lpr:beat:alive", f"{time.time() - 600:.3f}")
+    stale = create_app(make_settings(), redis_client=store, queue=RecordingQueue()).test_client().get("/readyz")
+    assert stale.get_json()["beat"]["alive_at"]["stale"] is True
