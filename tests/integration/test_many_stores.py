@@ -108,7 +108,10 @@ def test_eight_workers_hitting_401_at_once_make_exactly_one_refresh_call(web, se
         customers = range(2001, 2009)
         for customer in customers:
             order(web, A, customer)
-        wait_until(lambda: all(stats(sandbox)["by_customer"].get(str(c), 0) >= 2 for c in customers), timeout=60,
+        # Every customer read with the fresh token (a read that started after the refresh never
+        # saw the 401: how many did depends on timing, not on the rule under test).
+        wait_until(lambda: store_stats(sandbox, A)["by_status"].get("200", 0) >= len(customers)
+                   and all(stats(sandbox)["by_customer"].get(str(c), 0) >= 1 for c in customers), timeout=60,
                    message="every customer read after the refresh")
         counts = store_stats(sandbox, A)
     assert counts["refresh_calls"] == 1 and counts["refresh_reuses"] == 0
