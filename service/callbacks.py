@@ -13,6 +13,8 @@
   Salla's flag says later) and the customer's pending reminders are cancelled.
 
 Statuses go to the ledger (workers/ledger.py `record_status`): any order, never backwards.
+A failure of the channel that sent a reminder, not after it was delivered, goes on to
+workers/fallback.py: under `first` the reminder moves on to the store's next channel.
 Provider callbacks always get 200 once verified, so that a status we cannot place is not retried
 for days; what was applied is counted in the answer.
 """
@@ -27,14 +29,14 @@ import time
 import redis
 from flask import Blueprint, Response, current_app, jsonify, request
 
+from service.celery_config import DELIVER_TASK
 from service.channel_settings import ChannelSettings
 from service.stores import ConfigError
 from service.unsubscribe import callback_token_valid, read_token
 from workers.due_set import DueSet
 from workers.ledger import Ledger
 from workers.profiles import Profiles
-from workers.providers.base import REFUSED, TEMPLATE, UNDELIVERABLE
-from workers.providers.whatsapp import TEMPLATE_CODES, UNDELIVERABLE_CODES
+from workers.fallback import classify_sms, classify_whatsapp, handle_late_failure
 from workers.reminding import cancel_pending
 
 log = logging.getLogger(__name__)
@@ -44,7 +46,6 @@ WHATSAPP_STATUSES = ("sent", "delivered", "read", "failed")
 SMS_STATUSES = {"delivered": "delivered", "delivrd": "delivered", "sent": "sent", "accepted": "sent",
                 "queued": "sent", "failed": "failed", "undeliverable": "failed", "undeliv": "failed",
                 "expired": "failed", "rejected": "failed", "rejectd": "failed"}
-SMS_FAILED_REASON = {"rejected": REFUSED, "rejectd": REFUSED}
 
 
 class _Parts:
@@ -89,15 +90,6 @@ def whatsapp_handshake(merchant_id: int | None = None):
     return Response(request.args.get("hub.challenge", ""), mimetype="text/plain")
 
 
-def _failure_reason(errors) -> str:
-    code = errors[0].get("code") if isinstance(errors, list) and errors and isinstance(errors[0], dict) else None
-    if code in UNDELIVERABLE_CODES:
-        return UNDELIVERABLE
-    if code in TEMPLATE_CODES:
-        return TEMPLATE
-    return REFUSED
-
-
 @bp.post("/channels/whatsapp/status")
 @bp.post("/channels/whatsapp/<int:merchant_id>/status")
 def whatsapp_status(merchant_id: int | None = None):
@@ -122,9 +114,12 @@ def whatsapp_status(merchant_id: int | None = None):
             unknown += 1
             continue
         m, rid = where
-        reason = _failure_reason(status.get("errors")) if status["status"] == "failed" else ""
-        outcome = parts.ledger.record_status(m, rid, "whatsapp", status["status"], reason=reason,
+        failure = classify_whatsapp(status.get("errors")) if status["status"] == "failed" else None
+        outcome = parts.ledger.record_status(m, rid, "whatsapp", status["status"],
+                                             reason=failure.reason if failure else "",
                                              at=str(status.get("timestamp", "")))
+        if failure is not None and outcome not in ("missing", "unknown", "kept"):
+            _late_failure(deps, parts, m, rid, "whatsapp", failure)
         applied += outcome not in ("missing", "unknown")
         unknown += outcome in ("missing", "unknown")
     return jsonify(applied=applied, unknown=unknown)
@@ -177,9 +172,32 @@ def sms_delivery_report(merchant_id: int, token: str):
     rid = parts.ledger.find_message(merchant_id, "sms", message_id) if message_id else None
     if rid is None or status is None:
         return jsonify(applied=0, unknown=1)
-    reason = SMS_FAILED_REASON.get(raw_status, UNDELIVERABLE) if status == "failed" else ""
-    outcome = parts.ledger.record_status(merchant_id, rid, "sms", status, reason=reason, at=f"{time.time():.0f}")
+    failure = classify_sms(raw_status) if status == "failed" else None
+    outcome = parts.ledger.record_status(merchant_id, rid, "sms", status, reason=failure.reason if failure else "",
+                                         at=f"{time.time():.0f}")
+    if failure is not None and outcome not in ("missing", "unknown", "kept"):
+        _late_failure(deps, parts, merchant_id, rid, "sms", failure)
     return jsonify(applied=int(outcome not in ("missing", "unknown")), unknown=int(outcome in ("missing", "unknown")))
+
+
+# -- a late failure: on to the next channel ---------------------------------------------------
+def _late_failure(deps, parts, merchant_id: int, reminder_id: str, channel: str, failure) -> None:
+    """workers/fallback.py decides and applies it. The provider still gets its 200: a status we
+    could not act on now is not one it should send again for days (the ledger keeps it)."""
+    try:
+        effective = parts.channel_settings.effective(merchant_id)
+    except ConfigError as exc:
+        log.warning("reminder %s: late %s failure recorded; store %s channel settings unreadable (%s)",
+                    reminder_id, channel, merchant_id, type(exc).__name__)
+        return
+
+    def publish(m: int, c: int, rid: str) -> None:
+        deps.queue.publish(DELIVER_TASK, [m, c, rid])
+
+    settings = deps.settings
+    handle_late_failure(parts.ledger, parts.due, merchant_id, reminder_id, channel, failure,
+                        list(effective.channels), effective.policy, time.time(), settings.store_timezone,
+                        settings.quiet_hours, publish)
 
 
 # -- unsubscribe --------------------------------------------------------------------------------

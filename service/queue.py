@@ -51,3 +51,10 @@ class EventQueue:
             self._celery.send_task(task, args=[message], retry=False, confirm_timeout=CONFIRM_TIMEOUT_SECONDS)
         except Exception as exc:  # kombu, py-amqp, redis and socket errors alike
             raise QueueUnavailable(f"could not publish to the broker: {type(exc).__name__}") from exc
+
+    def publish(self, task: str, args: list) -> None:
+        """A task with plain arguments (a delivery to go on with: service/callbacks.py)."""
+        try:
+            self._celery.send_task(task, args=args, retry=False, confirm_timeout=CONFIRM_TIMEOUT_SECONDS)
+        except Exception as exc:
+            raise QueueUnavailable(f"could not publish to the broker: {type(exc).__name__}") from exc

@@ -11,7 +11,9 @@ deliver         one attempt: re-check (uninstalled, opted out, paused), then the
                 for it, out of retries), never while one waits for a retry. The first channel
                 that sends makes the reminder `sent` (its lots are marked and it is counted,
                 once). Transient failures come back through the timer with backoff; out of
-                attempts, or refused by every channel, it is a dead letter.
+                attempts, or refused by every channel, it is a dead letter. A channel that sent
+                and reported a failure later is reopened from the next channel by
+                workers/fallback.py and delivered here like any attempt.
 """
 from __future__ import annotations
 
@@ -22,6 +24,7 @@ from workers.backoff import retry_countdown
 from workers.channels import DeliveryPermanentError, DeliveryTransientError
 from workers.providers.base import RETRIES_USED_UP
 from workers.due_set import DueEntry
+from workers.fallback import reopen_at
 from workers.ledger import CANCELLED, DEAD, DROPPED, LIVE, count_stat
 
 log = logging.getLogger(__name__)
@@ -100,7 +103,9 @@ def deliver(rt, merchant_id: int, customer_id: int, reminder_id: str, now: float
     attempt = rt.ledger.begin_attempt(m, reminder_id, now)
     arm(rt, timer, now + DELIVERY_LEASE_SECONDS)  # if this worker dies now, the sweep takes over
     reminder = record.reminder
-    sent = record.sent_at is not None
+    # A channel that sent and failed later is `failed:` again (workers/fallback.py): the reminder
+    # counts as reaching nobody, so that `first` goes on to the next channel.
+    sent = any(outcome == "sent" for outcome in record.channels.values())
     transient, refused, busy_until, wait = ([broken] if broken else []), [], 0.0, 0.0
     for channel in channels:
         if policy == FIRST and (sent or transient or busy_until):
@@ -159,8 +164,14 @@ def deliver(rt, merchant_id: int, customer_id: int, reminder_id: str, now: float
     elif not sent:
         why = "; ".join(refused) or "the store lists no channel"
         return _stop(rt, record, timer, DEAD, now, ("refused: " if refused else "") + why, "reminders_dead")
-    rt.ledger.settle_sent(m, c, reminder_id, now)
+    if not rt.ledger.settle_sent(m, c, reminder_id, now):
+        # The channel that sent reported a failure while this attempt ran: its timer (set by
+        # workers/fallback.py) brings the next attempt, which goes on to the next channel.
+        return "reopened"
     rt.due.remove([timer])
+    if rt.ledger.state(m, reminder_id) in LIVE:  # a late failure reopened it between the two lines above
+        arm(rt, timer, reopen_at(now, reminder, rt.settings.store_timezone, rt.settings.quiet_hours))
+        return "reopened"
     return "sent"
 
 

@@ -10,6 +10,9 @@ go out.
         |            v
         +-- replay -- dead --> dropped                   (retries used up, or refused everywhere)
     scheduled/sending/retrying --> cancelled             (opt-out, uninstall)
+    sent --> scheduled                                    (`first`: the channel that sent reported it
+                                                           failed later; on to the next: workers/fallback.py)
+    sent --> dead                                         (... and no channel is left)
 
 A record is a hash `reminder:<id>` under the store's hash tag: merchant_id, customer_id,
 stage, state, attempts, last_error, created_at, updated_at, sent_at, body (the reminder as
@@ -106,7 +109,13 @@ return 1
 _FINISH = """
 local state = redis.call('HGET', KEYS[1], 'state')
 if not state or state == 'sent' or state == ARGV[3] then return 0 end
-if ARGV[3] ~= 'cancelled' and redis.call('HEXISTS', KEYS[1], 'sent_at') == 1 then return 0 end
+if ARGV[3] ~= 'cancelled' then
+  -- a channel that sent keeps the reminder from dying; one that failed late (after `sent_at`) does not
+  local fields = redis.call('HGETALL', KEYS[1])
+  for i = 1, #fields, 2 do
+    if string.sub(fields[i], 1, 3) == 'ch:' and fields[i + 1] == 'sent' then return 0 end
+  end
+end
 redis.call('HSET', KEYS[1], 'state', ARGV[3], 'updated_at', ARGV[2])
 if ARGV[4] ~= '' then redis.call('HSET', KEYS[1], 'last_error', ARGV[4]) end
 local claim = 'p:' .. ARGV[1]
@@ -130,6 +139,53 @@ if ARGV[5] ~= '' then redis.call('HINCRBY', KEYS[3], ARGV[5], 1) end
 return 1
 """
 
+
+# KEYS: record, marks. ARGV: id, now.
+# Every channel is done: `sent` if one still stands as sent (its claim goes, its lots are marked).
+# None does when a late failure took back the only one while this attempt ran (workers/fallback.py):
+# the record stays on its way, for the next attempt.
+_SETTLE = """
+local fields = redis.call('HGETALL', KEYS[1])
+for i = 1, #fields, 2 do
+  if string.sub(fields[i], 1, 3) == 'ch:' and fields[i + 1] == 'sent' then
+    redis.call('HSET', KEYS[1], 'state', 'sent', 'updated_at', ARGV[2])
+    redis.call('HDEL', KEYS[2], 'p:' .. ARGV[1])
+    return 1
+  end
+end
+return 0
+"""
+
+# KEYS: record, marks, counters, dead. ARGV: channel, failed outcome, action (move_on | dead |
+# record), now, claim, id, error.
+# A channel that sent reports a failure later (workers/fallback.py decides what it does). The
+# compare-and-set on `ch:<channel> = sent` makes it happen once: a repeated failure finds it
+# failed already. A failure after delivered or read is kept (the shopper got it).
+_LATE_FAILURE = """
+local ch = 'ch:' .. ARGV[1]
+if redis.call('HGET', KEYS[1], ch) ~= 'sent' then return 'same' end
+local st = redis.call('HGET', KEYS[1], 'st:' .. ARGV[1])
+if st == 'delivered' or st == 'read' then return 'kept' end
+local state = redis.call('HGET', KEYS[1], 'state')
+if state ~= 'sent' and state ~= 'scheduled' and state ~= 'sending' and state ~= 'retrying' then return 'same' end
+redis.call('HSET', KEYS[1], ch, ARGV[2], 'updated_at', ARGV[4])
+if ARGV[3] == 'record' then return 'recorded' end
+-- on its way again (or a dead letter): the sweep and replay find it through its claim
+redis.call('HSET', KEYS[2], 'p:' .. ARGV[6], ARGV[5])
+if ARGV[3] == 'move_on' then
+  if state == 'sent' then redis.call('HSET', KEYS[1], 'state', 'scheduled', 'attempts', 0) end
+  redis.call('HSET', KEYS[1], 'last_error', ARGV[7])
+  redis.call('HINCRBY', KEYS[3], 'fallbacks_after_failure', 1)
+  return 'moved_on'
+end
+if state == 'sent' then
+  redis.call('HSET', KEYS[1], 'state', 'dead', 'last_error', ARGV[7])
+  redis.call('ZADD', KEYS[4], ARGV[4], ARGV[6])
+  redis.call('HINCRBY', KEYS[3], 'reminders_dead', 1)
+  return 'dead'
+end
+return 'recorded'  -- an attempt is running: it finds no channel left and ends the reminder itself
+"""
 
 # KEYS: record, statuses. ARGV: channel, status (accepted | sent | delivered | read | failed), reason, at.
 # `accepted` is our own send (the provider took it): counted as sent, once per channel.
@@ -269,6 +325,8 @@ class Ledger:
         self._mark_sent = store.register_script(_MARK_SENT)
         self._finish = store.register_script(_FINISH)
         self._status = store.register_script(_STATUS)
+        self._settle = store.register_script(_SETTLE)
+        self._late_failure = store.register_script(_LATE_FAILURE)
 
     def marks(self, merchant_id: int, customer_id: int) -> Marks:
         return parse_marks(self.redis.hgetall(self.keys.store(merchant_id).marks(customer_id)))
@@ -342,13 +400,29 @@ class Ledger:
         return bool(self._mark_sent(keys=[k.reminder(reminder_id), k.marks(customer_id), k.stats, k.counters, k.dead],
                                     args=[reminder_id, f"{now:.3f}"]))
 
-    def settle_sent(self, merchant_id: int, customer_id: int, reminder_id: str, now: float) -> None:
-        """Every channel is done and one or more sent: the claim goes (its lots are marked)."""
+    def settle_sent(self, merchant_id: int, customer_id: int, reminder_id: str, now: float) -> bool:
+        """Every channel is done and one or more sent: the claim goes (its lots are marked).
+        False when no channel stands as sent any more (a late failure meanwhile): still on its way."""
         k = self.keys.store(merchant_id)
-        pipe = self.redis.pipeline(transaction=True)
-        pipe.hset(k.reminder(reminder_id), mapping={"state": SENT, "updated_at": f"{now:.3f}"})
-        pipe.hdel(k.marks(customer_id), CLAIM_FIELD + reminder_id)
-        pipe.execute()
+        return bool(self._settle(keys=[k.reminder(reminder_id), k.marks(customer_id)],
+                                 args=[reminder_id, f"{now:.3f}"]))
+
+    def state(self, merchant_id: int, reminder_id: str) -> str | None:
+        found = self.redis.hget(self.keys.store(merchant_id).reminder(reminder_id), "state")
+        return found.decode() if isinstance(found, bytes) else found
+
+    def late_failure(self, merchant_id: int, reminder_id: str, channel: str, outcome: str, action: str, now: float,
+                     claim: str, error: str) -> str:
+        """A channel that sent failed later (workers/fallback.py): 'moved_on', 'dead', 'recorded',
+        'same' (not sent by it, or already failed) or 'kept' (delivered before)."""
+        record = self.get(merchant_id, reminder_id)
+        if record is None:
+            return "same"
+        k = self.keys.store(merchant_id)
+        result = self._late_failure(keys=[k.reminder(reminder_id), k.marks(record.customer_id), k.counters, k.dead],
+                                    args=[channel, outcome[:300], action, f"{now:.3f}", claim, reminder_id,
+                                          error[:300]])
+        return result.decode() if isinstance(result, bytes) else result
 
     def retrying(self, merchant_id: int, reminder_id: str, error: str, now: float) -> None:
         self.redis.hset(self.keys.store(merchant_id).reminder(reminder_id),

@@ -156,6 +156,8 @@ def test_channels_per_store_fallbacks_retries_statuses_and_dead_letters(service_
     wa.send_statuses(status_url, [(first["id"], "read"), (first["id"], "delivered"), (first["id"], "sent")])
     retried = wa.message_to("966500000003")[0]["id"]
     wa.send_statuses(status_url, [(retried, "failed"), (retried, "delivered")])  # failed, then delivered after all
+    # The failure came first: under `first` the reminder had already moved on to SMS (once).
+    wait_until(lambda: "966500000003" in [m["to"] for m in uni.messages], timeout=20, message="2003's fallback SMS")
     views = requests.get(f"{web.url}/admin/stores/{STORE_A}/channels", headers=ADMIN, timeout=10).json()
     report = uni.send_dlr(views["callbacks"]["sms_delivery_reports"].replace("http://127.0.0.1:9", web.url),
                           uni.messages[0]["id"], "Delivered")
@@ -175,3 +177,70 @@ def test_channels_per_store_fallbacks_retries_statuses_and_dead_letters(service_
     link = str(arabic_mail["List-Unsubscribe"]).strip().strip("<>").replace("http://127.0.0.1:9", web.url)
     assert requests.post(link, data={"List-Unsubscribe": "One-Click"}, timeout=10).status_code == 200
     assert rt.profiles.load(STORE_A, 2004).notifications_enabled is False
+
+
+def test_a_late_failure_moves_the_reminder_on_to_the_next_channel_once(service_env, web, worker, beat, fakes):
+    """WhatsApp accepts, then its signed status webhook says failed: the reminder goes on to the
+    store's next channel, exactly once, through a real worker; not after delivered, not under `all`."""
+    import time
+
+    wa, uni, smtp = fakes["whatsapp"], fakes["unifonic"], fakes["smtp"]
+    put = lambda m, body: requests.put(f"{web.url}/admin/stores/{m}/channels", json=body, headers=ADMIN, timeout=10)  # noqa: E731
+    whatsapp = {"api_url": wa.url + "/v21.0", "phone_number_id": wa.phone_number_id, "access_token": wa.token,
+                "template_name": "points_expiry_reminder"}
+    sms = {"provider": "unifonic", "api_url": uni.url, "api_key": uni.app_sid, "sender": "Store"}
+    assert put(STORE_A, {"channels": ["whatsapp", "sms", "email"], "policy": "first", "whatsapp": whatsapp, "sms": sms,
+                         "email": {"smtp_url": smtp.url, "from": "reminders@store.example"}}).status_code == 200
+    assert put(STORE_B, {"channels": ["whatsapp", "sms"], "policy": "all", "whatsapp": whatsapp,
+                         "sms": sms}).status_code == 200
+    uni.fail("ER-04", to="966500000043")  # 4003's SMS is refused at once: its fallback is the e-mail
+
+    settings = Settings.from_env(service_env)
+    rt = build_runtime(settings, redis.Redis.from_url(settings.redis_url), requests.Session())
+    producer = Celery("test-producer", set_as_current=False)
+    producer.conf.update(celery_config(settings))
+    publish = lambda m, c, rid: producer.send_task(DELIVER_TASK, args=[m, c, rid])  # noqa: E731
+    items = {
+        4001: reminder(STORE_A, 4001, "+966500000041", None),            # sent, failed, failed again -> SMS once
+        4002: reminder(STORE_A, 4002, "+966500000042", None),            # delivered, then failed -> kept
+        4003: reminder(STORE_A, 4003, "+966500000043", "late@example.com"),  # failed, then sent -> e-mail once
+        5001: reminder(STORE_B, 5001, "+966500000051", None),            # policy `all`: both sent already
+    }
+    for item in items.values():
+        assert queue_reminder(rt, item, 86400, rt.clock(), publish) == "created"
+
+    def record(c):
+        return rt.ledger.get(STORE_B if c >= 5000 else STORE_A, items[c]["reminder_id"])
+
+    wait_until(lambda: all(record(c).state == "sent" for c in items), timeout=40, message="every reminder sent")
+    wamid = {c: wa.message_to(items[c]["customer"]["mobile"])[0]["id"] for c in items}
+    assert [m["to"] for m in uni.messages] == ["966500000051"]  # store B's `all`; store A's went by WhatsApp
+
+    url = web.url + "/channels/whatsapp/status"
+    wa.send_statuses(url, [(wamid[4001], "sent"), (wamid[4001], "failed"), (wamid[4001], "failed")])
+    wa.send_statuses(url, [(wamid[4002], "delivered"), (wamid[4002], "failed")])
+    wa.send_statuses(url, [(wamid[4003], "failed"), (wamid[4003], "sent")], error_code=131049)
+    wa.send_statuses(url, [(wamid[5001], "failed")])
+
+    wait_until(lambda: [m["to"] for m in uni.messages].count("966500000041") == 1, timeout=20,
+               message="4001's SMS after WhatsApp failed")
+    wait_until(lambda: len(smtp.to("late@example.com")) == 1, timeout=20, message="4003's e-mail")
+    wait_until(lambda: record(4001).state == "sent" and record(4003).state == "sent", timeout=20,
+               message="both settled again")
+    time.sleep(3)  # a few sweeps later: nothing more goes out
+    assert sorted(m["to"] for m in uni.messages) == ["966500000041", "966500000051"]
+    assert len(smtp.to("late@example.com")) == 1 and [r["to"] for r in uni.refused] == ["966500000043"]
+    assert all(len(wa.message_to(items[c]["customer"]["mobile"])) == 1 for c in items)  # WhatsApp never again
+
+    first = record(4001)
+    assert first.channels["whatsapp"].startswith("failed:undeliverable: WhatsApp error 131026")
+    assert first.channels["sms"] == "sent" and "email" not in first.channels
+    assert record(4003).channels["whatsapp"].startswith("failed:refused: WhatsApp error 131049")
+    assert record(4003).channels["email"] == "sent"
+    kept = record(4002)
+    assert kept.channels == {"whatsapp": "sent"} and kept.statuses["whatsapp"]["failed_later"].startswith("undeliverable@")
+    assert record(5001).channels["whatsapp"].startswith("failed:undeliverable") and record(5001).state == "sent"
+    counters = requests.get(f"{web.url}/admin/stores/{STORE_A}", headers=ADMIN, timeout=10).json()["counters"]
+    assert counters["fallbacks_after_failure"] == 2 and counters["reminders_sent"] == 3  # each reminder once
+    assert "fallbacks_after_failure" not in requests.get(f"{web.url}/admin/stores/{STORE_B}", headers=ADMIN,
+                                                         timeout=10).json()["counters"]

@@ -11,6 +11,8 @@ CREDENTIALS = "credentials"  # the store's provider credentials or sender are re
 REFUSED = "refused"  # any other refusal (filtered, 4xx)
 NOT_CONFIGURED = "not_configured"  # the store lists a channel it has no settings for
 RETRIES_USED_UP = "retries_used_up"
+RATE_LIMITED = "rate_limited"  # reported failed later for a rate or quality limit (never retried by the provider)
+OPTED_OUT = "opted_out"  # reported failed later because the shopper stopped the business's messages there
 
 
 class DeliveryTransientError(Exception):
