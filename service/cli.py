@@ -3,7 +3,8 @@
   stores                      every store: state, counters, token expiry (never the token)
   store M                     one store
   set-store M --plan-limit N  per-store settings (also --point-value-sar, --paused/--resumed,
-                              --language ar|en, --store-name NAME)
+                              --language ar|en, --store-name NAME, --timezone, --quiet-hours,
+                              --stages-days, --min-points, --excluded-statuses)
   reset-store M               mark a store active again (after fixing SALLA_CLIENT_ID, say)
   stats [M]                   reminders sent, points reminded, saved and lost, per store and stage
   reminder M ID               one reminder's ledger record (state, attempts, channels)
@@ -63,6 +64,11 @@ def _parser() -> argparse.ArgumentParser:
     configure.add_argument("--point-value-sar", help="what one point is worth in SAR")
     configure.add_argument("--language", help="ar or en: for customers whose language Salla does not give")
     configure.add_argument("--store-name", help="the store's name as the shopper's messages say it")
+    configure.add_argument("--timezone", help="IANA zone of the store, e.g. Asia/Riyadh")
+    configure.add_argument("--quiet-hours", help="HH:MM-HH:MM in the store's zone, or off")
+    configure.add_argument("--stages-days", help="reminder stages in days before expiry, e.g. 30,7,1")
+    configure.add_argument("--min-points", help="a stage with fewer points expiring sends nothing")
+    configure.add_argument("--excluded-statuses", help="comma list of loyalty statuses never reminded")
     pause = configure.add_mutually_exclusive_group()
     pause.add_argument("--paused", dest="paused", action="store_const", const=1, help="hold all reminders")
     pause.add_argument("--resumed", dest="paused", action="store_const", const=0, help="send reminders again")
@@ -148,7 +154,9 @@ def run(args, settings: Settings):
     if args.command == "set-store":
         return registry.set_config(args.merchant_id, plan_limit=args.plan_limit,
                                    point_value_sar=args.point_value_sar, paused=args.paused,
-                                   language=args.language, store_name=args.store_name)
+                                   language=args.language, store_name=args.store_name, timezone=args.timezone,
+                                   quiet_hours=args.quiet_hours, stages_days=args.stages_days,
+                                   min_points=args.min_points, excluded_statuses=args.excluded_statuses)
     if args.command == "reminder":
         record = ledger.get(args.merchant_id, args.reminder_id)
         if record is None:

@@ -142,7 +142,9 @@ def _sync(rt: Runtime, merchant_id: int, customer_id: int, pages_paid: int, send
         budget.done(merchant_id, customer_id, lease=lease)
         return SyncResult("failed", detail=str(exc))
 
-    lots, problems = parse_history(rows, rt.settings.store_timezone)
+    # expiry_date has no zone: read it in the store's own zone when created_at names none.
+    zone = registry.config(merchant_id).get("timezone", rt.settings.store_timezone)
+    lots, problems = parse_history(rows, zone)
     for problem in problems:
         log.warning("unreadable loyalty row merchant=%s customer=%s: %s", merchant_id, customer_id, problem)
     k = rt.keys.store(merchant_id)
