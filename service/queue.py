@@ -51,3 +51,10 @@ class EventQueue:
             self._celery.send_task(task, args=[message], retry=False, confirm_timeout=CONFIRM_TIMEOUT_SECONDS)
         except Exception as exc:  # kombu, py-amqp, redis and socket errors alike
             raise QueueUnavailable(f"could not publish to the broker: {type(exc).__name__}") from exc
+
+    def send(self, task: str, args: list) -> None:
+        """Any task by name with its own arguments (the admin API's pump after a backfill start)."""
+        try:
+            self._celery.send_task(task, args=args, retry=False, confirm_timeout=CONFIRM_TIMEOUT_SECONDS)
+        except Exception as exc:
+            raise QueueUnavailable(f"could not publish to the broker: {type(exc).__name__}") from exc

@@ -82,6 +82,13 @@ class Settings:
     smtp_url: str = ""
     email_from: str = ""
     public_base_url: str = "http://127.0.0.1:8000"
+    # Operations: the App API's app id (the store's settings form), the low-priority refresh of
+    # customers not read for a while, how long personal data of a customer not seen is kept,
+    # and where Salla should send a store's events (subscribe-webhooks).
+    salla_app_id: str = ""
+    resync_after_days: int = 30
+    data_retention_days: int = 400
+    public_webhook_url: str = ""
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> "Settings":
@@ -169,6 +176,11 @@ class Settings:
             smtp_url=env.url("SMTP_URL", "", schemes=("smtp", "smtps")),
             email_from=env.str("EMAIL_FROM", ""),
             public_base_url=env.url("PUBLIC_BASE_URL", "http://127.0.0.1:8000", schemes=("http", "https")).rstrip("/"),
+            salla_app_id=env.digits("SALLA_APP_ID"),
+            resync_after_days=env.int("RESYNC_AFTER_DAYS", 30, minimum=1, maximum=3650),
+            # A day at least (a read must outlive its own reminders' planning), ten years at most.
+            data_retention_days=env.int("DATA_RETENTION_DAYS", 400, minimum=1, maximum=3650),
+            public_webhook_url=env.url("PUBLIC_WEBHOOK_URL", "", schemes=("https", "http")),
         )
 
 
@@ -187,6 +199,12 @@ class _Env:
     def str(self, name: str, default: str) -> str:
         value = self._raw(name)
         return default if value is None else value
+
+    def digits(self, name: str) -> str:
+        value = self.str(name, "")
+        if value and not value.isdigit():
+            raise SettingsError(f"{name}={value!r} must be the app's numeric id (Salla Partners > My Apps)")
+        return value
 
     def choice(self, name: str, default: str, allowed: tuple[str, ...]) -> str:
         value = self.str(name, default)

@@ -56,7 +56,12 @@ _seen_statuses: set[str] = set()
 # -- the last read, per customer --------------------------------------------------------------
 def save_lots(rt: Runtime, m: int, c: int, lots: list[Lot], read_at: datetime) -> None:
     record = {"read_at": read_at.timestamp(), "lots": [_lot_record(lot) for lot in lots]}
-    rt.store.set(rt.keys.store(m).lots(c), json.dumps(record, ensure_ascii=False), ex=KEEP_SECONDS)
+    # Lots live as long as the customer's profile: DATA_RETENTION_DAYS after they were last
+    # seen (an event, a backfill listing), so a resync read does not keep them alive forever.
+    keep = rt.store.ttl(rt.keys.store(m).profile(c))
+    if keep is None or keep <= 0:
+        keep = rt.settings.data_retention_days * 86400
+    rt.store.set(rt.keys.store(m).lots(c), json.dumps(record, ensure_ascii=False), ex=int(keep))
 
 
 def load_lots(rt: Runtime, m: int, c: int) -> tuple[float, list[Lot]] | None:

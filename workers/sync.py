@@ -18,7 +18,7 @@ import redis
 
 from service.events import Customer
 from service.loyalty import Lot, parse_history
-from workers import reminding
+from workers import backfill, reminding
 from workers.backoff import retry_countdown
 from workers.oauth import OperatorActionNeeded, StoreNotAuthorized, usable
 from workers.runtime import Runtime
@@ -63,11 +63,12 @@ def accept_event(rt: Runtime, message: dict) -> str:
     return "coalesced"
 
 
-def pump(rt: Runtime, merchant_id: int, send_sync, schedule_pump) -> int:
+def pump(rt: Runtime, merchant_id: int, send_sync, schedule_pump, list_page=None) -> int:
     """Hand out as many reads as the budget allows now; schedule the next look. Returns how many."""
     if not usable(rt.registry, merchant_id):
         return 0
     dispatch = rt.budget.dispatch(merchant_id, rt.limits(merchant_id), rt.clock())
+    backfill.count_covered(rt, merchant_id, dispatch.covered)
     if dispatch.reaped:
         rt.registry.count(merchant_id, "reads_recovered", dispatch.reaped)
         log.warning("merchant=%s: %d read(s) whose worker died are back in line", merchant_id, dispatch.reaped)
@@ -84,6 +85,8 @@ def pump(rt: Runtime, merchant_id: int, send_sync, schedule_pump) -> int:
             raise
     if dispatch.wait is not None:
         schedule_pump(merchant_id, dispatch.wait)
+    if list_page is not None and backfill.want_page(rt, merchant_id):
+        list_page(merchant_id)  # the backfill's queue runs low: the next page of customers
     return len(dispatch.reads)
 
 
@@ -96,13 +99,19 @@ def sync_customer(rt: Runtime, merchant_id: int, customer_id: int, pages_paid: i
         rt.registry.count(merchant_id, "stale_reads_skipped")
         return SyncResult("stale", detail="lease no longer held")
     try:
-        return _sync(rt, merchant_id, customer_id, pages_paid, send_reminder, lease)
+        result = _sync(rt, merchant_id, customer_id, pages_paid, send_reminder, lease)
+        if result.outcome in ("read", "dropped", "failed"):
+            backfill.read_done(rt, merchant_id, customer_id, result.outcome, len(result.reminders))
+        return result
     except redis.RedisError:
         raise  # the task retries it: our state is in Redis and nothing could be recorded
     except Exception as exc:
         # A bug or an answer nobody foresaw: back in line with backoff, never lost in flight.
         log.exception("read of merchant=%s customer=%s failed unexpectedly", merchant_id, customer_id)
-        return _transient(rt, merchant_id, customer_id, exc, lease)
+        result = _transient(rt, merchant_id, customer_id, exc, lease)
+        if result.outcome == "failed":
+            backfill.read_done(rt, merchant_id, customer_id, result.outcome, 0)
+        return result
 
 
 def _sync(rt: Runtime, merchant_id: int, customer_id: int, pages_paid: int, send_reminder,
@@ -158,6 +167,7 @@ def _sync(rt: Runtime, merchant_id: int, customer_id: int, pages_paid: int, send
     pipe.set(k.loyalty_ok, "1")
     pipe.hincrby(k.counters, "reads", 1)
     pipe.hincrby(k.counters, "requests", pages)
+    pipe.zadd(k.read_at, {str(customer_id): now})  # the resync's and the retention's clock
     pipe.execute()
     log.info("synced merchant=%s customer=%s pages=%d lots=%d due=%d", merchant_id, customer_id, pages,
              len(lots), len(reminders))
