@@ -189,7 +189,7 @@ def _settings_updated(deps, envelope: Envelope):
     shown to the operator. No tokens and no network here: a few Redis writes."""
     merchant_id = envelope.merchant_id
     data = envelope.data
-    values = data.get("settings") if isinstance(data.get("settings"), dict) else data
+    values = data.get("settings", data)  # Salla's data.settings; a flat data object is read too
     if not isinstance(values, dict):
         return _reply(400, error="bad_request", message="app.settings.updated: data.settings must be an object")
     if deps.registry.is_uninstalled(merchant_id):
