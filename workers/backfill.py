@@ -201,12 +201,20 @@ def read_done(rt: Runtime, merchant_id: int, customer_id: int, outcome: str, rem
     count it."""
     k = rt.keys.store(merchant_id)
     if not rt.store.srem(k.backfill_reading, customer_id):
+        # An event-driven read. While a backfill runs, the customer counts as covered: not
+        # listed again, or taken out of the backfill's queue if already listed (read once).
+        if outcome == "read" and _text(rt.store.hget(k.backfill, "state")) == RUNNING:
+            if rt.store.sadd(k.backfill_seen, customer_id) or rt.store.zrem(k.backfill_pending, customer_id):
+                rt.store.hincrby(k.backfill, "covered", 1)
         return
     if rt.store.sismember(k.backfill_seen, customer_id):
         pipe = rt.store.pipeline()
         pipe.hincrby(k.backfill, "read" if outcome == "read" else "failed", 1)
         pipe.hincrby(k.backfill, "reminders", reminders)
-        pipe.execute()
+        pipe.hget(k.backfill, "listing_done")
+        done_listing = pipe.execute()[-1]
+        if _text(done_listing) == "1":
+            _finish_if_empty(rt, merchant_id)  # the last read of the run ends it
     else:
         rt.registry.count(merchant_id, "resync_reads" if outcome == "read" else "resync_reads_failed")
 
