@@ -88,6 +88,18 @@ that assumes JSON gets caught), 429 is `TOO_MANY_REQUESTS` with `Retry-After: 1`
 Salla's envelope `{"status", "success": false, "error": {"code": <status>, "message"}}`. Sleeps
 happen outside the lock; stats are counted before them.
 
+Customers, app settings, webhooks (the Merchant API beyond the loyalty endpoint): `GET /customers`
+(Salla's List Customers rows, `customer_row`, by id, paginated like the loyalty endpoint; scope
+customers.read), `GET /apps/<app_id>/settings` (`{"status", "success", "data": {values}}`; 404 for
+another app id than `create_app(app_id=)`), `GET /webhooks` and `POST /webhooks/subscribe` (422 with
+Salla's fields envelope without name/event/url, or for a localhost/test. URL; the same URL and event
+update the subscription). Each checks the token and the store's rate limits as the loyalty endpoint
+does; `PUT /_sandbox/route-faults` `{"customers"|"app_settings"|"webhooks"|"subscribe": [status...]}`
+answers those statuses first. `PUT /_sandbox/customers/seed` `{"count", "start_id", "lots_every"}`
+adds customers (every lots_every-th with 100 points expiring in 7 days);
+`PUT /_sandbox/stores/<id>/app-settings` sets the store's form values; `GET /_sandbox/merchant-api`
+counts calls per route and list pages per store, and lists the subscriptions.
+
 Control endpoints (no auth; tests and benchmarks only; bad input answers 400 `{"error": "..."}`):
 - `PUT /_sandbox/customers/<id>/lots`: JSON array of rows, replaces that customer's history as
   given, unvalidated so that tests can serve malformed rows.
