@@ -89,6 +89,7 @@ class Settings:
     resync_after_days: int = 30
     data_retention_days: int = 400
     public_webhook_url: str = ""
+    backfill_on_authorize: bool = True
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> "Settings":
@@ -181,6 +182,7 @@ class Settings:
             # A day at least (a read must outlive its own reminders' planning), ten years at most.
             data_retention_days=env.int("DATA_RETENTION_DAYS", 400, minimum=1, maximum=3650),
             public_webhook_url=env.url("PUBLIC_WEBHOOK_URL", "", schemes=("https", "http")),
+            backfill_on_authorize=env.choice("BACKFILL_ON_AUTHORIZE", "on", ("on", "off")) == "on",
         )
 
 

@@ -186,6 +186,8 @@ def store_authorized(message: dict) -> dict:
         store_authorized.apply_async(args=[{**message, "attempt": int(message.get("attempt", 0)) + 1}],
                                      countdown=min(5 * 2 ** int(message.get("attempt", 0)), MAX_TASK_COUNTDOWN_SECONDS))
         return {"settings": settings_outcome}
+    if not rt.settings.backfill_on_authorize:  # BACKFILL_ON_AUTHORIZE=off: operators start it
+        return {"settings": settings_outcome, "backfill": "off"}
     started = backfill.start(rt.store, rt.keys, merchant_id, rt.clock(), "app.store.authorize")
     _schedule_pump(merchant_id, 0.05)
     return {"settings": settings_outcome, "backfill": started.get("state")}
