@@ -88,6 +88,18 @@ that assumes JSON gets caught), 429 is `TOO_MANY_REQUESTS` with `Retry-After: 1`
 Salla's envelope `{"status", "success": false, "error": {"code": <status>, "message"}}`. Sleeps
 happen outside the lock; stats are counted before them.
 
+Customers, app settings, webhooks (the Merchant API beyond the loyalty endpoint): `GET /customers`
+(Salla's List Customers rows, `customer_row`, by id, paginated like the loyalty endpoint; scope
+customers.read), `GET /apps/<app_id>/settings` (`{"status", "success", "data": {values}}`; 404 for
+another app id than `create_app(app_id=)`), `GET /webhooks` and `POST /webhooks/subscribe` (422 with
+Salla's fields envelope without name/event/url, or for a localhost/test. URL; the same URL and event
+update the subscription). Each checks the token and the store's rate limits as the loyalty endpoint
+does; `PUT /_sandbox/route-faults` `{"customers"|"app_settings"|"webhooks"|"subscribe": [status...]}`
+answers those statuses first. `PUT /_sandbox/customers/seed` `{"count", "start_id", "lots_every"}`
+adds customers (every lots_every-th with 100 points expiring in 7 days);
+`PUT /_sandbox/stores/<id>/app-settings` sets the store's form values; `GET /_sandbox/merchant-api`
+counts calls per route and list pages per store, and lists the subscriptions.
+
 Control endpoints (no auth; tests and benchmarks only; bad input answers 400 `{"error": "..."}`):
 - `PUT /_sandbox/customers/<id>/lots`: JSON array of rows, replaces that customer's history as
   given, unvalidated so that tests can serve malformed rows.
@@ -129,7 +141,7 @@ import threading
 import time
 from collections import Counter
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from types import TracebackType
 from typing import Any, Collection, Iterable, Mapping
 from urllib.parse import urlencode
@@ -137,7 +149,7 @@ from urllib.parse import urlencode
 from flask import Flask, Response, jsonify, request
 from werkzeug.serving import WSGIRequestHandler, make_server
 
-from devkit.sandbox_seed import QUIRKS_CUSTOMER, RIYADH, SEEDED, default_customers
+from devkit.sandbox_seed import QUIRKS_CUSTOMER, RIYADH, SEEDED, default_customers, lot_row
 
 DEFAULT_PER_PAGE = 15
 MAX_PER_PAGE = 60
@@ -383,6 +395,13 @@ class _State:
         self.store_counts: dict[int, dict[str, Any]] = {}
         self.oauth_total = 0
         self.oauth_by_status: Counter[str] = Counter()
+        # The Merchant API beyond the loyalty endpoint (see "Customers, app settings, webhooks").
+        self.profiles: dict[int, dict[str, Any]] = {cid: customer_row(cid) for cid in self.customers}
+        self.app_settings: dict[int, dict[str, Any]] = {}
+        self.subscriptions: dict[int, list[dict[str, Any]]] = {}
+        self.path_faults: dict[str, list[int]] = {}
+        self.by_route: Counter[str] = Counter()
+        self.list_pages: Counter[str] = Counter()  # "<merchant>:<page>" of GET /customers
 
     # Stores
 
@@ -522,6 +541,50 @@ class _State:
         rows = self.customers.get(known_id, []) if known_id is not None else []
         return _Answer(200, None, headers, latency, rows)
 
+    # Customers, app settings, webhooks
+
+    def merchant_call(self, access_token: str | None, route: str, scope: str | None = None
+                      ) -> tuple[_Answer | None, int | None]:
+        """The checks every Merchant API route shares: an injected status for the route, the
+        token, the store's rate limits, the scope. (answer to send instead, merchant id)."""
+        with self.lock:
+            now = time.time()
+            self.by_route[route] += 1
+            merchant_id = self.access_owner.get(access_token) if access_token else None
+            queue = self.path_faults.get(route)
+            if queue:
+                status = queue.pop(0)
+                body = TOO_MANY_REQUESTS if status == 429 else \
+                    {"status": status, "success": False, "error": {"code": status, "message": "injected"}}
+                return _Answer(status, body, {"Retry-After": "1"} if status == 429 else {}), merchant_id
+            store = self.stores.get(merchant_id) if merchant_id is not None else None
+            if store is None or access_token is None or not store.accepts(access_token, now):
+                return _Answer(401, INVALID_TOKEN), merchant_id
+            headers: dict[str, str] = {}
+            if self._limited(store):
+                admitted, headers = store.limiter.take(now)
+                if not admitted:
+                    self.store_counts[merchant_id]["rate_limited"] += 1
+                    return _Answer(429, TOO_MANY_REQUESTS, headers, rate_limited=True), merchant_id
+            if scope and scope not in store.spec.scope.split():
+                return _Answer(401, MISSING_SCOPE, headers), merchant_id
+            return _Answer(200, None, headers), merchant_id
+
+    def seed(self, count: int, start_id: int, lots_every: int, now: datetime) -> dict[str, Any]:
+        """`count` customers from `start_id`, each in GET /customers; every `lots_every`-th
+        (0: none) has 100 points expiring in 7 days, the others an empty history."""
+        _check(_is_int(count) and 0 < count <= 100_000, "count must be 1-100000")
+        _check(_is_int(start_id) and start_id > 0, "start_id must be a positive integer")
+        _check(_is_int(lots_every) and lots_every >= 0, "lots_every must be an integer >= 0")
+        with self.lock:
+            for index in range(count):
+                cid = start_id + index
+                self.profiles[cid] = customer_row(cid)
+                with_lots = lots_every and index % lots_every == 0
+                self.customers[cid] = [lot_row(100, 0, now + timedelta(days=7), now - timedelta(days=60),
+                                               order_id=str(9_000_000 + cid))] if with_lots else []
+            return {"customers": len(self.profiles)}
+
     # The token endpoint
 
     def refresh(self, form: Mapping[str, str], basic: tuple[str, str] | None) -> tuple[int, dict[str, Any]]:
@@ -607,6 +670,7 @@ def create_app(
     faults: Faults | None = None,
     store_faults: Mapping[int, Faults] | None = None,
     fault_seed: int = 0,
+    app_id: int = 513499943,
 ) -> Flask:
     """The sandbox app (see the module docstring). Without `customers`, the seeded ones, computed
     once from `now`. Raises ValueError for stores that clash (same merchant or a shared token)."""
@@ -616,6 +680,7 @@ def create_app(
                 "oauth_latency_ms": oauth_latency_ms}
     _check_settings(settings)
     state = _State(customers, settings, client_id, client_secret, faults or Faults(), store_faults or {}, fault_seed)
+    state.app_id = app_id
     specs = list(stores or ())
     merchant_ids = [spec.merchant_id for spec in specs]
     _check(len(set(merchant_ids)) == len(merchant_ids), "two stores with the same merchant_id")
@@ -659,6 +724,115 @@ def create_app(
         response.headers["Cache-Control"] = "no-store"  # RFC 6749 §5.1
         response.headers["Pragma"] = "no-cache"
         return response, status
+
+    def bearer() -> str | None:
+        auth = request.headers.get("Authorization", "")
+        return auth[len("Bearer "):] if auth.startswith("Bearer ") else None
+
+    def refused(answer: _Answer) -> Response:
+        response = jsonify(answer.body)
+        response.status_code = answer.status
+        response.headers.update(answer.headers)
+        return response
+
+    @app.get("/customers")
+    def list_customers() -> Response:
+        answer, merchant_id = state.merchant_call(bearer(), "customers", REQUIRED_SCOPE)
+        if answer.status != 200:
+            return refused(answer)
+        page = _positive_int(request.args.get("page"), 1)
+        with state.lock:
+            rows = [state.profiles[cid] for cid in sorted(state.profiles)]
+            state.list_pages[f"{merchant_id}:{page}"] += 1
+        per_page = min(_positive_int(request.args.get("per_page"), DEFAULT_PER_PAGE), MAX_PER_PAGE)
+        total_pages = max(math.ceil(len(rows) / per_page), 1)
+        data = rows[(page - 1) * per_page: page * per_page]
+        response = jsonify({"status": 200, "success": True, "data": data, "pagination": {
+            "count": len(data), "total": len(rows), "perPage": per_page, "currentPage": page,
+            "totalPages": total_pages, "links": _links(page, total_pages, False)}})
+        response.headers.update(answer.headers)
+        return response
+
+    @app.get("/apps/<int:app_id>/settings")
+    def get_app_settings(app_id: int) -> Response:
+        answer, merchant_id = state.merchant_call(bearer(), "app_settings")
+        if answer.status != 200:
+            return refused(answer)
+        if app_id != state.app_id:
+            return refused(_Answer(404, NOT_FOUND))
+        with state.lock:
+            values = dict(state.app_settings.get(merchant_id, {}))
+        return jsonify({"status": 200, "success": True, "data": values})
+
+    @app.get("/webhooks")
+    def list_webhooks() -> Response:
+        answer, merchant_id = state.merchant_call(bearer(), "webhooks")
+        if answer.status != 200:
+            return refused(answer)
+        with state.lock:
+            rows = list(state.subscriptions.get(merchant_id, []))
+        return jsonify({"status": 200, "success": True, "data": rows,
+                        "pagination": {"count": len(rows), "total": len(rows), "perPage": max(len(rows), 1),
+                                       "currentPage": 1, "totalPages": 1, "links": []}})
+
+    @app.post("/webhooks/subscribe")
+    def subscribe_webhook() -> Response:
+        answer, merchant_id = state.merchant_call(bearer(), "subscribe")
+        if answer.status != 200:
+            return refused(answer)
+        body = request.get_json(silent=True)
+        problems = _subscription_problems(body)
+        if problems:
+            return refused(_Answer(422, {"status": 422, "success": False, "error": {
+                "code": "error", "message": "alert.invalid_fields", "fields": problems}}))
+        with state.lock:
+            rows = state.subscriptions.setdefault(merchant_id, [])
+            # Salla: the same URL and event updates (restores) the old subscription.
+            row = next((r for r in rows if r["url"] == body["url"] and r["event"] == body["event"]), None)
+            if row is None:
+                row = {"id": 1000 + sum(len(v) for v in state.subscriptions.values())}
+                rows.append(row)
+            row.update({"name": body["name"], "event": body["event"], "url": body["url"],
+                        "version": body.get("version", 2), "rule": body.get("rule"),
+                        "security_strategy": body.get("security_strategy", "signature"),
+                        "headers": {}})
+            return jsonify({"status": 201, "success": True, "data": dict(row)})
+
+    @app.put("/_sandbox/customers/seed")
+    def seed_customers() -> tuple[Response, int]:
+        data = request.get_json(silent=True)
+        try:
+            _check(isinstance(data, dict), "send a JSON object: count, start_id, lots_every")
+            return jsonify(state.seed(data.get("count"), data.get("start_id", 100_000), data.get("lots_every", 0),
+                                      datetime.now(RIYADH))), 200
+        except ValueError as exc:
+            return jsonify({"error": str(exc)}), 400
+
+    @app.put("/_sandbox/stores/<int:merchant_id>/app-settings")
+    def put_app_settings(merchant_id: int) -> tuple[Response, int]:
+        values = request.get_json(silent=True)
+        if not isinstance(values, dict):
+            return jsonify({"error": "send a JSON object of setting values"}), 400
+        with state.lock:
+            state.app_settings[merchant_id] = values
+        return jsonify(values), 200
+
+    @app.put("/_sandbox/route-faults")
+    def put_route_faults() -> tuple[Response, int]:
+        data = request.get_json(silent=True)
+        routes = ("customers", "app_settings", "webhooks", "subscribe")
+        if not isinstance(data, dict) or set(data) - set(routes) or not all(
+                isinstance(v, list) and all(_is_int(x) and 400 <= x <= 599 for x in v) for v in data.values()):
+            return jsonify({"error": f"send {{route: [status 400-599, ...]}} for routes {', '.join(routes)}"}), 400
+        with state.lock:
+            state.path_faults = {route: list(statuses) for route, statuses in data.items()}
+        return jsonify(data), 200
+
+    @app.get("/_sandbox/merchant-api")
+    def merchant_api_stats() -> Response:
+        with state.lock:
+            return jsonify({"by_route": dict(state.by_route), "list_pages": dict(state.list_pages),
+                            "subscriptions": {str(m): rows for m, rows in state.subscriptions.items()}})
 
     @app.put("/_sandbox/customers/<int:customer_id>/lots")
     def put_lots(customer_id: int) -> tuple[Response, int]:
@@ -749,6 +923,40 @@ def _faults_from_json(data: Any) -> tuple[Faults, dict[int, Faults], int]:
     _check(isinstance(per_store, dict) and all(key.isdigit() for key in per_store),
            "stores must map merchant ids to faults")
     return Faults.from_json(data), {int(key): Faults.from_json(value) for key, value in per_store.items()}, seed
+
+
+def customer_row(customer_id: int) -> dict[str, Any]:
+    """A row of GET /customers in Salla's shape (REFERENCE.md, List Customers)."""
+    return {"id": customer_id, "first_name": "عميل", "last_name": str(customer_id),
+            "mobile": 500_000_000 + customer_id % 100_000_000, "mobile_code": "+966",
+            "email": f"customer{customer_id}@example.com",
+            "urls": {"customer": f"https://salla.sa/dev/customer/{customer_id}",
+                     "admin": f"https://s.salla.sa/customers/{customer_id}"},
+            "avatar": "https://cdn.salla.sa/images/avatar_male.png", "gender": "male", "birthday": None,
+            "city": "الرياض", "country": "السعودية", "country_code": "SA", "currency": "SAR", "location": "",
+            "updated_at": {"date": "2026-01-01 10:00:00.000000", "timezone_type": 3, "timezone": "Asia/Riyadh"},
+            "groups": []}
+
+
+def _subscription_problems(body: Any) -> dict[str, list[str]]:
+    """Salla's 422 fields for POST /webhooks/subscribe (name, event, url required; a url on
+    localhost or a test. host is refused)."""
+    if not isinstance(body, dict):
+        return {"body": ["send a JSON object"]}
+    problems = {}
+    for name in ("name", "event", "url"):
+        if not isinstance(body.get(name), str) or not body[name].strip():
+            problems[name] = [f"حقل {name} مطلوب."]
+    url = body.get("url") if isinstance(body.get("url"), str) else ""
+    host = url.split("://", 1)[-1].split("/", 1)[0].split(":", 1)[0]
+    if url and (not url.startswith(("http://", "https://")) or host in ("localhost", "127.0.0.1")
+                or host.startswith("test.")):
+        problems["url"] = ["The url must be a public http(s) address."]
+    if body.get("version", 2) not in (1, 2):
+        problems["version"] = ["version must be 1 or 2"]
+    if body.get("security_strategy") not in (None, "signature", "token"):
+        problems["security_strategy"] = ["security_strategy must be signature or token"]
+    return problems
 
 
 def _store_answer(view: dict[str, Any] | None, merchant_id: int) -> tuple[Response, int]:

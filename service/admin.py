@@ -16,12 +16,15 @@ import requests
 from flask import Blueprint, abort, current_app, jsonify, request
 
 from service import admin_guard, metrics
+from service.celery_config import PUMP_TASK
 from service.channel_settings import ChannelSettings
+from service.queue import QueueUnavailable
+from service.stores import UNINSTALLED
 from service.messages import TEMPLATE_NAMES, TEMPLATE_DIR
 from service.stores import ConfigError
 from service.tokens import TokenError
 from service.unsubscribe import dlr_url
-from workers import delivery, preview as previews
+from workers import backfill, delivery, personal_data, preview as previews
 from workers.channels import ChannelDirectory, DeliveryPermanentError, DeliveryTransientError
 from workers.due_set import DueSet
 from workers.ledger import Ledger, status_counts
@@ -99,8 +102,11 @@ def redis_down(exc):
     return jsonify(error="unavailable", message=type(exc).__name__), 503
 
 
-def store_summary(registry, token_store, merchant_id: int) -> dict:
+def store_summary(registry, token_store, merchant_id: int, settings=None) -> dict:
     summary = registry.summary(merchant_id)
+    if settings is not None:
+        summary["backfill"] = backfill.progress(registry.redis, registry.keys, settings,
+                                                registry.config(merchant_id), merchant_id)
     try:
         tokens = token_store.load(merchant_id)
         summary["tokens"] = {"stored": tokens is not None,
@@ -119,13 +125,13 @@ def _deps():
 @bp.get("/stores")
 def stores():
     deps = _deps()
-    return jsonify(stores=[store_summary(deps.registry, deps.tokens, m) for m in deps.registry.merchants()])
+    return jsonify(stores=[store_summary(deps.registry, deps.tokens, m, deps.settings) for m in deps.registry.merchants()])
 
 
 @bp.get("/stores/<int:merchant_id>")
 def store(merchant_id: int):
     deps = _deps()
-    return jsonify(store_summary(deps.registry, deps.tokens, merchant_id))
+    return jsonify(store_summary(deps.registry, deps.tokens, merchant_id, deps.settings))
 
 
 @bp.put("/stores/<int:merchant_id>")
@@ -320,6 +326,60 @@ def send_test(merchant_id: int):
         return _bad(exc)
     except (DeliveryPermanentError, DeliveryTransientError) as exc:
         return jsonify(error="not_sent", message=str(exc), reason=getattr(exc, "reason", "transient")), 502
+
+
+# -- backfill ------------------------------------------------------------------------------------
+def start_backfill(registry, merchant_id: int, now: float) -> dict:
+    """Start a backfill (unless one runs); ConfigError when the store cannot be read."""
+    state = registry.state(merchant_id).get("state")
+    if state == UNINSTALLED:
+        raise ConfigError(f"merchant {merchant_id} uninstalled the app: nothing to backfill")
+    if state == "needs_reauth":
+        raise ConfigError(f"merchant {merchant_id} needs to authorize the app again before a backfill")
+    return backfill.start(registry.redis, registry.keys, merchant_id, now, "operator")
+
+
+@bp.post("/stores/<int:merchant_id>/backfill")
+def post_backfill(merchant_id: int):
+    deps = _deps()
+    try:
+        started = start_backfill(deps.registry, merchant_id, time.time())
+    except ConfigError as exc:
+        return jsonify(error="conflict", message=str(exc)), 409
+    try:
+        deps.queue.publish(PUMP_TASK, [merchant_id])
+    except QueueUnavailable:
+        pass  # the store is in the backlog: beat's pump-backlog starts it within 15 s
+    view = backfill.progress(deps.redis, deps.keys, deps.settings, deps.registry.config(merchant_id), merchant_id)
+    return jsonify(merchant_id=merchant_id, started=started.get("started") == "1", backfill=view), \
+        (202 if started.get("started") == "1" else 200)
+
+
+@bp.get("/stores/<int:merchant_id>/backfill")
+def get_backfill(merchant_id: int):
+    deps = _deps()
+    return jsonify(merchant_id=merchant_id, backfill=backfill.progress(
+        deps.redis, deps.keys, deps.settings, deps.registry.config(merchant_id), merchant_id))
+
+
+# -- personal data (PDPL) ------------------------------------------------------------------------
+@bp.get("/stores/<int:merchant_id>/customers/<int:customer_id>/export")
+def export_customer(merchant_id: int, customer_id: int):
+    deps = _deps()
+    try:
+        return jsonify(personal_data.export(deps.redis, deps.settings.redis_key_prefix, merchant_id, customer_id))
+    except personal_data.UnknownCustomer as exc:
+        return jsonify(error="not_found", message=str(exc)), 404
+
+
+@bp.delete("/stores/<int:merchant_id>/customers/<int:customer_id>")
+def forget_customer(merchant_id: int, customer_id: int):
+    deps = _deps()
+    try:
+        return jsonify(personal_data.forget(deps.redis, deps.settings.redis_key_prefix, merchant_id, customer_id,
+                                            time.time()))
+    except personal_data.UnknownCustomer as exc:
+        return jsonify(error="not_found", message=str(exc)), 404
 
 
 # -- operator alarms ------------------------------------------------------------------------------

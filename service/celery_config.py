@@ -26,6 +26,9 @@ RECOVER_INTAKE_TASK = "workers.tasks.recover_intake"
 SYNC_TASK = "workers.tasks.sync_customer"
 DELIVER_TASK = "workers.tasks.deliver_reminder"
 SWEEP_TASK = "workers.tasks.sweep"
+STORE_AUTHORIZED_TASK = "workers.tasks.store_authorized"
+BACKFILL_LIST_TASK = "workers.tasks.backfill_list"
+RESYNC_TASK = "workers.tasks.resync"
 
 # Queues by kind, each with a worker command of its own (Procfile, docker-compose.yml), so
 # that a slow Salla never delays deliveries and a burst of webhooks never delays reads.
@@ -36,6 +39,9 @@ TASK_ROUTES = {
     HANDLE_EVENT_TASK: {"queue": INTAKE_QUEUE},
     RECOVER_INTAKE_TASK: {"queue": INTAKE_QUEUE},
     FORGET_STORE_TASK: {"queue": INTAKE_QUEUE},
+    STORE_AUTHORIZED_TASK: {"queue": INTAKE_QUEUE},
+    BACKFILL_LIST_TASK: {"queue": READS_QUEUE},
+    RESYNC_TASK: {"queue": SWEEP_QUEUE},
     PUMP_TASK: {"queue": READS_QUEUE},
     PUMP_BACKLOG_TASK: {"queue": READS_QUEUE},
     SYNC_TASK: {"queue": READS_QUEUE},
@@ -165,5 +171,8 @@ def celery_config(settings: Settings) -> dict:
             # Reminders held for quiet hours and stage wake-ups live in a Redis sorted set,
             # never in ETA tasks (those run twice past the visibility timeout on Redis).
             "sweep": {"task": SWEEP_TASK, "schedule": settings.sweep_interval_seconds},
+            # Customers not read for RESYNC_AFTER_DAYS are read again at low priority, and
+            # read times past DATA_RETENTION_DAYS are forgotten (workers/backfill.py).
+            "resync": {"task": RESYNC_TASK, "schedule": 3600.0},
         },
     }

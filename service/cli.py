@@ -3,7 +3,8 @@
   stores                      every store: state, counters, token expiry (never the token)
   store M                     one store
   set-store M --plan-limit N  per-store settings (also --point-value-sar, --paused/--resumed,
-                              --language ar|en, --store-name NAME)
+                              --language ar|en, --store-name NAME, --timezone, --quiet-hours,
+                              --stages-days, --min-points, --excluded-statuses)
   reset-store M               mark a store active again (after fixing SALLA_CLIENT_ID, say)
   stats [M]                   reminders sent, points reminded, saved and lost, per store and stage
   reminder M ID               one reminder's ledger record (state, attempts, channels)
@@ -22,6 +23,11 @@
   preview M C [--channel X] [--lang ar|en]   exactly what the store's channels would send to C
   send-test M --to ADDRESS [--channel X] [--lang ar|en]   send one sample reminder now
   statuses [M]                sent, delivered, read and failed by reason, per channel
+  backfill M                  read every existing customer of the store (low priority, resumable)
+  backfill-status M           customers listed, read, reminders scheduled, time left at its budget
+  export-customer M C         everything held about one customer, as JSON (PDPL)
+  forget-customer M C         erase it (a tombstone that names nobody stays)
+  subscribe-webhooks M        subscribe the store's events to PUBLIC_WEBHOOK_URL; list what is missing
 
 Errors (a bad value, an unknown store or reminder) go to stderr with exit status 2.
 """
@@ -32,8 +38,8 @@ import json
 import sys
 import time
 
-from service.admin import (channels_view, dead_letters, outcome_stats, store_summary,  # the same views as /admin/*
-                           templates_view)
+from service.admin import (channels_view, dead_letters, outcome_stats, start_backfill,  # the same views as /admin/*
+                           store_summary, templates_view)
 from service.channel_settings import ChannelSettings
 from service.alarms import Alarms
 from service.keys import Keys
@@ -63,6 +69,11 @@ def _parser() -> argparse.ArgumentParser:
     configure.add_argument("--point-value-sar", help="what one point is worth in SAR")
     configure.add_argument("--language", help="ar or en: for customers whose language Salla does not give")
     configure.add_argument("--store-name", help="the store's name as the shopper's messages say it")
+    configure.add_argument("--timezone", help="IANA zone of the store, e.g. Asia/Riyadh")
+    configure.add_argument("--quiet-hours", help="HH:MM-HH:MM in the store's zone, or off")
+    configure.add_argument("--stages-days", help="reminder stages in days before expiry, e.g. 30,7,1")
+    configure.add_argument("--min-points", help="a stage with fewer points expiring sends nothing")
+    configure.add_argument("--excluded-statuses", help="comma list of loyalty statuses never reminded")
     pause = configure.add_mutually_exclusive_group()
     pause.add_argument("--paused", dest="paused", action="store_const", const=1, help="hold all reminders")
     pause.add_argument("--resumed", dest="paused", action="store_const", const=0, help="send reminders again")
@@ -110,6 +121,16 @@ def _parser() -> argparse.ArgumentParser:
     test.add_argument("--lang", choices=["ar", "en"])
     statuses = commands.add_parser("statuses", help="delivery statuses per store and channel")
     statuses.add_argument("merchant_id", type=int, nargs="?")
+    for name, text in (("backfill", "read every existing customer of the store"),
+                       ("backfill-status", "the store's backfill progress"),
+                       ("subscribe-webhooks", "subscribe the store's events through Salla's API")):
+        command = commands.add_parser(name, help=text)
+        command.add_argument("merchant_id", type=int)
+    for name, text in (("export-customer", "everything held about one customer (JSON)"),
+                       ("forget-customer", "erase one customer's personal data")):
+        command = commands.add_parser(name, help=text)
+        command.add_argument("merchant_id", type=int)
+        command.add_argument("customer_id", type=int)
     return parser
 
 
@@ -136,19 +157,21 @@ def run(args, settings: Settings):
     tokens = TokenStore(store, prefix, settings.token_encryption_keys)
     ledger = Ledger(store, prefix)
     if args.command == "stores":
-        return [store_summary(registry, tokens, m) for m in registry.merchants()]
+        return [store_summary(registry, tokens, m, settings) for m in registry.merchants()]
     if args.command == "store":
-        return store_summary(registry, tokens, args.merchant_id)
+        return store_summary(registry, tokens, args.merchant_id, settings)
     if args.command == "reset-store":
         registry.set_state(args.merchant_id, ACTIVE, "reset by an operator")
-        return store_summary(registry, tokens, args.merchant_id)
+        return store_summary(registry, tokens, args.merchant_id, settings)
     if args.command == "stats":
         merchants = [args.merchant_id] if args.merchant_id else registry.merchants()
         return {str(m): outcome_stats(store, Keys(prefix), m) for m in merchants}
     if args.command == "set-store":
         return registry.set_config(args.merchant_id, plan_limit=args.plan_limit,
                                    point_value_sar=args.point_value_sar, paused=args.paused,
-                                   language=args.language, store_name=args.store_name)
+                                   language=args.language, store_name=args.store_name, timezone=args.timezone,
+                                   quiet_hours=args.quiet_hours, stages_days=args.stages_days,
+                                   min_points=args.min_points, excluded_statuses=args.excluded_statuses)
     if args.command == "reminder":
         record = ledger.get(args.merchant_id, args.reminder_id)
         if record is None:
@@ -170,6 +193,8 @@ def run(args, settings: Settings):
         if not Alarms(store, prefix).clear(args.name):
             raise CommandError(f"no alarm named {args.name}")
         return {"cleared": args.name}
+    if args.command in OPERATIONS_COMMANDS:
+        return OPERATIONS_COMMANDS[args.command](args, settings, store, registry)
     if args.command in CHANNEL_COMMANDS:
         return CHANNEL_COMMANDS[args.command](args, settings, store, registry)
     channel_settings = ChannelSettings(store, prefix, settings)
@@ -261,6 +286,67 @@ def _statuses(args, settings, store, registry):
 CHANNEL_COMMANDS = {"set-channels": _set_channels, "channels": _channels, "templates": _templates,
                     "set-template": _set_template, "preview": _preview, "send-test": _send_test,
                     "statuses": _statuses}
+
+
+def _backfill(args, settings, store, registry):
+    from service.celery_config import PUMP_TASK
+    from service.queue import EventQueue, QueueUnavailable
+    started = start_backfill(registry, args.merchant_id, time.time())
+    note = "started" if started.get("started") == "1" else "already running"
+    try:
+        EventQueue(settings).publish(PUMP_TASK, [args.merchant_id])
+    except QueueUnavailable:
+        note += " (the broker did not answer: beat's pump-backlog starts it within 15 s)"
+    return {"merchant_id": args.merchant_id, "backfill": note,
+            "progress": _progress(settings, registry, args.merchant_id)}
+
+
+def _progress(settings, registry, merchant_id):
+    from workers import backfill
+    return backfill.progress(registry.redis, registry.keys, settings, registry.config(merchant_id), merchant_id)
+
+
+def _backfill_status(args, settings, store, registry):
+    return {"merchant_id": args.merchant_id, "backfill": _progress(settings, registry, args.merchant_id)}
+
+
+def _export_customer(args, settings, store, registry):
+    from workers import personal_data
+    try:
+        return personal_data.export(store, settings.redis_key_prefix, args.merchant_id, args.customer_id)
+    except personal_data.UnknownCustomer as exc:
+        raise CommandError(str(exc)) from None
+
+
+def _forget_customer(args, settings, store, registry):
+    from workers import personal_data
+    try:
+        return personal_data.forget(store, settings.redis_key_prefix, args.merchant_id, args.customer_id, time.time())
+    except personal_data.UnknownCustomer as exc:
+        raise CommandError(str(exc)) from None
+
+
+def _subscribe_webhooks(args, settings, store, registry):
+    import requests
+    from workers.oauth import OperatorActionNeeded, StoreNotAuthorized
+    from workers.runtime import build_runtime
+    from workers.salla_client import SallaError, SallaUnauthorized
+    from workers.webhook_subscriptions import SubscriptionError, subscribe
+    rt = build_runtime(settings, store, requests.Session())
+    try:
+        token = rt.provider.access_token(args.merchant_id)
+        try:
+            return {"merchant_id": args.merchant_id, **subscribe(rt.client, token, settings)}
+        except SallaUnauthorized:
+            fresh = rt.provider.refresh(args.merchant_id, token)
+            return {"merchant_id": args.merchant_id, **subscribe(rt.client, fresh.access_token, settings)}
+    except (SubscriptionError, StoreNotAuthorized, OperatorActionNeeded, SallaError) as exc:
+        raise CommandError(f"subscribe-webhooks: {exc}") from None
+
+
+OPERATIONS_COMMANDS = {"backfill": _backfill, "backfill-status": _backfill_status,
+                       "export-customer": _export_customer, "forget-customer": _forget_customer,
+                       "subscribe-webhooks": _subscribe_webhooks}
 
 
 if __name__ == "__main__":

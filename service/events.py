@@ -100,6 +100,13 @@ def customer_of(envelope: Envelope) -> Customer | None:
         if not isinstance(raw, dict):
             order = data.get("order")
             raw = order.get("customer") if isinstance(order, dict) else None
+    return customer_from(raw)
+
+
+def customer_from(raw: Any) -> Customer | None:
+    """A Salla customer object (a customer.* event's data, an order's customer, a row of
+    GET /customers) as our Customer; None when it names no customer. EventError when its id
+    is not a number."""
     if not isinstance(raw, dict) or raw.get("id") in (None, "", 0):
         return None
     return Customer(

@@ -33,8 +33,8 @@ MULTI (two slots); an atomic pipeline or a script stays within one hash tag (REA
 |   pages, attempts                 | hash   | until uninstall              | workers/budget.py, sync |
 |   pump                            | string | TTL (a pump is scheduled)    | workers/tasks.py        |
 |   dead                            | zset   | until replayed or dropped    | workers/ledger.py       |
-|   customer:C (profile)            | hash   | PROFILE_KEEP (400 days)      | workers/profiles.py     |
-|   lots:C                          | string | 400 days after the last read | workers/reminding.py    |
+|   customer:C (profile)            | hash   | DATA_RETENTION_DAYS after last seen | workers/profiles.py |
+|   lots:C                          | string | as the profile (DATA_RETENTION_DAYS) | workers/reminding.py |
 |   marks:C                         | hash   | past the last lot's expiry   | workers/ledger.py       |
 |   recheck:C                       | set    | 1 day                        | workers/reminding.py    |
 |   reminder:<id> (the ledger)      | hash   | past the last lot's expiry   | workers/ledger.py       |
@@ -42,6 +42,13 @@ MULTI (two slots); an atomic pipeline or a script stays within one hash tag (REA
 |   statuses                        | hash   | kept after uninstall         | workers/ledger.py       |
 |   channels (encrypted settings)   | string | until uninstall              | service/channel_settings.py |
 |   templates                       | hash   | until uninstall              | service/channel_settings.py |
+|   app-settings                    | hash   | kept after uninstall         | service/stores.py       |
+|   backfill (cursor, progress)     | hash   | until the next run/uninstall | workers/backfill.py     |
+|   backfill:pending, :reading      | zset, set | while the backfill runs   | workers/budget.py       |
+|   backfill:seen                   | set    | until the next run/uninstall | workers/backfill.py     |
+|   backfill:listing                | string | lock, 60 s                   | workers/backfill.py     |
+|   read-at                         | zset   | DATA_RETENTION_DAYS (swept)  | workers/sync.py, backfill |
+|   erasures                        | list   | kept after uninstall (no id) | workers/personal_data.py |
 
 Uninstall (workers/tasks.py forget_store) deletes every key of the store's pattern except
 `KEPT_AFTER_UNINSTALL`: what an operator needs to see what happened (state, settings, counters),
@@ -50,7 +57,8 @@ and the time of the last app event (so that a late retry of an older one is stil
 from __future__ import annotations
 
 # What an operator still needs after a store uninstalled: no personal data in any of them.
-KEPT_AFTER_UNINSTALL = ("state", "config", "counters", "stats", "statuses", "app-event-at")
+KEPT_AFTER_UNINSTALL = ("state", "config", "counters", "stats", "statuses", "app-event-at", "app-settings",
+                        "erasures")
 
 
 class Keys:
@@ -128,6 +136,14 @@ class StoreKeys:
         self.statuses = b + "statuses"  # per channel: sent, delivered, read, failed:<reason>
         self.channels = b + "channels"  # the store's channel settings, Fernet-encrypted JSON
         self.templates = b + "templates"  # the store's message template overrides, by name
+        self.app_settings = b + "app-settings"  # the last app-settings form applied: when, rejected fields
+        self.backfill = b + "backfill"  # the backfill's cursor and progress (workers/backfill.py)
+        self.backfill_pending = b + "backfill:pending"  # customers listed, waiting for a low-priority read
+        self.backfill_seen = b + "backfill:seen"  # customers queued in this backfill run: none twice
+        self.backfill_reading = b + "backfill:reading"  # backfill reads handed out, not yet finished
+        self.backfill_listing = b + "backfill:listing"  # lock: one page of GET /customers at a time
+        self.read_at = b + "read-at"  # customer -> time of their last read (resync, retention)
+        self.erasures = b + "erasures"  # tombstones of customers forgotten: when, how many keys; no id
 
     @property
     def pattern(self) -> str:

@@ -53,7 +53,8 @@ class EventQueue:
             raise QueueUnavailable(f"could not publish to the broker: {type(exc).__name__}") from exc
 
     def publish(self, task: str, args: list) -> None:
-        """A task with plain arguments (a delivery to go on with: service/callbacks.py)."""
+        """Any task by name with plain arguments (a delivery to go on with: service/callbacks.py;
+        the pump after a backfill starts: the admin API and CLI)."""
         try:
             self._celery.send_task(task, args=args, retry=False, confirm_timeout=CONFIRM_TIMEOUT_SECONDS)
         except Exception as exc:

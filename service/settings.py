@@ -90,6 +90,14 @@ class Settings:
     admin_auth_failures_per_minute: int = 10
     admin_audit_keep: int = 1000
     metrics_port: int | None = None
+    # Operations: the App API's app id (the store's settings form), the low-priority refresh of
+    # customers not read for a while, how long personal data of a customer not seen is kept,
+    # and where Salla should send a store's events (subscribe-webhooks).
+    salla_app_id: str = ""
+    resync_after_days: int = 30
+    data_retention_days: int = 400
+    public_webhook_url: str = ""
+    backfill_on_authorize: bool = True
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> "Settings":
@@ -185,6 +193,12 @@ class Settings:
             admin_auth_failures_per_minute=env.int("ADMIN_AUTH_FAILURES_PER_MINUTE", 10, minimum=1),
             admin_audit_keep=env.int("ADMIN_AUDIT_KEEP", 1000, minimum=10),
             metrics_port=env.port("METRICS_PORT"),
+            salla_app_id=env.digits("SALLA_APP_ID"),
+            resync_after_days=env.int("RESYNC_AFTER_DAYS", 30, minimum=1, maximum=3650),
+            # A day at least (a read must outlive its own reminders' planning), ten years at most.
+            data_retention_days=env.int("DATA_RETENTION_DAYS", 400, minimum=1, maximum=3650),
+            public_webhook_url=env.url("PUBLIC_WEBHOOK_URL", "", schemes=("https", "http")),
+            backfill_on_authorize=env.choice("BACKFILL_ON_AUTHORIZE", "on", ("on", "off")) == "on",
         )
 
 
@@ -222,6 +236,12 @@ class _Env:
     def str(self, name: str, default: str) -> str:
         value = self._raw(name)
         return default if value is None else value
+
+    def digits(self, name: str) -> str:
+        value = self.str(name, "")
+        if value and not value.isdigit():
+            raise SettingsError(f"{name}={value!r} must be the app's numeric id (Salla Partners > My Apps)")
+        return value
 
     def choice(self, name: str, default: str, allowed: tuple[str, ...]) -> str:
         value = self.str(name, default)

@@ -7,8 +7,10 @@ needs_reauth | uninstalled, with the reason and since when), `config` (per-store
 """
 from __future__ import annotations
 
+import json
 import math
 import time
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import redis
 
@@ -75,6 +77,71 @@ def _text_field(name: str, most: int):
     return parse
 
 
+def _zone(name: str):
+    def parse(value) -> str:
+        if not isinstance(value, str) or not value.strip():
+            raise ConfigError(f"{name} must be an IANA time zone such as Asia/Riyadh, got {value!r}")
+        try:
+            ZoneInfo(value.strip())
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ConfigError(f"{name} must be an IANA time zone such as Asia/Riyadh, got {value!r}") from None
+        return value.strip()
+    return parse
+
+
+def _quiet(name: str):
+    def parse(value) -> str:
+        from service.send_window import parse_quiet_hours
+        if not isinstance(value, str):
+            raise ConfigError(f"{name} must be text like 21:00-09:00, or off, got {value!r}")
+        try:
+            window = parse_quiet_hours(value)
+        except ValueError as exc:
+            raise ConfigError(f"{name}: {exc}") from None
+        return "off" if window is None else str(window)
+    return parse
+
+
+def _items(value) -> list:
+    """A list, or comma-separated text (the CLI, Salla's form fields are text)."""
+    if isinstance(value, str):
+        return [item.strip() for item in value.split(",") if item.strip()]
+    if isinstance(value, (list, tuple)):
+        return list(value)
+    return [value]
+
+
+def _stages(name: str, low: int, high: int, most: int):
+    def parse(value) -> str:
+        hint = f"{name} must list 1 to {most} different whole numbers of days from {low} to {high}, e.g. 30,7,1"
+        days = set()
+        for item in _items(value):
+            if isinstance(item, bool) or (isinstance(item, float) and not item.is_integer()):
+                raise ConfigError(f"{hint}; got {value!r}")
+            try:
+                number = int(item)
+            except (TypeError, ValueError):
+                raise ConfigError(f"{hint}; got {value!r}") from None
+            if not low <= number <= high:
+                raise ConfigError(f"{hint}; {number} is out of bounds")
+            days.add(number)
+        if not 1 <= len(days) <= most:
+            raise ConfigError(f"{hint}; got {value!r}")
+        return ",".join(str(d) for d in sorted(days, reverse=True))
+    return parse
+
+
+def _statuses(name: str, most: int, longest: int):
+    def parse(value) -> str:
+        items = _items(value) if value not in ("", None) else []
+        if len(items) > most or not all(isinstance(i, str) and 0 < len(i.strip()) <= longest
+                                        and not any(ch in i for ch in "\r\n\x00") for i in items):
+            raise ConfigError(f"{name} must list at most {most} statuses of at most {longest} characters each, "
+                              f"got {value!r}")
+        return json.dumps(sorted({i.strip() for i in items}), ensure_ascii=False)
+    return parse
+
+
 # Per-store settings: name -> parser with bounds. Salla's plans allow 120, 360 or 720 requests
 # a minute; anything past 10,000 is a typo, and 0 or less would stop the store for good.
 CONFIG_FIELDS = {
@@ -85,8 +152,20 @@ CONFIG_FIELDS = {
     # and the store's name as the shopper's messages say it.
     "language": _choice("language", ("ar", "en")),
     "store_name": _text_field("store_name", 80),
+    # What the planner uses for this store (service/store_policy.py); each falls back to the
+    # environment's default (STORE_TIMEZONE, QUIET_HOURS, ...) while the store sets none.
+    "timezone": _zone("timezone"),
+    "quiet_hours": _quiet("quiet_hours"),
+    # A stage further than a year out is a typo; more than five reminders per lot is spam.
+    "stages_days": _stages("stages_days", 1, 365, 5),
+    "min_points": _whole("min_points", 1, 1_000_000),
+    "excluded_statuses": _statuses("excluded_statuses", 20, 40),
 }
-_STORED_AS = {"plan_limit": int, "point_value_sar": float, "paused": int, "language": str, "store_name": str}
+_STORED_AS = {"plan_limit": int, "point_value_sar": float, "paused": int, "language": str, "store_name": str,
+              "timezone": str, "quiet_hours": str, "stages_days": str, "min_points": int,
+              "excluded_statuses": json.loads}
+# The fields the merchant sets in Salla's app-settings form (README: "Per-store settings").
+FORM_FIELDS = ("timezone", "quiet_hours", "stages_days", "min_points", "language", "excluded_statuses")
 
 
 class StoreRegistry:
@@ -132,6 +211,51 @@ class StoreRegistry:
             pipe.execute()
         return self.config(merchant_id)
 
+    def apply_form(self, merchant_id: int, values: dict, at: float, source: str) -> dict:
+        """The merchant's app-settings form (Salla's app.settings.updated, or its App API): each
+        field checked on its own. A valid value is kept, an empty one goes back to the default,
+        an invalid one is refused and kept out (the store keeps its previous value) and listed
+        in `settings_rejected` with the reason, for the operator and the merchant's support.
+        Keys that are not form fields are ignored. An older form than the last one applied
+        (a delayed retry) changes nothing."""
+        k = self.keys.store(merchant_id)
+        last = self.redis.hget(k.app_settings, "at")
+        if last is not None and float(last) > at:
+            return {"applied": [], "rejected": {}, "ignored": "older than the settings already applied"}
+        clean, reset, rejected = {}, [], {}
+        for name in FORM_FIELDS:
+            if name not in values:
+                continue
+            value = values[name]
+            if value is None or value == "" or value == []:
+                reset.append(name)
+                continue
+            if isinstance(value, str) and name == "min_points" and value.strip().isdigit():
+                value = int(value.strip())
+            try:
+                clean[name] = CONFIG_FIELDS[name](value)
+            except ConfigError as exc:
+                rejected[name] = str(exc)
+        pipe = self.redis.pipeline()
+        pipe.sadd(self.keys.stores, merchant_id)
+        if clean:
+            pipe.hset(k.config, mapping=clean)
+        if reset:
+            pipe.hdel(k.config, *reset)
+        pipe.delete(k.app_settings)
+        pipe.hset(k.app_settings, mapping={"at": f"{at:.3f}", "source": source,
+                                           "rejected": json.dumps(rejected, ensure_ascii=False)})
+        pipe.execute()
+        return {"applied": sorted(clean), "reset": sorted(reset), "rejected": rejected}
+
+    def settings_rejected(self, merchant_id: int) -> dict:
+        raw = _text(self.redis.hget(self.keys.store(merchant_id).app_settings, "rejected"))
+        return json.loads(raw) if raw else {}
+
+    def note_settings_error(self, merchant_id: int, error: str) -> None:
+        """Salla's App API could not give the store's settings (the defaults stay)."""
+        self.redis.hset(self.keys.store(merchant_id).app_settings, "error", error[:300])
+
     # -- counters --------------------------------------------------------------------------
     def count(self, merchant_id: int, name: str, amount: int = 1) -> None:
         """Count, and list the store among those seen (single-store mode has no authorize)."""
@@ -165,6 +289,8 @@ class StoreRegistry:
             "loyalty_app_missing": self.loyalty_missing(merchant_id),
             "blocked_until": _text(self.redis.get(k.blocked_until)),
             "dead_letters": int(self.redis.zcard(k.dead)),
+            "settings_rejected": self.settings_rejected(merchant_id),
+            "settings_error": _text(self.redis.hget(k.app_settings, "error")),
         }
 
 

@@ -15,7 +15,7 @@ import redis
 from flask import Blueprint, current_app, jsonify, request
 
 from service import metrics
-from service.celery_config import DRAIN_TASK, FORGET_STORE_TASK
+from service.celery_config import DRAIN_TASK, FORGET_STORE_TASK, STORE_AUTHORIZED_TASK
 from service.events import Envelope, EventError, customer_of, event_time, is_handled, parse_envelope
 from service.intake import PUBLISH, REPEAT
 from service.logs import correlation_id
@@ -181,6 +181,10 @@ def _authorize(deps, envelope: Envelope):
         else:
             deps.registry.set_state(merchant_id, NEEDS_REAUTH, "the customers.read scope was not granted")
         log.info("stored Salla tokens for merchant=%s (scope: %s)", merchant_id, tokens.scope or "none given")
+        # A worker reads the store's app settings and starts the backfill of its customers.
+        # Published after the tokens are stored: a failure is a 503, and Salla's retry of the
+        # same authorize stores the same tokens again.
+        deps.queue.enqueue({"merchant_id": merchant_id}, task=STORE_AUTHORIZED_TASK)
         return _reply(200, status="stored")
 
     return _under_token_lock(deps, merchant_id, apply)
@@ -201,4 +205,28 @@ def _uninstalled(deps, envelope: Envelope):
     return _under_token_lock(deps, merchant_id, apply)
 
 
-APP_EVENTS = {"app.store.authorize": _authorize, "app.uninstalled": _uninstalled}
+def _settings_updated(deps, envelope: Envelope):
+    """The merchant saved the app's settings form in the Salla dashboard. Each field is checked
+    on its own (service/stores.py apply_form): valid ones apply, invalid ones are kept out and
+    shown to the operator. No tokens and no network here: a few Redis writes."""
+    merchant_id = envelope.merchant_id
+    data = envelope.data
+    values = data.get("settings", data)  # Salla's data.settings; a flat data object is read too
+    if not isinstance(values, dict):
+        return _reply(400, error="bad_request", message="app.settings.updated: data.settings must be an object")
+    if deps.registry.is_uninstalled(merchant_id):
+        return _reply(200, status="ignored", reason="the store uninstalled the app")
+    moment = event_time(envelope.created_at) or time.time()
+    try:
+        outcome = deps.registry.apply_form(merchant_id, values, moment, "app.settings.updated")
+    except redis.RedisError as exc:
+        log.error("app settings of merchant=%s not stored: %s", merchant_id, type(exc).__name__)
+        return _reply(503, error="unavailable", message="storage unavailable, retry later")
+    if outcome.get("rejected"):
+        log.warning("merchant=%s app settings: refused %s", merchant_id, ", ".join(sorted(outcome["rejected"])))
+    return _reply(200, status="applied", **{k: v for k, v in outcome.items() if k != "ignored"},
+                  **({"ignored": outcome["ignored"]} if "ignored" in outcome else {}))
+
+
+APP_EVENTS = {"app.store.authorize": _authorize, "app.uninstalled": _uninstalled,
+              "app.settings.updated": _settings_updated}

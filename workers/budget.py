@@ -7,6 +7,9 @@ limit): at most N requests in ANY window of the given length, which also keeps u
 whatever window alignment Salla uses. Salla's own answers override us: a 429's Retry-After,
 or X-RateLimit-Remaining 0 until X-RateLimit-Reset, block the store until then.
 
+Backfill (and resync) customers wait in `backfill:pending`, at a lower priority: dispatch takes
+them only with the budget the due event-driven customers left (workers/backfill.py).
+
 Customers wait in the store's `pending` sorted set, scored by the earliest time they may be
 read. ZADD NX is the coalescing: 50 events for one customer are one member, one read. The
 dispatch script takes as many customers as the budget allows right now, spends one slot per
@@ -51,6 +54,7 @@ end
 
 _DISPATCH = _WINDOWS + """
 local plan, cust, blocked, pending, pages, inflight = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
+local bpending, breading = KEYS[7], KEYS[8]
 local now = tonumber(ARGV[1])
 local plan_limit, plan_window = tonumber(ARGV[2]), tonumber(ARGV[3])
 local cust_limit, cust_window = tonumber(ARGV[4]), tonumber(ARGV[5])
@@ -79,10 +83,13 @@ local taken = {}
 local blocked_until = tonumber(redis.call('GET', blocked) or '0')
 local skipped = 0
 local waiting_need = 1
+local covered = 0
+local avail = 0
+local due = {}
 if blocked_until <= now then
-  local avail = available(plan, plan_limit, cust, cust_limit)
+  avail = available(plan, plan_limit, cust, cust_limit)
   if avail > 0 then
-    local due = redis.call('ZRANGEBYSCORE', pending, '-inf', now, 'LIMIT', 0, max_batch)
+    due = redis.call('ZRANGEBYSCORE', pending, '-inf', now, 'LIMIT', 0, max_batch)
     for _, customer in ipairs(due) do
       if redis.call('ZSCORE', inflight, customer) then
         skipped = skipped + 1
@@ -106,20 +113,53 @@ if blocked_until <= now then
   end
 end
 
-local left = redis.call('ZCARD', pending)
+-- The backfill's customers (and the resync's) get what the event-driven ones left: only when
+-- no event-driven customer is due and waiting for budget. A customer an event-driven read
+-- already has (queued or in flight) is left to it: read once, not twice.
+local room = max_batch - #taken / 3
+if blocked_until <= now and avail > 0 and waiting_need == 1 and #due < max_batch and room > 0 then
+  local listed = redis.call('ZRANGE', bpending, 0, room - 1)
+  for _, customer in ipairs(listed) do
+    if redis.call('ZSCORE', inflight, customer) or redis.call('ZSCORE', pending, customer) then
+      redis.call('ZREM', bpending, customer)
+      covered = covered + 1
+    else
+      local need = math.min(tonumber(redis.call('HGET', pages, customer) or '1'), plan_limit, cust_limit)
+      if need > avail then
+        waiting_need = need
+        break
+      end
+      avail = avail - need
+      local lease = string.format('%.6f', now + lease_base + lease_per_page * need)
+      redis.call('ZREM', bpending, customer)
+      redis.call('ZADD', inflight, lease, customer)
+      redis.call('SADD', breading, customer)
+      spend(plan, cust, now, customer, need, plan_window, cust_window)
+      table.insert(taken, customer)
+      table.insert(taken, tostring(need))
+      table.insert(taken, lease)
+    end
+  end
+end
+
+local low = redis.call('ZCARD', bpending)
+local left = redis.call('ZCARD', pending) + low
 local busy = redis.call('ZCARD', inflight)
 if left == 0 then
-  return {taken, '-1', busy, #reaped}
+  return {taken, '-1', busy, #reaped, covered}
 end
 local wait = math.max(slot_wait(plan, plan_limit, plan_window, waiting_need),
                       slot_wait(cust, cust_limit, cust_window, waiting_need), blocked_until - now)
-local first = redis.call('ZRANGE', pending, 0, 0, 'WITHSCORES')
-wait = math.max(wait, tonumber(first[2]) - now)
+if low == 0 then
+  -- only event-driven customers wait: the first of them may not be due yet (debounce, backoff)
+  local first = redis.call('ZRANGE', pending, 0, 0, 'WITHSCORES')
+  wait = math.max(wait, tonumber(first[2]) - now)
+end
 if wait <= 0 then
   -- due customers are waiting only for reads in flight: look again shortly
   wait = (skipped > 0) and 1 or 0
 end
-return {taken, tostring(wait), left + busy, #reaped}
+return {taken, tostring(wait), left + busy, #reaped, covered}
 """
 
 # KEYS: inflight, pending, pages. ARGV: customer, lease ('' = whatever lease), then the mode:
@@ -200,6 +240,7 @@ class Dispatch:
     reads: list[Read]
     wait: float | None  # seconds until dispatch can take more; None: nothing pending
     reaped: int = 0  # reads whose lease ran out, put back in line
+    covered: int = 0  # backfill customers left to the event-driven read that already had them
 
     @property
     def customers(self) -> list[tuple[int, int]]:
@@ -260,8 +301,9 @@ class Budget:
 
     def dispatch(self, merchant_id: int, limits: Limits, now: float, max_batch: int | None = None) -> Dispatch:
         k = self.keys.store(merchant_id)
-        taken, wait, left, reaped = self._dispatch(
-            keys=[k.budget_plan, k.budget_customer, k.blocked_until, k.pending, k.pages, k.inflight],
+        taken, wait, left, reaped, covered = self._dispatch(
+            keys=[k.budget_plan, k.budget_customer, k.blocked_until, k.pending, k.pages, k.inflight,
+                  k.backfill_pending, k.backfill_reading],
             args=[f"{now:.6f}", limits.plan_limit, limits.plan_window, limits.customer_limit,
                   limits.customer_window, max_batch or self.MAX_BATCH, self.LEASE_BASE_SECONDS,
                   self.LEASE_PER_PAGE_SECONDS])
@@ -271,19 +313,19 @@ class Budget:
         # the script: drop the store, then look again, since an enqueue may have come between.
         if int(left) == 0:
             self.redis.srem(self.keys.backlog, merchant_id)
-            if self.redis.zcard(k.pending) or self.redis.zcard(k.inflight):
+            if self.redis.zcard(k.pending) or self.redis.zcard(k.inflight) or self.redis.zcard(k.backfill_pending):
                 self.redis.sadd(self.keys.backlog, merchant_id)
         else:
             self.redis.sadd(self.keys.backlog, merchant_id)
         wait = float(wait)
-        return Dispatch(reads=reads, wait=None if wait < 0 else wait, reaped=int(reaped))
+        return Dispatch(reads=reads, wait=None if wait < 0 else wait, reaped=int(reaped), covered=int(covered))
 
     def drop_store(self, merchant_id: int) -> int:
         """Forget every customer waiting for this store; returns how many."""
         k = self.keys.store(merchant_id)
         pipe = self.redis.pipeline(transaction=True)
         pipe.zcard(k.pending)
-        pipe.delete(k.pending, k.pages, k.inflight)
+        pipe.delete(k.pending, k.pages, k.inflight, k.backfill_pending, k.backfill_reading)
         dropped = pipe.execute()[0]
         self.redis.srem(self.keys.backlog, merchant_id)
         return int(dropped)

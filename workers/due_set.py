@@ -334,6 +334,18 @@ class DueSet:
         """Drop every entry of a store (app uninstalled)."""
         return self._cancel_prefix(store_prefix(merchant_id))
 
+    def customer_entries(self, merchant_id: int, customer_id: int) -> list[dict]:
+        """A customer's entries, scheduled or leased, with their due time (export)."""
+        low, high = lex_range(customer_prefix(merchant_id, customer_id))
+        found = []
+        for member in self.redis.zrangebylex(self.index_key, low, high):
+            entry = DueEntry.decode(member)
+            due = self.redis.zscore(self.scheduled_key, member)
+            leased = self.redis.zscore(self.processing_key, member)
+            found.append({"stage_days": entry.stage_days, "reminder_key": entry.reminder_key,
+                          "due_at": due, "leased_until": leased})
+        return found
+
     def pending_count(self) -> int:
         """Entries waiting to be claimed (leased ones are not counted)."""
         return int(self.redis.zcard(self.scheduled_key))

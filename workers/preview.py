@@ -15,6 +15,7 @@ from datetime import datetime, timedelta, timezone
 from service.arabic import sms_segments
 from service.events import Customer
 from service.expiry import due_groups
+from service.store_policy import policy_for
 from service.messages import SAMPLE_REMINDER
 from service.reminders import build_reminder
 from service.stores import ConfigError
@@ -45,12 +46,11 @@ def _from_last_read(store, keys, settings, directory: ChannelDirectory, merchant
     if raw is None:
         return None
     lots = [_lot_from(item) for item in json.loads(raw)["lots"]]
-    groups = due_groups(lots, now, settings.reminder_stages_days, settings.reminder_min_points)
+    policy = policy_for(settings, directory.registry.config(merchant_id))
+    groups = due_groups(lots, now, policy.stages_days, policy.min_points)
     if not groups:
         return None
-    config = directory.registry.config(merchant_id)
-    return build_reminder(merchant_id, customer, groups[0], language, now,
-                          config.get("point_value_sar", settings.point_value_sar), config.get("store_name", ""))
+    return build_reminder(merchant_id, customer, groups[0], language, now, policy.point_value_sar, policy.store_name)
 
 
 def sample_reminder(merchant_id: int, customer: Customer, language: str, now: datetime) -> dict:

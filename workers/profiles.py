@@ -1,7 +1,7 @@
 """The latest we heard of each customer (name, mobile, e-mail, language, notifications flag).
 
 Webhooks carry the customer; a read triggered later (a sweep, a retry) does not, so the
-event's copy is kept here for the reminder. Kept for PROFILE_KEEP_SECONDS after the last event.
+event's copy is kept here for the reminder. Kept for DATA_RETENTION_DAYS after the last event (or backfill listing).
 
 A hash, written field by field with no read first: order events don't carry the
 notifications flag, so they write the other fields only, and an order event handled at the
@@ -21,9 +21,12 @@ _FLAG = {"1": True, "0": False}
 
 
 class Profiles:
-    def __init__(self, store: redis.Redis, prefix: str):
+    def __init__(self, store: redis.Redis, prefix: str, keep_seconds: int = KEEP_SECONDS):
         self.redis = store
         self.keys = Keys(prefix)
+        # DATA_RETENTION_DAYS: a customer not seen for that long is forgotten (the TTL is
+        # renewed at every event, and at every backfill that lists them).
+        self.keep_seconds = keep_seconds
 
     def _key(self, merchant_id: int, customer_id: int) -> str:
         return self.keys.store(merchant_id).profile(customer_id)
@@ -37,7 +40,7 @@ class Profiles:
             fields["lang"] = customer.lang
         pipe = self.redis.pipeline(transaction=True)
         pipe.hset(key, mapping=fields)
-        pipe.expire(key, KEEP_SECONDS)
+        pipe.expire(key, self.keep_seconds)
         pipe.execute()
 
     def load(self, merchant_id: int, customer_id: int) -> Customer:
@@ -53,5 +56,5 @@ class Profiles:
         pipe = self.redis.pipeline(transaction=True)
         pipe.hsetnx(key, "unsubscribed_at", f"{now:.0f}")
         pipe.hset(key, "notifications_enabled", "0")
-        pipe.expire(key, KEEP_SECONDS)
+        pipe.expire(key, self.keep_seconds)
         return bool(pipe.execute()[0])

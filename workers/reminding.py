@@ -31,6 +31,7 @@ from service.loyalty import Lot
 from service.outcomes import settle, snapshot
 from service.reminders import build_reminder, reminder_id
 from service.schedule import SETTLE_STAGE, eligible, plan
+from service.store_policy import policy_for
 from workers.delivery import DELIVERY_LEASE_SECONDS, PAUSED_RETRY_SECONDS, arm, queue_reminder
 from workers.due_set import DueEntry
 from workers.ledger import CANCELLED, LIVE, Marks, count_stat
@@ -56,7 +57,12 @@ _seen_statuses: set[str] = set()
 # -- the last read, per customer --------------------------------------------------------------
 def save_lots(rt: Runtime, m: int, c: int, lots: list[Lot], read_at: datetime) -> None:
     record = {"read_at": read_at.timestamp(), "lots": [_lot_record(lot) for lot in lots]}
-    rt.store.set(rt.keys.store(m).lots(c), json.dumps(record, ensure_ascii=False), ex=KEEP_SECONDS)
+    # Lots live as long as the customer's profile: DATA_RETENTION_DAYS after they were last
+    # seen (an event, a backfill listing), so a resync read does not keep them alive forever.
+    keep = rt.store.ttl(rt.keys.store(m).profile(c))
+    if keep is None or keep <= 0:
+        keep = rt.settings.data_retention_days * 86400
+    rt.store.set(rt.keys.store(m).lots(c), json.dumps(record, ensure_ascii=False), ex=int(keep))
 
 
 def load_lots(rt: Runtime, m: int, c: int) -> tuple[float, list[Lot]] | None:
@@ -129,15 +135,17 @@ def evaluate(rt: Runtime, m: int, customer: Customer, lots: list[Lot], now: date
         rt.due.schedule([(now.timestamp() + PAUSED_RETRY_SECONDS, DueEntry(m, customer.id, SETTLE_STAGE, WAKEUP_KEY))])
         return []
     known = known_marks or rt.ledger.marks(m, customer.id)
-    decision = plan(lots, now, settings.reminder_stages_days, settings.store_timezone, settings.quiet_hours,
-                    known.named, settings.reminder_min_points, settings.reminder_excluded_statuses,
+    # The store's own zone, quiet hours, stages, minimum and exclusions; the environment's
+    # where it set none (service/store_policy.py).
+    policy = policy_for(settings, config)
+    decision = plan(lots, now, policy.stages_days, policy.timezone, policy.quiet_hours,
+                    known.named, policy.min_points, policy.excluded_statuses,
                     stage_sent=known.stage_times, lookahead=timedelta(seconds=settings.reminder_lookahead_seconds))
-    point_value = config.get("point_value_sar", settings.point_value_sar)
     # The customer's language when Salla gives it, else the store's, else REMINDER_LANGUAGE.
-    language = customer.lang or config.get("language") or settings.reminder_language
+    language = customer.lang or policy.language
     queued = []
     for group in decision.send_now:
-        reminder = build_reminder(m, customer, group, language, now, point_value, config.get("store_name", ""))
+        reminder = build_reminder(m, customer, group, language, now, policy.point_value_sar, policy.store_name)
         keep = int((max(lot.expires_at for lot in group.lots) - now).total_seconds()) + SENT_MARK_MARGIN_SECONDS
         if queue_reminder(rt, reminder, keep, now.timestamp(), publish) == "created":
             queued.append(reminder)
@@ -152,7 +160,7 @@ def evaluate(rt: Runtime, m: int, customer: Customer, lots: list[Lot], now: date
         rt.due.schedule(entries)
     # A held reminder re-checked with nothing left in its stage: the points were used first.
     for stage in held_stages:
-        if not any(_stage_has_lots(lots, now, nearer, settings) for nearer in settings.reminder_stages_days
+        if not any(_stage_has_lots(lots, now, nearer, policy) for nearer in policy.stages_days
                    if nearer <= stage):
             count(rt, m, stage, "redeemed_before_reminder")
     return queued
@@ -175,9 +183,9 @@ def cancel_pending(ledger, due, store, keys, m: int, c: int, now: float) -> int:
     return cancelled
 
 
-def _stage_has_lots(lots, now, stage, settings) -> bool:
-    return any(stage_of(lot, now, settings.reminder_stages_days) == stage
-               for lot in eligible(lots, now, settings.reminder_excluded_statuses))
+def _stage_has_lots(lots, now, stage, policy) -> bool:
+    return any(stage_of(lot, now, policy.stages_days) == stage
+               for lot in eligible(lots, now, policy.excluded_statuses))
 
 
 def _log_unknown_statuses(lots: list[Lot]) -> None:

@@ -75,7 +75,7 @@ def build_runtime(settings: Settings, store: redis.Redis, session: requests.Sess
         registry=registry,
         budget=Budget(store, prefix),
         provider=TokenProvider(settings, store, tokens, registry, session, clock=clock),
-        profiles=Profiles(store, prefix),
+        profiles=Profiles(store, prefix, settings.data_retention_days * 86400),
         ledger=Ledger(store, prefix),
         due=DueSet(store, prefix),
         keys=Keys(prefix),

@@ -95,44 +95,99 @@ class SallaClient:
                 raise SallaPermanentError(f"loyalty history exceeds {MAX_PAGES} pages", status=200)
             page += 1
 
+    def list_customers(self, token: str, page: int, observe=None) -> tuple[list[dict], int, int | None]:
+        """One page of the store's customers (GET /customers): the rows, the number of pages
+        and the total when Salla gives them (missing or unreadable: this page is the last)."""
+        body = self._get("/customers", token, {"page": page, "per_page": self.page_size}, observe)
+        data = body.get("data")
+        if not isinstance(data, list):
+            raise SallaTransientError("customers answer has no data list")
+        pagination = body.get("pagination") if isinstance(body.get("pagination"), dict) else {}
+        total = pagination.get("total")
+        return data, _as_int(pagination.get("totalPages"), default=page), total if isinstance(total, int) else None
+
+    def app_settings(self, token: str, app_id: str, observe=None) -> dict:
+        """The store's values of the app's settings form (App API: App Setting Details)."""
+        body = self._get(f"/apps/{app_id}/settings", token, {}, observe)
+        data = body.get("data")
+        if isinstance(data, dict) and isinstance(data.get("settings"), dict):
+            data = data["settings"]  # the shape app.settings.updated carries
+        if not isinstance(data, dict):
+            raise SallaTransientError("app settings answer has no data object")
+        return data
+
+    def webhooks(self, token: str) -> list[dict]:
+        """The store's webhook subscriptions (GET /webhooks), every page."""
+        found, page = [], 1
+        while True:
+            body = self._get("/webhooks", token, {"page": page})
+            data = body.get("data")
+            if not isinstance(data, list):
+                raise SallaTransientError("webhooks answer has no data list")
+            found += [row for row in data if isinstance(row, dict)]
+            pagination = body.get("pagination") if isinstance(body.get("pagination"), dict) else {}
+            if not data or page >= _as_int(pagination.get("totalPages"), default=page) or page >= MAX_PAGES:
+                return found
+            page += 1
+
+    def subscribe_webhook(self, token: str, body: dict) -> dict:
+        """POST /webhooks/subscribe; Salla updates a subscription of the same URL and event."""
+        answer = self._send("POST", "/webhooks/subscribe", token, None, body)
+        data = answer.get("data")
+        return data if isinstance(data, dict) else {}
+
     def _get(self, path: str, token: str, params: dict, observe=None) -> dict:
+        return self._send("GET", path, token, params, None, observe)
+
+    def _send(self, method: str, path: str, token: str, params: dict | None, json_body: dict | None,
+              observe=None) -> dict:
         try:
-            response = self.session.get(
+            response = self.session.request(
+                method,
                 self.base_url + path,
                 params=params,
+                json=json_body,
                 headers={"Authorization": f"Bearer {token}", "Accept": "application/json"},
                 timeout=self.timeout,
             )
         except requests.Timeout:
             metrics.count_salla_call(_endpoint(path), None, "timeout")
-            raise SallaTransientError(f"GET {path} timed out after {self.timeout}s") from None
+            raise SallaTransientError(f"{method} {path} timed out after {self.timeout}s") from None
         except requests.RequestException as exc:
             metrics.count_salla_call(_endpoint(path), None, "connection_error")
-            raise SallaTransientError(f"GET {path} failed: {type(exc).__name__}") from None
+            raise SallaTransientError(f"{method} {path} failed: {type(exc).__name__}") from None
         status = response.status_code
         metrics.count_salla_call(_endpoint(path), status)
         if observe is not None:
             observe(response)
         if status == 429:
-            raise SallaTransientError(f"GET {path}: 429 too many requests", retry_after=_retry_after(response), status=429)
+            raise SallaTransientError(f"{method} {path}: 429 too many requests", retry_after=_retry_after(response), status=429)
         if status >= 500:
-            raise SallaTransientError(f"GET {path}: {status} from Salla", retry_after=_retry_after(response), status=status)
+            raise SallaTransientError(f"{method} {path}: {status} from Salla", retry_after=_retry_after(response), status=status)
         if status >= 400:
             code, message = _error_of(response)
             error = {401: SallaUnauthorized, 403: SallaForbidden, 404: SallaNotFound}.get(status, SallaPermanentError)
-            raise error(f"GET {path}: {status} {code}: {message}", status=status, code=code)
+            raise error(f"{method} {path}: {status} {code}: {message}", status=status, code=code)
         try:
             body = response.json()
         except ValueError:
-            raise SallaTransientError(f"GET {path}: {status} with a body that is not JSON", status=status) from None
+            raise SallaTransientError(f"{method} {path}: {status} with a body that is not JSON", status=status) from None
         if not isinstance(body, dict):
-            raise SallaTransientError(f"GET {path}: answer is not a JSON object", status=status)
+            raise SallaTransientError(f"{method} {path}: answer is not a JSON object", status=status)
         return body
 
 
 def _endpoint(path: str) -> str:
-    """A metric label: the path without ids (only the loyalty history is read today)."""
-    return "loyalty_points" if "loyalty" in path else "other"
+    """A metric label: the path without ids (few values, whatever the store or customer)."""
+    if "loyalty" in path:
+        return "loyalty_points"
+    if path.rstrip("/").endswith("/customers") or path.startswith("customers"):
+        return "customers"
+    if "/settings" in path:
+        return "app_settings"
+    if "webhooks" in path:
+        return "webhooks"
+    return "other"
 
 
 def _retry_after(response: requests.Response) -> float | None:

@@ -18,7 +18,7 @@ import redis
 
 from service.events import Customer
 from service.loyalty import Lot, parse_history
-from workers import reminding
+from workers import backfill, reminding
 from workers.backoff import retry_countdown
 from workers.oauth import OperatorActionNeeded, StoreNotAuthorized, usable
 from workers.runtime import Runtime
@@ -84,11 +84,12 @@ def forget_correlation(rt: Runtime, merchant_id: int, customer_id: int) -> None:
     rt.store.hdel(rt.keys.store(merchant_id).correlation, str(customer_id))
 
 
-def pump(rt: Runtime, merchant_id: int, send_sync, schedule_pump) -> int:
+def pump(rt: Runtime, merchant_id: int, send_sync, schedule_pump, list_page=None) -> int:
     """Hand out as many reads as the budget allows now; schedule the next look. Returns how many."""
     if not usable(rt.registry, merchant_id):
         return 0
     dispatch = rt.budget.dispatch(merchant_id, rt.limits(merchant_id), rt.clock())
+    backfill.count_covered(rt, merchant_id, dispatch.covered)
     if dispatch.reaped:
         rt.registry.count(merchant_id, "reads_recovered", dispatch.reaped)
         log.warning("merchant=%s: %d read(s) whose worker died are back in line", merchant_id, dispatch.reaped)
@@ -105,6 +106,8 @@ def pump(rt: Runtime, merchant_id: int, send_sync, schedule_pump) -> int:
             raise
     if dispatch.wait is not None:
         schedule_pump(merchant_id, dispatch.wait)
+    if list_page is not None and backfill.want_page(rt, merchant_id):
+        list_page(merchant_id)  # the backfill's queue runs low: the next page of customers
     return len(dispatch.reads)
 
 
@@ -117,13 +120,19 @@ def sync_customer(rt: Runtime, merchant_id: int, customer_id: int, pages_paid: i
         rt.registry.count(merchant_id, "stale_reads_skipped")
         return SyncResult("stale", detail="lease no longer held")
     try:
-        return _sync(rt, merchant_id, customer_id, pages_paid, send_reminder, lease)
+        result = _sync(rt, merchant_id, customer_id, pages_paid, send_reminder, lease)
+        if result.outcome in ("read", "dropped", "failed"):
+            backfill.read_done(rt, merchant_id, customer_id, result.outcome, len(result.reminders))
+        return result
     except redis.RedisError:
         raise  # the task retries it: our state is in Redis and nothing could be recorded
     except Exception as exc:
         # A bug or an answer nobody foresaw: back in line with backoff, never lost in flight.
         log.exception("read of merchant=%s customer=%s failed unexpectedly", merchant_id, customer_id)
-        return _transient(rt, merchant_id, customer_id, exc, lease)
+        result = _transient(rt, merchant_id, customer_id, exc, lease)
+        if result.outcome == "failed":
+            backfill.read_done(rt, merchant_id, customer_id, result.outcome, 0)
+        return result
 
 
 def _sync(rt: Runtime, merchant_id: int, customer_id: int, pages_paid: int, send_reminder,
@@ -163,7 +172,9 @@ def _sync(rt: Runtime, merchant_id: int, customer_id: int, pages_paid: int, send
         budget.done(merchant_id, customer_id, lease=lease)
         return SyncResult("failed", detail=str(exc))
 
-    lots, problems = parse_history(rows, rt.settings.store_timezone)
+    # expiry_date has no zone: read it in the store's own zone when created_at names none.
+    zone = registry.config(merchant_id).get("timezone", rt.settings.store_timezone)
+    lots, problems = parse_history(rows, zone)
     for problem in problems:
         log.warning("unreadable loyalty row merchant=%s customer=%s: %s", merchant_id, customer_id, problem)
     k = rt.keys.store(merchant_id)
@@ -177,6 +188,7 @@ def _sync(rt: Runtime, merchant_id: int, customer_id: int, pages_paid: int, send
     pipe.set(k.loyalty_ok, "1")
     pipe.hincrby(k.counters, "reads", 1)
     pipe.hincrby(k.counters, "requests", pages)
+    pipe.zadd(k.read_at, {str(customer_id): now})  # the resync's and the retention's clock
     pipe.execute()
     log.info("synced merchant=%s customer=%s pages=%d lots=%d due=%d", merchant_id, customer_id, pages,
              len(lots), len(reminders))

@@ -20,9 +20,10 @@ from datetime import datetime, timezone
 import redis
 from celery import shared_task
 
-from service.celery_config import (DELIVER_TASK, DRAIN_TASK, FORGET_STORE_TASK, HANDLE_EVENT_TASK, HEARTBEAT_TASK,
-                                   PUMP_BACKLOG_TASK, PUMP_TASK, RECOVER_INTAKE_TASK, SWEEP_TASK, SYNC_TASK)
-from workers import delivery, lifecycle, reminding, sync
+from service.celery_config import (BACKFILL_LIST_TASK, DELIVER_TASK, DRAIN_TASK, FORGET_STORE_TASK, HANDLE_EVENT_TASK,
+                                   HEARTBEAT_TASK, PUMP_BACKLOG_TASK, PUMP_TASK, RECOVER_INTAKE_TASK, RESYNC_TASK,
+                                   STORE_AUTHORIZED_TASK, SWEEP_TASK, SYNC_TASK)
+from workers import app_settings, backfill, delivery, lifecycle, reminding, sync
 from workers.backoff import MAX_TASK_COUNTDOWN_SECONDS
 from service.logs import correlation_id
 from workers.runtime import runtime
@@ -55,6 +56,14 @@ def _schedule_pump(merchant_id: int, wait: float) -> None:
     countdown = min(max(wait, 0.05), MAX_TASK_COUNTDOWN_SECONDS)
     if rt.budget.claim_pump(merchant_id, rt.clock() + countdown, countdown + 5):
         pump_store.apply_async(args=[merchant_id], countdown=countdown)
+
+
+def _list_page(merchant_id: int) -> None:
+    backfill_list.apply_async(args=[{"merchant_id": merchant_id}])
+
+
+def _pump(rt, merchant_id: int) -> int:
+    return sync.pump(rt, merchant_id, _send_sync, _schedule_pump, _list_page)
 
 
 def _publish_delivery(merchant_id: int, customer_id: int, reminder_id: str) -> None:
@@ -90,7 +99,7 @@ def drain_intake(message: dict) -> int:
             drain_intake.apply_async(args=[{"merchant_id": merchant_id}])  # the rest in a task of its own
             break
     if to_read:
-        sync.pump(rt, merchant_id, _send_sync, _schedule_pump)
+        _pump(rt, merchant_id)
     return handled
 
 
@@ -100,7 +109,7 @@ def handle_event(message: dict) -> str:
     rt = runtime()
     outcome = sync.accept_event(rt, message)
     if outcome in ("queued", "coalesced"):
-        sync.pump(rt, int(message["merchant_id"]), _send_sync, _schedule_pump)
+        _pump(rt, int(message["merchant_id"]))
     return outcome
 
 
@@ -122,7 +131,7 @@ def recover_intake() -> int:
 def pump_store(merchant_id: int) -> int:
     rt = runtime()
     rt.budget.pump_started(merchant_id)
-    return sync.pump(rt, merchant_id, _send_sync, _schedule_pump)
+    return _pump(rt, merchant_id)
 
 
 @shared_task(name=PUMP_BACKLOG_TASK, ignore_result=True)
@@ -133,7 +142,7 @@ def pump_backlog() -> int:
     total = 0
     for merchant_id in rt.budget.backlog():
         try:
-            total += sync.pump(rt, merchant_id, _send_sync, _schedule_pump)
+            total += _pump(rt, merchant_id)
         except Exception:
             log.exception("pump of merchant=%s failed; the next tick tries again", merchant_id)
     return total
@@ -166,6 +175,47 @@ def forget_store(message: dict) -> dict:
     """After app.uninstalled: erase the store's data (workers/lifecycle.py)."""
     rt = runtime()
     return lifecycle.forget_store(rt, int(message["merchant_id"]), message.get("uninstalled_at"))
+
+
+@shared_task(name=BACKFILL_LIST_TASK, acks_late=True, ignore_result=True, **REDIS_RETRY)
+def backfill_list(message: dict) -> str:
+    """One page of a store's customers for its backfill (workers/backfill.py); then a pump."""
+    rt = runtime()
+    merchant_id = int(message["merchant_id"])
+    outcome = backfill.list_page(rt, merchant_id)
+    # Listed: read them now. Deferred, no budget or a failure: look again in a moment (beat's
+    # pump-backlog is the safety net if this pump is lost).
+    _schedule_pump(merchant_id, 0.05 if outcome == "listed" else 2.0)
+    return outcome
+
+
+@shared_task(name=STORE_AUTHORIZED_TASK, acks_late=True, ignore_result=True, **REDIS_RETRY)
+def store_authorized(message: dict) -> dict:
+    """After app.store.authorize: the store's app settings from Salla, and its backfill."""
+    rt = runtime()
+    merchant_id = int(message["merchant_id"])
+    settings_outcome = app_settings.fetch_and_apply(rt, merchant_id)
+    if settings_outcome == "retry" and int(message.get("attempt", 0)) < app_settings.MAX_ATTEMPTS:
+        store_authorized.apply_async(args=[{**message, "attempt": int(message.get("attempt", 0)) + 1}],
+                                     countdown=min(5 * 2 ** int(message.get("attempt", 0)), MAX_TASK_COUNTDOWN_SECONDS))
+        return {"settings": settings_outcome}
+    if not rt.settings.backfill_on_authorize:  # BACKFILL_ON_AUTHORIZE=off: operators start it
+        return {"settings": settings_outcome, "backfill": "off"}
+    started = backfill.start(rt.store, rt.keys, merchant_id, rt.clock(), "app.store.authorize")
+    _schedule_pump(merchant_id, 0.05)
+    return {"settings": settings_outcome, "backfill": started.get("state")}
+
+
+@shared_task(name=RESYNC_TASK, ignore_result=True)
+def resync() -> dict:
+    """Beat, hourly: stale customers read again at low priority; old read times forgotten."""
+    rt = runtime()
+    counts = backfill.resync(rt, rt.clock())
+    for merchant_id in rt.budget.backlog():
+        _schedule_pump(merchant_id, 0.05)
+    if counts["queued"] or counts["forgotten"]:
+        log.info("resync: %s", counts)
+    return counts
 
 
 @shared_task(name=SWEEP_TASK, acks_late=True, ignore_result=True, **REDIS_RETRY)

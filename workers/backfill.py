@@ -1,0 +1,306 @@
+"""Cover a store's existing customers: list them (GET /customers) and read each one's history
+at a lower priority than event-driven reads, through the store's one budget.
+
+start        a new run (after app.store.authorize, or `backfill M` / POST /admin/stores/M/backfill);
+             a run already going is left alone
+want_page    asked by every pump: should the next page of customers be listed now? (only when
+             the backfill's own queue runs low, and one page at a time: a lock)
+list_page    one page: its customers' profiles saved, each customer queued once per run
+             (`backfill:seen`), the cursor moved on. Everything is in Redis (service/keys.py:
+             `backfill`, `backfill:pending`, `backfill:seen`), so a restarted worker resumes
+             where the last one stopped: beat's pump-backlog pumps every store whose backfill runs.
+read_done    a read the dispatch took from `backfill:pending` finished: counted in the progress
+progress     customers listed, read, reminders queued, what is left and how long it should
+             take at the store's budget
+resync       beat, hourly: customers not read for RESYNC_AFTER_DAYS go into the same
+             low-priority queue; read times older than DATA_RETENTION_DAYS are forgotten
+
+Priority: the dispatch script (workers/budget.py) serves due event-driven customers first and
+gives the backfill only what budget they leave; a page of customers is listed only while no
+event-driven customer is due. A customer an event-driven read already holds is not read again
+by the backfill ("covered").
+"""
+from __future__ import annotations
+
+import logging
+import math
+import uuid
+
+from service.events import EventError, customer_from
+from workers.oauth import OperatorActionNeeded, StoreNotAuthorized, usable
+from workers.runtime import Runtime
+from workers.salla_client import SallaPermanentError, SallaTransientError, SallaUnauthorized
+
+log = logging.getLogger(__name__)
+
+RUNNING, DONE, FAILED = "running", "done", "failed"
+LISTING_LOCK_SECONDS = 60
+MAX_LIST_FAILURES = 12  # transient failures of one page in a row before the run gives up
+RESYNC_BATCH = 5000  # customers queued by one resync tick per store, at most
+
+# KEYS: seen, pending. ARGV: score base, then customer ids. Each customer once per run.
+_QUEUE_NEW = """
+local added = 0
+for i = 2, #ARGV do
+  if redis.call('SADD', KEYS[1], ARGV[i]) == 1 then
+    redis.call('ZADD', KEYS[2], 'NX', tonumber(ARGV[1]) + i, ARGV[i])
+    added = added + 1
+  end
+end
+return added
+"""
+
+
+def _text(value):
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def state(store, keys, merchant_id: int) -> dict:
+    return {_text(k): _text(v) for k, v in store.hgetall(keys.store(merchant_id).backfill).items()}
+
+
+def start(store, keys, merchant_id: int, now: float, reason: str) -> dict:
+    """Begin a run, unless one is going. Returns the backfill's state."""
+    k = keys.store(merchant_id)
+    current = state(store, keys, merchant_id)
+    if current.get("state") == RUNNING:
+        return {**current, "started": "0"}
+    pipe = store.pipeline()
+    pipe.delete(k.backfill, k.backfill_seen, k.backfill_listing)
+    pipe.hset(k.backfill, mapping={"state": RUNNING, "run": uuid.uuid4().hex[:12], "reason": reason,
+                                   "started_at": f"{now:.0f}", "next_page": 1, "listing_done": 0, "listed": 0,
+                                   "read": 0, "covered": 0, "failed": 0, "reminders": 0, "list_failures": 0})
+    pipe.sadd(keys.backlog, merchant_id)  # beat's pump-backlog looks after it from now on
+    pipe.sadd(keys.stores, merchant_id)
+    pipe.execute()
+    log.info("merchant=%s: backfill started (%s)", merchant_id, reason)
+    return {**state(store, keys, merchant_id), "started": "1"}
+
+
+def low_water(rt: Runtime) -> int:
+    return 2 * rt.settings.salla_page_size
+
+
+def want_page(rt: Runtime, merchant_id: int) -> bool:
+    """Is it time to list the next page? Takes the listing lock when it is."""
+    k = rt.keys.store(merchant_id)
+    current = state(rt.store, rt.keys, merchant_id)
+    if current.get("state") != RUNNING:
+        return False
+    if current.get("listing_done") == "1":
+        _finish_if_empty(rt, merchant_id)
+        return False
+    rt.store.sadd(rt.keys.backlog, merchant_id)  # still listing: keep the store in beat's view
+    if rt.store.zcard(k.backfill_pending) >= low_water(rt):
+        return False
+    return bool(rt.store.set(k.backfill_listing, "1", nx=True, ex=LISTING_LOCK_SECONDS))
+
+
+def list_page(rt: Runtime, merchant_id: int) -> str:
+    """List the next page of the store's customers. Returns what happened (for logs/tests)."""
+    k = rt.keys.store(merchant_id)
+    try:
+        return _list_page(rt, merchant_id)
+    finally:
+        rt.store.delete(k.backfill_listing)
+
+
+def _list_page(rt: Runtime, merchant_id: int) -> str:
+    k, now = rt.keys.store(merchant_id), rt.clock()
+    current = state(rt.store, rt.keys, merchant_id)
+    if current.get("state") != RUNNING or current.get("listing_done") == "1":
+        return "idle"
+    if not usable(rt.registry, merchant_id):
+        return _fail(rt, merchant_id, "the store is not authorized (uninstalled or needs re-authorization)")
+    if rt.registry.loyalty_missing(merchant_id):
+        return _fail(rt, merchant_id, "the store has no Customer Loyalty app")
+    # Event-driven reads first: while one is due, the page waits.
+    if rt.store.zcount(k.pending, "-inf", now):
+        return "deferred"
+    if not rt.budget.acquire(merchant_id, rt.limits(merchant_id), now, 1, tag="list"):
+        return "no_budget"
+    page = int(current.get("next_page", 1))
+
+    def observe(response) -> None:
+        rt.budget.observe(merchant_id, response.headers, rt.clock())
+
+    try:
+        token = rt.provider.access_token(merchant_id)
+        try:
+            rows, total_pages, total = rt.client.list_customers(token, page, observe)
+        except SallaUnauthorized as exc:
+            if exc.scope_missing:
+                rt.provider.mark_needs_reauth(merchant_id, "the token lacks the customers.read scope: re-authorize")
+                raise StoreNotAuthorized("scope missing") from None
+            fresh = rt.provider.refresh(merchant_id, token)
+            rows, total_pages, total = rt.client.list_customers(fresh.access_token, page, observe)
+    except (StoreNotAuthorized, OperatorActionNeeded) as exc:
+        return _fail(rt, merchant_id, f"cannot list customers: {exc}")
+    except SallaTransientError as exc:
+        failures = rt.store.hincrby(k.backfill, "list_failures", 1)
+        rt.store.hset(k.backfill, "last_error", str(exc)[:300])
+        log.warning("merchant=%s: backfill page %d failed (%d in a row): %s", merchant_id, page, failures, exc)
+        if failures >= MAX_LIST_FAILURES:
+            return _fail(rt, merchant_id, f"GET /customers page {page} kept failing: {exc}")
+        return "retry"
+    except SallaPermanentError as exc:
+        return _fail(rt, merchant_id, f"GET /customers page {page} refused: {exc}")
+
+    customers = []
+    for row in rows:
+        try:
+            customer = customer_from(row)
+        except EventError:
+            customer = None
+        if customer is None:
+            rt.store.hincrby(k.backfill, "unreadable_rows", 1)
+            continue
+        # The listing carries what a reminder needs (name, mobile, e-mail, language); an
+        # event's copy, when one comes, is written over it field by field.
+        rt.profiles.save(merchant_id, customer)
+        customers.append(customer.id)
+    added = 0
+    if customers:
+        added = int(rt.store.eval(_QUEUE_NEW, 2, k.backfill_seen, k.backfill_pending, page * 1000,
+                                  *[str(c) for c in customers]))
+    last = not rows or page >= total_pages
+    mapping = {"next_page": page + 1, "total_pages": total_pages, "list_failures": 0, "last_page_at": f"{now:.0f}"}
+    if total is not None:
+        mapping["total"] = total
+    if last:
+        mapping["listing_done"] = 1
+    pipe = rt.store.pipeline()
+    pipe.hset(k.backfill, mapping=mapping)
+    pipe.hincrby(k.backfill, "listed", added)
+    pipe.hincrby(k.counters, "requests", 1)
+    pipe.sadd(rt.keys.backlog, merchant_id)
+    pipe.execute()
+    log.info("merchant=%s: backfill listed page %d/%d, %d customers queued", merchant_id, page, total_pages, added)
+    return "listed"
+
+
+def _fail(rt: Runtime, merchant_id: int, reason: str) -> str:
+    k = rt.keys.store(merchant_id)
+    rt.store.hset(k.backfill, mapping={"state": FAILED, "error": reason[:300], "finished_at": f"{rt.clock():.0f}"})
+    rt.registry.count(merchant_id, "backfills_failed")
+    log.error("merchant=%s: backfill stopped: %s", merchant_id, reason)
+    return "failed"
+
+
+def _finish_if_empty(rt: Runtime, merchant_id: int) -> None:
+    k = rt.keys.store(merchant_id)
+    if rt.store.zcard(k.backfill_pending) or rt.store.scard(k.backfill_reading):
+        return
+    if rt.store.hget(k.backfill, "state") in (RUNNING, RUNNING.encode()):
+        rt.store.hset(k.backfill, mapping={"state": DONE, "finished_at": f"{rt.clock():.0f}"})
+        log.info("merchant=%s: backfill done", merchant_id)
+
+
+def read_done(rt: Runtime, merchant_id: int, customer_id: int, outcome: str, reminders: int) -> None:
+    """A read finished (read, dropped or failed): if the backfill or the resync handed it out,
+    count it."""
+    k = rt.keys.store(merchant_id)
+    if not rt.store.srem(k.backfill_reading, customer_id):
+        # An event-driven read. While a backfill runs, the customer counts as covered: not
+        # listed again, or taken out of the backfill's queue if already listed (read once).
+        if outcome == "read" and _text(rt.store.hget(k.backfill, "state")) == RUNNING:
+            if rt.store.sadd(k.backfill_seen, customer_id) or rt.store.zrem(k.backfill_pending, customer_id):
+                rt.store.hincrby(k.backfill, "covered", 1)
+        return
+    if rt.store.sismember(k.backfill_seen, customer_id):
+        pipe = rt.store.pipeline()
+        pipe.hincrby(k.backfill, "read" if outcome == "read" else "failed", 1)
+        pipe.hincrby(k.backfill, "reminders", reminders)
+        pipe.hget(k.backfill, "listing_done")
+        done_listing = pipe.execute()[-1]
+        if _text(done_listing) == "1":
+            _finish_if_empty(rt, merchant_id)  # the last read of the run ends it
+    else:
+        rt.registry.count(merchant_id, "resync_reads" if outcome == "read" else "resync_reads_failed")
+
+
+def count_covered(rt: Runtime, merchant_id: int, covered: int) -> None:
+    if covered:
+        rt.store.hincrby(rt.keys.store(merchant_id).backfill, "covered", covered)
+
+
+def progress(store, keys, settings, config: dict, merchant_id: int, now: float | None = None) -> dict:
+    """What an operator sees: the run's state, its counts, and the time left at the store's budget."""
+    k = keys.store(merchant_id)
+    current = state(store, keys, merchant_id)
+    if not current:
+        return {"state": "never"}
+    number = {name: int(current.get(name, 0) or 0) for name in
+              ("listed", "read", "covered", "failed", "reminders", "next_page", "total_pages", "total")}
+    waiting, reading = int(store.zcard(k.backfill_pending)), int(store.scard(k.backfill_reading))
+    pages_left = 0
+    unlisted = 0
+    if current.get("listing_done") != "1" and current.get("state") == RUNNING:
+        if number["total_pages"]:
+            pages_left = max(number["total_pages"] - number["next_page"] + 1, 0)
+            unlisted = max(number["total"] - number["listed"], 0) if number["total"] else \
+                pages_left * settings.salla_page_size
+        else:
+            pages_left, unlisted = 1, settings.salla_page_size  # nothing listed yet: at least a page
+    # The store's budget: both limits, the tighter one paces us (requests a second).
+    plan_limit = config.get("plan_limit", settings.plan_limit)
+    rate = min(plan_limit / settings.plan_window_seconds, settings.customer_limit / settings.customer_window_seconds)
+    requests_left = waiting + reading + unlisted + pages_left if current.get("state") == RUNNING else 0
+    return {
+        "state": current.get("state"),
+        "reason": current.get("reason"),
+        "started_at": int(current["started_at"]) if current.get("started_at") else None,
+        "finished_at": int(current["finished_at"]) if current.get("finished_at") else None,
+        "customers_listed": number["listed"],
+        "customers_read": number["read"],
+        "covered_by_events": number["covered"],
+        "reads_failed": number["failed"],
+        "reminders_scheduled": number["reminders"],
+        "waiting": waiting,
+        "reading": reading,
+        "pages_listed": number["next_page"] - 1,
+        "total_pages": number["total_pages"] or None,
+        "estimated_seconds_left": math.ceil(requests_left / rate) if rate > 0 else None,
+        "budget_requests_per_second": round(rate, 3),
+        "error": current.get("error") or current.get("last_error"),
+    }
+
+
+def resync(rt: Runtime, now: float) -> dict:
+    """Beat, hourly. Per store: read times past the retention period are dropped; customers not
+    read for RESYNC_AFTER_DAYS, still within it (their profile is still kept), are queued at
+    low priority. Returns counts."""
+    s = rt.settings
+    forgotten = stale_queued = 0
+    for merchant_id in rt.registry.merchants():
+        k = rt.keys.store(merchant_id)
+        forgotten += int(rt.store.zremrangebyscore(k.read_at, "-inf", now - s.data_retention_days * 86400))
+        if not usable(rt.registry, merchant_id) or rt.registry.loyalty_missing(merchant_id) \
+                or rt.registry.config(merchant_id).get("paused"):
+            continue
+        stale = [_text(c) for c in rt.store.zrangebyscore(k.read_at, "-inf", now - s.resync_after_days * 86400,
+                                                            start=0, num=RESYNC_BATCH)]
+        if not stale:
+            continue
+        pipe = rt.store.pipeline()
+        for customer in stale:
+            pipe.exists(k.profile(int(customer)))
+        kept = pipe.execute()
+        gone = [c for c, exists in zip(stale, kept) if not exists]
+        wanted = [c for c, exists in zip(stale, kept) if exists]
+        pipe = rt.store.pipeline()
+        if gone:  # not seen for the retention period: nothing of theirs is kept to refresh
+            pipe.zrem(k.read_at, *gone)
+        if wanted:
+            pipe.zadd(k.backfill_pending, {c: now for c in wanted}, nx=True)
+            # Not due again until this read is old: one queueing per period.
+            pipe.zadd(k.read_at, {c: now for c in wanted})
+            pipe.sadd(rt.keys.backlog, merchant_id)
+        pipe.execute()
+        stale_queued += len(wanted)
+        forgotten += len(gone)
+    return {"queued": stale_queued, "forgotten": forgotten}
+
+
+def note_read(rt: Runtime, merchant_id: int, customer_id: int, now: float) -> None:
+    rt.store.zadd(rt.keys.store(merchant_id).read_at, {str(customer_id): now})
