@@ -22,7 +22,7 @@ pytestmark = pytest.mark.integration
 M = DEFAULT_MERCHANT_ID
 FIRST, COUNT = 200_000, 1000
 EVENT_CUSTOMER = FIRST + COUNT - 1  # on the last page: an event reads it before the backfill lists it
-ADMIN = {"Authorization": "Bearer ops"}
+ADMIN = {"Authorization": "Bearer ops-admin-token-for-the-tests-0123456789"}
 
 
 @pytest.fixture
@@ -47,7 +47,7 @@ def test_a_thousand_customers_backfilled_once_each_under_the_budget_events_first
         limited_sandbox, service_env, redis_url, tmp_path):
     env = {**service_env, "SALLA_API_BASE_URL": limited_sandbox.url, "REMINDER_CHANNELS": "log",
            "SALLA_PLAN_LIMIT": "100", "SALLA_PLAN_WINDOW_SECONDS": "2", "SALLA_CUSTOMER_LIMIT": "500",
-           "SALLA_CUSTOMER_WINDOW_SECONDS": "10", "ADMIN_TOKEN": "ops", "SYNC_DEBOUNCE_SECONDS": "0.2"}
+           "SALLA_CUSTOMER_WINDOW_SECONDS": "10", "ADMIN_TOKEN": "ops-admin-token-for-the-tests-0123456789", "SYNC_DEBOUNCE_SECONDS": "0.2"}
     env.pop("REMINDER_WEBHOOK_URL"), env.pop("REMINDER_WEBHOOK_SECRET")
     worker = celery_worker(env, tmp_path / "worker.log", concurrency=2).start()
     beat = celery_beat(env, tmp_path / "beat.log", tmp_path / "beat-schedule").start()

@@ -21,7 +21,7 @@ from workers.webhook_subscriptions import NEEDED_EVENTS, SubscriptionError, subs
 
 M = 1305146709
 NOW = datetime(2026, 11, 25, 12, 0, tzinfo=timezone.utc)
-ADMIN = {"Authorization": "Bearer ops"}
+ADMIN = {"Authorization": "Bearer ops-admin-token-for-the-tests-0123456789"}
 
 
 def runtime(server=None, **env):
@@ -106,7 +106,7 @@ def test_a_wrong_token_fails_the_backfill_and_the_admin_api_refuses_uninstalled_
     backfill.start(rt.store, rt.keys, M, NOW.timestamp(), "test")
     assert backfill.list_page(rt, M) == "failed"
     server = fakeredis.FakeServer()
-    app = create_app(make_settings(ADMIN_TOKEN="ops"), redis_client=fakeredis.FakeRedis(server=server, decode_responses=True),
+    app = create_app(make_settings(ADMIN_TOKEN="ops-admin-token-for-the-tests-0123456789"), redis_client=fakeredis.FakeRedis(server=server, decode_responses=True),
                      queue=object())
     app.extensions["reminder_service"].registry.set_state(M, UNINSTALLED)
     response = app.test_client().post(f"/admin/stores/{M}/backfill", headers=ADMIN)
@@ -164,7 +164,7 @@ def test_export_and_forget_one_customer_listing_the_keys_before_and_after(monkey
     before = sorted(rt.store.scan_iter(match=k.pattern))
     other_before = {key: rt.store.type(key) for key in before
                     if ":5" not in key and "reminder:" not in key and "backfill" not in key}  # held 5 only
-    app = create_app(make_settings(ADMIN_TOKEN="ops"), redis_client=fakeredis.FakeRedis(server=server, decode_responses=True),
+    app = create_app(make_settings(ADMIN_TOKEN="ops-admin-token-for-the-tests-0123456789"), redis_client=fakeredis.FakeRedis(server=server, decode_responses=True),
                      queue=object())
     client = app.test_client()
     exported = client.get(f"/admin/stores/{M}/customers/5/export", headers=ADMIN)

@@ -23,7 +23,7 @@ from workers.runtime import build_runtime
 M, C = 1305146709, 1001
 # 20:00 UTC = 23:00 in Riyadh: inside the default quiet hours (21:00-09:00 Asia/Riyadh).
 NOW = datetime(2026, 11, 25, 20, 0, tzinfo=timezone.utc)
-ADMIN = {"Authorization": "Bearer ops"}
+ADMIN = {"Authorization": "Bearer ops-admin-token-for-the-tests-0123456789"}
 
 
 def lot(days, points=100, status="مؤكدة"):
@@ -133,7 +133,7 @@ class NoQueue:
 def test_the_app_settings_updated_webhook_applies_the_form_and_the_admin_and_cli_show_rejections(monkeypatch, capsys):
     server = fakeredis.FakeServer()
     store = fakeredis.FakeRedis(server=server, decode_responses=True)
-    app = create_app(make_settings(ADMIN_TOKEN="ops"), redis_client=store, queue=NoQueue())
+    app = create_app(make_settings(ADMIN_TOKEN="ops-admin-token-for-the-tests-0123456789"), redis_client=store, queue=NoQueue())
     client = app.test_client()
     event = {"event": "app.settings.updated", "merchant": M, "created_at": "2026-11-25 10:00:00",
              "data": {"id": 513499943, "app_name": "Loyalty reminders",
@@ -163,7 +163,7 @@ def test_the_app_settings_updated_webhook_applies_the_form_and_the_admin_and_cli
 @pytest.mark.parametrize("body,field", [({"quiet_hours": "21:00"}, "quiet_hours"), ({"timezone": "Riyadh"}, "timezone"),
                                         ({"stages_days": [0]}, "stages_days"), ({"min_points": True}, "min_points")])
 def test_the_admin_api_refuses_a_bad_store_setting_naming_it(body, field):
-    app = create_app(make_settings(ADMIN_TOKEN="ops"), redis_client=fakeredis.FakeRedis(decode_responses=True),
+    app = create_app(make_settings(ADMIN_TOKEN="ops-admin-token-for-the-tests-0123456789"), redis_client=fakeredis.FakeRedis(decode_responses=True),
                      queue=NoQueue())
     response = app.test_client().put(f"/admin/stores/{M}", json=body, headers=ADMIN)
     assert response.status_code == 400 and field in response.get_json()["message"]
