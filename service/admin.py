@@ -142,7 +142,7 @@ def act_on_dead_letter(merchant_id: int, reminder_id: str, action: str):
     if action not in ("replay", "drop"):
         abort(404, description="the actions are replay and drop")
     act = delivery.replay if action == "replay" else delivery.drop
-    if not act(_ledger(deps), DueSet(deps.redis, deps.settings.redis_key_prefix), merchant_id, reminder_id,
+    if not act(_ledger(deps), DueSet(deps.redis, deps.settings.redis_key_prefix, shards=deps.settings.due_set_shards), merchant_id, reminder_id,
                time.time()):
         abort(404, description="no such dead letter")
     return jsonify(merchant_id=merchant_id, reminder_id=reminder_id, done=action)

@@ -21,6 +21,9 @@ CHANNELS = ("log", "webhook", "whatsapp", "sms", "email")
 CHANNEL_POLICIES = ("first", "all")
 SMS_PROVIDERS = ("unifonic", "taqnyat")
 LANGUAGES = ("ar", "en")
+# A sweep claims from every shard each tick (one pipelined script per shard): past a thousand
+# or so shards that fan-out costs more than the shards save.
+MAX_DUE_SET_SHARDS = 1024
 
 
 class SettingsError(ValueError):
@@ -85,6 +88,8 @@ class Settings:
     # REDIS_URL is a seed node of a Redis Cluster (service/redis_client.py); the broker is then
     # CELERY_BROKER_URL, required, since kombu cannot use a cluster as a broker.
     redis_cluster: bool = False
+    # Shards of the due set, by merchant id (workers/due_set.py); see README "Redis Cluster".
+    due_set_shards: int = 1
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> "Settings":
@@ -176,6 +181,7 @@ class Settings:
             email_from=env.str("EMAIL_FROM", ""),
             public_base_url=env.url("PUBLIC_BASE_URL", "http://127.0.0.1:8000", schemes=("http", "https")).rstrip("/"),
             redis_cluster=redis_cluster,
+            due_set_shards=env.int("DUE_SET_SHARDS", 1, minimum=1, maximum=MAX_DUE_SET_SHARDS),
         )
 
 
