@@ -370,13 +370,13 @@ class DueSet:
             pipelined_script(self.redis, pipe, script, list(keys), args)
         return pipe.execute()
 
-    def _read_all(self, command: str, *args, key_index: int = 0) -> list:
+    def _read_all(self, command: str, *args, key_index: int = 0, **options) -> list:
         """One read command on one key of every shard, in one pipeline."""
         if self.shards == 1:
-            return [getattr(self.redis, command)(self._shard_keys[0][key_index], *args)]
+            return [getattr(self.redis, command)(self._shard_keys[0][key_index], *args, **options)]
         pipe = self.redis.pipeline(transaction=False)
         for triple in self._shard_keys:
-            getattr(pipe, command)(triple[key_index], *args)
+            getattr(pipe, command)(triple[key_index], *args, **options)
         return pipe.execute()
 
     def _by_shard(self, entries: Iterable[DueEntry]) -> dict[int, list[str]]:
@@ -430,8 +430,9 @@ class DueSet:
     def _fair(self, limit: int, call, count) -> list:
         """Run `call(shard, quota)` over the shards with `limit` split evenly (`split_quota`); a
         shard that gave all it was asked may have more, so what the others left is split again
-        among those, until `limit` is reached or every shard is drained. Each round is one
-        pipeline; a round either hands out something from every shard asked or closes some."""
+        among those and the shards not asked yet, until `limit` is reached or every shard is
+        drained. Each round is one pipeline; a round either hands out something from every shard
+        asked or closes some, so it ends."""
         start = self._turn
         self._turn = (start + limit % self.shards) % self.shards
         open_shards = list(range(self.shards))
@@ -440,16 +441,18 @@ class DueSet:
         while quotas:
             asked = list(quotas)
             answers = self._run([call(shard, quotas[shard]) for shard in asked])
-            full = set()
+            drained = set()
             for shard, answer in zip(asked, answers):
                 results.append(answer)
                 got = count(answer)
                 remaining -= got
-                if got >= quotas[shard]:
-                    full.add(shard)
-            if remaining <= 0 or not full:
+                if got < quotas[shard]:
+                    drained.add(shard)
+            if remaining <= 0:
                 break
-            open_shards = [shard for shard in open_shards if shard in full or shard not in quotas]
+            # Shards not asked yet (fewer claims than shards) and shards that gave all they
+            # were asked stay open.
+            open_shards = [shard for shard in open_shards if shard not in drained]
             quotas = split_quota(remaining, open_shards, start)
         return results
 
