@@ -56,7 +56,7 @@ KIND_OF = {"customer": "profile", "lots": "lots", "marks": "marks", "reminder": 
 
 def kind(key: str, prefix: str) -> str:
     rest = key[len(prefix):]
-    if rest.startswith("{due}"):
+    if rest.startswith("{due}") or rest.startswith("{due:"):  # shard 0, shards 1.. (DUE_SET_SHARDS)
         return "due set"
     if not rest.startswith("{store:"):
         return "shared"  # `stores`, alarms

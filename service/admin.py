@@ -207,7 +207,7 @@ def act_on_dead_letter(merchant_id: int, reminder_id: str, action: str):
     if action not in ("replay", "drop"):
         abort(404, description="the actions are replay and drop")
     act = delivery.replay if action == "replay" else delivery.drop
-    if not act(_ledger(deps), DueSet(deps.redis, deps.settings.redis_key_prefix), merchant_id, reminder_id,
+    if not act(_ledger(deps), DueSet(deps.redis, deps.settings.redis_key_prefix, shards=deps.settings.due_set_shards), merchant_id, reminder_id,
                time.time()):
         abort(404, description="no such dead letter")
     return jsonify(merchant_id=merchant_id, reminder_id=reminder_id, done=action)
@@ -367,7 +367,8 @@ def get_backfill(merchant_id: int):
 def export_customer(merchant_id: int, customer_id: int):
     deps = _deps()
     try:
-        return jsonify(personal_data.export(deps.redis, deps.settings.redis_key_prefix, merchant_id, customer_id))
+        return jsonify(personal_data.export(deps.redis, deps.settings.redis_key_prefix, merchant_id, customer_id,
+                                            due_set_shards=deps.settings.due_set_shards))
     except personal_data.UnknownCustomer as exc:
         return jsonify(error="not_found", message=str(exc)), 404
 
@@ -377,7 +378,7 @@ def forget_customer(merchant_id: int, customer_id: int):
     deps = _deps()
     try:
         return jsonify(personal_data.forget(deps.redis, deps.settings.redis_key_prefix, merchant_id, customer_id,
-                                            time.time()))
+                                            time.time(), due_set_shards=deps.settings.due_set_shards))
     except personal_data.UnknownCustomer as exc:
         return jsonify(error="not_found", message=str(exc)), 404
 

@@ -52,7 +52,7 @@ class _Parts:
     def __init__(self, deps):
         prefix = deps.settings.redis_key_prefix
         self.ledger = Ledger(deps.redis, prefix)
-        self.due = DueSet(deps.redis, prefix)
+        self.due = DueSet(deps.redis, prefix, shards=deps.settings.due_set_shards)
         self.profiles = Profiles(deps.redis, prefix)
         self.channel_settings = ChannelSettings(deps.redis, prefix, deps.settings)
 

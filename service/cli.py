@@ -28,6 +28,9 @@
   export-customer M C         everything held about one customer, as JSON (PDPL)
   forget-customer M C         erase it (a tombstone that names nobody stays)
   subscribe-webhooks M        subscribe the store's events to PUBLIC_WEBHOOK_URL; list what is missing
+  due-set                     the due set's shards (DUE_SET_SHARDS): entries waiting and leased in each
+  reshard-due-set --from N    after changing DUE_SET_SHARDS from N: move every entry to its new shard
+                              (safe to run again, and while the service runs)
 
 Errors (a bad value, an unknown store or reminder) go to stderr with exit status 2.
 """
@@ -49,7 +52,7 @@ from service.stores import ACTIVE, ConfigError, StoreRegistry
 from service.tokens import TokenStore
 from workers import delivery, preview as previews
 from workers.channels import ChannelDirectory, DeliveryPermanentError, DeliveryTransientError
-from workers.due_set import DueSet
+from workers.due_set import MAX_SHARDS, DueSet
 from workers.ledger import Ledger, status_counts
 
 
@@ -131,6 +134,10 @@ def _parser() -> argparse.ArgumentParser:
         command = commands.add_parser(name, help=text)
         command.add_argument("merchant_id", type=int)
         command.add_argument("customer_id", type=int)
+    commands.add_parser("due-set", help="entries waiting and leased in each shard of the due set")
+    reshard = commands.add_parser("reshard-due-set", help="move due-set entries to their shard under DUE_SET_SHARDS")
+    reshard.add_argument("--from", dest="from_shards", type=int, required=True, metavar="N",
+                         help="the DUE_SET_SHARDS the entries were written under (1 if it was never set)")
     return parser
 
 
@@ -184,9 +191,17 @@ def run(args, settings: Settings):
         if args.merchant_id is None or not args.reminder_id:
             raise CommandError(f"dead-letters {args.action} needs a merchant id and a reminder id")
         act = delivery.replay if args.action == "replay" else delivery.drop
-        if not act(ledger, DueSet(store, prefix), args.merchant_id, args.reminder_id, time.time()):
+        if not act(ledger, DueSet(store, prefix, shards=settings.due_set_shards), args.merchant_id, args.reminder_id, time.time()):
             raise CommandError(f"no dead letter {args.reminder_id} for merchant {args.merchant_id}")
         return {"merchant_id": args.merchant_id, "reminder_id": args.reminder_id, "done": args.action}
+    if args.command == "due-set":
+        due = DueSet(store, prefix, shards=settings.due_set_shards)
+        return {"shards": due.shards, "pending": due.pending_count(), "processing": due.processing_count(),
+                "by_shard": due.counts()}
+    if args.command == "reshard-due-set":
+        if not 1 <= args.from_shards <= MAX_SHARDS:
+            raise CommandError(f"--from {args.from_shards}: give the old DUE_SET_SHARDS, 1 to {MAX_SHARDS}")
+        return DueSet(store, prefix, shards=settings.due_set_shards).reshard(args.from_shards)
     if args.command == "alarms":
         return Alarms(store, prefix).active()
     if args.command == "clear-alarm":
@@ -313,7 +328,8 @@ def _backfill_status(args, settings, store, registry):
 def _export_customer(args, settings, store, registry):
     from workers import personal_data
     try:
-        return personal_data.export(store, settings.redis_key_prefix, args.merchant_id, args.customer_id)
+        return personal_data.export(store, settings.redis_key_prefix, args.merchant_id, args.customer_id,
+                                    due_set_shards=settings.due_set_shards)
     except personal_data.UnknownCustomer as exc:
         raise CommandError(str(exc)) from None
 
@@ -321,7 +337,8 @@ def _export_customer(args, settings, store, registry):
 def _forget_customer(args, settings, store, registry):
     from workers import personal_data
     try:
-        return personal_data.forget(store, settings.redis_key_prefix, args.merchant_id, args.customer_id, time.time())
+        return personal_data.forget(store, settings.redis_key_prefix, args.merchant_id, args.customer_id, time.time(),
+                                    due_set_shards=settings.due_set_shards)
     except personal_data.UnknownCustomer as exc:
         raise CommandError(str(exc)) from None
 

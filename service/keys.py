@@ -17,6 +17,7 @@ MULTI (two slots); an atomic pipeline or a script stays within one hash tag (REA
 | admin:auth-failures:<ip>          | zset   | 60 s (a sliding window)      | service/admin_guard.py  |
 | alarm:<name>                      | hash   | until cleared (operator)     | service/alarms.py       |
 | {due}:scheduled/processing/by-customer | zset | entries until acked         | workers/due_set.py      |
+| {due:i}:… (shard i>0, DUE_SET_SHARDS) | zset | entries until acked         | workers/due_set.py      |
 | per store, `{store:M}:` +         |        |                              |                         |
 |   state, config                   | hash   | kept after uninstall         | service/stores.py       |
 |   counters, stats                 | hash   | kept after uninstall         | stores.py, ledger.py    |
@@ -99,8 +100,17 @@ class Keys:
 
     @property
     def due_base(self) -> str:
-        # One hash tag for the three sorted sets of the due set: its scripts touch all three.
-        return f"{self.prefix}{{due}}"
+        return self.due_shard_base(0)
+
+    def due_shard_base(self, shard: int) -> str:
+        """The due set's shard `shard` (DUE_SET_SHARDS, workers/due_set.py). One hash tag per
+        shard for its three sorted sets, since its scripts touch all three; a tag of its own per
+        shard so that a cluster spreads the shards over its nodes. Shard 0 keeps the name the
+        unsharded set always had, so a deployment with one shard reads what it wrote before."""
+        shard = int(shard)
+        if shard < 0:
+            raise ValueError(f"a due-set shard is a non-negative number, got {shard}")
+        return f"{self.prefix}{{due}}" if shard == 0 else f"{self.prefix}{{due:{shard}}}"
 
     def store(self, merchant_id: int) -> "StoreKeys":
         return StoreKeys(self.prefix, int(merchant_id))

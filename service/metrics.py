@@ -138,12 +138,14 @@ class RedisStateCollector:
         s = self.settings
         try:
             merchants = StoreRegistry(self.redis, s.redis_key_prefix).merchants()
-            due = DueSet(self.redis, s.redis_key_prefix)
+            due = DueSet(self.redis, s.redis_key_prefix, shards=s.due_set_shards)
             pipe = self.redis.pipeline(transaction=False)
-            pipe.zcard(due.scheduled_key)
-            pipe.zcount(due.scheduled_key, "-inf", now)
-            pipe.zrangebyscore(due.scheduled_key, "-inf", now, start=0, num=1, withscores=True)
-            pipe.zcard(due.processing_key)
+            for shard in range(due.shards):  # DUE_SET_SHARDS: four answers per shard
+                scheduled_key, processing_key, _ = due.shard_keys(shard)
+                pipe.zcard(scheduled_key)
+                pipe.zcount(scheduled_key, "-inf", now)
+                pipe.zrangebyscore(scheduled_key, "-inf", now, start=0, num=1, withscores=True)
+                pipe.zcard(processing_key)
             pipe.get(self.keys.beat_last)
             pipe.get(self.keys.beat_alive)
             for m in merchants:
@@ -161,10 +163,16 @@ class RedisStateCollector:
         except redis_lib.RedisError as exc:
             log.warning("metrics: Redis did not answer (%s); only lpr_redis_up is reported", type(exc).__name__)
             return {"redis_up": 0}
-        scheduled, due_now, oldest, processing, heartbeat, alive = answers[:6]
+        shards, answers = answers[:4 * due.shards], answers[4 * due.shards:]
+        scheduled = sum(shards[0::4])
+        due_now = sum(shards[1::4])
+        oldest = min((found[0] for found in shards[2::4] if found), key=lambda pair: pair[1], default=None)
+        oldest = [oldest] if oldest else []
+        processing = sum(shards[3::4])
+        heartbeat, alive = answers[:2]
         per_store = {}
         for index, m in enumerate(merchants):
-            pending, inflight, plan_used, customer_used, inbox, dead, plan_limit = answers[6 + 7 * index: 13 + 7 * index]
+            pending, inflight, plan_used, customer_used, inbox, dead, plan_limit = answers[2 + 7 * index: 9 + 7 * index]
             per_store[m] = {"pending": pending, "inflight": inflight, "plan_used": plan_used,
                             "customer_used": customer_used, "inbox": inbox, "dead": dead,
                             "plan_limit": int(plan_limit) if plan_limit else s.plan_limit}

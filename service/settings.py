@@ -21,6 +21,9 @@ CHANNELS = ("log", "webhook", "whatsapp", "sms", "email")
 CHANNEL_POLICIES = ("first", "all")
 SMS_PROVIDERS = ("unifonic", "taqnyat")
 LANGUAGES = ("ar", "en")
+# A sweep claims from every shard each tick (one pipelined script per shard): past a thousand
+# or so shards that fan-out costs more than the shards save.
+MAX_DUE_SET_SHARDS = 1024
 
 
 class SettingsError(ValueError):
@@ -98,6 +101,8 @@ class Settings:
     data_retention_days: int = 400
     public_webhook_url: str = ""
     backfill_on_authorize: bool = True
+    # Shards of the due set, by merchant id (workers/due_set.py); see README "Redis Cluster".
+    due_set_shards: int = 1
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> "Settings":
@@ -199,6 +204,7 @@ class Settings:
             data_retention_days=env.int("DATA_RETENTION_DAYS", 400, minimum=1, maximum=3650),
             public_webhook_url=env.url("PUBLIC_WEBHOOK_URL", "", schemes=("https", "http")),
             backfill_on_authorize=env.choice("BACKFILL_ON_AUTHORIZE", "on", ("on", "off")) == "on",
+            due_set_shards=env.int("DUE_SET_SHARDS", 1, minimum=1, maximum=MAX_DUE_SET_SHARDS),
         )
 
 

@@ -55,7 +55,7 @@ def _message_ids(store: redis.Redis, keys: Keys, merchant_id: int, reminder_ids:
             if _text(store.get(key)) in reminder_ids]
 
 
-def export(store: redis.Redis, prefix: str, merchant_id: int, customer_id: int) -> dict:
+def export(store: redis.Redis, prefix: str, merchant_id: int, customer_id: int, due_set_shards: int = 1) -> dict:
     keys = Keys(prefix)
     k = keys.store(merchant_id)
     c = str(customer_id)
@@ -69,7 +69,7 @@ def export(store: redis.Redis, prefix: str, merchant_id: int, customer_id: int) 
         body = record.pop("body", None)
         reminders.append({"reminder_id": key.rsplit(":", 1)[-1], **record,
                           "body": json.loads(body) if body else None})
-    due = DueSet(store, prefix).customer_entries(merchant_id, customer_id)
+    due = DueSet(store, prefix, shards=due_set_shards).customer_entries(merchant_id, customer_id)
     pipe = store.pipeline()
     pipe.zscore(k.pending, c)
     pipe.zscore(k.inflight, c)
@@ -97,7 +97,8 @@ def export(store: redis.Redis, prefix: str, merchant_id: int, customer_id: int) 
     }
 
 
-def forget(store: redis.Redis, prefix: str, merchant_id: int, customer_id: int, now: float) -> dict:
+def forget(store: redis.Redis, prefix: str, merchant_id: int, customer_id: int, now: float,
+           due_set_shards: int = 1) -> dict:
     """Erase the customer's data; raises UnknownCustomer when there is none. Returns counts."""
     export(store, prefix, merchant_id, customer_id)  # raises when nothing is held
     keys = Keys(prefix)
@@ -106,7 +107,7 @@ def forget(store: redis.Redis, prefix: str, merchant_id: int, customer_id: int, 
     records = _ledger_records(store, keys, merchant_id, customer_id)
     reminder_ids = {key.rsplit(":", 1)[-1] for key in records}
     message_keys = _message_ids(store, keys, merchant_id, reminder_ids)
-    due_removed = DueSet(store, prefix).cancel_customer(merchant_id, customer_id)
+    due_removed = DueSet(store, prefix, shards=due_set_shards).cancel_customer(merchant_id, customer_id)
     doomed = [key for key in (*k.customer_keys(customer_id), *records, *message_keys) if store.exists(key)]
     pipe = store.pipeline()
     if doomed:

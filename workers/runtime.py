@@ -77,7 +77,7 @@ def build_runtime(settings: Settings, store: redis.Redis, session: requests.Sess
         provider=TokenProvider(settings, store, tokens, registry, session, clock=clock),
         profiles=Profiles(store, prefix, settings.data_retention_days * 86400),
         ledger=Ledger(store, prefix),
-        due=DueSet(store, prefix),
+        due=DueSet(store, prefix, shards=settings.due_set_shards),
         keys=Keys(prefix),
         alarms=Alarms(store, prefix),
         intake=Intake(store, prefix),

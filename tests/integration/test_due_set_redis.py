@@ -42,27 +42,30 @@ def prefix(due_redis_url):
     prefix = f"test-due-{uuid.uuid4().hex[:12]}:"
     yield prefix
     cleaner = redis.Redis.from_url(due_redis_url)
-    cleaner.delete(*DueSet(cleaner, prefix).keys)
+    cleaner.delete(*DueSet(cleaner, prefix, shards=4).keys)  # every shard any test here writes
     cleaner.close()
 
 
-@pytest.fixture(params=[True, False], ids=["decoded", "bytes"])
+@pytest.fixture(params=[(True, 1), (False, 1), (True, 4)], ids=["decoded", "bytes", "decoded-4-shards"])
 def connect(request, due_redis_url, prefix):
-    """Opens a DueSet on its own connection, as each sweeper process would."""
+    """Opens a DueSet on its own connection, as each sweeper process would; in 1 or 4 shards."""
     clients: list[redis.Redis] = []
+    decoded, shards = request.param
 
     def open_set(**options) -> DueSet:
-        client = redis.Redis.from_url(due_redis_url, decode_responses=request.param)
+        client = redis.Redis.from_url(due_redis_url, decode_responses=decoded)
         clients.append(client)
-        return DueSet(client, prefix, **{"lease_seconds": LEASE, **options})
+        return DueSet(client, prefix, **{"lease_seconds": LEASE, "shards": shards, **options})
 
     yield open_set
     for client in clients:
         client.close()
 
 
-def entries(count: int, merchant: int = 1305146709) -> list[DueEntry]:
-    return [DueEntry.for_reminder(merchant, 200_000_000 + i, (30, 7, 1)[i % 3], uuid.uuid4().hex) for i in range(count)]
+def entries(count: int, merchant: int = 1305146709, stores: int = 1) -> list[DueEntry]:
+    """`stores` > 1: spread over that many consecutive merchant ids (so over the shards)."""
+    return [DueEntry.for_reminder(merchant + i % stores, 200_000_000 + i, (30, 7, 1)[i % 3], uuid.uuid4().hex)
+            for i in range(count)]
 
 
 def schedule_all(due: DueSet, items: list[DueEntry], at: float = NOW - 10) -> None:
@@ -100,19 +103,19 @@ def run_sweepers(sweepers: list[DueSet], now: float, batch: int, keep_going=lamb
 
 def test_two_sweepers_never_claim_the_same_entry_and_leave_none_behind(connect):
     first, second = connect(), connect()
-    items = entries(4000)
+    items = entries(4000, stores=8)
     schedule_all(first, items)
     got_first, got_second = run_sweepers([first, second], NOW + 100, batch=7)
     counts = Counter(got_first + got_second)
     assert not [e for e, n in counts.items() if n > 1], "an entry was claimed twice"
     assert set(counts) == set(items)
     assert first.pending_count() == 0 and first.processing_count() == 0
-    assert first.redis.zcard(first.index_key) == 0
+    assert all(first.redis.zcard(key) == 0 for key in first.keys)
 
 
 def test_sweepers_racing_a_sync_that_schedules_claim_each_entry_once(connect):
     scheduler, first, second = connect(), connect(), connect()
-    items = entries(3000)
+    items = entries(3000, stores=8)
     done = threading.Event()
 
     def sync(go: threading.Barrier) -> None:
@@ -128,7 +131,7 @@ def test_sweepers_racing_a_sync_that_schedules_claim_each_entry_once(connect):
 
 def test_a_dead_sweepers_entries_come_back_after_the_lease(connect):
     dying, survivor = connect(), connect()
-    items = entries(300)
+    items = entries(300, stores=8)
     schedule_all(dying, items)
     lost = dying.claim(NOW + 100, 120)  # and never acks
     assert len(lost) == 120 and dying.processing_count() == 120

@@ -31,7 +31,7 @@ from service.signatures import sign
 from service.tokens import StoreTokens
 from tests.conftest import WEBHOOK_SECRET, sample
 from tests.integration.conftest import wait_until
-from workers import delivery, lifecycle, sync
+from workers import delivery, lifecycle, reminding, sync
 from workers.budget import Budget, Limits
 from workers.due_set import DueEntry, DueSet
 from workers.runtime import build_runtime
@@ -91,9 +91,12 @@ def cluster_env(service_env, cluster, prefix):
 
 
 @pytest.fixture
-def rt(cluster_env, client):
-    """The worker's runtime in-process; reads are not debounced here (no pump is scheduled)."""
-    settings = Settings.from_env(dict(cluster_env, SYNC_DEBOUNCE_SECONDS="0"))
+def rt(request, cluster_env, client):
+    """The worker's runtime in-process; reads are not debounced here (no pump is scheduled).
+    Parametrize it indirectly with a number of due-set shards (default 1)."""
+    shards = str(getattr(request, "param", 1))
+    settings = Settings.from_env(dict(cluster_env, SYNC_DEBOUNCE_SECONDS="0", DUE_SET_SHARDS=shards))
+    assert settings.due_set_shards == int(shards)
     runtime = build_runtime(settings, connect(settings), requests.Session())
     assert is_cluster(runtime.store)
     yield runtime
@@ -144,6 +147,73 @@ def test_due_set_on_the_cluster(client, prefix, merchants):
     assert due.pending_count() == due.processing_count() == 0
 
 
+# -- the due set in shards (DUE_SET_SHARDS) ------------------------------------------------------
+def test_due_set_shards_live_on_different_nodes_and_a_sweep_claims_from_all(client, prefix):
+    due = DueSet(client, prefix, lease_seconds=30, batch=2, shards=8)
+    for shard in range(8):  # each shard's scripts stay in one slot
+        assert len({client.keyslot(key) for key in due.shard_keys(shard)}) == 1
+    nodes = {shard: node_of(client, due.shard_keys(shard)[0]) for shard in range(8)}
+    assert len(set(nodes.values())) == 3, nodes  # spread over all three masters
+    now = 1_900_000_000.0
+    stores = range(FIRST_MERCHANT, FIRST_MERCHANT + 16)  # two stores per shard
+    entries = [DueEntry(m, c, 7, f"{c:012x}") for m in stores for c in (1, 2, 3)]
+    assert due.schedule([(now + i / 100, e) for i, e in enumerate(entries)]) == 48
+    assert [c["pending"] for c in due.counts()] == [6] * 8
+    assert due.next_due() == now
+
+    first = due.claim(now + 10, limit=8)  # fewer than there are: one from each shard
+    assert {due.shard_of(e.merchant_id) for e in first} == set(range(8))
+    assert due.ack(first) == 8  # one pipeline over three nodes
+    seen = list(first)
+    while batch := due.claim(now + 10, limit=5):
+        seen += batch
+        due.ack(batch)
+    assert sorted(seen, key=repr) == sorted(entries, key=repr)
+    assert due.pending_count() == due.processing_count() == 0
+
+    due.schedule([(now, e) for e in entries])
+    assert due.cancel_store(stores[3]) == 3 and due.cancel_customer(stores[4], 2) == 1
+    assert due.pending_count() == 44
+    due.remove(entries)
+    assert all(client.zcard(key) == 0 for key in due.keys)
+
+
+def test_reshard_on_the_cluster_moves_entries_between_nodes(client, prefix):
+    one = DueSet(client, prefix, lease_seconds=30, batch=3, shards=1)
+    now = 1_900_000_000.0
+    entries = [DueEntry(m, 1, 7, "0" * 12) for m in range(FIRST_MERCHANT, FIRST_MERCHANT + 12)]
+    one.schedule([(now + i, e) for i, e in enumerate(entries)])
+    leased = one.claim(now + 1, limit=2)
+    eight = DueSet(client, prefix, lease_seconds=30, batch=3, shards=8)
+    report = eight.reshard(1)
+    assert report["moved"] == sum(1 for e in entries if e.merchant_id % 8 != 0)
+    assert [c["pending"] + c["processing"] for c in report["shards"]] == \
+        [sum(1 for e in entries if e.merchant_id % 8 == shard) for shard in range(8)]
+    assert eight.ack(leased) == 2  # the leases moved with them
+    assert sorted(eight.claim(now + 100, limit=100), key=repr) == sorted(entries[2:], key=repr)
+    assert eight.reshard(1)["moved"] == 0
+
+
+@pytest.mark.parametrize("rt", [8], indirect=True)
+def test_the_sweep_claims_every_shard_of_the_runtime(rt):
+    """reminding.sweep on a runtime with DUE_SET_SHARDS=8: wake-ups of stores in every shard
+    (and so on every node) are claimed in small batches; each asks for a read, and is put back
+    in its own store's shard to wait for it."""
+    now = datetime.now(timezone.utc)
+    stores = range(FIRST_MERCHANT, FIRST_MERCHANT + 16)
+    rt.due.schedule([(now.timestamp() - 60, DueEntry(m, c, reminding.SETTLE_STAGE, reminding.WAKEUP_KEY))
+                     for m in stores for c in (1, 2)])
+    reads = []
+    result = reminding.sweep(rt, now, lambda *a: pytest.fail("nothing to deliver"),
+                             lambda m, c: reads.append((m, c)), batch=5)
+    assert sorted(reads) == sorted((m, c) for m in stores for c in (1, 2))
+    assert result.claimed == 32
+    assert [c["pending"] for c in rt.due.counts()] == [4] * 8 and rt.due.processing_count() == 0
+    assert rt.due.next_due() == pytest.approx(now.timestamp() + reminding.RECHECK_WAIT_SECONDS)
+    for m in stores:
+        assert rt.due.cancel_customer(m, 1) == 1 and rt.due.cancel_customer(m, 2) == 1
+
+
 # -- the per-store budget ------------------------------------------------------------------------
 def test_each_store_has_its_own_budget_and_leases_on_its_own_node(client, prefix, merchants):
     budget, keys = Budget(client, prefix), Keys(prefix)
@@ -183,6 +253,7 @@ def test_each_store_has_its_own_budget_and_leases_on_its_own_node(client, prefix
 
 
 # -- the ledger: queue_reminder and deliver claims -------------------------------------------------
+@pytest.mark.parametrize("rt", [1, 4], indirect=True, ids=["1-due-shard", "4-due-shards"])
 def test_reminders_are_read_queued_and_delivered_once_per_store(rt, merchants, sandbox, reminders):
     for i, m in enumerate(merchants):
         customer = 7100 + i
@@ -298,6 +369,8 @@ def test_registry_tokens_alarms_and_uninstall_across_nodes(rt, merchants):
 def test_a_real_worker_with_its_state_on_the_cluster(cluster_env, client, merchants, sandbox, reminders, tmp_path):
     from devkit.sandbox import serve_in_thread
 
+    cluster_env = dict(cluster_env, DUE_SET_SHARDS="4")  # the worker's due set in shards on the nodes
+
     worker = celery_worker(cluster_env, tmp_path / "worker.log", concurrency=1).start()
     try:
         with serve_in_thread(create_app(Settings.from_env(cluster_env))) as web:
@@ -317,4 +390,11 @@ def test_a_real_worker_with_its_state_on_the_cluster(cluster_env, client, mercha
     keys = Keys(cluster_env["REDIS_KEY_PREFIX"])
     for m in merchants[:2]:
         assert client.hget(keys.store(m).counters, "reminders_sent") == "1"
+    # The worker's due set was in 4 shards: each store's next stage waits in its own shard.
+    due = DueSet(client, cluster_env["REDIS_KEY_PREFIX"], shards=4)
+    waiting = {shard: {DueEntry.decode(member) for member in client.zrange(due.shard_keys(shard)[2], 0, -1)}
+               for shard in range(4)}
+    assert all(e.merchant_id % 4 == shard for shard, found in waiting.items() for e in found)
+    assert {(e.merchant_id, e.stage_days) for found in waiting.values() for e in found} == \
+        {(merchants[0], 1), (merchants[1], 1)}
     assert "Traceback" not in worker.log_text()

@@ -22,13 +22,26 @@ def client(request):
     return fakeredis.FakeRedis(decode_responses=request.param)
 
 
+@pytest.fixture(params=[1, 4], ids=["1-shard", "4-shards"])
+def shards(request) -> int:
+    return request.param
+
+
 @pytest.fixture
-def due(client) -> DueSet:
-    return DueSet(client, "t:", lease_seconds=LEASE)
+def due(client, shards) -> DueSet:
+    return DueSet(client, "t:", lease_seconds=LEASE, shards=shards)
 
 
 def members(client, key: str) -> dict[str, float]:
     return {m.decode() if isinstance(m, bytes) else m: s for m, s in client.zrange(key, 0, -1, withscores=True)}
+
+
+def all_members(client, due: DueSet, which: int) -> dict[str, float]:
+    """One of the three sets (0 scheduled, 1 processing, 2 index) over every shard."""
+    found: dict[str, float] = {}
+    for shard in range(due.shards):
+        found.update(members(client, due.shard_keys(shard)[which]))
+    return found
 
 
 # --- the entry and its member -------------------------------------------------------------
@@ -82,16 +95,19 @@ def test_lex_range_of_a_customer_excludes_longer_ids():
 
 # --- the set --------------------------------------------------------------------------------
 
-def test_keys_share_the_prefix_and_one_cluster_slot(due):
-    assert all(key.startswith("t:{due}:") for key in due.keys)
+def test_keys_share_the_prefix_and_one_cluster_slot_per_shard(due):
+    assert due.keys[:3] == ("t:{due}:scheduled", "t:{due}:processing", "t:{due}:by-customer")
+    for shard in range(1, due.shards):
+        assert all(key.startswith(f"t:{{due:{shard}}}:") for key in due.shard_keys(shard))
+    assert len(set(due.keys)) == 3 * due.shards
 
 
 def test_scheduling_the_same_entry_twice_keeps_one_with_the_new_time(due, client):
     assert due.schedule([(100, entry()), (50, entry(customer=2))]) == 2
     due.schedule([(120, entry())])
     assert due.pending_count() == 2
-    assert members(client, due.scheduled_key)[entry().encode()] == 120
-    assert len(members(client, due.index_key)) == 2
+    assert all_members(client, due, 0)[entry().encode()] == 120
+    assert len(all_members(client, due, 2)) == 2
 
 
 def test_claim_hands_out_due_entries_earliest_first_once(due, client):
@@ -101,7 +117,7 @@ def test_claim_hands_out_due_entries_earliest_first_once(due, client):
     assert due.claim(now=103, limit=10) == [entry(customer=2), entry(customer=3)]
     assert due.claim(now=103, limit=10) == []
     assert due.pending_count() == 1 and due.processing_count() == 4
-    assert set(members(client, due.processing_key).values()) == {103 + LEASE}
+    assert set(all_members(client, due, 1).values()) == {103 + LEASE}
 
 
 def test_ack_forgets_entries_and_their_index(due, client):
@@ -109,7 +125,7 @@ def test_ack_forgets_entries_and_their_index(due, client):
     claimed = due.claim(now=100, limit=10)
     assert due.ack(claimed) == 2
     assert due.ack(claimed) == 0 and due.ack([]) == 0
-    assert due.processing_count() == 0 and client.zcard(due.index_key) == 0
+    assert due.processing_count() == 0 and not all_members(client, due, 2)
 
 
 def test_acking_an_entry_twice_in_one_call_counts_it_once(due):
@@ -140,7 +156,7 @@ def test_a_requeued_entry_keeps_an_earlier_schedule(due, client):
     due.claim(now=100, limit=1)
     due.schedule([(105, entry())])  # scheduled again while leased
     due.requeue_expired(now=200)
-    assert members(client, due.scheduled_key) == {entry().encode(): 105}
+    assert all_members(client, due, 0) == {entry().encode(): 105}
 
 
 def test_ack_keeps_the_index_of_an_entry_scheduled_again_meanwhile(due):
@@ -160,18 +176,18 @@ def test_cancel_customer_drops_scheduled_and_leased_entries_of_that_customer_onl
     assert due.cancel_customer(1305146709, 1) == 3
     assert due.cancel_customer(1305146709, 1) == 0
     assert due.processing_count() == 0
-    remaining = {DueEntry.decode(m) for m in members(client, due.scheduled_key)}
+    remaining = {DueEntry.decode(m) for m in all_members(client, due, 0)}
     assert remaining == set(others)
-    assert {DueEntry.decode(m) for m in members(client, due.index_key)} == set(others)
+    assert {DueEntry.decode(m) for m in all_members(client, due, 2)} == set(others)
 
 
-def test_cancel_store_removes_every_entry_of_the_store_in_batches(client):
-    due = DueSet(client, "t:", lease_seconds=LEASE, batch=3)
-    due.schedule([(100 + i, entry(merchant=1, customer=i)) for i in range(10)] + [(500, entry(merchant=37))])
+def test_cancel_store_removes_every_entry_of_the_store_in_batches(client, shards):
+    due = DueSet(client, "t:", lease_seconds=LEASE, batch=3, shards=shards)
+    due.schedule([(100 + i, entry(merchant=1, customer=i)) for i in range(10)] + [(500, entry(merchant=38))])
     due.claim(now=101, limit=2)
     assert due.cancel_store(1) == 10
     assert due.pending_count() == 1 and due.processing_count() == 0
-    assert [DueEntry.decode(m) for m in members(client, due.index_key)] == [entry(merchant=37)]
+    assert [DueEntry.decode(m) for m in all_members(client, due, 2)] == [entry(merchant=38)]
 
 
 @pytest.mark.parametrize("call", [lambda d: d.claim(0, 0), lambda d: d.requeue_expired(0, 0),
@@ -188,7 +204,8 @@ def test_empty_schedule_sends_nothing(due):
 
 # --- property: a model of the set against the real scripts ----------------------------------
 
-POOL = [DueEntry(m, c, s, k) for m in (1, 37) for c in (1, 11) for s, k in ((7, "0" * 12), (1, "f" * 12))]
+MERCHANTS = (1, 2, 37, 40)  # with 4 shards: shards 1, 2, 1 and 0
+POOL = [DueEntry(m, c, s, k) for m in MERCHANTS for c in (1, 11) for s, k in ((7, "0" * 12), (1, "f" * 12))]
 STATE_LEASE = 10
 
 
@@ -200,10 +217,10 @@ class DueSetMachine(RuleBasedStateMachine):
     at the end every entry left scheduled or leased is claimed once time moves on.
     """
 
-    @initialize(decoded=st.booleans())
-    def start(self, decoded: bool) -> None:
+    @initialize(decoded=st.booleans(), shards=st.sampled_from([1, 4]))
+    def start(self, decoded: bool, shards: int) -> None:
         self.client = fakeredis.FakeRedis(decode_responses=decoded)
-        self.due = DueSet(self.client, "m:", lease_seconds=STATE_LEASE, batch=2)
+        self.due = DueSet(self.client, "m:", lease_seconds=STATE_LEASE, batch=2, shards=shards)
         self.now = 1_000
         self.scheduled: dict[DueEntry, int] = {}
         self.leased: dict[DueEntry, int] = {}
@@ -233,12 +250,52 @@ class DueSetMachine(RuleBasedStateMachine):
 
     @rule(limit=st.integers(min_value=1, max_value=4))
     def claim(self, limit: int) -> None:
+        if self.due.shards > 1:
+            return self._claim_sharded(limit)
         claimed = self.due.claim(self.now, limit)
         self._model_requeue(limit)
         expected = sorted((at, e.encode().encode()) for e, at in self.scheduled.items() if at <= self.now)[:limit]
         assert claimed == [DueEntry.decode(member) for _, member in expected]
+        self._hand_out(claimed)
+
+    def _claim_sharded(self, limit: int) -> None:
+        """Which entries a sharded claim takes depends on how `limit` was split, so the model
+        checks what must hold whatever the split: only due or expired entries, as many as asked
+        if there are that many, earliest first, and nothing else changed but expired leases
+        going back; then it takes the new state from Redis."""
+        candidates = {e for e, at in self.scheduled.items() if at <= self.now}
+        candidates |= {e for e, lease in self.leased.items() if lease <= self.now}
+        claimed = self.due.claim(self.now, limit)
+        assert set(claimed) <= candidates and len(set(claimed)) == len(claimed)
+        assert len(claimed) == min(limit, len(candidates))
+        times = {**self.scheduled, **{e: min(lease, self.scheduled.get(e, lease))
+                                      for e, lease in self.leased.items() if lease <= self.now}}
+        assert [times[e] for e in claimed] == sorted(times[e] for e in claimed)
+        read = lambda which: {DueEntry.decode(m): s for m, s in
+                              (pair for shard in range(self.due.shards)
+                               for pair in self.client.zrange(self.due.shard_keys(shard)[which], 0, -1, withscores=True))}
+        scheduled, leased = read(0), read(1)
+        for e, lease in self.leased.items():
+            if e in claimed:
+                continue
+            if e in leased:
+                assert leased[e] == lease
+            else:  # its lease ran out and it went back
+                assert lease <= self.now and scheduled[e] == times[e]
+                if e not in self.scheduled:
+                    self.chances[e] += 1
         for e in claimed:
-            del self.scheduled[e]
+            if e in self.leased and e not in self.scheduled:
+                self.chances[e] += 1  # put back and claimed again in one call
+        self.scheduled = {e: at for e, at in scheduled.items()}
+        self.leased = {e: lease for e, lease in self.leased.items() if e in leased and e not in claimed}
+        for e in claimed:
+            assert leased[e] == self.now + STATE_LEASE
+        self._hand_out(claimed)
+
+    def _hand_out(self, claimed: list[DueEntry]) -> None:
+        for e in claimed:
+            self.scheduled.pop(e, None)
             self.leased[e] = self.now + STATE_LEASE
             self.handed[e] += 1
             assert self.handed[e] <= self.chances[e], f"{e} handed out more often than scheduled"
@@ -253,7 +310,21 @@ class DueSetMachine(RuleBasedStateMachine):
 
     @rule(limit=st.integers(min_value=1, max_value=4))
     def requeue(self, limit: int) -> None:
+        if self.due.shards > 1:  # which ones go back depends on the split; how many does not
+            expired = sum(1 for lease in self.leased.values() if lease <= self.now)
+            assert self.due.requeue_expired(self.now, limit) == min(limit, expired)
+            self._resync_leases()
+            return
         assert self.due.requeue_expired(self.now, limit) == self._model_requeue(limit)
+
+    def _resync_leases(self) -> None:
+        for e, lease in list(self.leased.items()):
+            shard = self.due.shard_keys(self.due.shard_of(e.merchant_id))
+            if self.client.zscore(shard[1], e.encode()) is None:
+                del self.leased[e]
+                if e not in self.scheduled:
+                    self.chances[e] += 1
+                self.scheduled[e] = min(self.scheduled.get(e, lease), lease)
 
     @rule(e=st.sampled_from(POOL))
     def cancel_customer(self, e: DueEntry) -> None:
@@ -262,7 +333,7 @@ class DueSetMachine(RuleBasedStateMachine):
         assert self.due.cancel_customer(e.merchant_id, e.customer_id) == len(mine)
         self._forget(mine)
 
-    @rule(merchant=st.sampled_from([1, 37]))
+    @rule(merchant=st.sampled_from(MERCHANTS))
     def cancel_store(self, merchant: int) -> None:
         mine = {x for x in {*self.scheduled, *self.leased} if x.merchant_id == merchant}
         assert self.due.cancel_store(merchant) == len(mine)
@@ -277,10 +348,13 @@ class DueSetMachine(RuleBasedStateMachine):
     def redis_matches_the_model(self) -> None:
         if not hasattr(self, "due"):
             return
-        read = lambda key: {DueEntry.decode(m): s for m, s in self.client.zrange(key, 0, -1, withscores=True)}
-        assert read(self.due.scheduled_key) == self.scheduled
-        assert read(self.due.processing_key) == self.leased
-        assert set(read(self.due.index_key)) == {*self.scheduled, *self.leased}
+        for shard in range(self.due.shards):
+            mine = lambda model: {e: at for e, at in model.items() if self.due.shard_of(e.merchant_id) == shard}
+            scheduled, processing, index = self.due.shard_keys(shard)
+            read = lambda key: {DueEntry.decode(m): s for m, s in self.client.zrange(key, 0, -1, withscores=True)}
+            assert read(scheduled) == mine(self.scheduled)
+            assert read(processing) == mine(self.leased)
+            assert set(read(index)) == {*mine(self.scheduled), *mine(self.leased)}
 
     def teardown(self) -> None:
         if not hasattr(self, "due"):

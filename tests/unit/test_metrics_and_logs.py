@@ -206,3 +206,21 @@ def test_readyz_shows_beats_own_liveness():
     store.set("lpr:beat:alive", f"{time.time() - 600:.3f}")
     stale = create_app(make_settings(), redis_client=store, queue=RecordingQueue()).test_client().get("/readyz")
     assert stale.get_json()["beat"]["alive_at"]["stale"] is True
+
+
+def test_the_due_set_gauges_add_up_every_shard():
+    """With DUE_SET_SHARDS > 1 the due set is several key sets: counts are summed and the oldest
+    entry is the oldest of all shards (stores 7 and 8 fall on different shards of 4)."""
+    from workers.due_set import DueEntry, DueSet
+
+    store = fakeredis.FakeRedis(decode_responses=True)
+    now = 1_800_000_000.0
+    due = DueSet(store, "lpr:", shards=4)
+    assert due.shard_of(7) != due.shard_of(8)
+    due.schedule([(now - 10, DueEntry.for_reminder(7, 1, 7, "a" * 32)),
+                  (now - 90, DueEntry.for_reminder(8, 1, 7, "b" * 32)),
+                  (now + 600, DueEntry.for_reminder(8, 2, 7, "c" * 32))])
+    collector = metrics.RedisStateCollector(store, make_settings(DUE_SET_SHARDS="4"), clock=lambda: now)
+    got = {s.name: s.value for family in collector.collect() for s in family.samples if not s.labels}
+    assert got["lpr_due_scheduled"] == 3 and got["lpr_due_now"] == 2 and got["lpr_due_processing"] == 0
+    assert got["lpr_due_oldest_age_seconds"] == pytest.approx(90)  # store 8's, in the other shard

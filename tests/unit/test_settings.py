@@ -15,6 +15,8 @@ def test_defaults_need_only_a_secret():
     assert s.broker_url == s.redis_url == "redis://127.0.0.1:6379/0"
     assert s.webhook_max_body_bytes == 1024 * 1024
     assert s.store_timezone == "Asia/Riyadh"
+    assert s.due_set_shards == 1
+    assert Settings.from_env({**BASE, "SALLA_WEBHOOK_SECRET": "x", "DUE_SET_SHARDS": "1024"}).due_set_shards == 1024
 
 
 @pytest.mark.parametrize("strategy", ["signature", "token"])
@@ -50,6 +52,9 @@ def test_none_strategy_is_an_explicit_opt_in():
     ({"SALLA_ACCOUNTS_URL": "accounts.salla.sa"}, "SALLA_ACCOUNTS_URL"),
     ({"SALLA_CUSTOMER_LIMIT": "0"}, "SALLA_CUSTOMER_LIMIT"),
     ({"REMINDER_LANGUAGE": "fr"}, "REMINDER_LANGUAGE"),
+    ({"DUE_SET_SHARDS": "0"}, "DUE_SET_SHARDS"),
+    ({"DUE_SET_SHARDS": "1025"}, "DUE_SET_SHARDS"),
+    ({"DUE_SET_SHARDS": "four"}, "DUE_SET_SHARDS"),
 ])
 def test_wrong_values_name_the_variable(env, variable):
     with pytest.raises(SettingsError, match=variable):
