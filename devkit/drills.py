@@ -98,7 +98,8 @@ class Stack:
         lots = {c: [lot_row(400, 0, now + timedelta(days=3), now - timedelta(days=300), order_id=c)]
                 for c in self.customer_ids}
         self.redis = self._redis().start()
-        self._stack.callback(self.redis.stop)
+        # Whichever server is current at the end (a restart drill starts a new one): stopped.
+        self._stack.callback(lambda: self.redis.stop())
         self.sandbox = self._stack.enter_context(serve_in_thread(create_sandbox(
             customers=lots, token=TOKEN, faults=self.faults, fault_seed=7)))
         self.reminders = ReminderLog(REMINDER_SECRET)
