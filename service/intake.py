@@ -12,7 +12,11 @@ One script per webhook, on the store's keys (one cluster slot), two writes:
   inbox          a sorted set of the events themselves (JSON members), each scored by the time
                  from which it may be taken (accepted, or the end of a drain's claim)
 The webhook that finds the inbox empty publishes `drain_intake(merchant)`; the others only
-add to it (a drain is on its way, or running and will loop back for them). A drain claims the
+add to it (a drain is on its way, or running and will loop back for them), unless the inbox
+holds an event that could have been taken NUDGE_SECONDS ago and was not: its drain was lost
+(a drain that failed while Redis restarted, a broker that lost the message), so this webhook
+publishes one too, at most one per NUDGE_SECONDS per store (`inbox:nudged`), so that a
+backlog under load does not turn every webhook into a drain. A drain claims the
 inbox in batches (each event's score moves a lease ahead, so two drains never take the same
 event, and a dead drain's events come back when the lease ends), handles them and removes
 them; it loops until a claim finds nothing. Beat's `recover-intake` publishes a drain for any
@@ -32,13 +36,16 @@ from service.keys import Keys
 INTAKE_KEEP_SECONDS = 24 * 3600
 RECOVER_AFTER_SECONDS = 60  # an event nobody took for this long has lost its drain
 CLAIM_SECONDS = 60  # a drain handles a batch in well under this
+NUDGE_SECONDS = 5  # an event takeable this long and not taken: the next webhook publishes a drain
 
-# KEYS: seen, inbox. ARGV: seen ttl, event, now.
+# KEYS: seen, inbox, nudged. ARGV: seen ttl, event, now, nudge seconds.
 # Returns 0: a repeat; 1: stored, a drain is on its way; 2: stored, publish a drain.
 _ACCEPT = """
 if not redis.call('SET', KEYS[1], '1', 'NX', 'EX', ARGV[1]) then return 0 end
 redis.call('ZADD', KEYS[2], ARGV[3], ARGV[2])
 if redis.call('ZCARD', KEYS[2]) == 1 then return 2 end
+local stale = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', tonumber(ARGV[3]) - tonumber(ARGV[4]), 'LIMIT', 0, 1)
+if #stale > 0 and redis.call('SET', KEYS[3], '1', 'NX', 'EX', ARGV[4]) then return 2 end
 return 1
 """
 
@@ -63,11 +70,12 @@ class Intake:
 
     def accept(self, merchant_id: int, digest: str, message: dict, seen_ttl: int, now: float) -> int:
         """REPEAT (these bytes were accepted before), STORED, or PUBLISH (stored in an empty
-        inbox: the caller publishes a drain for the store)."""
+        inbox, or in one whose drain looks lost: the caller publishes a drain for the store)."""
         k = self.keys.store(merchant_id)
         event = json.dumps(dict(message, digest=digest), ensure_ascii=False, separators=(",", ":"))
         # One round trip (EVALSHA); a pipeline would add a SCRIPT EXISTS.
-        outcome = int(self._accept(keys=[k.seen(digest), k.inbox], args=[seen_ttl, event, f"{now:.3f}"]))
+        outcome = int(self._accept(keys=[k.seen(digest), k.inbox, k.inbox_nudged],
+                                   args=[seen_ttl, event, f"{now:.3f}", NUDGE_SECONDS]))
         if outcome == PUBLISH:  # once a burst (a key of its own slot): the recovery walks these stores
             self.redis.sadd(self.keys.stores, merchant_id)
         return outcome

@@ -26,6 +26,7 @@ MULTI (two slots); an atomic pipeline or a script stays within one hash tag (REA
 |   app-event-at                    | string | kept after uninstall         | service/webhooks.py     |
 |   seen:<sha256 of the body>       | string | WEBHOOK_DEDUPE_TTL_SECONDS   | service/intake.py       |
 |   inbox                           | zset   | events until handled (a day at most) | service/intake.py |
+|   inbox:nudged                    | string | NUDGE_SECONDS                | service/intake.py       |
 |   no-loyalty, blocked-until       | string | TTL                          | stores.py, budget.py    |
 |   loyalty-ok                      | string | until uninstall              | workers/sync.py         |
 |   budget:plan, budget:customer    | zset   | TTL = the window             | workers/budget.py       |
@@ -142,6 +143,7 @@ class StoreKeys:
         self.pump = b + "pump"
         self.dead = b + "dead"
         self.inbox = b + "inbox"
+        self.inbox_nudged = b + "inbox:nudged"  # a drain was published for an inbox nobody drained
         self.correlation = b + "correlation"  # customer id -> correlation id of the webhook that asked for the read
         self.statuses = b + "statuses"  # per channel: sent, delivered, read, failed:<reason>
         self.channels = b + "channels"  # the store's channel settings, Fernet-encrypted JSON

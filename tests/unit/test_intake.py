@@ -3,7 +3,7 @@ import fakeredis
 import pytest
 import requests
 
-from service.intake import CLAIM_SECONDS, PUBLISH, RECOVER_AFTER_SECONDS, REPEAT, STORED, Intake
+from service.intake import CLAIM_SECONDS, NUDGE_SECONDS, PUBLISH, RECOVER_AFTER_SECONDS, REPEAT, STORED, Intake
 from tests.conftest import make_settings
 from workers import tasks
 from workers.runtime import build_runtime
@@ -28,6 +28,22 @@ def test_the_first_event_of_a_burst_publishes_a_drain_the_rest_only_wait(intake)
     # A drain took and handled them: the next webhook finds the inbox empty and publishes again.
     intake.done(M, [raw for raw, _ in intake.claim(M, 1001.0)])
     assert intake.accept(M, "d3", EVENT, seen_ttl=86400, now=1002.0) == PUBLISH
+
+
+def test_a_webhook_that_finds_an_undrained_inbox_publishes_a_drain_once_per_nudge(intake):
+    """A drain that failed while Redis restarted leaves events in a non-empty inbox: without
+    the nudge, nothing drained them until beat's recovery a minute later (the Redis-restart
+    test caught it)."""
+    assert intake.accept(M, "d1", EVENT, seen_ttl=86400, now=1000.0) == PUBLISH  # its drain is lost
+    assert intake.accept(M, "d2", EVENT, seen_ttl=86400, now=1000.0 + NUDGE_SECONDS - 1) == STORED
+    assert intake.accept(M, "d3", EVENT, seen_ttl=86400, now=1000.0 + NUDGE_SECONDS + 1) == PUBLISH
+    # At most one extra drain per NUDGE_SECONDS, however many webhooks find the backlog.
+    assert intake.accept(M, "d4", EVENT, seen_ttl=86400, now=1000.0 + NUDGE_SECONDS + 2) == STORED
+    # Events under a drain's claim are being handled: no nudge for them.
+    other = 77
+    assert intake.accept(other, "e1", EVENT, seen_ttl=86400, now=2000.0) == PUBLISH
+    intake.claim(other, 2000.0)
+    assert intake.accept(other, "e2", EVENT, seen_ttl=86400, now=2000.0 + NUDGE_SECONDS + 1) == STORED
 
 
 def test_drains_claim_batches_and_never_the_same_event_twice(intake):
