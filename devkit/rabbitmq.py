@@ -8,6 +8,13 @@ import uuid
 from contextlib import contextmanager
 
 HOST, PORT = "127.0.0.1", 5672
+# Debian installs rabbitmqctl in /usr/sbin, which a non-login shell's PATH (CI's, `env -i`) may lack.
+_SBIN = "/usr/local/sbin:/usr/sbin:/sbin"
+
+
+def rabbitmqctl() -> str | None:
+    import os
+    return shutil.which("rabbitmqctl", path=os.pathsep.join(filter(None, [os.environ.get("PATH"), _SBIN])))
 
 
 def rabbitmq_answers(host: str = HOST, port: int = PORT, timeout: float = 1.0) -> bool:
@@ -22,7 +29,7 @@ def unavailable_reason() -> str | None:
     """Why the RabbitMQ drills and tests cannot run here, or None when they can."""
     if not rabbitmq_answers():
         return f"RabbitMQ does not answer on {HOST}:{PORT}"
-    if not shutil.which("rabbitmqctl"):
+    if not rabbitmqctl():
         return "rabbitmqctl is not installed (needed to make a throwaway vhost)"
     return None
 
@@ -31,10 +38,11 @@ def unavailable_reason() -> str | None:
 def temporary_vhost(prefix: str = "lpr-test", user: str = "guest", password: str = "guest"):
     """Yields an amqp:// URL of a new vhost (guest has every permission); deleted afterwards."""
     vhost = f"{prefix}-{uuid.uuid4().hex[:8]}"
-    subprocess.run(["rabbitmqctl", "-q", "add_vhost", vhost], check=True, capture_output=True, timeout=60)
+    ctl = rabbitmqctl() or "rabbitmqctl"
+    subprocess.run([ctl, "-q", "add_vhost", vhost], check=True, capture_output=True, timeout=60)
     try:
-        subprocess.run(["rabbitmqctl", "-q", "set_permissions", "-p", vhost, user, ".*", ".*", ".*"], check=True,
+        subprocess.run([ctl, "-q", "set_permissions", "-p", vhost, user, ".*", ".*", ".*"], check=True,
                        capture_output=True, timeout=60)
         yield f"amqp://{user}:{password}@{HOST}:{PORT}/{vhost}"
     finally:
-        subprocess.run(["rabbitmqctl", "-q", "delete_vhost", vhost], capture_output=True, timeout=60)
+        subprocess.run([ctl, "-q", "delete_vhost", vhost], capture_output=True, timeout=60)

@@ -34,7 +34,11 @@ import redis
 from service.keys import Keys
 
 INTAKE_KEEP_SECONDS = 24 * 3600
-RECOVER_AFTER_SECONDS = 60  # an event nobody took for this long has lost its drain
+# An event takeable this long and not taken has lost its drain (a lost message, a drain that
+# died mid-batch: its events are takeable again when their claim ends). Short, because the
+# webhook nudge needs a next webhook and a quiet store may send none; an extra drain for a
+# store whose drain is only slow costs one task per beat tick and takes nothing twice.
+RECOVER_AFTER_SECONDS = 20
 CLAIM_SECONDS = 60  # a drain handles a batch in well under this
 NUDGE_SECONDS = 5  # an event takeable this long and not taken: the next webhook publishes a drain
 

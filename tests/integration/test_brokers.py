@@ -8,7 +8,6 @@ Redis restarts happen on a redis-server of the test's own (never the shared one)
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import socket
 import subprocess
@@ -22,6 +21,7 @@ import pytest
 import requests
 
 from devkit.processes import ManagedProcess, celery_worker
+from devkit.rabbitmq import rabbitmqctl
 from devkit.redis_server import RedisServer
 from devkit.sandbox import serve_in_thread
 from service.app import create_app
@@ -45,7 +45,7 @@ def _answers(address, timeout=1.0) -> bool:
 
 
 def _rabbitmqctl(*args) -> subprocess.CompletedProcess:
-    return subprocess.run(["rabbitmqctl", *args], capture_output=True, text=True, timeout=60)
+    return subprocess.run([rabbitmqctl() or "rabbitmqctl", *args], capture_output=True, text=True, timeout=60)
 
 
 @pytest.fixture(scope="module")
@@ -54,7 +54,7 @@ def rabbitmq_url():
     there is no RabbitMQ or no rabbitmqctl to make the vhost with)."""
     if not _answers(RABBITMQ):
         pytest.skip("RabbitMQ does not answer on 127.0.0.1:5672; the amqp broker tests need one (guest/guest)")
-    if not shutil.which("rabbitmqctl"):
+    if not rabbitmqctl():
         # The default vhost is shared: our workers would see other apps' remote-control
         # broadcasts and events, and theirs ours. No vhost, no test.
         pytest.skip("rabbitmqctl is not installed: these tests only run in a vhost of their own")
