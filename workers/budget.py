@@ -277,10 +277,15 @@ class Budget:
         added, _ = pipe.execute()
         return bool(added)
 
-    def holds(self, merchant_id: int, customer_id: int, lease: str | None) -> bool:
-        """Does this read still hold its lease? (False: it was taken for dead and handed out again.)"""
+    def holds(self, merchant_id: int, customer_id: int, lease: str | None, now: float | None = None) -> bool:
+        """Does this read still hold its lease? False: it was taken for dead and handed out
+        again, or its lease has run out, so that the next dispatch may hand it out again at any
+        moment (a message that waited in the queue past its lease, e.g. behind a worker's slow
+        shutdown: reading now would race that dispatch and read the customer twice)."""
         if not lease:
             return True
+        if now is not None and float(lease) <= now:
+            return False
         current = self.redis.zscore(self.keys.store(merchant_id).inflight, str(customer_id))
         return current is not None and float(current) == float(lease)
 

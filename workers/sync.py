@@ -115,8 +115,8 @@ def sync_customer(rt: Runtime, merchant_id: int, customer_id: int, pages_paid: i
                   lease: str | None = None) -> SyncResult:
     """One read attempt. Whatever goes wrong, the customer ends up either read, or back in the
     store's queue, or dropped with a reason and a counter: never stuck in flight."""
-    if not rt.budget.holds(merchant_id, customer_id, lease):
-        # Its lease ran out and the read was handed out again (or done): this is a stale copy.
+    if not rt.budget.holds(merchant_id, customer_id, lease, rt.clock()):
+        # Its lease ran out (the next dispatch hands it out again) or the read was done: a stale copy.
         rt.registry.count(merchant_id, "stale_reads_skipped")
         return SyncResult("stale", detail="lease no longer held")
     try:

@@ -602,3 +602,23 @@ def test_a_held_reminder_whose_read_is_dropped_stays_in_the_due_set(rt, clock):
     clock.now += reminding.RECHECK_WAIT_SECONDS
     reminding.sweep(rt, datetime.fromtimestamp(clock(), timezone.utc), lambda *a: None, lambda m, c: asked.append(c))
     assert asked == [C, C]
+
+
+@responses.activate
+def test_a_read_whose_message_arrives_after_its_lease_ran_out_steps_aside(rt, clock):
+    """The message waited in the queue past its lease (behind a worker's slow warm shutdown).
+    Not yet reaped, the lease still matches; reading now would race the next dispatch, which
+    reaps it and hands the customer out again: read twice (test_backfill saw it under load)."""
+    from workers.budget import Budget
+    rec = Recorder(rt)
+    sync.accept_event(rt, event())
+    sync.pump(rt, M, rec.send_sync, rec.schedule_pump)
+    late = (rec.syncs.pop(), rec.leases[(M, C)])
+    clock.now += Budget.LEASE_BASE_SECONDS + Budget.LEASE_PER_PAGE_SECONDS + 1
+    (m, c, pages), lease = late
+    assert sync.sync_customer(rt, m, c, pages, rec.send_reminder, lease=lease).outcome == "stale"
+    assert len(responses.calls) == 0
+    # The next dispatch hands it out again, and that read is the one that happens.
+    assert sync.pump(rt, M, rec.send_sync, rec.schedule_pump) == 1
+    responses.get(URL, json=answer([row(timedelta(days=3))]))
+    assert rec.read(*rec.syncs.pop()).outcome == "read" and len(responses.calls) == 1
