@@ -100,7 +100,8 @@ def count(rt: Runtime, m: int, stage: int, name: str, amount: int = 1) -> None:
 
 
 # -- the decisions ----------------------------------------------------------------------------
-def after_read(rt: Runtime, m: int, customer: Customer, lots: list[Lot], now: datetime, publish) -> list[dict]:
+def after_read(rt: Runtime, m: int, customer: Customer, lots: list[Lot], now: datetime, publish,
+               config: dict | None = None) -> list[dict]:
     previous = load_lots(rt, m, customer.id)
     known = rt.ledger.marks(m, customer.id)
     if previous is not None:
@@ -119,17 +120,18 @@ def after_read(rt: Runtime, m: int, customer: Customer, lots: list[Lot], now: da
     pipe.smembers(recheck_key)
     pipe.delete(recheck_key)
     held_stages = {int(s) for s in pipe.execute()[0]}
-    return evaluate(rt, m, customer, lots, now, publish, known_marks=known, held_stages=held_stages)
+    return evaluate(rt, m, customer, lots, now, publish, known_marks=known, held_stages=held_stages, config=config)
 
 
 def evaluate(rt: Runtime, m: int, customer: Customer, lots: list[Lot], now: datetime, publish,
-             known_marks: Marks | None = None, held_stages: set[int] = frozenset()) -> list[dict]:
+             known_marks: Marks | None = None, held_stages: set[int] = frozenset(),
+             config: dict | None = None) -> list[dict]:
     """Plan and act. `publish(m, c, reminder_id)` hands a queued reminder to the delivery task."""
     settings = rt.settings
     if customer.notifications_enabled is False:
         cancel_customer(rt, m, customer.id, now.timestamp())
         return []
-    config = rt.registry.config(m)
+    config = rt.registry.config(m) if config is None else config  # the read's, when it read them
     if config.get("paused"):
         # Nothing goes out; look again later, so that resuming the store needs no new event.
         rt.due.schedule([(now.timestamp() + PAUSED_RETRY_SECONDS, DueEntry(m, customer.id, SETTLE_STAGE, WAKEUP_KEY))])

@@ -55,9 +55,11 @@ class Runtime:
             return self.channels, "all"
         return self.directory.for_store(merchant_id)
 
-    def limits(self, merchant_id: int) -> Limits:
+    def limits(self, merchant_id: int, config: dict | None = None) -> Limits:
+        """The store's budget; `config`: its settings when the caller has read them already."""
         s = self.settings
-        return Limits(plan_limit=self.registry.config(merchant_id).get("plan_limit", s.plan_limit),
+        config = self.registry.config(merchant_id) if config is None else config
+        return Limits(plan_limit=config.get("plan_limit", s.plan_limit),
                       plan_window=s.plan_window_seconds, customer_limit=s.customer_limit,
                       customer_window=s.customer_window_seconds)
 

@@ -142,8 +142,10 @@ def _sync(rt: Runtime, merchant_id: int, customer_id: int, pages_paid: int, send
         budget.done(merchant_id, customer_id, lease=lease)
         registry.count(merchant_id, "dropped_syncs")
         return SyncResult("dropped", detail="store not usable")
+    # The store's settings, read once for the whole read (budget, zone, plan): one round trip.
+    config = registry.config(merchant_id)
     try:
-        rows, pages = _read(rt, merchant_id, customer_id, pages_paid)
+        rows, pages = _read(rt, merchant_id, customer_id, pages_paid, config)
     except StoreNotAuthorized as exc:
         budget.done(merchant_id, customer_id, lease=lease)
         registry.count(merchant_id, "dropped_syncs")
@@ -155,7 +157,7 @@ def _sync(rt: Runtime, merchant_id: int, customer_id: int, pages_paid: int, send
         registry.count(merchant_id, "reads_waiting_for_operator")
         return SyncResult("requeued", detail=str(exc))
     except BudgetExhausted as exc:
-        limits = rt.limits(merchant_id)
+        limits = rt.limits(merchant_id, config)
         if exc.pages > min(limits.plan_limit, limits.customer_limit):
             # More pages than one window allows: it could never be read whole. Say so, don't loop.
             budget.done(merchant_id, customer_id, lease=lease)
@@ -173,14 +175,14 @@ def _sync(rt: Runtime, merchant_id: int, customer_id: int, pages_paid: int, send
         return SyncResult("failed", detail=str(exc))
 
     # expiry_date has no zone: read it in the store's own zone when created_at names none.
-    zone = registry.config(merchant_id).get("timezone", rt.settings.store_timezone)
+    zone = config.get("timezone", rt.settings.store_timezone)
     lots, problems = parse_history(rows, zone)
     for problem in problems:
         log.warning("unreadable loyalty row merchant=%s customer=%s: %s", merchant_id, customer_id, problem)
     k = rt.keys.store(merchant_id)
     customer = rt.profiles.load(merchant_id, customer_id)
     reminders = reminding.after_read(rt, merchant_id, customer, lots, datetime.fromtimestamp(now, timezone.utc),
-                                     send_reminder)
+                                     send_reminder, config=config)
     # Done only once the reminders are queued: if this worker dies before, the read comes back.
     budget.done(merchant_id, customer_id, pages, lease=lease)
     pipe = rt.store.pipeline(transaction=True)
@@ -195,8 +197,9 @@ def _sync(rt: Runtime, merchant_id: int, customer_id: int, pages_paid: int, send
     return SyncResult("read", lots=lots, reminders=reminders)
 
 
-def _read(rt: Runtime, merchant_id: int, customer_id: int, pages_paid: int) -> tuple[list[dict], int]:
-    limits = rt.limits(merchant_id)
+def _read(rt: Runtime, merchant_id: int, customer_id: int, pages_paid: int,
+          config: dict | None = None) -> tuple[list[dict], int]:
+    limits = rt.limits(merchant_id, config)
 
     def pay(page: int) -> bool:
         # A read dispatched before Salla said "wait" (429, Remaining 0) must not go out now.
