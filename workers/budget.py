@@ -86,6 +86,27 @@ local waiting_need = 1
 local covered = 0
 local avail = 0
 local due = {}
+
+-- Hand `customer` out from `queue` if the budget left covers its pages: its lease, its spend.
+-- False (and waiting_need set) when it does not fit: the caller stops there.
+local function hand_out(customer, queue)
+  -- never more than a whole window: a longer history is read across windows
+  local need = math.min(tonumber(redis.call('HGET', pages, customer) or '1'), plan_limit, cust_limit)
+  if need > avail then
+    waiting_need = need
+    return false
+  end
+  avail = avail - need
+  local lease = string.format('%.6f', now + lease_base + lease_per_page * need)
+  redis.call('ZREM', queue, customer)
+  redis.call('ZADD', inflight, lease, customer)
+  spend(plan, cust, now, customer, need, plan_window, cust_window)
+  table.insert(taken, customer)
+  table.insert(taken, tostring(need))
+  table.insert(taken, lease)
+  return true
+end
+
 if blocked_until <= now then
   avail = available(plan, plan_limit, cust, cust_limit)
   if avail > 0 then
@@ -93,21 +114,8 @@ if blocked_until <= now then
     for _, customer in ipairs(due) do
       if redis.call('ZSCORE', inflight, customer) then
         skipped = skipped + 1
-      else
-        -- never more than a whole window: a longer history is read across windows
-        local need = math.min(tonumber(redis.call('HGET', pages, customer) or '1'), plan_limit, cust_limit)
-        if need > avail then
-          waiting_need = need
-          break
-        end
-        avail = avail - need
-        local lease = string.format('%.6f', now + lease_base + lease_per_page * need)
-        redis.call('ZREM', pending, customer)
-        redis.call('ZADD', inflight, lease, customer)
-        spend(plan, cust, now, customer, need, plan_window, cust_window)
-        table.insert(taken, customer)
-        table.insert(taken, tostring(need))
-        table.insert(taken, lease)
+      elseif not hand_out(customer, pending) then
+        break
       end
     end
   end
@@ -123,21 +131,10 @@ if blocked_until <= now and avail > 0 and waiting_need == 1 and #due < max_batch
     if redis.call('ZSCORE', inflight, customer) or redis.call('ZSCORE', pending, customer) then
       redis.call('ZREM', bpending, customer)
       covered = covered + 1
-    else
-      local need = math.min(tonumber(redis.call('HGET', pages, customer) or '1'), plan_limit, cust_limit)
-      if need > avail then
-        waiting_need = need
-        break
-      end
-      avail = avail - need
-      local lease = string.format('%.6f', now + lease_base + lease_per_page * need)
-      redis.call('ZREM', bpending, customer)
-      redis.call('ZADD', inflight, lease, customer)
+    elseif hand_out(customer, bpending) then
       redis.call('SADD', breading, customer)
-      spend(plan, cust, now, customer, need, plan_window, cust_window)
-      table.insert(taken, customer)
-      table.insert(taken, tostring(need))
-      table.insert(taken, lease)
+    else
+      break
     end
   end
 end
