@@ -261,14 +261,20 @@ def test_whatsapp_failed_webhook_moves_on_once_and_not_after_delivered(web):  # 
     assert rt.ledger.get(M, RID).state == "sent"
 
 
-def test_sms_failed_report_moves_on_and_a_report_after_delivered_does_not(web):  # noqa: F811
-    client, rt = web
+def _sent_by_sms(rt):
+    """A store on [sms, log] under `first`; the reminder sent by SMS (message id 3000). Returns
+    the log channel's fake and the store's delivery-report path."""
     ChannelSettings(rt.store, "lpr:", rt.settings).update(M, {"channels": ["sms", "log"], "policy": "first",
                                                                "sms": SMS})
-    sms, log = with_channels(rt, "first", Fake("sms", message_id="3000"), Fake("log"))
+    _, log = with_channels(rt, "first", Fake("sms", message_id="3000"), Fake("log"))
     queue(rt)
     deliver(rt, M, C, RID, rt.clock())
-    url = dlr_url("http://x", (TOKEN_KEY,), M).replace("http://x", "")
+    return log, dlr_url("http://x", (TOKEN_KEY,), M).replace("http://x", "")
+
+
+def test_sms_failed_report_moves_on_and_a_report_after_delivered_does_not(web):  # noqa: F811
+    client, rt = web
+    log, url = _sent_by_sms(rt)
     assert client.post(url, json={"MessageID": "3000", "Status": "Delivered"}).get_json()["applied"] == 1
     assert client.post(url, json={"MessageID": "3000", "Status": "Expired"}).get_json()["applied"] == 1
     assert rt.ledger.get(M, RID).state == "sent" and "fallbacks_after_failure" not in rt.registry.counters(M)
@@ -276,12 +282,7 @@ def test_sms_failed_report_moves_on_and_a_report_after_delivered_does_not(web): 
 
 def test_sms_expired_report_moves_on(web):  # noqa: F811
     client, rt = web
-    ChannelSettings(rt.store, "lpr:", rt.settings).update(M, {"channels": ["sms", "log"], "policy": "first",
-                                                               "sms": SMS})
-    sms, log = with_channels(rt, "first", Fake("sms", message_id="3000"), Fake("log"))
-    queue(rt)
-    deliver(rt, M, C, RID, rt.clock())
-    url = dlr_url("http://x", (TOKEN_KEY,), M).replace("http://x", "")
+    log, url = _sent_by_sms(rt)
     assert client.post(url, data={"messageId": "3000", "status": "expired"}).get_json()["applied"] == 1
     assert rt.ledger.get(M, RID).state == "scheduled"
     assert deliver(rt, M, C, RID, rt.clock()) == "sent" and log.sent == [RID]
