@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import os as _os
 
+from gunicorn import glogging as _glogging
+
 # First: it sets PROMETHEUS_MULTIPROC_DIR before prometheus_client is imported.
 from service import metrics as _metrics  # isort: skip
 from service.logs import gunicorn_logconfig as _logconfig
@@ -25,6 +27,19 @@ logconfig_dict = _logconfig(_os.environ.get("LOG_LEVEL", "INFO").upper())
 # its throughput in bench/ingest.py (docs/benchmarks.md).
 accesslog = "-" if _os.environ.get("WEB_ACCESS_LOG", "").strip().lower() in ("1", "true", "on", "yes") else None
 access_log_format = '%(h)s "%(m)s %(U)s" %(s)s %(B)s %(M)sms'
+
+
+class _Logger(_glogging.Logger):
+    """gunicorn takes any logconfig_dict for "access log on" and builds and writes the line
+    whatever `accesslog` says; here `accesslog` (WEB_ACCESS_LOG) decides, before the line's
+    fields are built."""
+
+    def access(self, resp, req, environ, request_time):
+        if self.cfg.accesslog:
+            super().access(resp, req, environ, request_time)
+
+
+logger_class = _Logger
 
 # The public port (PORT), and the admin API's own port when ADMIN_PORT is set (a --bind on the
 # command line would replace both: leave it out).

@@ -106,7 +106,9 @@ def configure_logging(level: str = "INFO", stream=None) -> None:
     own (workers/observability.py connects `setup_logging`), gunicorn's loggers have their own
     JSON config (gunicorn_logconfig)."""
     root = logging.getLogger()
-    ours = [h for h in root.handlers if getattr(h, "_lpr", False)]
+    # Under gunicorn, its logconfig_dict (gunicorn_logconfig) already gave the root logger a
+    # JSON handler before the app was loaded: a second one wrote every line twice.
+    ours = [h for h in root.handlers if getattr(h, "_lpr", False) or isinstance(h.formatter, JsonFormatter)]
     if not ours:
         handler = logging.StreamHandler(stream or sys.stderr)
         handler.setFormatter(JsonFormatter())

@@ -14,7 +14,7 @@ from prometheus_client import REGISTRY
 from service import metrics
 from service.app import create_app
 from service.keys import Keys
-from service.logs import JsonFormatter, configure_logging, correlation_id, process_role, scrub
+from service.logs import JsonFormatter, configure_logging, correlation_id, gunicorn_logconfig, process_role, scrub
 from service.signatures import sign
 from tests.conftest import WEBHOOK_SECRET, make_settings, sample
 
@@ -165,6 +165,53 @@ def test_configure_logging_adds_one_handler_once():
     configure_logging("INFO")
     ours = [h for h in root.handlers if getattr(h, "_lpr", False)]
     assert len(ours) == 1 and len(root.handlers) <= before + 1
+
+
+def test_the_app_adds_no_second_handler_under_gunicorns_log_config():
+    """gunicorn's logconfig_dict gives the root logger a JSON handler before the app is
+    loaded; the app's configure_logging must not add another (every line was written twice)."""
+    import logging.config
+
+    root = logging.getLogger()
+    saved = root.handlers[:]
+    try:
+        root.handlers = []
+        logging.config.dictConfig(gunicorn_logconfig("INFO"))
+        configure_logging("INFO")
+        json_handlers = [h for h in root.handlers if isinstance(h.formatter, JsonFormatter)]
+        assert len(json_handlers) == 1
+    finally:
+        root.handlers = saved
+
+
+@pytest.mark.parametrize("setting, written", [(None, False), ("1", True)])
+def test_the_access_log_is_written_only_when_asked(monkeypatch, setting, written):
+    """Off unless WEB_ACCESS_LOG=1. gunicorn counts any logconfig_dict as "access log on",
+    so the logger class decides, before gunicorn builds the line's fields."""
+    import importlib
+
+    from gunicorn.config import Config
+
+    from service import gunicorn_conf
+
+    if setting is None:
+        monkeypatch.delenv("WEB_ACCESS_LOG", raising=False)
+    else:
+        monkeypatch.setenv("WEB_ACCESS_LOG", setting)
+    conf = importlib.reload(gunicorn_conf)
+    cfg = Config()
+    for name in ("accesslog", "logconfig_dict", "logger_class", "access_log_format"):
+        cfg.set(name, getattr(conf, name))
+    root, saved = logging.getLogger(), logging.getLogger().handlers[:]
+    try:
+        logger = cfg.logger_class(cfg)
+        built = []
+        monkeypatch.setattr(logger, "atoms", lambda *a: built.append(a) or {})
+        logger.access(None, None, {}, None)
+        assert bool(built) is written
+    finally:
+        root.handlers = saved
+        importlib.reload(gunicorn_conf)
 
 
 def test_task_headers_carry_the_correlation_id():
