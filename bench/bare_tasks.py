@@ -23,6 +23,9 @@ def noop(merchant_id: int, n: int) -> None:
 
 
 @app.task(name="bare.get", acks_late=True, ignore_result=True)
-def get(url: str) -> int:
+def get(url: str, token: str | None = None) -> int:
+    # With the store's bearer token, so that the sandbox answers the same page (200, the
+    # customer's lots) as it does a read, not a short 401.
     session = getattr(_local, "session", None) or setattr(_local, "session", requests.Session()) or _local.session
-    return session.get(url, timeout=10).status_code
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    return session.get(url, headers=headers, timeout=10).status_code

@@ -13,6 +13,9 @@
    that each do one GET of the sandbox on the same pool and concurrency.
 3. Both for each pool: prefork with 2 and with 8 processes, and threads with 16, so the
    Procfile's choice rests on figures from the same run.
+4. p50/p99 of the run time of the task that does the item (`sync_customer` against `bare.get`,
+   `drain_intake` against `bare.noop`; a drain handles a batch of events), from the workers'
+   own "succeeded in" log lines.
 Everything on a Redis server and ports of the benchmark's own; the ratios are what to read.
 """
 from __future__ import annotations
@@ -20,6 +23,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import statistics
 import sys
 import tempfile
@@ -38,7 +42,7 @@ from devkit.procfile import process_env, read_procfile  # noqa: E402
 from devkit.redis_server import RedisServer  # noqa: E402
 from devkit.sandbox import Faults, create_app as create_sandbox, serve_in_thread  # noqa: E402
 from devkit.sandbox_seed import lot_row  # noqa: E402
-from service.celery_config import DRAIN_TASK, PUMP_TASK  # noqa: E402
+from service.celery_config import DRAIN_TASK, PUMP_TASK, SYNC_TASK  # noqa: E402
 from service.intake import Intake  # noqa: E402
 
 TOKEN = "bench-token"
@@ -92,6 +96,20 @@ def measured(process: ManagedProcess, client: redis.Redis, count: int, done) -> 
     return count / seconds, 1000 * cpu / count, 1000 * redis_cpu / count
 
 
+_SUCCEEDED = re.compile(r"Task ([\w.]+)\[[^\]]+\] succeeded in ([\d.]+)s")
+
+
+def task_seconds(log: Path, task: str) -> list[float]:
+    """How long each `task` ran, from the worker's own "Task ... succeeded in Xs" lines (INFO,
+    plain text or JSON): the p50/p99 a task takes on its pool, ours and bare alike."""
+    return [float(seconds) for name, seconds in _SUCCEEDED.findall(log.read_text(errors="replace")) if name == task]
+
+
+def percentile(values: list[float], share: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(share * len(ordered)))] if ordered else float("nan")
+
+
 def wait_for(predicate, timeout: float = 300.0) -> float:
     started = time.monotonic()
     while not predicate():
@@ -135,11 +153,14 @@ def events_run(env, client, workdir, pool, count, baseline: bool) -> float:
         del sample
         command = with_pool(procfile_command("intake"), pool)
         done = lambda: all(intake.waiting(1_000 + s) == 0 for s in range(STORES)) and not client.hlen("unacked")  # noqa: E731
-    process = worker(command, env, workdir / f"events-{pool}-{baseline}.log").start(wait_seconds=60)
+    log = workdir / f"events-{pool}-{baseline}.log"
+    process = worker(command, env, log).start(wait_seconds=60)
     try:
-        return measured(process, client, count, done)
+        result = measured(process, client, count, done)
     finally:
         process.stop()
+    # Ours handles a store's events in one drain task: its time is per batch, not per event.
+    return (*result, task_seconds(log, "bare.noop" if baseline else DRAIN_TASK))
 
 
 def reads_run(env, client, workdir, pool, count, sandbox_url, baseline: bool) -> float:
@@ -148,8 +169,8 @@ def reads_run(env, client, workdir, pool, count, sandbox_url, baseline: bool) ->
     producer = celery_producer(env)
     if baseline:
         for n in range(count):
-            producer.send_task("bare.get", args=[f"{sandbox_url}/customers/loyalty/points?customer_id={50_000 + n}"],
-                               queue="bare", headers={})
+            producer.send_task("bare.get", args=[f"{sandbox_url}/customers/loyalty/points?customer_id={50_000 + n}",
+                                                 TOKEN], queue="bare", headers={})
         command = with_pool("celery -A bench.bare_tasks worker -Q bare -n bare@%h --loglevel=INFO", pool)
     else:
         from workers.budget import Budget
@@ -161,11 +182,13 @@ def reads_run(env, client, workdir, pool, count, sandbox_url, baseline: bool) ->
 
     def answered() -> int:
         return requests.get(sandbox_url + "/_sandbox/stats", timeout=5).json()["requests"]
-    process = worker(command, env, workdir / f"reads-{pool}-{baseline}.log").start(wait_seconds=60)
+    log = workdir / f"reads-{pool}-{baseline}.log"
+    process = worker(command, env, log).start(wait_seconds=60)
     try:
-        return measured(process, client, count, lambda: answered() >= count)
+        result = measured(process, client, count, lambda: answered() >= count)
     finally:
         process.stop()
+    return (*result, task_seconds(log, "bare.get" if baseline else SYNC_TASK))
 
 
 def main(argv=None) -> int:
@@ -201,9 +224,13 @@ def main(argv=None) -> int:
                                                         baseline=True))
                     runs["reads"].append(reads_run(env, client, workdir, pool, args.reads, sandbox.url,
                                                    baseline=False))
-                cpu = {k: statistics.median(c for _, c, _ in v) for k, v in runs.items()}
-                redis_cpu = {k: statistics.median(c for _, _, c in v) for k, v in runs.items()}
-                runs = {k: [rate for rate, _, _ in v] for k, v in runs.items()}
+                cpu = {k: statistics.median(c for _, c, _, _ in v) for k, v in runs.items()}
+                redis_cpu = {k: statistics.median(c for _, _, c, _ in v) for k, v in runs.items()}
+                # The run time of the task that does the item, every run's tasks together.
+                times = {k: [t for *_, ts in v for t in ts] for k, v in runs.items()}
+                task_ms = {k: {"tasks": len(ts), "p50": round(1000 * percentile(ts, 0.5), 1),
+                               "p99": round(1000 * percentile(ts, 0.99), 1)} for k, ts in times.items()}
+                runs = {k: [rate for rate, *_ in v] for k, v in runs.items()}
                 bare_events, our_events, bare_reads, our_reads = (statistics.median(runs[k]) for k in runs)
                 results[pool] = {
                     "events_per_s": round(our_events), "bare_noop_tasks_per_s": round(bare_events),
@@ -212,6 +239,7 @@ def main(argv=None) -> int:
                     "reads_ratio": round(our_reads / bare_reads, 2),
                     "worker_cpu_ms_per_item": {k: round(v, 2) for k, v in cpu.items()},
                     "redis_cpu_ms_per_item": {k: round(v, 2) for k, v in redis_cpu.items()},
+                    "task_run_ms": task_ms,
                     "runs": {k: [round(v, 1) for v in vs] for k, vs in runs.items()}}
                 print(pool, json.dumps(results[pool]), flush=True)
         finally:
