@@ -1,4 +1,6 @@
 """The Salla client against `responses` (the sandbox over real HTTP: tests/integration)."""
+import os
+
 import pytest
 import requests
 import responses
@@ -149,3 +151,33 @@ def test_403_is_forbidden():
     responses.get(URL, status=403, json={"status": 403, "success": False, "error": {"code": "forbidden", "message": "no"}})
     with pytest.raises(SallaForbidden):
         client().loyalty_history("tok", 7)
+
+
+def test_the_environments_proxy_is_resolved_once_not_per_call(monkeypatch):
+    """A proxy set in the environment still carries the calls to Salla, but requests' per-call
+    lookup (two passes over os.environ, a tenth of a read's CPU) is done once, at start."""
+    monkeypatch.setenv("HTTPS_PROXY", "http://proxy.internal:3128")
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    monkeypatch.delenv("no_proxy", raising=False)
+    salla = client()
+    sent = []
+
+    def send(prepared, **kwargs):
+        sent.append(kwargs)
+        response = requests.Response()
+        response.status_code, response._content = 200, b'{"status": 200, "success": true, "data": [], "pagination": []}'
+        response.request = prepared
+        return response
+
+    monkeypatch.setattr(salla.session, "send", send)
+
+    def looked_up(*args, **kwargs):
+        raise AssertionError("the environment was read again for this call")
+
+    monkeypatch.setattr(requests.sessions, "get_environ_proxies", looked_up)
+    salla.loyalty_history("tok", 7)
+    salla.loyalty_history("tok", 8)
+    assert [kwargs["proxies"].get("https") for kwargs in sent] == ["http://proxy.internal:3128"] * 2
+    # TLS verification as requests would have it: on, or the CA bundle the environment names.
+    verify = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE") or True
+    assert all(kwargs["timeout"] == 3.5 and kwargs["verify"] == verify for kwargs in sent)
