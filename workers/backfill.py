@@ -200,10 +200,14 @@ def read_done(rt: Runtime, merchant_id: int, customer_id: int, outcome: str, rem
     """A read finished (read, dropped or failed): if the backfill or the resync handed it out,
     count it."""
     k = rt.keys.store(merchant_id)
-    if not rt.store.srem(k.backfill_reading, customer_id):
+    pipe = rt.store.pipeline(transaction=False)  # one round trip on every read's path
+    pipe.srem(k.backfill_reading, customer_id)
+    pipe.hget(k.backfill, "state")
+    handed_out_by_backfill, backfill_state = pipe.execute()
+    if not handed_out_by_backfill:
         # An event-driven read. While a backfill runs, the customer counts as covered: not
         # listed again, or taken out of the backfill's queue if already listed (read once).
-        if outcome == "read" and _text(rt.store.hget(k.backfill, "state")) == RUNNING:
+        if outcome == "read" and _text(backfill_state) == RUNNING:
             if rt.store.sadd(k.backfill_seen, customer_id) or rt.store.zrem(k.backfill_pending, customer_id):
                 rt.store.hincrby(k.backfill, "covered", 1)
         return

@@ -34,7 +34,7 @@ from service.schedule import SETTLE_STAGE, eligible, plan
 from service.store_policy import policy_for
 from workers.delivery import DELIVERY_LEASE_SECONDS, PAUSED_RETRY_SECONDS, arm, queue_reminder
 from workers.due_set import DueEntry
-from workers.ledger import CANCELLED, LIVE, Marks, count_stat
+from workers.ledger import CANCELLED, LIVE, Marks, count_stat, parse_marks
 from workers.oauth import usable
 from workers.runtime import Runtime
 
@@ -56,17 +56,28 @@ _seen_statuses: set[str] = set()
 
 # -- the last read, per customer --------------------------------------------------------------
 def save_lots(rt: Runtime, m: int, c: int, lots: list[Lot], read_at: datetime) -> None:
-    record = {"read_at": read_at.timestamp(), "lots": [_lot_record(lot) for lot in lots]}
+    keep = _lots_keep(rt, rt.store.ttl(rt.keys.store(m).profile(c)))
+    rt.store.set(rt.keys.store(m).lots(c), _lots_json(lots, read_at), ex=keep)
+
+
+def _lots_keep(rt: Runtime, profile_ttl: int | None) -> int:
     # Lots live as long as the customer's profile: DATA_RETENTION_DAYS after they were last
     # seen (an event, a backfill listing), so a resync read does not keep them alive forever.
-    keep = rt.store.ttl(rt.keys.store(m).profile(c))
-    if keep is None or keep <= 0:
-        keep = rt.settings.data_retention_days * 86400
-    rt.store.set(rt.keys.store(m).lots(c), json.dumps(record, ensure_ascii=False), ex=int(keep))
+    if profile_ttl is None or profile_ttl <= 0:
+        return rt.settings.data_retention_days * 86400
+    return int(profile_ttl)
+
+
+def _lots_json(lots: list[Lot], read_at: datetime) -> str:
+    return json.dumps({"read_at": read_at.timestamp(), "lots": [_lot_record(lot) for lot in lots]},
+                      ensure_ascii=False)
 
 
 def load_lots(rt: Runtime, m: int, c: int) -> tuple[float, list[Lot]] | None:
-    raw = rt.store.get(rt.keys.store(m).lots(c))
+    return _lots_from_json(rt.store.get(rt.keys.store(m).lots(c)))
+
+
+def _lots_from_json(raw: str | None) -> tuple[float, list[Lot]] | None:
     if raw is None:
         return None
     record = json.loads(raw)
@@ -102,8 +113,15 @@ def count(rt: Runtime, m: int, stage: int, name: str, amount: int = 1) -> None:
 # -- the decisions ----------------------------------------------------------------------------
 def after_read(rt: Runtime, m: int, customer: Customer, lots: list[Lot], now: datetime, publish,
                config: dict | None = None) -> list[dict]:
-    previous = load_lots(rt, m, customer.id)
-    known = rt.ledger.marks(m, customer.id)
+    # What the last read left, in one round trip (the customer's keys share one slot): the lots,
+    # the marks, and the profile's TTL the new lots take.
+    k = rt.keys.store(m)
+    pipe = rt.store.pipeline(transaction=False)
+    pipe.get(k.lots(customer.id))
+    pipe.hgetall(k.marks(customer.id))
+    pipe.ttl(k.profile(customer.id))
+    raw_lots, raw_marks, profile_ttl = pipe.execute()
+    previous, known = _lots_from_json(raw_lots), parse_marks(raw_marks)
     if previous is not None:
         read_at, before = previous
         outcome = settle(snapshot(before, datetime.fromtimestamp(read_at, timezone.utc)), lots, known.sent, now)
@@ -114,12 +132,13 @@ def after_read(rt: Runtime, m: int, customer: Customer, lots: list[Lot], now: da
         for stage, points in outcome.lost.items():
             count(rt, m, stage, "points_lost", points)
     _log_unknown_statuses(lots)
-    save_lots(rt, m, customer.id, lots, now)
-    recheck_key = rt.keys.store(m).recheck(customer.id)
+    # The new lots, and the stages held for this read (taken: a re-check is answered once).
+    recheck_key = k.recheck(customer.id)
     pipe = rt.store.pipeline(transaction=True)
+    pipe.set(k.lots(customer.id), _lots_json(lots, now), ex=_lots_keep(rt, profile_ttl))
     pipe.smembers(recheck_key)
     pipe.delete(recheck_key)
-    held_stages = {int(s) for s in pipe.execute()[0]}
+    held_stages = {int(s) for s in pipe.execute()[1]}
     return evaluate(rt, m, customer, lots, now, publish, known_marks=known, held_stages=held_stages, config=config)
 
 
