@@ -339,7 +339,9 @@ class Ledger:
         claim = json.dumps({"stage": reminder["stage_days"], "lots": [lot["key"] for lot in reminder["lots"]],
                             "at": round(now, 3)})
         result = self._create(keys=[k.reminder(rid), k.marks(c)], args=[
-            rid, m, c, reminder["stage_days"], f"{now:.3f}", max(int(keep_seconds), 60),
+            # Full precision: the pause between two reminders of a stage is measured from this
+            # time, and a value rounded down let the next one out a fraction of a ms early.
+            rid, m, c, reminder["stage_days"], f"{now:.6f}", max(int(keep_seconds), 60),
             json.dumps(reminder, ensure_ascii=False), claim])
         return result.decode() if isinstance(result, bytes) else result
 
