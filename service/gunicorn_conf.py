@@ -22,9 +22,9 @@ from service.logs import gunicorn_logconfig as _logconfig
 
 logconfig_dict = _logconfig(_os.environ.get("LOG_LEVEL", "INFO").upper())
 # The access log in the JSON line's `msg`: no query string (it may carry a secret) and no referrer.
-# Off unless WEB_ACCESS_LOG=1: the app already writes one JSON line per webhook with its
-# outcome and correlation id, and a second (access) line per request cost the web a share of
-# its throughput in bench/ingest.py (docs/benchmarks.md).
+# Off unless WEB_ACCESS_LOG=1: lpr_webhooks_total counts every webhook's outcome, the drain
+# logs each accepted one under its correlation id, and a line per request cost the web a share
+# of its throughput in bench/ingest.py (docs/benchmarks.md).
 accesslog = "-" if _os.environ.get("WEB_ACCESS_LOG", "").strip().lower() in ("1", "true", "on", "yes") else None
 access_log_format = '%(h)s "%(m)s %(U)s" %(s)s %(B)s %(M)sms'
 

@@ -44,6 +44,7 @@ def accept_event(rt: Runtime, message: dict) -> str:
     registry = rt.registry
     if registry.is_uninstalled(merchant_id):
         registry.count(merchant_id, "dropped_events")
+        _log_event(message, merchant_id, customer.id, "dropped, the store uninstalled the app")
         return "dropped"
     # The customer's details and opt-out count even while the store cannot be read.
     rt.profiles.save(merchant_id, customer)
@@ -52,20 +53,26 @@ def accept_event(rt: Runtime, message: dict) -> str:
         reminding.cancel_customer(rt, merchant_id, customer.id, rt.clock())
     if not usable(registry, merchant_id):
         registry.count(merchant_id, "dropped_events")
+        _log_event(message, merchant_id, customer.id, "dropped, the store cannot be read (re-authorization needed)")
         return "dropped"
     if registry.loyalty_missing(merchant_id):
         registry.count(merchant_id, "skipped_no_loyalty_app")
+        _log_event(message, merchant_id, customer.id, "skipped, the store has no loyalty app")
         return "no_loyalty_app"
     registry.count(merchant_id, "events")
     if rt.budget.enqueue(merchant_id, customer.id, rt.clock() + rt.settings.sync_debounce_seconds):
         remember_correlation(rt, merchant_id, customer.id, message.get("cid"))
-        log.info("event %s of merchant=%s customer=%s: a read is queued", message.get("event"), merchant_id,
-                 customer.id)
+        _log_event(message, merchant_id, customer.id, "a read is queued")
         return "queued"
-    log.info("event %s of merchant=%s customer=%s: joins the read already waiting", message.get("event"),
-             merchant_id, customer.id)
+    _log_event(message, merchant_id, customer.id, "joins the read already waiting")
     registry.count(merchant_id, "events_coalesced")
     return "coalesced"
+
+
+def _log_event(message: dict, merchant_id: int, customer_id: int, outcome: str) -> None:
+    # One INFO line per accepted webhook, whatever became of it: the web logs an accepted one
+    # at DEBUG only, so this line (under the webhook's correlation id) is where it shows.
+    log.info("event %s of merchant=%s customer=%s: %s", message.get("event"), merchant_id, customer_id, outcome)
 
 
 def remember_correlation(rt: Runtime, merchant_id: int, customer_id: int, cid: str | None) -> None:

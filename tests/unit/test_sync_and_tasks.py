@@ -622,3 +622,24 @@ def test_a_read_whose_message_arrives_after_its_lease_ran_out_steps_aside(rt, cl
     assert sync.pump(rt, M, rec.send_sync, rec.schedule_pump) == 1
     responses.get(URL, json=answer([row(timedelta(days=3))]))
     assert rec.read(*rec.syncs.pop()).outcome == "read" and len(responses.calls) == 1
+
+
+def test_every_accepted_event_gets_one_info_line_whatever_becomes_of_it(rt, caplog):
+    """The web logs an accepted webhook at DEBUG only: the drain's line is where an operator
+    finds it by its correlation id, for a dropped or skipped event too."""
+    from service.stores import UNINSTALLED
+
+    def lines_for(customer_id):
+        return [r for r in caplog.records if r.levelname == "INFO" and f"customer={customer_id}:" in r.getMessage()]
+
+    caplog.set_level("INFO", logger="workers.sync")
+    assert sync.accept_event(rt, event(dict(CUSTOMER, id=501))) == "queued"
+    assert sync.accept_event(rt, event(dict(CUSTOMER, id=501))) == "coalesced"
+    rt.registry.mark_loyalty_missing(M, 600)
+    assert sync.accept_event(rt, event(dict(CUSTOMER, id=502))) == "no_loyalty_app"
+    rt.registry.set_state(M, NEEDS_REAUTH, "test")
+    assert sync.accept_event(rt, event(dict(CUSTOMER, id=503))) == "dropped"
+    rt.registry.set_state(M, UNINSTALLED, "test")
+    assert sync.accept_event(rt, event(dict(CUSTOMER, id=504))) == "dropped"
+    assert [len(lines_for(c)) for c in (501, 502, 503, 504)] == [2, 1, 1, 1]
+    assert "uninstalled" in lines_for(504)[0].getMessage() and "no loyalty app" in lines_for(502)[0].getMessage()
