@@ -2,6 +2,7 @@
 processes are in tests/integration/test_observability.py)."""
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import logging
@@ -173,15 +174,12 @@ def test_the_app_adds_no_second_handler_under_gunicorns_log_config():
     import logging.config
 
     root = logging.getLogger()
-    saved = root.handlers[:]
-    try:
+    with _loggers_restored():
         root.handlers = []
         logging.config.dictConfig(gunicorn_logconfig("INFO"))
         configure_logging("INFO")
         json_handlers = [h for h in root.handlers if isinstance(h.formatter, JsonFormatter)]
         assert len(json_handlers) == 1
-    finally:
-        root.handlers = saved
 
 
 @pytest.mark.parametrize("setting, written", [(None, False), ("1", True)])
@@ -202,16 +200,30 @@ def test_the_access_log_is_written_only_when_asked(monkeypatch, setting, written
     cfg = Config()
     for name in ("accesslog", "logconfig_dict", "logger_class", "access_log_format"):
         cfg.set(name, getattr(conf, name))
-    root, saved = logging.getLogger(), logging.getLogger().handlers[:]
     try:
-        logger = cfg.logger_class(cfg)
-        built = []
-        monkeypatch.setattr(logger, "atoms", lambda *a: built.append(a) or {})
-        logger.access(None, None, {}, None)
-        assert bool(built) is written
+        with _loggers_restored():
+            logger = cfg.logger_class(cfg)
+            built = []
+            monkeypatch.setattr(logger, "atoms", lambda *a: built.append(a) or {})
+            logger.access(None, None, {}, None)
+            assert bool(built) is written
     finally:
-        root.handlers = saved
         importlib.reload(gunicorn_conf)
+
+
+@contextlib.contextmanager
+def _loggers_restored():
+    """gunicorn's dictConfig replaces the handlers and levels of the root logger and its own:
+    put them back for the tests that run after."""
+    names = [None, "gunicorn.error", "gunicorn.access"]
+    saved = [(logging.getLogger(n), logging.getLogger(n).handlers[:], logging.getLogger(n).level,
+              logging.getLogger(n).propagate) for n in names]
+    try:
+        yield
+    finally:
+        for logger, handlers, level, propagate in saved:
+            logger.handlers, logger.propagate = handlers, propagate
+            logger.setLevel(level)
 
 
 def test_task_headers_carry_the_correlation_id():
