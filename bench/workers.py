@@ -96,7 +96,8 @@ def measured(process: ManagedProcess, client: redis.Redis, count: int, done) -> 
     return count / seconds, 1000 * cpu / count, 1000 * redis_cpu / count
 
 
-_SUCCEEDED = re.compile(r"Task ([\w.]+)\[[^\]]+\] succeeded in ([\d.]+)s")
+# Celery prints a very short run time in exponent form ("succeeded in 9.8e-05s").
+_SUCCEEDED = re.compile(r"Task ([\w.]+)\[[^\]]+\] succeeded in ([\d.]+(?:e-?\d+)?)s")
 
 
 def task_seconds(log: Path, task: str) -> list[float]:

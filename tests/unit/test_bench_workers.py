@@ -12,8 +12,9 @@ def test_task_run_times_come_from_plain_and_json_succeeded_lines(tmp_path):
     ours = json.dumps({"level": "INFO", "logger": "celery.app.trace", "msg": "Task workers.tasks.sync_customer"
                        "[649747db-0c30] succeeded in 0.0852317s: 'read'"})
     other = json.dumps({"msg": "Task workers.tasks.pump_store[1] succeeded in 0.001s: None"})
-    log.write_text("\n".join([plain, ours, other, "not a task line"]) + "\n")
-    assert task_seconds(log, "bare.get") == [0.0554]
+    tiny = "[2026-12-02 17:23:43,760: INFO/ForkPoolWorker-8] Task bare.get[7] succeeded in 9.8e-05s: None"
+    log.write_text("\n".join([plain, ours, other, tiny, "not a task line"]) + "\n")
+    assert task_seconds(log, "bare.get") == [0.0554, 9.8e-05]
     assert task_seconds(log, "workers.tasks.sync_customer") == [0.0852317]
 
 
