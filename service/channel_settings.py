@@ -115,7 +115,8 @@ def _template_language(language: str):
             raise ConfigError(f"{name}: Meta has no template language {code!r}; use {_NO_SUCH_LANGUAGE[code]!r}")
         if not _TEMPLATE_LANGUAGE.fullmatch(code) or code.split("_")[0] != language:
             raise ConfigError(f"{name} must be a WhatsApp template language code for {language!r} "
-                              f"({language!r} or {language!r} with a region, as {language}_XX), got {str(value)[:40]!r}")
+                              f"({language!r} or {language!r} with a region, as {language}_XX), "
+                              f"got {str(value)[:40]!r}")
         return code
     return parse
 
