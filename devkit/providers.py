@@ -1,19 +1,26 @@
 """Local fakes of the shopper channels' providers, for tests and `make demo`.
 
 Each HTTP fake is a Flask app (serve it with devkit.sandbox.serve_in_thread) that records every
-request, answers the shapes the providers document (shared/channels/REFERENCE.md), can be told to
-fail with each documented error, and can send the status callbacks a provider would.
+request, answers with the payloads the providers document, can be told to fail with each
+documented error, and can send the status callbacks a provider would. The payloads are the
+documentation's own examples, kept in devkit/fixtures/channels/<provider>.json with the page
+each comes from (`documented()` reads them); the tests parse the same files. So a fake answers
+as the provider does, not as our code expects: WhatsApp's `failed` status carries no
+`biz_opaque_callback_data` (Meta documents it on sent, delivered and read only), Unifonic's
+delivery report names its state `DLR`.
 
 - WhatsAppFake: `POST /<version>/<phone_number_id>/messages` (bearer token, template message).
-  Checks the body as Meta does: an unknown template name or language is 132001, a parameter
-  count other than the approved template's is 132000, a wrong token 190 (HTTP 401). `fail(code,
-  to=...)` queues a documented error for the next message to `to` (or to anyone): 130429 (HTTP
-  429), 131056, 80007, 131048, 131026, 100, 131047, 131049, 132000, 132001, 132015, 132016, 190.
-  `send_statuses(url, [(wamid, status), ...])` POSTs a status webhook signed with
-  X-Hub-Signature-256 under the app secret, in the order given.
-- UnifonicFake: `POST /rest/SMS/messages` (form, AppSid); `fail("ER-04", to=...)` for ER-01..ER-09.
+  Checks the body as Meta does: an unknown template name, or a language it was not approved in
+  (`languages`), is 132001, a parameter count other than the approved template's is 132000, a
+  wrong token 190 (HTTP 401). `fail(code, to=...)` queues a documented error (whatsapp.json's
+  `errors`) for the next message to `to` (or to anyone). `send_statuses(url, [(wamid, status),
+  ...])` POSTs a status webhook signed with X-Hub-Signature-256 under the app secret, in order.
+- UnifonicFake: `POST /rest/SMS/messages` (form, AppSid); `fail("ER-04", to=...)` for ER-01..ER-09;
+  `string_success = True` answers `"success": "true"` as the bulk endpoint documents.
+  `send_dlr(url, message_id, state)` POSTs the documented form (`DLR`); `as_json=True` the JSON a
+  console can send instead (`Status`, `CorrelationID`).
 - TaqnyatFake: `POST /v1/messages` (bearer JSON, 201); `fail(401)`/`fail(500)`/`reject(to)`.
-  Both: `send_dlr(url, message_id, status)` POSTs a delivery report as JSON.
+  `send_dlr` POSTs JSON (Taqnyat documents no report: taqnyat.json says so).
 - SmtpFake: a real SMTP server (aiosmtpd) on a free loopback port that keeps every message;
   `fail_rcpt("550 5.1.1 ...", to=...)` refuses the next delivery to that address.
 """
@@ -29,32 +36,22 @@ import logging
 import threading
 import time
 import uuid
+from pathlib import Path
 
 import requests
 from flask import Flask, jsonify, request
 
-WHATSAPP_ERRORS = {
-    130429: (429, "Rate limit hit", "Cloud API message throughput has been reached."),
-    131056: (400, "(Business Account, Consumer Account) pair rate limit hit",
-             "Too many messages sent from the sender phone number to the same recipient phone number in a short period of time."),
-    80007: (400, "Rate limit issues", "The WhatsApp Business Account has reached its rate limit."),
-    131048: (400, "Spam rate limit hit", "Message failed to send because there are restrictions on how many messages can be sent from this phone number."),
-    131026: (400, "Message Undeliverable", "Unable to deliver message."),
-    100: (400, "Invalid parameter", "The request included one or more unsupported or misspelled parameters."),
-    131047: (400, "Re-engagement message", "More than 24 hours have passed since the recipient last replied."),
-    131049: (400, "Meta chose not to deliver.", "This message was not delivered to maintain healthy ecosystem engagement."),
-    132000: (400, "Number of parameters does not match the expected number of params",
-             "The number of variable parameter values does not match the number of variables in the template."),
-    132001: (400, "Template does not exist", "The template does not exist in the specified language or has not been approved."),
-    132015: (400, "Template is Paused", "Template is paused due to low quality so it cannot be sent in a template message."),
-    132016: (400, "Template is Disabled", "Template has been paused too many times due to low quality and is now permanently disabled."),
-    190: (401, "Access token has expired", "Error validating access token: Session has expired."),
-}
-UNIFONIC_ERRORS = {
-    "ER-01": "Insufficient balance", "ER-02": "Invalid recipient", "ER-03": "Recipient is blocked",
-    "ER-04": "Invalid mobile number", "ER-05": "Route not available", "ER-06": "Message body is empty",
-    "ER-07": "Message has been filtered", "ER-08": "Sender ID is not approved", "ER-09": "Duplicate message",
-}
+FIXTURES = Path(__file__).resolve().parent / "fixtures" / "channels"
+
+
+def documented(provider: str) -> dict:
+    """The provider's documented payloads (devkit/fixtures/channels/<provider>.json), a fresh copy."""
+    return json.loads((FIXTURES / f"{provider}.json").read_text(encoding="utf-8"))
+
+
+WHATSAPP_ERRORS = {int(code): (e["http_status"], e["title"], e["details"])
+                   for code, e in documented("whatsapp")["errors"].items()}
+UNIFONIC_ERRORS = documented("unifonic")["errors"]
 
 
 class _Failures:
@@ -78,10 +75,12 @@ class _Failures:
 
 class WhatsAppFake:
     def __init__(self, token: str = "fake-whatsapp-token-0001", app_secret: str = "fake-whatsapp-app-secret",
-                 templates: dict[str, int] | None = None, phone_number_id: str = "109876543210"):
+                 templates: dict[str, int] | None = None, phone_number_id: str = "109876543210",
+                 languages: tuple[str, ...] = ("ar", "en")):
         self.token = token
         self.app_secret = app_secret
         self.templates = templates or {"points_expiry_reminder": 5}  # approved name -> body parameters
+        self.languages = tuple(languages)  # the language codes the templates were approved in
         self.phone_number_id = phone_number_id
         self.failures = _Failures()
         self._lock = threading.Lock()
@@ -94,14 +93,25 @@ class WhatsAppFake:
     def message_to(self, to: str) -> list[dict]:
         return [m for m in self.messages if m["body"]["to"] == to.lstrip("+")]
 
+    @staticmethod
+    def error_answer(code: int) -> tuple[dict, int]:
+        """whatsapp.json's error answer, filled in for `code` (one of its `errors`)."""
+        status, title, details = WHATSAPP_ERRORS[code]
+        answer = documented("whatsapp")["error_answer"]
+        answer["error"].update(message=f"(#{code}) {title}", type="OAuthException", code=code,
+                               fbtrace_id=uuid.uuid4().hex[:22])
+        answer["error"]["error_data"]["details"] = details
+        return answer, status
+
+    @staticmethod
+    def send_answer(to: str, wamid: str) -> dict:
+        answer = documented("whatsapp")["send_answer"]
+        answer["contacts"][0].update(input=to, wa_id=to)
+        answer["messages"][0]["id"] = wamid
+        return answer
+
     def app(self) -> Flask:
         app = Flask("fake-whatsapp")
-
-        def error(code: int):
-            status, title, details = WHATSAPP_ERRORS[code]
-            return jsonify(error={"message": f"(#{code}) {title}", "type": "OAuthException", "code": code,
-                                  "error_data": {"messaging_product": "whatsapp", "details": details},
-                                  "fbtrace_id": uuid.uuid4().hex[:22]}), status
 
         @app.post("/<version>/<phone_number_id>/messages")
         def messages(version: str, phone_number_id: str):
@@ -115,7 +125,7 @@ class WhatsAppFake:
                 if body.get("messaging_product") != "whatsapp" or body.get("type") != "template" or not body.get("to"):
                     code = 100
                 elif template.get("name") not in self.templates or \
-                        (template.get("language") or {}).get("code") not in ("ar", "en"):
+                        (template.get("language") or {}).get("code") not in self.languages:
                     code = 132001
                 else:
                     parameters = [p for c in template.get("components", []) if c.get("type") == "body"
@@ -126,12 +136,12 @@ class WhatsAppFake:
             if code is not None:
                 with self._lock:
                     self.refused.append({"code": code, "body": body})
-                return error(code)
+                answer, status = self.error_answer(code)
+                return jsonify(answer), status
             wamid = "wamid.HBgL" + uuid.uuid4().hex.upper()
             with self._lock:
                 self.messages.append({"id": wamid, "phone_number_id": phone_number_id, "body": body})
-            return jsonify(messaging_product="whatsapp", contacts=[{"input": body["to"], "wa_id": body["to"]}],
-                           messages=[{"id": wamid, "message_status": "accepted"}])
+            return jsonify(self.send_answer(body["to"], wamid))
 
         @app.get("/_fake/messages")
         def listing():
@@ -140,35 +150,43 @@ class WhatsAppFake:
         return app
 
     # -- status webhooks --------------------------------------------------------------------
-    def status_payload(self, statuses: list[tuple[str, str]], error_code: int = 131026) -> bytes:
+    def status_payload(self, statuses: list[tuple[str, str]], error_code: int = 131026,
+                       opaque_on_failed: bool = False) -> bytes:
+        """whatsapp.json's status webhooks, filled in. Meta documents `biz_opaque_callback_data`
+        on sent, delivered and read, not on failed: `opaque_on_failed` adds it there too."""
         by_id = {m["id"]: m for m in self.messages}
+        examples = documented("whatsapp")["status_webhooks"]
+        payload = examples["sent"]
+        payload["entry"][0]["id"] = "102290129340398"
+        value = payload["entry"][0]["changes"][0]["value"]
+        value["metadata"].update(display_phone_number="966500000000", phone_number_id=self.phone_number_id)
         items = []
+        now = str(int(time.time()))
         for wamid, status in statuses:
             sent = by_id.get(wamid, {"body": {}})
-            item = {"id": wamid, "status": status, "timestamp": str(int(time.time())),
-                    "recipient_id": sent["body"].get("to", "")}
-            if sent["body"].get("biz_opaque_callback_data"):
-                item["biz_opaque_callback_data"] = sent["body"]["biz_opaque_callback_data"]
+            item = (examples["failed"] if status == "failed" else examples["sent"]
+                    )["entry"][0]["changes"][0]["value"]["statuses"][0]
+            item.update(id=wamid, status=status, timestamp=now, recipient_id=sent["body"].get("to", ""))
+            opaque = sent["body"].get("biz_opaque_callback_data")
+            item.pop("biz_opaque_callback_data", None)
+            if opaque and (status != "failed" or opaque_on_failed):
+                item["biz_opaque_callback_data"] = opaque
+            if "conversation" in item:
+                item["conversation"].update(id=uuid.uuid4().hex, expiration_timestamp=str(int(time.time()) + 86400))
             if status == "failed":
                 _, title, details = WHATSAPP_ERRORS.get(error_code, (400, "Error", ""))
-                item["errors"] = [{"code": error_code, "title": title, "message": title,
-                                   "error_data": {"details": details}}]
-            else:
-                item["pricing"] = {"billable": True, "pricing_model": "CBP", "category": "utility"}
+                item["errors"][0].update(code=error_code, title=title, message=title)
+                item["errors"][0]["error_data"]["details"] = details
             items.append(item)
-        payload = {"object": "whatsapp_business_account", "entry": [{"id": "102290129340398", "changes": [
-            {"field": "messages", "value": {"messaging_product": "whatsapp",
-                                            "metadata": {"display_phone_number": "966500000000",
-                                                         "phone_number_id": self.phone_number_id},
-                                            "statuses": items}}]}]}
+        value["statuses"] = items
         return json.dumps(payload).encode()
 
     def send_statuses(self, url: str, statuses: list[tuple[str, str]], secret: str | None = None,
-                      error_code: int = 131026) -> requests.Response:
+                      error_code: int = 131026, opaque_on_failed: bool = False) -> requests.Response:
         """One webhook per status, in the order given, signed as Meta signs them."""
         answer = None
         for item in statuses:
-            body = self.status_payload([item], error_code)
+            body = self.status_payload([item], error_code, opaque_on_failed)
             signature = "sha256=" + hmac.new((secret or self.app_secret).encode(), body, hashlib.sha256).hexdigest()
             answer = requests.post(url, data=body, timeout=10, headers={"Content-Type": "application/json",
                                                                          "X-Hub-Signature-256": signature})
@@ -179,20 +197,21 @@ class _SmsFake:
     def __init__(self):
         self.failures = _Failures()
         self._lock = threading.Lock()
-        self.messages: list[dict] = []  # {"id", "to", "body", "sender"}
+        self.messages: list[dict] = []  # {"id", "to", "body", "sender", "correlation_id"}
         self.refused: list[dict] = []
         self._ids = itertools.count(3_000_000_001)
 
     def fail(self, *errors, to: str | None = None) -> None:
         self.failures.add(to, *errors)
 
-    def send_dlr(self, url: str, message_id: str, status: str) -> requests.Response:
-        return requests.post(url, json=self._dlr(message_id, status), timeout=10)
+    def _sent(self, message_id: str) -> dict:
+        return next((m for m in self.messages if m["id"] == str(message_id)), {})
 
-    def _accept(self, to: str, body: str, sender: str) -> str:
+    def _accept(self, to: str, body: str, sender: str, correlation_id: str = "") -> str:
         with self._lock:
             message_id = str(next(self._ids))
-            self.messages.append({"id": message_id, "to": to, "body": body, "sender": sender})
+            self.messages.append({"id": message_id, "to": to, "body": body, "sender": sender,
+                                  "correlation_id": correlation_id})
         return message_id
 
 
@@ -200,9 +219,27 @@ class UnifonicFake(_SmsFake):
     def __init__(self, app_sid: str = "fake-unifonic-appsid"):
         super().__init__()
         self.app_sid = app_sid
+        self.string_success = False  # True: `"success": "true"`, as the bulk endpoint documents it
 
-    def _dlr(self, message_id: str, status: str) -> dict:
-        return {"MessageID": message_id, "Status": status, "DateReceived": time.strftime("%Y-%m-%dT%H:%M:%S")}
+    def dlr_payload(self, message_id: str, state: str, as_json: bool = False) -> dict:
+        """unifonic.json's delivery report (the documented form, state in `DLR`), or the JSON a
+        console can send (`Status`, `CorrelationID`), for a message this fake accepted."""
+        sent = self._sent(message_id)
+        now = time.strftime("%Y-%m-%d %H:%M:%S")
+        if as_json:
+            report = documented("unifonic")["delivery_report_json"]
+            report.update(MessageID=str(message_id), CorrelationID=sent.get("correlation_id", ""), Status=state)
+        else:
+            report = documented("unifonic")["delivery_report"]
+            report.update(MessageID=str(message_id), DLR=state, SCTS=now)
+        report.update(Recipient=sent.get("to", ""), TimeCreated=now, DLRTimestamp=now)
+        return report
+
+    def send_dlr(self, url: str, message_id: str, status: str, as_json: bool = False) -> requests.Response:
+        report = self.dlr_payload(message_id, status, as_json)
+        if as_json:
+            return requests.post(url, json=report, timeout=10)
+        return requests.post(url, data=report, timeout=10)
 
     def app(self) -> Flask:
         app = Flask("fake-unifonic")
@@ -221,13 +258,19 @@ class UnifonicFake(_SmsFake):
             if code is not None:
                 with self._lock:
                     self.refused.append({"code": code, "to": to, "body": body})
-                return jsonify(success=False, message=UNIFONIC_ERRORS[code], errorCode=code, data={})
-            message_id = self._accept(to, body, form.get("SenderID", ""))
+                error = documented("unifonic")["send_error"]
+                error.update(message=UNIFONIC_ERRORS[code], errorCode=code)
+                return jsonify(error)
+            message_id = self._accept(to, body, form.get("SenderID", ""), form.get("CorrelationID", ""))
             units = len(body.encode("utf-16-le")) // 2
-            return jsonify(success=True, message="", errorCode="ER-00", data={
-                "MessageID": message_id, "CorrelationID": form.get("CorrelationID", ""), "Status": "Sent",
-                "NumberOfUnits": 1 if units <= 70 else -(-units // 67), "Cost": 0.05, "Balance": 99.95,
-                "Recipient": to, "TimeCreated": time.strftime("%Y-%m-%d %H:%M:%S"), "CurrencyCode": "SAR"})
+            fixture = documented("unifonic")
+            answer = fixture["send_answer"]
+            if self.string_success:
+                answer["success"] = fixture["send_answer_string_success"]["success"]
+            answer["data"].update(MessageID=int(message_id), CorrelationID=form.get("CorrelationID", ""),
+                                  NumberOfUnits=1 if units <= 70 else -(-units // 67), Recipient=to,
+                                  TimeCreated=time.strftime("%Y-%m-%d %H:%M:%S"))
+            return jsonify(answer)
 
         return app
 
@@ -241,16 +284,23 @@ class TaqnyatFake(_SmsFake):
     def reject(self, to: str) -> None:
         self._rejected.add(to.lstrip("+"))
 
-    def _dlr(self, message_id: str, status: str) -> dict:
-        return {"messageId": message_id, "status": status.lower()}
+    def send_dlr(self, url: str, message_id: str, status: str) -> requests.Response:
+        report = documented("taqnyat")["delivery_report"]  # not documented by Taqnyat: see the fixture
+        report.update(messageId=str(message_id), status=status.lower())
+        return requests.post(url, json=report, timeout=10)
 
     def app(self) -> Flask:
         app = Flask("fake-taqnyat")
 
+        def error(status: int, message: str):
+            answer = documented("taqnyat")["send_error"]
+            answer.update(statusCode=status, message=message)
+            return jsonify(answer), status
+
         @app.post("/v1/messages")
         def send():
             if request.headers.get("Authorization") != f"Bearer {self.token}":
-                return jsonify(statusCode=401, message="Unauthorized: the bearer token is not valid"), 401
+                return error(401, "Unauthorized: the bearer token is not valid")
             body = request.get_json(silent=True) or {}
             recipients = [str(r) for r in body.get("recipients", [])]
             to = recipients[0] if recipients else ""
@@ -258,15 +308,16 @@ class TaqnyatFake(_SmsFake):
             if status is not None:
                 with self._lock:
                     self.refused.append({"code": status, "to": to})
-                return jsonify(statusCode=status, message="Injected failure"), status
+                return error(status, "Injected failure")
             if not body.get("body") or not recipients or not body.get("sender"):
-                return jsonify(statusCode=400, message="recipients, body and sender are required"), 400
+                return error(400, "recipients, body and sender are required")
             accepted = [r for r in recipients if r not in self._rejected]
             message_id = self._accept(to, body["body"], body["sender"]) if accepted else str(next(self._ids))
-            return jsonify(statusCode=201, messageId=int(message_id), cost="0.0500", currency="SAR",
-                           totalCount=len(recipients), msgLength=1,
-                           accepted="[" + "".join(f"{r}," for r in accepted) + "]",
-                           rejected="[" + "".join(f"{r}," for r in recipients if r in self._rejected) + "]"), 201
+            answer = documented("taqnyat")["send_answer"]
+            answer.update(messageId=int(message_id), totalCount=len(recipients),
+                          accepted="[" + "".join(f"{r}," for r in accepted) + "]",
+                          rejected="[" + "".join(f"{r}," for r in recipients if r in self._rejected) + "]")
+            return jsonify(answer), 201
 
         return app
 

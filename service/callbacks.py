@@ -6,8 +6,9 @@
   `/channels/whatsapp/<merchant>/status` is the same for a store with its own Meta app (its own
   `whatsapp.verify_token` and `whatsapp.app_secret`); there the message id alone is enough.
 - `POST /channels/sms/<merchant>/dlr/<token>`: SMS delivery reports (Unifonic, Taqnyat), JSON or
-  form, the message id in MessageID/messageId/message_id/msgId and the status in
-  Status/status/dlr. The token (service/unsubscribe.py) is the URL's secret: providers sign nothing.
+  form, read by service/sms_reports.py (every documented state; the message id in MessageID /
+  messageId / message_id / msgId, the state in DLR / Status). The token (service/unsubscribe.py)
+  is the URL's secret: providers sign nothing.
 - `GET /unsubscribe/<token>` shows a small page with one button; `POST` (the button, or a mail
   client's RFC 8058 one-click) records the opt-out: the profile says so from then on (whatever
   Salla's flag says later) and the customer's pending reminders are cancelled.
@@ -31,6 +32,7 @@ from flask import Blueprint, Response, current_app, jsonify, request
 
 from service.celery_config import DELIVER_TASK
 from service.channel_settings import ChannelSettings
+from service.sms_reports import read_report
 from service.stores import ConfigError
 from service.unsubscribe import callback_token_valid, read_token
 from workers.due_set import DueSet
@@ -43,9 +45,6 @@ log = logging.getLogger(__name__)
 bp = Blueprint("callbacks", __name__)
 
 WHATSAPP_STATUSES = ("sent", "delivered", "read", "failed")
-SMS_STATUSES = {"delivered": "delivered", "delivrd": "delivered", "sent": "sent", "accepted": "sent",
-                "queued": "sent", "failed": "failed", "undeliverable": "failed", "undeliv": "failed",
-                "expired": "failed", "rejected": "failed", "rejectd": "failed"}
 
 
 class _Parts:
@@ -150,14 +149,6 @@ def _whatsapp_reminder(parts, status: dict, merchant_id: int | None) -> tuple[in
 
 
 # -- SMS delivery reports -----------------------------------------------------------------------
-def _field(data: dict, *names: str) -> str:
-    for name in names:
-        value = data.get(name)
-        if value not in (None, ""):
-            return str(value)
-    return ""
-
-
 @bp.post("/channels/sms/<int:merchant_id>/dlr/<token>")
 def sms_delivery_report(merchant_id: int, token: str):
     deps, parts = _deps()
@@ -166,13 +157,12 @@ def sms_delivery_report(merchant_id: int, token: str):
     data = request.get_json(silent=True)
     if not isinstance(data, dict):
         data = request.form.to_dict() or request.args.to_dict()
-    message_id = _field(data, "MessageID", "messageId", "message_id", "msgId", "id")
-    raw_status = _field(data, "Status", "status", "dlr", "DLR").strip().lower()
-    status = SMS_STATUSES.get(raw_status)
+    report = read_report(data)
+    message_id, status = report.message_id, report.status
     rid = parts.ledger.find_message(merchant_id, "sms", message_id) if message_id else None
     if rid is None or status is None:
         return jsonify(applied=0, unknown=1)
-    failure = classify_sms(raw_status) if status == "failed" else None
+    failure = classify_sms(report.word) if status == "failed" else None
     outcome = parts.ledger.record_status(merchant_id, rid, "sms", status, reason=failure.reason if failure else "",
                                          at=f"{time.time():.0f}")
     if failure is not None and outcome not in ("missing", "unknown", "kept"):

@@ -11,7 +11,9 @@ REMINDER_CHANNELS and REMINDER_CHANNEL_POLICY are only the defaults of a store t
      "policy": "first",                             # first: the next only when one fails for good
                                                     #   (or the shopper has no address for it); all
      "whatsapp": {"api_url", "phone_number_id", "access_token"*, "template_name", "app_secret"*,
-                  "verify_token"*},
+                  "verify_token"*, "template_language_ar", "template_language_en"},
+                                                    # the language codes the template was approved
+                                                    #   in, per reminder language (Meta's: ar, en_US)
      "sms": {"provider": "unifonic"|"taqnyat", "api_url", "api_key"*, "sender", "max_segments"},
      "email": {"smtp_url"* (its password), "from", "reply_to"},
      "webhook": {"url", "secret"*}}                 # * secret: stored encrypted, shown masked
@@ -97,6 +99,28 @@ def _address(name: str):
     return parse
 
 
+# Meta's template language codes: a language, and a region where Meta has one (`ar`, `en_US`,
+# `pt_BR`, `zh_CN`). Codes Meta does not have, that a merchant may well type, are named.
+_TEMPLATE_LANGUAGE = re.compile(r"[a-z]{2,3}(?:_[A-Z]{2})?")
+_NO_SUCH_LANGUAGE = {"ar_SA": "ar"}  # shared/channels/REFERENCE.md: `ar` exists, no `ar_SA`
+
+
+def _template_language(language: str):
+    """The code a store's template was approved in, for reminders in `language` (ar or en)."""
+    name = f"whatsapp.template_language_{language}"
+
+    def parse(value) -> str:
+        code = value.strip() if isinstance(value, str) else ""
+        if code in _NO_SUCH_LANGUAGE:
+            raise ConfigError(f"{name}: Meta has no template language {code!r}; use {_NO_SUCH_LANGUAGE[code]!r}")
+        if not _TEMPLATE_LANGUAGE.fullmatch(code) or code.split("_")[0] != language:
+            raise ConfigError(f"{name} must be a WhatsApp template language code for {language!r} "
+                              f"({language!r} or {language!r} with a region, as {language}_XX), "
+                              f"got {str(value)[:40]!r}")
+        return code
+    return parse
+
+
 def _smtp_url(value) -> str:
     value = _url("email.smtp_url", ("smtp", "smtps"))(value)
     try:
@@ -115,6 +139,8 @@ FIELDS = {
                                   "an approved template's name (lowercase letters, digits, _)"),
         "app_secret": _secret("whatsapp.app_secret"),
         "verify_token": _secret("whatsapp.verify_token"),
+        "template_language_ar": _template_language("ar"),
+        "template_language_en": _template_language("en"),
     },
     "sms": {
         "provider": _choice("sms.provider", SMS_PROVIDERS),
@@ -146,7 +172,8 @@ def defaults(settings: Settings) -> dict:
         "channels": list(settings.reminder_channels), "policy": settings.reminder_channel_policy,
         "whatsapp": {"api_url": settings.whatsapp_api_url, "phone_number_id": settings.whatsapp_phone_number_id,
                      "access_token": settings.whatsapp_access_token, "template_name": settings.whatsapp_template_name,
-                     "app_secret": settings.whatsapp_app_secret, "verify_token": settings.whatsapp_verify_token},
+                     "app_secret": settings.whatsapp_app_secret, "verify_token": settings.whatsapp_verify_token,
+                     "template_language_ar": "ar", "template_language_en": "en"},
         "sms": {"provider": settings.sms_provider, "api_url": settings.sms_api_url, "api_key": settings.sms_api_key,
                 "sender": settings.sms_sender, "max_segments": DEFAULT_MAX_SEGMENTS},
         "email": {"smtp_url": settings.smtp_url, "from": settings.email_from, "reply_to": ""},

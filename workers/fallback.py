@@ -26,10 +26,11 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 
 from service.send_window import next_send_time
+from service.sms_reports import STATES as SMS_STATES
 from workers.due_set import DueEntry
 from workers.ledger import LIVE, SENT
-from workers.providers.base import OPTED_OUT, RATE_LIMITED, REFUSED, TEMPLATE, UNDELIVERABLE
-from workers.providers.whatsapp import RATE_LIMITS, TEMPLATE_CODES, UNDELIVERABLE_CODES
+from workers.providers.base import OPTED_OUT, RATE_LIMITED, REFUSED, SETUP, TEMPLATE, UNDELIVERABLE
+from workers.providers.whatsapp import RATE_LIMITS, SETUP_CODES, TEMPLATE_CODES, UNDELIVERABLE_CODES
 
 log = logging.getLogger(__name__)
 
@@ -46,15 +47,13 @@ WHATSAPP_REFUSED_CODES = frozenset({
     130472,  # the shopper's number is part of a Meta experiment: not sent
     131047,  # re-engagement: more than 24 hours since the shopper last replied
     131000, 131016, 1, 2,  # something went wrong / service unavailable: still final for this message
-    131031, 131042, 368,  # the business account is locked, unpaid, or blocked for policy
-})
+})  # the account locked, unpaid or blocked (131031, 131042, 368) is the store's set-up: SETUP_CODES
 WHATSAPP_TEMPLATE_CODES = TEMPLATE_CODES | {132005, 132007, 132012, 132068, 132069}
 WHATSAPP_STAYS = {131050: OPTED_OUT}
 
-# SMS delivery reports (service/callbacks.py maps the providers' words to `failed`): each of
-# these is final at the carrier (no more tries), so each moves on.
-SMS_FAILED_REASONS = {"failed": UNDELIVERABLE, "undeliverable": UNDELIVERABLE, "undeliv": UNDELIVERABLE,
-                      "expired": UNDELIVERABLE, "rejected": REFUSED, "rejectd": REFUSED}
+# SMS delivery reports (service/sms_reports.py reads the providers' documented words): each
+# failure there is final at the carrier (no more tries), so each moves on.
+SMS_FAILED_REASONS = {word: reason for word, (_, reason) in SMS_STATES.items() if reason}
 
 
 @dataclass(frozen=True)
@@ -84,6 +83,8 @@ def classify_whatsapp(errors) -> LateFailure:
         return LateFailure(WHATSAPP_STAYS[code], False, detail)
     if code in UNDELIVERABLE_CODES:
         return LateFailure(UNDELIVERABLE, True, detail)
+    if code in SETUP_CODES:  # 100 "Invalid parameter" and the like: the store's set-up, not the shopper
+        return LateFailure(SETUP, True, detail)
     if code in WHATSAPP_TEMPLATE_CODES:
         return LateFailure(TEMPLATE, True, detail)
     if code in RATE_LIMITS:

@@ -155,7 +155,9 @@ def test_channels_per_store_fallbacks_retries_statuses_and_dead_letters(service_
                                             "hub.challenge": "8123"}, timeout=10).text == "8123"
     wa.send_statuses(status_url, [(first["id"], "read"), (first["id"], "delivered"), (first["id"], "sent")])
     retried = wa.message_to("966500000003")[0]["id"]
-    wa.send_statuses(status_url, [(retried, "failed"), (retried, "delivered")])  # failed, then delivered after all
+    # Meta does not promise biz_opaque_callback_data on `failed`; these statuses name their reminder anyway.
+    wa.send_statuses(status_url, [(retried, "failed"), (retried, "delivered")],  # failed, then delivered after all
+                     opaque_on_failed=True)
     # The failure came first: under `first` the reminder had already moved on to SMS (once).
     wait_until(lambda: "966500000003" in [m["to"] for m in uni.messages], timeout=20, message="2003's fallback SMS")
     views = requests.get(f"{web.url}/admin/stores/{STORE_A}/channels", headers=ADMIN, timeout=10).json()
@@ -217,10 +219,12 @@ def test_a_late_failure_moves_the_reminder_on_to_the_next_channel_once(service_e
     assert [m["to"] for m in uni.messages] == ["966500000051"]  # store B's `all`; store A's went by WhatsApp
 
     url = web.url + "/channels/whatsapp/status"
-    wa.send_statuses(url, [(wamid[4001], "sent"), (wamid[4001], "failed"), (wamid[4001], "failed")])
-    wa.send_statuses(url, [(wamid[4002], "delivered"), (wamid[4002], "failed")])
-    wa.send_statuses(url, [(wamid[4003], "failed"), (wamid[4003], "sent")], error_code=131049)
-    wa.send_statuses(url, [(wamid[5001], "failed")])
+    # Meta does not promise biz_opaque_callback_data on `failed`; these statuses name their reminder anyway.
+    named = {"opaque_on_failed": True}
+    wa.send_statuses(url, [(wamid[4001], "sent"), (wamid[4001], "failed"), (wamid[4001], "failed")], **named)
+    wa.send_statuses(url, [(wamid[4002], "delivered"), (wamid[4002], "failed")], **named)
+    wa.send_statuses(url, [(wamid[4003], "failed"), (wamid[4003], "sent")], error_code=131049, **named)
+    wa.send_statuses(url, [(wamid[5001], "failed")], **named)
 
     wait_until(lambda: [m["to"] for m in uni.messages].count("966500000041") == 1, timeout=20,
                message="4001's SMS after WhatsApp failed")

@@ -65,7 +65,7 @@ def test_whatsapp_sends_the_approved_template_with_five_parameters():
     (131056, 400, DeliveryTransientError, None, None),
     (80007, 400, DeliveryTransientError, None, None),
     (131026, 400, DeliveryPermanentError, "undeliverable", None),
-    (100, 400, DeliveryPermanentError, "undeliverable", None),
+    (100, 400, DeliveryPermanentError, "setup", f"whatsapp_setup_{M}"),  # the store's set-up (issue 15 item 23)
     (132001, 400, DeliveryPermanentError, "template", "whatsapp_template"),
     (132000, 400, DeliveryPermanentError, "template", "whatsapp_template"),
     (132015, 400, DeliveryPermanentError, "template", "whatsapp_template"),

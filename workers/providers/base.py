@@ -8,6 +8,7 @@ NO_ADDRESS = "no_address"  # the shopper has no mobile / e-mail for this channel
 UNDELIVERABLE = "undeliverable"  # the provider says the address cannot receive it
 TEMPLATE = "template"  # WhatsApp refused the template (not approved, paused, wrong parameters)
 CREDENTIALS = "credentials"  # the store's provider credentials or sender are refused
+SETUP = "setup"  # the provider refuses the store's set-up (an invalid parameter, a locked account)
 REFUSED = "refused"  # any other refusal (filtered, 4xx)
 NOT_CONFIGURED = "not_configured"  # the store lists a channel it has no settings for
 RETRIES_USED_UP = "retries_used_up"

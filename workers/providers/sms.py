@@ -5,11 +5,11 @@ UCS-2 characters in one part, 67 in each part of a longer one). Recipients go wi
 
 Unifonic: POST {api_url}/rest/SMS/messages, form AppSid, SenderID, Recipient, Body,
 responseType=JSON, CorrelationID (the reminder id), MessageType=3. 200 `{"success": true,
-"errorCode": "ER-00", "data": {"MessageID", "Status"}}`; refusals `{"success": false,
-"errorCode": "ER-xx", "message"}`: ER-01 no funds (transient, store alarm: it comes back once
-topped up), ER-02..ER-05 the number or its route (undeliverable), ER-06 empty and ER-07 filtered
-(refused), ER-08 the sender id (credentials, store alarm), ER-09 a duplicate (already accepted:
-taken as sent).
+"errorCode": "ER-00", "data": {"MessageID", "Status"}}` (`success` may also be the string "true",
+as on the bulk endpoint); refusals `{"success": false, "errorCode": "ER-xx", "message"}`: ER-01
+no funds (transient, store alarm: it comes back once topped up), ER-02..ER-05 the number or its
+route (undeliverable), ER-06 empty and ER-07 filtered (refused), ER-08 the sender id
+(credentials, store alarm), ER-09 a duplicate (already accepted: taken as sent).
 Taqnyat: POST {api_url}/v1/messages, bearer, JSON {recipients, body, sender}. 201
 `{"statusCode": 201, "messageId", "accepted": "[966…,]", "rejected": "[]"}`; a number in
 `rejected` is undeliverable; 401/403 credentials (store alarm); other 4xx refused.
@@ -36,6 +36,12 @@ def _json(response) -> dict:
     return answer if isinstance(answer, dict) else {}
 
 
+def _true(value) -> bool:
+    """Unifonic documents `success` as a boolean on /rest/SMS/messages and as the string "true" on
+    its bulk endpoint: either is an accepted message."""
+    return value is True or (isinstance(value, str) and value.strip().lower() == "true")
+
+
 class UnifonicClient:
     name = "unifonic"
     ERRORS = {"ER-02": UNDELIVERABLE, "ER-03": UNDELIVERABLE, "ER-04": UNDELIVERABLE, "ER-05": UNDELIVERABLE,
@@ -57,8 +63,9 @@ class UnifonicClient:
             raise DeliveryTransientError(f"Unifonic POST failed: {type(exc).__name__}") from None
         answer = _json(response)
         code = answer.get("errorCode")
-        if response.status_code == 200 and answer.get("success") is True:
-            return str((answer.get("data") or {}).get("MessageID", ""))
+        if response.status_code == 200 and _true(answer.get("success")):
+            data = answer.get("data")
+            return str(data.get("MessageID", "")) if isinstance(data, dict) else ""
         if code == "ER-09":
             return ""  # a duplicate of a message Unifonic already accepted (a retry after a lost answer)
         title = f"Unifonic {code or response.status_code}: {scrub(answer.get('message', ''))}"

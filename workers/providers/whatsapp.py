@@ -1,15 +1,22 @@
 """WhatsApp Business Cloud API: an approved template message per reminder.
 
 POST {api_url}/{phone_number_id}/messages, bearer token. The template's body parameters are
-name, points, SAR value, expiry date, store name (service/messages.py), its language `ar` or `en`
-(Meta has no `ar_SA`), and `biz_opaque_callback_data` = `<merchant>:<reminder id>` comes back in
-every status webhook. 200 `{"messages": [{"id": "wamid..."}]}`.
+name, points, SAR value, expiry date, store name (service/messages.py); its language code is
+the one the store's template was approved in, per reminder language: the store's
+`template_language_ar` / `template_language_en` (service/channel_settings.py; `ar` and `en`
+unless set: Meta has `ar`, `en`, `en_US`, ..., no `ar_SA`). `biz_opaque_callback_data` =
+`<merchant>:<reminder id>` comes back in sent/delivered/read status webhooks (Meta does not
+promise it on failed). 200 `{"messages": [{"id": "wamid..."}]}`.
 
-Errors, `{"error": {"code", "message", "type", "error_data", "fbtrace_id"}}`:
+Errors, `{"error": {"code", "message", "type", "error_data", "fbtrace_id"}}`
+(devkit/fixtures/channels/whatsapp.json), each the shopper's, the store's set-up, or transient:
 - 130429, 131056, 80007, 131048: rate and quality limits -> transient (backoff, Retry-After);
-- 131026, 100: the number cannot receive it -> permanent `undeliverable` (the next channel);
-- 132000, 132001, 132015, 132016: the template (parameters, not approved, paused, disabled) ->
-  permanent `template` and an operator alarm: every reminder of the store would fail the same way;
+- 131026: the number cannot receive it -> permanent `undeliverable` (the next channel);
+- 100 (invalid parameter), 131008, 131009 (a parameter missing or not valid), 133010 (the phone
+  number is not registered), 131031, 131042, 368 (the account locked, unpaid, blocked) ->
+  permanent `setup` and an alarm of the store: every reminder of the store would fail the same way;
+- 132000, 132001, 132015, 132016: the template (parameters, not approved in that language,
+  paused, disabled) -> permanent `template` and an operator alarm;
 - 190: the access token -> permanent `credentials` and an alarm of the store;
 - 131047, 131049 and other 4xx: permanent `refused`; 5xx and connection errors: transient.
 """
@@ -18,18 +25,27 @@ from __future__ import annotations
 import requests
 
 from service.messages import whatsapp_parameters
-from workers.providers.base import (CREDENTIALS, REFUSED, TEMPLATE, UNDELIVERABLE, DeliveryPermanentError,
+from workers.providers.base import (CREDENTIALS, REFUSED, SETUP, TEMPLATE, UNDELIVERABLE, DeliveryPermanentError,
                                     DeliveryTransientError, mobile_digits, retry_after, scrub)
 
 RATE_LIMITS = frozenset({130429, 131056, 80007, 131048})
-UNDELIVERABLE_CODES = frozenset({131026, 100})
+UNDELIVERABLE_CODES = frozenset({131026})
+# The store's set-up, not the shopper: 100 is "Invalid parameter" (Meta's error codes page).
+SETUP_CODES = frozenset({100, 131008, 131009, 133010, 131031, 131042, 368})
 TEMPLATE_CODES = frozenset({132000, 132001, 132015, 132016})
 TOKEN_CODES = frozenset({190})
 TEMPLATE_ALARM = "whatsapp_template"
 
 
+DEFAULT_LANGUAGES = {"ar": "ar", "en": "en"}  # reminder language -> template language code
+
+
 def token_alarm(merchant_id: int) -> str:
     return f"whatsapp_token_{merchant_id}"
+
+
+def setup_alarm(merchant_id: int) -> str:
+    return f"whatsapp_setup_{merchant_id}"
 
 
 class WhatsAppChannel:
@@ -40,15 +56,18 @@ class WhatsAppChannel:
         self.url = f"{config['api_url'].rstrip('/')}/{config['phone_number_id']}/messages"
         self.token = config["access_token"]
         self.template = config["template_name"]
+        self.languages = {lang: config.get(f"template_language_{lang}") or code
+                          for lang, code in DEFAULT_LANGUAGES.items()}
         self.session = session
         self.timeout = timeout
         self.store_name = store_name
 
     def request_body(self, reminder: dict, to: str) -> dict:
         parameters = whatsapp_parameters(reminder, self.store_name)
+        language = self.languages["en" if reminder.get("language") == "en" else "ar"]
         return {
             "messaging_product": "whatsapp", "recipient_type": "individual", "to": to, "type": "template",
-            "template": {"name": self.template, "language": {"code": "en" if reminder.get("language") == "en" else "ar"},
+            "template": {"name": self.template, "language": {"code": language},
                          "components": [{"type": "body",
                                          "parameters": [{"type": "text", "text": p} for p in parameters]}]},
             "biz_opaque_callback_data": f"{reminder['merchant_id']}:{reminder['reminder_id']}",
@@ -78,6 +97,11 @@ class WhatsAppChannel:
             return DeliveryTransientError(title, retry_after=retry_after(response))
         if code in UNDELIVERABLE_CODES:
             return DeliveryPermanentError(title, UNDELIVERABLE)
+        if code in SETUP_CODES:
+            return DeliveryPermanentError(title, SETUP, alarm=(
+                setup_alarm(self.merchant_id), f"merchant {self.merchant_id}: WhatsApp refuses the store's set-up "
+                                               f"({title}); check its phone number id, template and language "
+                                               "code with set-channels"))
         if code in TEMPLATE_CODES:
             return DeliveryPermanentError(title, TEMPLATE, alarm=(
                 TEMPLATE_ALARM, f"merchant {self.merchant_id}: template {self.template!r} refused ({title}); "
