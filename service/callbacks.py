@@ -123,8 +123,9 @@ def whatsapp_status(merchant_id: int | None = None):
             continue
         wamid = status.get("id") if isinstance(status.get("id"), str) else ""
         item = {"channel": "whatsapp", "status": status["status"], "at": str(status.get("timestamp", ""))[:40]}
-        if status["status"] == "failed":
-            item["errors"] = status.get("errors") if isinstance(status.get("errors"), list) else None
+        if status["status"] == "failed":  # the codes only: what classify_whatsapp reads, nothing the shopper wrote
+            errors = status.get("errors") if isinstance(status.get("errors"), list) else []
+            item["errors"] = [{"code": error.get("code")} for error in errors[:1] if isinstance(error, dict)]
         # A message sent before the index existed: the store's own map (named by the URL or by
         # biz_opaque_callback_data, when Meta sends it) holds its wamid.
         opaque = _opaque_merchant(status)

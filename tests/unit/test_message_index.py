@@ -31,6 +31,7 @@ from workers.delivery import deliver, queue_reminder
 from workers.runtime import build_runtime
 
 APP_SECRET = "app-secret-1"
+ADMIN_TOKEN = "adm-token-for-the-tests-0123456789abcdef"
 STORE_A, STORE_B = 77, 78
 
 
@@ -51,7 +52,7 @@ def reminder_of(merchant: int, rid: str, expiry_days: int = 20) -> dict:
 @pytest.fixture
 def web():
     store = fakeredis.FakeRedis(decode_responses=True)
-    settings = make_settings(WHATSAPP_APP_SECRET=APP_SECRET, WHATSAPP_VERIFY_TOKEN="verify-1", QUIET_HOURS="off",
+    settings = make_settings(ADMIN_TOKEN=ADMIN_TOKEN, WHATSAPP_APP_SECRET=APP_SECRET, QUIET_HOURS="off",
                              SMS_PROVIDER="unifonic", SMS_API_URL="https://el.cloud.unifonic.com",
                              SMS_API_KEY="shared-appsid-1", SMS_SENDER="Shared")
     app = create_app(settings, redis_client=store, queue=object())
@@ -140,6 +141,8 @@ def test_a_report_at_the_shared_account_url_finds_a_store_on_the_shared_account(
     assert client.post(own_a, json=unifonic_dlr("3000000002", "Undeliverable")).get_json()["applied"] == 0
     assert rt.ledger.get(STORE_B, rid_b).channels["sms"] == "sent"
 
+    view = client.get(f"/admin/stores/{STORE_B}/channels", headers={"Authorization": f"Bearer {ADMIN_TOKEN}"})
+    assert view.get_json()["callbacks"]["sms_delivery_reports_shared_account"].endswith(url)  # where operators find it
     answer = client.post(url, data=unifonic_dlr("3000000002", "Undeliverable"))  # the console's form shape
     assert answer.get_json() == {"applied": 1, "unknown": 0}
     record = rt.ledger.get(STORE_B, rid_b)
