@@ -25,8 +25,8 @@ after delivered is kept in `stf:<name>` but does not undo it; a delivered or rea
 replaces it. The store's `statuses` hash counts them per channel (`<name>:sent`, `:delivered`
 (delivered or read), `:read`, `:failed:<reason>`), each reminder once per level.
 `msgid:<channel>:<provider id>` (its own key, the record's lifetime) maps a provider's message
-id back to the reminder, for SMS delivery reports; WhatsApp statuses also carry
-`biz_opaque_callback_data` = `<merchant>:<reminder id>`.
+id back to the reminder; it is written with `ch:<name> = sent` in one step (record_send), and the
+cross-store index of service/message_index.py follows it.
 
 The customer's `marks:<c>` hash (same slot) says which lots were named at which stage:
   <lot key>   -> nearest stage a *sent* reminder named it at (outcome accounting reads these)
@@ -416,13 +416,6 @@ class Ledger:
         if ttl == -2:
             return None
         return ttl if ttl > 0 else 400 * 24 * 3600 * 1000
-
-    def remember_message(self, merchant_id: int, channel: str, message_id: str, reminder_id: str) -> None:
-        """The provider's message id -> the reminder, for as long as the reminder's record lives."""
-        k = self.keys.store(merchant_id)
-        ttl = self.redis.pttl(k.reminder(reminder_id))
-        self.redis.set(k.provider_message(channel, message_id), reminder_id,
-                       px=ttl if ttl and ttl > 0 else 400 * 24 * 3600 * 1000)
 
     def find_message(self, merchant_id: int, channel: str, message_id: str) -> str | None:
         found = self.redis.get(self.keys.store(merchant_id).provider_message(channel, message_id))

@@ -204,3 +204,19 @@ def test_an_early_failure_applied_by_the_worker_waits_for_the_store_s_window(web
     assert rt.ledger.get(STORE_A, rid).channels["whatsapp"].startswith("failed:undeliverable")
     [(_, when)] = rt.store.zrange(rt.due.scheduled_key, 0, -1, withscores=True)
     assert when == rt.clock() + 2 * 3600  # 10:00 UTC
+
+
+def test_kept_statuses_are_bounded_and_hold_no_shopper_data(web):
+    """Issue 15 item 12: what a report URL can make us keep is bounded: 10 statuses per message for
+    10 minutes, ids of at most 200 characters, and the WhatsApp error codes only."""
+    client, rt = web
+    url = shared_dlr_url("http://x", (TOKEN_KEY,)).replace("http://x", "")
+    for _ in range(15):
+        client.post(url, json=unifonic_dlr("5000000000", "Delivered"))
+    assert rt.store.llen(rt.keys.early_statuses("unifonic", "id:5000000000")) == 10
+    assert client.post(url, json=unifonic_dlr("9" * 201, "Undeliverable")).get_json() == {"applied": 0, "unknown": 1}
+    assert rt.store.keys("*msg-early:unifonic:id:999*") == []
+    body = whatsapp_failed("wamid.Private").replace(b'"x"', b'"+966501234567 sara@example.com"')
+    client.post("/channels/whatsapp/status", data=body, headers=signed(body))
+    [kept] = rt.store.lrange(rt.keys.early_statuses("whatsapp", "id:wamid.Private"), 0, -1)
+    assert "966501234567" not in kept and "sara" not in kept and json.loads(kept)["errors"] == [{"code": 131026}]
