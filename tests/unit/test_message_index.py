@@ -4,7 +4,8 @@ window for the fallback a late failure starts. fakeredis + the web app's test cl
 
 The report bodies follow the providers' documentation (shared/channels/REFERENCE.md):
 - WhatsApp status webhook, developers.facebook.com "Webhooks: messages / statuses": `failed`
-  carries `errors[]` and, as documented, no `biz_opaque_callback_data`;
+  carries `errors[]`; `biz_opaque_callback_data` is documented on sent/delivered/read only, so
+  these failures come without it;
 - Unifonic DLR webhook, support.unifonic.com "Can I receive DLR receipt update through a webhook":
   MessageID, DLR ("Delivered" / "Undeliverable"), Recipient, TimeCreated, SCTS, DLRTimestamp;
   docs.unifonic.com "Sending your first SMS": CorrelationID, a unique identifier attached to the
