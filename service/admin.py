@@ -23,7 +23,7 @@ from service.stores import UNINSTALLED
 from service.messages import TEMPLATE_NAMES, TEMPLATE_DIR
 from service.stores import ConfigError
 from service.tokens import TokenError
-from service.unsubscribe import dlr_url
+from service.unsubscribe import dlr_url, shared_dlr_url
 from workers import backfill, delivery, personal_data, preview as previews
 from workers.channels import ChannelDirectory, DeliveryPermanentError, DeliveryTransientError
 from workers.due_set import DueSet
@@ -218,6 +218,8 @@ def channels_view(channel_settings: ChannelSettings, settings, merchant_id: int)
     view = channel_settings.view(merchant_id)
     base = settings.public_base_url
     view["callbacks"] = {"sms_delivery_reports": dlr_url(base, settings.token_encryption_keys, merchant_id),
+                         # the one report URL of the environment's SMS account, for every store on it
+                         "sms_delivery_reports_shared_account": shared_dlr_url(base, settings.token_encryption_keys),
                          "whatsapp_status": f"{base}/channels/whatsapp/status",
                          "whatsapp_status_own_app": f"{base}/channels/whatsapp/{merchant_id}/status"}
     return view

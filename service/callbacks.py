@@ -2,18 +2,22 @@
 
 - `GET/POST /channels/whatsapp/status`: the app's WhatsApp webhook (WHATSAPP_VERIFY_TOKEN for
   Meta's `hub.challenge` handshake, WHATSAPP_APP_SECRET for `X-Hub-Signature-256` on the raw
-  body). A status names its reminder in `biz_opaque_callback_data` (`<merchant>:<reminder id>`).
-  `/channels/whatsapp/<merchant>/status` is the same for a store with its own Meta app (its own
-  `whatsapp.verify_token` and `whatsapp.app_secret`); there the message id alone is enough.
-- `POST /channels/sms/<merchant>/dlr/<token>`: SMS delivery reports (Unifonic, Taqnyat), JSON or
-  form, read by service/sms_reports.py (every documented state; the message id in MessageID /
-  messageId / message_id / msgId, the state in DLR / Status). The token (service/unsubscribe.py)
-  is the URL's secret: providers sign nothing.
+  body). A status finds its reminder by its `wamid` in the cross-store message index
+  (service/message_index.py): Meta documents `biz_opaque_callback_data` on sent, delivered and
+  read, not on failed. `/channels/whatsapp/<merchant>/status` is the same for a store with its own
+  Meta app (its own `whatsapp.verify_token` and `whatsapp.app_secret`), for that store's messages only.
+- `POST /channels/sms/<merchant>/dlr/<token>`: SMS delivery reports (Unifonic, Taqnyat) of a store
+  with its own account; `POST /channels/sms/dlr/<token>`: the one report URL of the environment's
+  shared SMS account (a provider has one per account). JSON or form, read by
+  service/sms_reports.py (every documented state; the message id, the CorrelationID we sent (the
+  reminder id), the state in DLR / Status). Either id finds the reminder in the message index. The token (service/unsubscribe.py) is the URL's secret:
+  providers sign nothing.
 - `GET /unsubscribe/<token>` shows a small page with one button; `POST` (the button, or a mail
   client's RFC 8058 one-click) records the opt-out: the profile says so from then on (whatever
   Salla's flag says later) and the customer's pending reminders are cancelled.
 
-Statuses go to the ledger (workers/ledger.py `record_status`): any order, never backwards.
+Statuses go to the ledger (workers/ledger.py `record_status`): any order, never backwards. One
+that comes before the worker has recorded its send is kept and applied when the send lands.
 A failure of the channel that sent a reminder, not after it was delivered, goes on to
 workers/fallback.py: under `first` the reminder moves on to the store's next channel.
 Provider callbacks always get 200 once verified, so that a status we cannot place is not retried
@@ -32,9 +36,11 @@ from flask import Blueprint, Response, current_app, jsonify, request
 
 from service.celery_config import DELIVER_TASK
 from service.channel_settings import ChannelSettings
+from service.message_index import EARLY_STATUS_SECONDS, MessageIndex, correlation_handle, message_handle
+from service.store_policy import policy_for
 from service.sms_reports import read_report
 from service.stores import ConfigError
-from service.unsubscribe import callback_token_valid, read_token
+from service.unsubscribe import SHARED_DLR, callback_token_valid, read_token
 from workers.due_set import DueSet
 from workers.ledger import Ledger
 from workers.profiles import Profiles
@@ -54,6 +60,7 @@ class _Parts:
         self.due = DueSet(deps.redis, prefix, shards=deps.settings.due_set_shards)
         self.profiles = Profiles(deps.redis, prefix)
         self.channel_settings = ChannelSettings(deps.redis, prefix, deps.settings)
+        self.index = MessageIndex(deps.redis, prefix)
 
 
 def _deps():
@@ -106,22 +113,23 @@ def whatsapp_status(merchant_id: int | None = None):
         payload = json.loads(body)
     except ValueError:
         return jsonify(error="bad_request", message="body is not JSON"), 400
-    applied, unknown = 0, 0
+    outcomes = []
     for status in _whatsapp_statuses(payload):
-        where = _whatsapp_reminder(parts, status, merchant_id)
-        if where is None or status.get("status") not in WHATSAPP_STATUSES:
-            unknown += 1
+        if status.get("status") not in WHATSAPP_STATUSES:
+            outcomes.append("unknown")
             continue
-        m, rid = where
-        failure = classify_whatsapp(status.get("errors")) if status["status"] == "failed" else None
-        outcome = parts.ledger.record_status(m, rid, "whatsapp", status["status"],
-                                             reason=failure.reason if failure else "",
-                                             at=str(status.get("timestamp", "")))
-        if failure is not None and outcome not in ("missing", "unknown", "kept"):
-            _late_failure(deps, parts, m, rid, "whatsapp", failure)
-        applied += outcome not in ("missing", "unknown")
-        unknown += outcome in ("missing", "unknown")
-    return jsonify(applied=applied, unknown=unknown)
+        wamid = status.get("id") if isinstance(status.get("id"), str) else ""
+        item = {"channel": "whatsapp", "status": status["status"], "at": str(status.get("timestamp", ""))[:40]}
+        if status["status"] == "failed":  # the codes only: what classify_whatsapp reads, nothing the shopper wrote
+            errors = status.get("errors") if isinstance(status.get("errors"), list) else []
+            item["errors"] = [{"code": error.get("code")} for error in errors[:1] if isinstance(error, dict)]
+        # A message sent before the index existed: the store's own map (named by the URL or by
+        # biz_opaque_callback_data, when Meta sends it) holds its wamid.
+        opaque = _opaque_merchant(status)
+        owner = merchant_id if merchant_id is not None else opaque
+        legacy = (owner, wamid) if owner is not None and wamid else None
+        outcomes.append(_report(deps, parts, "whatsapp", item, [message_handle(wamid)], merchant_id, legacy))
+    return _answer(outcomes)
 
 
 def _whatsapp_statuses(payload) -> list[dict]:
@@ -135,39 +143,107 @@ def _whatsapp_statuses(payload) -> list[dict]:
     return found
 
 
-def _whatsapp_reminder(parts, status: dict, merchant_id: int | None) -> tuple[int, str] | None:
+def _opaque_merchant(status: dict) -> int | None:
     opaque = status.get("biz_opaque_callback_data")
     if isinstance(opaque, str) and ":" in opaque:
-        m, _, rid = opaque.partition(":")
-        if m.isdigit() and (merchant_id is None or int(m) == merchant_id):
-            return int(m), rid
-    if merchant_id is not None and isinstance(status.get("id"), str):
-        rid = parts.ledger.find_message(merchant_id, "whatsapp", status["id"])
-        if rid:
-            return merchant_id, rid
+        m = opaque.partition(":")[0]
+        if m.isdigit() and len(m) < 20:
+            return int(m)
     return None
 
 
 # -- SMS delivery reports -----------------------------------------------------------------------
 @bp.post("/channels/sms/<int:merchant_id>/dlr/<token>")
 def sms_delivery_report(merchant_id: int, token: str):
+    """A store's own SMS account: only that store's messages."""
     deps, parts = _deps()
     if not callback_token_valid(deps.settings.token_encryption_keys, merchant_id, token):
         return jsonify(error="not_found", message="no such report URL"), 404
+    try:
+        provider = parts.channel_settings.effective(merchant_id).of("sms").get("provider") or deps.settings.sms_provider
+    except ConfigError:
+        provider = deps.settings.sms_provider
+    return _sms_report(deps, parts, provider, merchant_id)
+
+
+@bp.post("/channels/sms/dlr/<token>")
+def shared_sms_delivery_report(token: str):
+    """The environment's shared SMS account (SMS_*): one report URL for every store on it."""
+    deps, parts = _deps()
+    if not callback_token_valid(deps.settings.token_encryption_keys, 0, token, purpose=SHARED_DLR):
+        return jsonify(error="not_found", message="no such report URL"), 404
+    return _sms_report(deps, parts, deps.settings.sms_provider, None)
+
+
+def _sms_report(deps, parts, provider: str, merchant_id: int | None):
     data = request.get_json(silent=True)
     if not isinstance(data, dict):
         data = request.form.to_dict() or request.args.to_dict()
     report = read_report(data)
-    message_id, status = report.message_id, report.status
-    rid = parts.ledger.find_message(merchant_id, "sms", message_id) if message_id else None
-    if rid is None or status is None:
-        return jsonify(applied=0, unknown=1)
-    failure = classify_sms(report.word) if status == "failed" else None
-    outcome = parts.ledger.record_status(merchant_id, rid, "sms", status, reason=failure.reason if failure else "",
-                                         at=f"{time.time():.0f}")
+    if report.status is None:
+        return _answer(["unknown"])
+    item = {"channel": "sms", "status": report.status, "word": report.word[:40], "at": f"{time.time():.0f}"}
+    legacy = (merchant_id, report.message_id) if merchant_id is not None and report.message_id else None
+    handles = [message_handle(report.message_id), correlation_handle(report.correlation_id)]
+    return _answer([_report(deps, parts, provider, item, handles, merchant_id, legacy)])
+
+
+# -- from a status to its reminder ------------------------------------------------------------
+def _report(deps, parts, provider: str, item: dict, handles: list, merchant_id: int | None,
+            legacy: tuple[int, str] | None) -> str:
+    """One provider status (`item`: channel, status, the provider's words, at): applied to its
+    reminder once its send is recorded, else kept until it is (service/message_index.py).
+    `merchant_id`: the store whose URL or app it came through (None: a shared one). Returns the
+    ledger's outcome, 'early' (kept) or 'unknown'."""
+    handles = [handle for handle in handles if handle]
+    where = _placed(parts, provider, item["channel"], handles, merchant_id, legacy)
+    items = [item]
+    if where is None:
+        if not handles:
+            return "unknown"
+        parts.index.keep_early(provider, handles[0], {**item, "merchant": merchant_id})
+        where = _placed(parts, provider, item["channel"], handles, merchant_id, legacy)  # landed meanwhile?
+        if where is None:
+            log.info("%s status %r of a message not recorded (yet): kept %ds for its send", provider,
+                     item["status"], EARLY_STATUS_SECONDS)
+            return "early"  # the worker applies it when it records the send
+        items = [one for one in parts.index.take_early(provider, handles)
+                 if one.get("merchant") in (None, where[0]) and one.get("channel") == item["channel"]]
+        if not items:
+            return "early"  # the worker took it first and applied it
+    m, rid = where
+    return [_apply(deps, parts, m, rid, one) for one in items][-1]
+
+
+def _placed(parts, provider: str, channel: str, handles: list, merchant_id: int | None,
+            legacy: tuple[int, str] | None) -> tuple[int, str] | None:
+    """(merchant, reminder) of a message whose send is recorded; None before (or never)."""
+    sent = parts.index.find(provider, handles)
+    if sent is not None and sent.channel == channel and merchant_id in (None, sent.merchant_id):
+        return sent.merchant_id, sent.reminder_id
+    if legacy is not None:  # the store's own map, written in the same step as the send
+        rid = parts.ledger.find_message(legacy[0], channel, legacy[1])
+        if rid:
+            return legacy[0], rid
+    return None
+
+
+def _apply(deps, parts, m: int, rid: str, item: dict) -> str:
+    failure = None
+    if item.get("status") == "failed":
+        failure = classify_whatsapp(item.get("errors")) if item["channel"] == "whatsapp" else \
+            classify_sms(str(item.get("word", "")))
+    outcome = parts.ledger.record_status(m, rid, item["channel"], str(item.get("status", "")),
+                                         reason=failure.reason if failure else "", at=str(item.get("at", "")))
     if failure is not None and outcome not in ("missing", "unknown", "kept"):
-        _late_failure(deps, parts, merchant_id, rid, "sms", failure)
-    return jsonify(applied=int(outcome not in ("missing", "unknown")), unknown=int(outcome in ("missing", "unknown")))
+        _late_failure(deps, parts, m, rid, item["channel"], failure)
+    return outcome
+
+
+def _answer(outcomes: list[str]):
+    """What was applied and what was not placed now (kept ones too: they may never be ours)."""
+    unknown = sum(outcome in ("missing", "unknown", "early") for outcome in outcomes)
+    return jsonify(applied=len(outcomes) - unknown, unknown=unknown)
 
 
 # -- a late failure: on to the next channel ---------------------------------------------------
@@ -184,10 +260,10 @@ def _late_failure(deps, parts, merchant_id: int, reminder_id: str, channel: str,
     def publish(m: int, c: int, rid: str) -> None:
         deps.queue.publish(DELIVER_TASK, [m, c, rid])
 
-    settings = deps.settings
+    policy = policy_for(deps.settings, deps.registry.config(merchant_id))  # the store's own zone and quiet hours
     handle_late_failure(parts.ledger, parts.due, merchant_id, reminder_id, channel, failure,
-                        list(effective.channels), effective.policy, time.time(), settings.store_timezone,
-                        settings.quiet_hours, publish)
+                        list(effective.channels), effective.policy, time.time(), policy.timezone,
+                        policy.quiet_hours, publish)
 
 
 # -- unsubscribe --------------------------------------------------------------------------------

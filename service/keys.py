@@ -16,6 +16,8 @@ MULTI (two slots); an atomic pipeline or a script stays within one hash tag (REA
 | admin:audit                       | list   | last ADMIN_AUDIT_KEEP changes | service/admin_guard.py |
 | admin:auth-failures:<ip>          | zset   | 60 s (a sliding window)      | service/admin_guard.py  |
 | alarm:<name>                      | hash   | until cleared (operator)     | service/alarms.py       |
+| msg-index:<provider>:<handle>     | string | its reminder record's lifetime (ids only) | service/message_index.py |
+| msg-early:<provider>:<handle>     | list   | EARLY_STATUS_SECONDS (10 min) | service/message_index.py |
 | {due}:scheduled/processing/by-customer | zset | entries until acked         | workers/due_set.py      |
 | {due:i}:… (shard i>0, DUE_SET_SHARDS) | zset | entries until acked         | workers/due_set.py      |
 | per store, `{store:M}:` +         |        |                              |                         |
@@ -98,6 +100,15 @@ class Keys:
     @property
     def alarm_pattern(self) -> str:
         return f"{self.prefix}alarm:*"
+
+    def message_index(self, provider: str, handle: str) -> str:
+        """A provider's message (its id, or the CorrelationID we sent) -> `<merchant>:<reminder>:<channel>`,
+        across stores: a provider account shared by several stores has one report URL."""
+        return f"{self.prefix}msg-index:{provider}:{handle}"
+
+    def early_statuses(self, provider: str, handle: str) -> str:
+        """Statuses that arrived before their send was recorded, kept until it is (or they expire)."""
+        return f"{self.prefix}msg-early:{provider}:{handle}"
 
     @property
     def due_base(self) -> str:

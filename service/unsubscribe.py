@@ -59,3 +59,11 @@ def callback_token_valid(keys: tuple[str, ...], merchant_id: int, token: str, pu
 
 def dlr_url(base_url: str, keys: tuple[str, ...], merchant_id: int) -> str:
     return f"{base_url.rstrip('/')}/channels/sms/{merchant_id}/dlr/{callback_token(keys, merchant_id)}"
+
+
+SHARED_DLR = "sms-dlr-shared"  # the purpose of the shared SMS account's one report URL (merchant 0)
+
+
+def shared_dlr_url(base_url: str, keys: tuple[str, ...]) -> str:
+    """The report URL to set in the environment's shared SMS account's console (one per account)."""
+    return f"{base_url.rstrip('/')}/channels/sms/dlr/{callback_token(keys, 0, SHARED_DLR)}"

@@ -20,11 +20,13 @@ from __future__ import annotations
 import logging
 
 from service import metrics
+from service.message_index import MessageIndex, Sent, send_handles
+from service.store_policy import policy_for
 from workers.backoff import retry_countdown
 from workers.channels import DeliveryPermanentError, DeliveryTransientError
 from workers.providers.base import RETRIES_USED_UP
 from workers.due_set import DueEntry
-from workers.fallback import reopen_at
+from workers.fallback import failure_of, handle_late_failure, reopen_at
 from workers.ledger import CANCELLED, DEAD, DROPPED, LIVE, count_stat
 
 log = logging.getLogger(__name__)
@@ -35,6 +37,7 @@ DELIVERY_LEASE_SECONDS = 90
 MAX_ATTEMPTS = 12  # with backoff doubling from 2 s up to 15 min: about 45 minutes in all
 PAUSED_RETRY_SECONDS = 3600
 FIRST, ALL = "first", "all"  # a store's channel policy (service/channel_settings.py)
+REPORTING_CHANNELS = ("whatsapp", "sms")  # their providers report statuses later (service/callbacks.py)
 
 
 def _timer(reminder: dict) -> DueEntry:
@@ -138,14 +141,16 @@ def deliver(rt, merchant_id: int, customer_id: int, reminder_id: str, now: float
             transient.append(f"{channel.name}: {exc}")
             wait = max(wait, getattr(exc, "retry_after", None) or 0.0)
             continue
-        rt.ledger.channel_result(m, reminder_id, channel.name, "sent")
+        # The send and the provider's message id in one step: a status callback that finds the id
+        # finds the send (service/message_index.py keeps the statuses that come before it).
+        lifetime = rt.ledger.record_send(m, reminder_id, channel.name, message_id or "", now)
         metrics.REMINDERS.labels("sent", channel.name).inc()
         log.info("reminder %s of merchant=%s customer=%s sent by %s (attempt %d)", reminder_id, m, c, channel.name,
                  attempt)
         rt.ledger.mark_sent(m, c, reminder_id, now)
-        rt.ledger.record_status(m, reminder_id, channel.name, "accepted", at=f"{now:.0f}")
-        if message_id:
-            rt.ledger.remember_message(m, channel.name, message_id, reminder_id)
+        if lifetime is not None and channel.name in REPORTING_CHANNELS:
+            _index_send(rt, m, reminder_id, channel, message_id or "", lifetime, [ch.name for ch in channels], policy,
+                        now)
         sent = True
     if sent:
         rt.ledger.mark_sent(m, c, reminder_id, now)  # a no-op unless an earlier attempt sent it
@@ -170,9 +175,40 @@ def deliver(rt, merchant_id: int, customer_id: int, reminder_id: str, now: float
         return "reopened"
     rt.due.remove([timer])
     if rt.ledger.state(m, reminder_id) in LIVE:  # a late failure reopened it between the two lines above
-        arm(rt, timer, reopen_at(now, reminder, rt.settings.store_timezone, rt.settings.quiet_hours))
+        arm(rt, timer, reopen_at(now, reminder, *_send_window(rt, m)))
         return "reopened"
     return "sent"
+
+
+def _send_window(rt, m: int) -> tuple:
+    """The store's own time zone and quiet hours (its settings, else the environment's)."""
+    policy = policy_for(rt.settings, rt.registry.config(m))
+    return policy.timezone, policy.quiet_hours
+
+
+def _index_send(rt, m: int, reminder_id: str, channel, message_id: str, lifetime_ms: int, order: list[str],
+                policy: str, now: float) -> None:
+    """The send in the cross-store index (after the ledger: see service/message_index.py), then
+    every status that arrived before it, applied now: an early failure moves on as a late one does."""
+    index = MessageIndex(rt.store, rt.settings.redis_key_prefix)
+    provider = getattr(channel, "provider", channel.name)
+    handles = send_handles(provider, message_id, reminder_id)
+    if not handles:
+        return
+    index.remember(provider, handles, Sent(m, reminder_id, channel.name), lifetime_ms)
+    for early in index.take_early(provider, handles):
+        if early.get("merchant") not in (None, m) or early.get("channel") != channel.name:
+            continue  # another store's report URL or app named this message: not theirs to report
+        failure = failure_of(early)
+        outcome = rt.ledger.record_status(m, reminder_id, channel.name, str(early.get("status", "")),
+                                          reason=failure.reason if failure else "", at=str(early.get("at", "")))
+        log.info("reminder %s of merchant=%s: %s status %r arrived before its send was recorded: %s", reminder_id,
+                 m, channel.name, early.get("status"), outcome)
+        if failure is not None and outcome not in ("missing", "unknown", "kept"):
+            # This attempt finds the channel failed when it settles and leaves the reminder on its
+            # way; the timer set here brings the next channel (the sweep publishes it).
+            handle_late_failure(rt.ledger, rt.due, m, reminder_id, channel.name, failure, order, policy, now,
+                                *_send_window(rt, m), lambda *args: None)
 
 
 def _failed(rt, m: int, reminder_id: str, channel: str, reason: str, why: str, exc=None) -> None:

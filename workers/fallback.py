@@ -99,6 +99,16 @@ def classify_sms(raw_status: str) -> LateFailure | None:
     return LateFailure(reason, True, f"SMS report {raw_status}") if reason else None
 
 
+def failure_of(status: dict) -> LateFailure | None:
+    """The failure a status kept by service/message_index.py reports (None: not a failure). It
+    keeps the provider's own words (`errors` of WhatsApp, the SMS report's `word`), classified here."""
+    if status.get("status") != "failed":
+        return None
+    if status.get("channel") == "whatsapp":
+        return classify_whatsapp(status.get("errors"))
+    return classify_sms(str(status.get("word", "")))
+
+
 def decide(record, order: list[str], policy: str, channel: str, failure: LateFailure) -> Decision:
     """What a late failure of `channel` does to the reminder `record` (workers/ledger.py Record),
     given the store's channels in its order and its policy."""

@@ -25,8 +25,8 @@ after delivered is kept in `stf:<name>` but does not undo it; a delivered or rea
 replaces it. The store's `statuses` hash counts them per channel (`<name>:sent`, `:delivered`
 (delivered or read), `:read`, `:failed:<reason>`), each reminder once per level.
 `msgid:<channel>:<provider id>` (its own key, the record's lifetime) maps a provider's message
-id back to the reminder, for SMS delivery reports; WhatsApp statuses also carry
-`biz_opaque_callback_data` = `<merchant>:<reminder id>`.
+id back to the reminder; it is written with `ch:<name> = sent` in one step (record_send), and the
+cross-store index of service/message_index.py follows it.
 
 The customer's `marks:<c>` hash (same slot) says which lots were named at which stage:
   <lot key>   -> nearest stage a *sent* reminder named it at (outcome accounting reads these)
@@ -224,6 +224,25 @@ return status
 """
 STATUS_LEVELS = ("sent", "delivered", "read")
 
+# KEYS: record, statuses[, msgid]. ARGV: channel, at, message id, reminder id. Returns the record's PTTL.
+# A channel's send, in one step: `ch:<name> = sent`, its `accepted` status (as _STATUS), and the
+# provider's message id -> the reminder (for the record's lifetime). A status callback that finds
+# the message id finds the send recorded with it (service/message_index.py keeps the ones before).
+_RECORD_SEND = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return -2 end  -- erased meanwhile: no half record
+local ch = ARGV[1]
+redis.call('HSET', KEYS[1], 'ch:' .. ch, 'sent')
+redis.call('HINCRBY', KEYS[2], ch .. ':sent', 1)
+if not redis.call('HGET', KEYS[1], 'st:' .. ch) then
+  redis.call('HSET', KEYS[1], 'st:' .. ch, 'sent', 'st_at:' .. ch, ARGV[2])
+end
+local ttl = redis.call('PTTL', KEYS[1])
+if #KEYS >= 3 then
+  redis.call('SET', KEYS[3], ARGV[4], 'PX', ttl > 0 and ttl or 34560000000)  -- 400 days if the record has none
+end
+return ttl
+"""
+
 
 def status_counts(store: redis.Redis, keys: Keys, merchant_id: int) -> dict:
     """Per channel and in total: sent, delivered (or read), read, failed by reason."""
@@ -327,6 +346,7 @@ class Ledger:
         self._status = store.register_script(_STATUS)
         self._settle = store.register_script(_SETTLE)
         self._late_failure = store.register_script(_LATE_FAILURE)
+        self._record_send = store.register_script(_RECORD_SEND)
 
     def marks(self, merchant_id: int, customer_id: int) -> Marks:
         return parse_marks(self.redis.hgetall(self.keys.store(merchant_id).marks(customer_id)))
@@ -385,12 +405,17 @@ class Ledger:
                               args=[channel, status, (reason or "unknown")[:60], str(at)])
         return result.decode() if isinstance(result, bytes) else result
 
-    def remember_message(self, merchant_id: int, channel: str, message_id: str, reminder_id: str) -> None:
-        """The provider's message id -> the reminder, for as long as the reminder's record lives."""
+    def record_send(self, merchant_id: int, reminder_id: str, channel: str, message_id: str, now: float) -> int | None:
+        """The channel sent it (see _RECORD_SEND); returns the record's lifetime left in ms, None
+        when the record is gone (the customer forgotten meanwhile)."""
         k = self.keys.store(merchant_id)
-        ttl = self.redis.pttl(k.reminder(reminder_id))
-        self.redis.set(k.provider_message(channel, message_id), reminder_id,
-                       px=ttl if ttl and ttl > 0 else 400 * 24 * 3600 * 1000)
+        keys = [k.reminder(reminder_id), k.statuses]
+        if message_id:
+            keys.append(k.provider_message(channel, message_id))
+        ttl = int(self._record_send(keys=keys, args=[channel, f"{now:.0f}", message_id or "", reminder_id]))
+        if ttl == -2:
+            return None
+        return ttl if ttl > 0 else 400 * 24 * 3600 * 1000
 
     def find_message(self, merchant_id: int, channel: str, message_id: str) -> str | None:
         found = self.redis.get(self.keys.store(merchant_id).provider_message(channel, message_id))

@@ -128,6 +128,11 @@ class SmsChannel:
         self.renderer = renderer
         self.store_name = store_name
 
+    @property
+    def provider(self) -> str:
+        """Whose message ids these are (the cross-store message index is per provider)."""
+        return self.client.name
+
     def text(self, reminder: dict) -> str:
         return fit_sms(self.renderer.sms(reminder, self.store_name), self.max_segments)
 
