@@ -13,6 +13,7 @@ NOT_CONFIGURED = "not_configured"  # the store lists a channel it has no setting
 RETRIES_USED_UP = "retries_used_up"
 RATE_LIMITED = "rate_limited"  # reported failed later for a rate or quality limit (never retried by the provider)
 OPTED_OUT = "opted_out"  # reported failed later because the shopper stopped the business's messages there
+NON_PUBLIC_ADDRESS = "non_public_address"  # the store's channel address is not public (workers/providers/public_only.py)
 
 
 class DeliveryTransientError(Exception):
