@@ -5,7 +5,7 @@ provider's message id (or None) or raises one of two exceptions (workers/provide
 - webhook: POST the reminder as JSON to the store's URL (the global REMINDER_WEBHOOK_URL is the
   default), the raw body signed as lowercase hex HMAC-SHA256 under the store's secret in
   X-Reminder-Signature; `timestamp` inside the signed body, and `Idempotency-Key` (= X-Reminder-Id).
-  A redirect is never followed: it fails the channel
+  A redirect is never followed: it fails the channel.
 - whatsapp, sms, email: workers/providers/
 
 `ChannelDirectory.for_store(m)` gives a store's channels in its order and its policy (service/

@@ -105,8 +105,8 @@ def test_non_public_addresses_are_refused_when_saved(dns, changes, field, reason
 
 
 def test_public_addresses_are_kept_and_allow_private_urls_opens_the_rest(dns):
-    """Issue 15 item 2: a name resolving to public addresses only is kept; ALLOW_PRIVATE_URLS=1
-    (local development) accepts loopback and http://."""
+    """The other side of item 2: a name resolving to public addresses only is kept;
+    ALLOW_PRIVATE_URLS=1 (local development) accepts loopback and http://."""
     dns.point("hooks.example", PUBLIC)
     cs = channel_settings()
     cs.update(M, {"webhook": {"url": "https://hooks.example/hook", "secret": SECRET},
