@@ -3,15 +3,18 @@ fails for good at once (workers/providers/base.py email_address), never a retrie
 and never a second recipient. A real SMTP server on loopback receives what is sent."""
 from __future__ import annotations
 
+from email.message import EmailMessage
+
 import fakeredis
 import pytest
 import requests
+from hypothesis import given, settings, strategies as st
 
 from devkit.providers import SmtpFake
 from service.messages import Renderer
 from tests.conftest import make_settings
 from workers.delivery import deliver, queue_reminder
-from workers.providers.base import DeliveryPermanentError
+from workers.providers.base import DeliveryPermanentError, single_address
 from workers.providers.email import EmailChannel
 from workers.runtime import build_runtime
 
@@ -93,3 +96,14 @@ def test_a_bad_address_moves_on_to_the_store_s_next_channel_at_once(smtp):
     assert deliver(rt, M, C, RID, rt.clock()) == "sent"
     assert sms.sent == [RID]
     assert rt.ledger.get(M, RID).channels["email"].startswith("failed:undeliverable")
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.one_of(st.text(), st.text(alphabet="ab.@,;:<>()[]\"' \t\r\n\\-+=?é")))
+def test_whatever_is_accepted_is_exactly_one_recipient(text):
+    """Issue 15 item 18, as a property: an accepted address parses as one recipient, itself."""
+    address = single_address(text)
+    if address is not None:
+        message = EmailMessage()
+        message["To"] = address
+        assert [a.addr_spec for a in message["To"].addresses] == [address]
