@@ -81,7 +81,9 @@ def main() -> int:
                        REMINDER_WEBHOOK_SECRET=REMINDER_SECRET, REMINDER_LANGUAGE=language,
                        ADMIN_TOKEN=ADMIN_TOKEN,
                        # The demo runs at any hour; a real store keeps its quiet hours.
-                       QUIET_HOURS="off")
+                       QUIET_HOURS="off",
+                       # The store's channels are the fakes here, on 127.0.0.1 over http://.
+                       ALLOW_PRIVATE_URLS="1")
             port = free_port()
             web_url = f"http://127.0.0.1:{port}"
             env["PUBLIC_BASE_URL"] = web_url

@@ -86,6 +86,8 @@ def main() -> int:
     os.environ.setdefault("CELERY_BEAT_SCHEDULE", str(root / "var" / "celerybeat-schedule"))
     os.environ.setdefault("FLOWER_PORT", "5555")
     os.environ.setdefault("FLOWER_ADDRESS", "127.0.0.1")
+    # On a laptop a store's channels may point at local fakes (127.0.0.1, http://); never in production.
+    os.environ.setdefault("ALLOW_PRIVATE_URLS", "1")
     try:
         entries = read_procfile(root / "Procfile")
         redis_port = embedded_redis_port(os.environ)

@@ -35,6 +35,7 @@ from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 
 from service.keys import Keys
 from service.messages import TEMPLATE_NAMES, TemplateProblem, check_template
+from service.public_address import RefusedAddress, check_url
 from service.settings import CHANNEL_POLICIES, CHANNELS, SMS_PROVIDERS, Settings
 from service.stores import ConfigError
 
@@ -156,6 +157,8 @@ FIELDS = {
 }
 SECRETS = {("whatsapp", "access_token"), ("whatsapp", "app_secret"), ("whatsapp", "verify_token"),
            ("sms", "api_key"), ("email", "smtp_url"), ("webhook", "secret")}
+# Where each channel connects: a store's own value must be a public address (service/public_address.py).
+ADDRESS_FIELDS = {"whatsapp": "api_url", "sms": "api_url", "email": "smtp_url", "webhook": "url"}
 NEEDS = {"whatsapp": ("api_url", "phone_number_id", "access_token", "template_name"),
          "sms": ("provider", "api_url", "api_key", "sender"), "email": ("smtp_url", "from"),
          "webhook": ("url", "secret"), "log": ()}
@@ -301,6 +304,11 @@ class ChannelSettings:
                         raise ConfigError(f"{channel}.{name}: a masked value was sent, but the store has none")
                 else:
                     section[name] = parsers[name](value)
+                    if ADDRESS_FIELDS.get(channel) == name:
+                        try:
+                            check_url(section[name], self.settings.allow_private_urls)
+                        except RefusedAddress as exc:
+                            raise ConfigError(f"{channel}.{name}: {exc}") from None
             if not section:
                 result.pop(channel, None)
         effective = merge(result, defaults(self.settings))

@@ -103,6 +103,9 @@ class Settings:
     backfill_on_authorize: bool = True
     # Shards of the due set, by merchant id (workers/due_set.py); see README "Redis Cluster".
     due_set_shards: int = 1
+    # Stores' channel addresses may be loopback or private (service/public_address.py): local
+    # development only, where the providers' fakes and receivers listen on 127.0.0.1.
+    allow_private_urls: bool = False
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> "Settings":
@@ -205,6 +208,7 @@ class Settings:
             public_webhook_url=env.url("PUBLIC_WEBHOOK_URL", "", schemes=("https", "http")),
             backfill_on_authorize=env.choice("BACKFILL_ON_AUTHORIZE", "on", ("on", "off")) == "on",
             due_set_shards=env.int("DUE_SET_SHARDS", 1, minimum=1, maximum=MAX_DUE_SET_SHARDS),
+            allow_private_urls=env.flag("ALLOW_PRIVATE_URLS", False),
         )
 
 

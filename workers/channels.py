@@ -4,12 +4,15 @@ provider's message id (or None) or raises one of two exceptions (workers/provide
 - log: one structured JSON line (no name, mobile or e-mail: logs are not a place for personal data)
 - webhook: POST the reminder as JSON to the store's URL (the global REMINDER_WEBHOOK_URL is the
   default), the raw body signed as lowercase hex HMAC-SHA256 under the store's secret in
-  X-Reminder-Signature; `timestamp` inside the signed body, and `Idempotency-Key` (= X-Reminder-Id)
+  X-Reminder-Signature; `timestamp` inside the signed body, and `Idempotency-Key` (= X-Reminder-Id).
+  A redirect is never followed: it fails the channel.
 - whatsapp, sms, email: workers/providers/
 
 `ChannelDirectory.for_store(m)` gives a store's channels in its order and its policy (service/
 channel_settings.py), built from its settings, templates and name, and kept for a few seconds
-only, so that a changed setting applies within CACHE_SECONDS.
+only, so that a changed setting applies within CACHE_SECONDS. A channel whose address the store
+set itself connects to public addresses only (workers/providers/public_only.py), unless
+ALLOW_PRIVATE_URLS=1; the environment's defaults are the operator's and are not restricted.
 """
 from __future__ import annotations
 
@@ -19,7 +22,7 @@ import time
 
 import requests
 
-from service.channel_settings import NEEDS, ChannelSettings
+from service.channel_settings import ADDRESS_FIELDS, NEEDS, ChannelSettings, defaults, merge
 from service.messages import Renderer
 from service.settings import Settings
 from service.signatures import sign
@@ -28,6 +31,7 @@ from service.unsubscribe import unsubscribe_url
 from workers.providers.base import (NOT_CONFIGURED, REFUSED, DeliveryPermanentError,  # noqa: F401 (re-exported)
                                     DeliveryTransientError)
 from workers.providers.email import EmailChannel
+from workers.providers.public_only import public_session
 from workers.providers.sms import SmsChannel
 from workers.providers.whatsapp import WhatsAppChannel
 
@@ -69,9 +73,15 @@ class WebhookChannel:
             "Idempotency-Key": reminder["reminder_id"],
         }
         try:
-            response = self.session.post(self.url, data=body, headers=headers, timeout=self.timeout)
+            # Never redirected: a 307/308 would re-send the signed body and the shopper's contact
+            # details to wherever the receiver points (another host, a private address).
+            response = self.session.post(self.url, data=body, headers=headers, timeout=self.timeout,
+                                         allow_redirects=False)
         except requests.RequestException as exc:
             raise DeliveryTransientError(f"webhook POST failed: {type(exc).__name__}") from None
+        if 300 <= response.status_code < 400:
+            raise DeliveryPermanentError(f"webhook receiver answered {response.status_code} (a redirect; signed "
+                                         "reminders are never redirected: set the final URL)", REFUSED)
         if response.status_code == 429 or response.status_code >= 500:
             raise DeliveryTransientError(f"webhook receiver answered {response.status_code}")
         if response.status_code >= 400:
@@ -94,6 +104,7 @@ class ChannelDirectory:
                  clock=time.monotonic):
         self.settings = settings
         self.session = session
+        self.public_session = public_session()  # for the addresses a store set itself
         self.registry = registry
         self.channel_settings = ChannelSettings(store, settings.redis_key_prefix, settings)
         self.clock = clock
@@ -109,7 +120,8 @@ class ChannelDirectory:
         return cached[1], cached[2]
 
     def build(self, merchant_id: int, only: list[str] | None = None) -> tuple[list, str]:
-        effective = self.channel_settings.effective(merchant_id)
+        stored = self.channel_settings.stored(merchant_id)
+        effective = merge(stored, defaults(self.settings))
         config = self.registry.config(merchant_id)
         store_name = config.get("store_name", "")
         renderer = Renderer(self.channel_settings.templates(merchant_id))
@@ -127,14 +139,17 @@ class ChannelDirectory:
                 continue
             cfg = effective.of(name)
             timeout = s.salla_http_timeout_seconds
+            public_only = not s.allow_private_urls and ADDRESS_FIELDS.get(name) in stored.get(name, {})
+            session = self.public_session if public_only else self.session
             if name == "log":
                 channels.append(LogChannel())
             elif name == "webhook":
-                channels.append(WebhookChannel(cfg["url"], cfg["secret"], self.session, timeout))
+                channels.append(WebhookChannel(cfg["url"], cfg["secret"], session, timeout))
             elif name == "whatsapp":
-                channels.append(WhatsAppChannel(merchant_id, cfg, self.session, timeout, store_name))
+                channels.append(WhatsAppChannel(merchant_id, cfg, session, timeout, store_name))
             elif name == "sms":
-                channels.append(SmsChannel(merchant_id, cfg, self.session, timeout, renderer, store_name))
+                channels.append(SmsChannel(merchant_id, cfg, session, timeout, renderer, store_name))
             elif name == "email":
-                channels.append(EmailChannel(merchant_id, cfg, timeout, renderer, store_name, unsubscribe))
+                channels.append(EmailChannel(merchant_id, cfg, timeout, renderer, store_name, unsubscribe,
+                                             public_only=public_only))
         return channels, effective.policy

@@ -110,6 +110,10 @@ def service_env(redis_url, sandbox, reminders):
         "REMINDER_WEBHOOK_SECRET": REMINDER_SECRET,
         # These tests count each store's reads; the backfill has a test of its own.
         "BACKFILL_ON_AUTHORIZE": "off",
+        # The receivers and the providers' fakes listen on 127.0.0.1 over http://; a store may set
+        # them as its channels only with this (local development; tests/unit/test_public_addresses.py
+        # shows such addresses refused without it).
+        "ALLOW_PRIVATE_URLS": "1",
     })
     return env
 

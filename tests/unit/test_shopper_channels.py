@@ -424,7 +424,9 @@ def test_unsubscribe_tokens_cannot_be_forged():
 @pytest.fixture
 def web():
     store = fakeredis.FakeRedis(decode_responses=True)
-    settings = make_settings(ADMIN_TOKEN="adm-token-for-the-tests-0123456789abcdef", WHATSAPP_APP_SECRET="app-secret-1", WHATSAPP_VERIFY_TOKEN="verify-1")
+    # ALLOW_PRIVATE_URLS: a store's channels here are the SMTP fake on 127.0.0.1.
+    settings = make_settings(ADMIN_TOKEN="adm-token-for-the-tests-0123456789abcdef", WHATSAPP_APP_SECRET="app-secret-1",
+                             WHATSAPP_VERIFY_TOKEN="verify-1", ALLOW_PRIVATE_URLS="1")
     app = create_app(settings, redis_client=store, queue=object())
     rt = build_runtime(settings, store, requests.Session(), clock=Clock())
     return app.test_client(), rt
@@ -565,6 +567,7 @@ def test_cli_channel_commands(monkeypatch, capsys, smtp):
     monkeypatch.setattr("service.cli.connect", lambda settings: fakeredis.FakeRedis(server=server, decode_responses=True))
     monkeypatch.setenv("SALLA_WEBHOOK_SECRET", "x")
     monkeypatch.setenv("TOKEN_ENCRYPTION_KEY", TOKEN_KEY)
+    monkeypatch.setenv("ALLOW_PRIVATE_URLS", "1")  # the SMTP fake is on 127.0.0.1
     from service.cli import main as cli
     assert cli(["set-channels", "9", "--order", "email,log", "--policy", "first", "--set", f"email.smtp_url={smtp.url}",
                 "--set", "email.from=Store <r@store.example>"]) == 0

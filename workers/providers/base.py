@@ -14,6 +14,7 @@ NOT_CONFIGURED = "not_configured"  # the store lists a channel it has no setting
 RETRIES_USED_UP = "retries_used_up"
 RATE_LIMITED = "rate_limited"  # reported failed later for a rate or quality limit (never retried by the provider)
 OPTED_OUT = "opted_out"  # reported failed later because the shopper stopped the business's messages there
+NON_PUBLIC_ADDRESS = "non_public_address"  # the store's channel address is not public (workers/providers/public_only.py)
 
 
 class DeliveryTransientError(Exception):
@@ -57,7 +58,35 @@ def email_address(reminder: dict) -> str:
     email = ((reminder.get("customer") or {}).get("email") or "").strip()
     if "@" not in email:
         raise DeliveryPermanentError("the customer has no e-mail address", NO_ADDRESS)
-    return email
+    address = single_address(email)
+    if address is None:
+        # Permanent: a line break would make EmailMessage raise (and be retried as if transient),
+        # a comma or a display name would add recipients. The address itself is not logged.
+        raise DeliveryPermanentError("the customer's e-mail address is not one plain address (local@domain)",
+                                     UNDELIVERABLE)
+    return address
+
+
+_ATOM = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+"
+_LOCAL_PART = re.compile(rf"{_ATOM}(?:\.{_ATOM})*")  # RFC 5322 dot-atom: no quotes, spaces or specials
+_LABEL = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?")
+
+
+def single_address(text: str) -> str | None:
+    """`text` as exactly one addr-spec (local@domain, the domain in ASCII: IDNA), or None. No
+    display name, comma, semicolon, angle bracket, quote, space or line break, no [IP] literal."""
+    local, at, domain = text.rpartition("@")
+    if not at or len(local) > 64 or not _LOCAL_PART.fullmatch(local):
+        return None
+    try:
+        domain = domain.encode("idna").decode("ascii")  # an Arabic domain name, as SMTP carries it
+    except UnicodeError:
+        return None
+    labels = domain.split(".")
+    if len(labels) < 2 or labels[-1].isdigit() or not all(_LABEL.fullmatch(label) for label in labels):
+        return None
+    address = f"{local}@{domain}"
+    return address if len(address) <= 254 else None
 
 
 def retry_after(response) -> float | None:

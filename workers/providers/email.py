@@ -2,6 +2,7 @@
 
 SMTP_URL / the store's `email.smtp_url`: `smtp://user:password@host:587` (STARTTLS whenever the
 server offers it) or `smtps://...:465` (TLS from the start); no user, no login.
+A store's own SMTP server is reached only at a public address (`public_only`: PublicSMTP).
 Refusals: a recipient refused with 5xx is `undeliverable`; a bad login `credentials` (store
 alarm); other 5xx `refused`; 4xx answers, timeouts and connection errors are transient.
 """
@@ -15,6 +16,7 @@ from urllib.parse import unquote, urlparse
 
 from workers.providers.base import (CREDENTIALS, REFUSED, UNDELIVERABLE, DeliveryPermanentError,
                                     DeliveryTransientError, email_address)
+from workers.providers.public_only import PublicSMTP, PublicSMTP_SSL
 
 
 def account_alarm(merchant_id: int) -> str:
@@ -25,7 +27,7 @@ class EmailChannel:
     name = "email"
 
     def __init__(self, merchant_id: int, config: dict, timeout: float, renderer, store_name: str = "",
-                 unsubscribe=lambda reminder: ""):
+                 unsubscribe=lambda reminder: "", public_only: bool = False):
         self.merchant_id = merchant_id
         self.smtp_url = config["smtp_url"]
         self.sender = config["from"]
@@ -34,6 +36,7 @@ class EmailChannel:
         self.renderer = renderer
         self.store_name = store_name
         self.unsubscribe = unsubscribe
+        self.smtp, self.smtp_ssl = (PublicSMTP, PublicSMTP_SSL) if public_only else (smtplib.SMTP, smtplib.SMTP_SSL)
 
     def message(self, reminder: dict) -> EmailMessage:
         to = email_address(reminder)
@@ -63,10 +66,10 @@ class EmailChannel:
         url = urlparse(self.smtp_url)
         try:
             if url.scheme == "smtps":
-                client = smtplib.SMTP_SSL(url.hostname, url.port or 465, timeout=self.timeout,
-                                          context=ssl.create_default_context())
+                client = self.smtp_ssl(url.hostname, url.port or 465, timeout=self.timeout,
+                                       context=ssl.create_default_context())
             else:
-                client = smtplib.SMTP(url.hostname, url.port or 25, timeout=self.timeout)
+                client = self.smtp(url.hostname, url.port or 25, timeout=self.timeout)
             with client:
                 client.ehlo()
                 if url.scheme == "smtp" and client.has_extn("starttls"):

@@ -58,7 +58,7 @@ class UnifonicClient:
         form = {"AppSid": self.app_sid, "SenderID": self.sender, "Recipient": to, "Body": body,
                 "responseType": "JSON", "CorrelationID": reference, "MessageType": "3"}
         try:
-            response = self.session.post(self.url, data=form, timeout=self.timeout)
+            response = self.session.post(self.url, data=form, timeout=self.timeout, allow_redirects=False)
         except requests.RequestException as exc:
             raise DeliveryTransientError(f"Unifonic POST failed: {type(exc).__name__}") from None
         answer = _json(response)
@@ -98,7 +98,8 @@ class TaqnyatClient:
     def send_sms(self, to: str, body: str, reference: str) -> str:
         try:
             response = self.session.post(self.url, json={"recipients": [to], "body": body, "sender": self.sender},
-                                         headers={"Authorization": f"Bearer {self.token}"}, timeout=self.timeout)
+                                         headers={"Authorization": f"Bearer {self.token}"}, timeout=self.timeout,
+                                         allow_redirects=False)
         except requests.RequestException as exc:
             raise DeliveryTransientError(f"Taqnyat POST failed: {type(exc).__name__}") from None
         answer = _json(response)

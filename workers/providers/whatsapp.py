@@ -76,7 +76,7 @@ class WhatsAppChannel:
     def send(self, reminder: dict) -> str:
         body = self.request_body(reminder, mobile_digits(reminder))
         try:
-            response = self.session.post(self.url, json=body, timeout=self.timeout,
+            response = self.session.post(self.url, json=body, timeout=self.timeout, allow_redirects=False,
                                          headers={"Authorization": f"Bearer {self.token}"})
         except requests.RequestException as exc:
             raise DeliveryTransientError(f"WhatsApp POST failed: {type(exc).__name__}") from None
