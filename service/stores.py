@@ -53,9 +53,10 @@ def _amount(name: str, low: float, high: float):
 
 def _flag(name: str):
     def parse(value) -> int:
-        if value in (True, 1, "1", "true", "yes", "on"):
+        word = value.strip().lower() if isinstance(value, str) else value  # "True", " true" (Salla's forms)
+        if word in (True, 1, "1", "true", "yes", "on"):
             return 1
-        if value in (False, 0, "0", "false", "no", "off"):
+        if word in (False, 0, "0", "false", "no", "off"):
             return 0
         raise ConfigError(f"{name} must be 0 or 1 (true or false), got {value!r}")
     return parse
@@ -168,6 +169,17 @@ _STORED_AS = {"plan_limit": int, "point_value_sar": float, "paused": int, "langu
 FORM_FIELDS = ("timezone", "quiet_hours", "stages_days", "min_points", "language", "excluded_statuses")
 
 
+def form_value(value):
+    """A value of Salla's app-settings form as the value it carries: Salla sends some values
+    list-shaped (`["ar"]`, `[""]`) and yes/no as text (`"true"`) as well as plain
+    (shared/salla/REFERENCE.md, Pitfalls). A one-item list is its item; the field's parser
+    then reads text and numbers alike. A longer list stays a list (stages_days and
+    excluded_statuses take one; the others refuse it, naming the field)."""
+    if isinstance(value, (list, tuple)) and len(value) == 1:
+        return value[0]
+    return value
+
+
 class StoreRegistry:
     def __init__(self, store: redis.Redis, prefix: str):
         self.redis = store
@@ -226,7 +238,7 @@ class StoreRegistry:
         for name in FORM_FIELDS:
             if name not in values:
                 continue
-            value = values[name]
+            value = form_value(values[name])
             if value is None or value == "" or value == []:
                 reset.append(name)
                 continue
