@@ -389,7 +389,8 @@ def forget_customer(merchant_id: int, customer_id: int):
     deps = _deps()
     try:
         return jsonify(personal_data.forget(deps.redis, deps.settings.redis_key_prefix, merchant_id, customer_id,
-                                            time.time(), due_set_shards=deps.settings.due_set_shards))
+                                            time.time(), due_set_shards=deps.settings.due_set_shards,
+                                            secrets=deps.settings.token_encryption_keys))
     except personal_data.UnknownCustomer as exc:
         return jsonify(error="not_found", message=str(exc)), 404
 

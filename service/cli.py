@@ -356,7 +356,7 @@ def _forget_customer(args, settings, store, registry):
     from workers import personal_data
     try:
         return personal_data.forget(store, settings.redis_key_prefix, args.merchant_id, args.customer_id, time.time(),
-                                    due_set_shards=settings.due_set_shards)
+                                    due_set_shards=settings.due_set_shards, secrets=settings.token_encryption_keys)
     except personal_data.UnknownCustomer as exc:
         raise CommandError(str(exc)) from None
 
