@@ -281,8 +281,8 @@ def _directory(settings, store, registry):
 
 
 def _audited_read(settings, store, command: str, read):
-    """A read of a customer's personal data, audited as the admin API's are (admin_guard): the
-    audit first, so that no read goes unrecorded; a failed read is recorded with status 2."""
+    """A read of a customer's personal data, audited as the admin API's are (admin_guard) before
+    anything is printed (Redis down: nothing is shown); a failed read is recorded with status 2."""
     from service.admin_guard import AuditLog, cli_entry
     audit = AuditLog(store, settings.redis_key_prefix, settings.admin_audit_keep)
     try:
