@@ -20,7 +20,7 @@ OLDER, NEWER = "Tue Nov 24 2026 10:00:00 GMT+0300", "Tue Nov 24 2026 10:05:00 GM
 
 def _event(customer_id: int, created_at: str, enabled: bool, name: str) -> dict:
     return {"event": "customer.updated", "merchant_id": M, "event_created_at": created_at,
-            "customer": {"id": customer_id, "name": name, "mobile": "+966500000001", "email": None,
+            "customer": {"id": customer_id, "name": name, "mobile": f"+9665000{customer_id:05d}", "email": None,
                          "notifications_enabled": enabled}}
 
 
@@ -61,3 +61,22 @@ def test_two_workers_applying_two_events_at_once_never_lose_the_newer(redis_url)
     rt = _runtime(redis_url)
     loaded = [rt.profiles.load(M, c) for c in customers]
     assert {c.notifications_enabled for c in loaded} == {False} and {c.name for c in loaded} == {"newer"}
+
+
+def test_a_profile_created_again_starts_from_its_suppression_entries(redis_url):
+    """Issue 15 item 9: on a real Redis (the script's HMGET of missing fields answers false):
+    unsubscribed by link, profile erased, Salla sends the customer again: still opted out; a
+    Salla opt-out is lifted by a newer opt-in only."""
+    rt = _runtime(redis_url)
+    rt.registry.set_state(M, "active")
+    sync.accept_event(rt, _event(8, OLDER, True, "link"))
+    rt.profiles.unsubscribe(M, 8, 1_800_000_000.0)
+    sync.accept_event(rt, _event(9, OLDER, False, "flag"))
+    rt.store.delete(rt.keys.store(M).profile(8), rt.keys.store(M).profile(9))
+    sync.accept_event(rt, _event(8, NEWER, True, "link"))
+    sync.accept_event(rt, _event(9, "Tue Nov 24 2026 09:00:00 GMT+0300", True, "flag"))  # older: stays out
+    assert rt.store.hget(rt.keys.store(M).profile(9), "notifications_enabled") == "0"  # written when re-created
+    assert rt.profiles.load(M, 8).notifications_enabled is False
+    assert rt.profiles.load(M, 9).notifications_enabled is False
+    sync.accept_event(rt, _event(9, NEWER, True, "flag"))
+    assert rt.profiles.load(M, 9).notifications_enabled is True
