@@ -132,8 +132,8 @@ class AuditLog:
         pipe.lpush(self.key, json.dumps(entry, ensure_ascii=False, sort_keys=True))
         pipe.ltrim(self.key, 0, self.keep - 1)
         pipe.execute()
-        log.info("admin %s: %s %s -> %s by %s from %s", entry.get("access", "change"), entry["method"], entry["path"], entry["status"],
-                 entry["token"], entry["ip"], extra={"lpr_data": {"audit": entry}})
+        log.info("admin %s: %s %s -> %s by %s from %s", entry.get("access", "change"), entry["method"], entry["path"],
+                 entry["status"], entry["token"], entry["ip"], extra={"lpr_data": {"audit": entry}})
 
     def latest(self, limit: int = 100) -> list[dict]:
         return [json.loads(raw) for raw in self.redis.lrange(self.key, 0, max(0, limit - 1))]
