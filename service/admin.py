@@ -65,14 +65,23 @@ def require_admin_token():
 
 @bp.after_request
 def audit_changes(response):
-    """Every change that passed the token check is audited, whatever it answered."""
+    """Every change that passed the token check is audited, whatever it answered; so is every
+    read of personal data (views marked admin_guard.reads_personal_data)."""
     who = request.environ.get("lpr.admin_token_id")
-    if who and request.method in admin_guard.CHANGES:
+    personal = getattr(current_app.view_functions.get(request.endpoint), "reads_personal_data", False)
+    if who and (request.method in admin_guard.CHANGES or personal):
+        entry = admin_guard.audit_entry(request, response.status_code, who, admin_guard.now())
+        if personal:
+            entry["access"] = admin_guard.PERSONAL_DATA_READ
         try:
-            _audit().record(admin_guard.audit_entry(request, response.status_code, who, admin_guard.now()))
+            _audit().record(entry)
         except redis.RedisError as exc:  # the change itself was made or refused already; say so loudly
-            log.error("admin change %s %s not audited in Redis (%s)", request.method, request.path,
-                      type(exc).__name__)
+            log.error("admin %s %s %s not audited in Redis (%s)", entry.get("access", "change"), request.method,
+                      request.path, type(exc).__name__)
+            if personal:  # a read can still be refused: no unaudited read of personal data
+                refused = jsonify(error="unavailable", message="the read could not be audited; retry later")
+                refused.status_code = 503
+                return refused
     return response
 
 
@@ -300,6 +309,7 @@ def store_statuses(merchant_id: int):
 
 
 @bp.post("/stores/<int:merchant_id>/preview")
+@admin_guard.reads_personal_data  # the customer's name and contact, rendered
 def preview(merchant_id: int):
     """{"customer_id": C, "channel": X?, "lang": "ar"|"en"?}: what would be sent; nothing is."""
     deps = _deps()
@@ -366,6 +376,7 @@ def get_backfill(merchant_id: int):
 
 # -- personal data (PDPL) ------------------------------------------------------------------------
 @bp.get("/stores/<int:merchant_id>/customers/<int:customer_id>/export")
+@admin_guard.reads_personal_data
 def export_customer(merchant_id: int, customer_id: int):
     deps = _deps()
     try:
@@ -380,7 +391,8 @@ def forget_customer(merchant_id: int, customer_id: int):
     deps = _deps()
     try:
         return jsonify(personal_data.forget(deps.redis, deps.settings.redis_key_prefix, merchant_id, customer_id,
-                                            time.time(), due_set_shards=deps.settings.due_set_shards))
+                                            time.time(), due_set_shards=deps.settings.due_set_shards,
+                                            secrets=deps.settings.token_encryption_keys))
     except personal_data.UnknownCustomer as exc:
         return jsonify(error="not_found", message=str(exc)), 404
 

@@ -58,7 +58,7 @@ class _Parts:
         prefix = deps.settings.redis_key_prefix
         self.ledger = Ledger(deps.redis, prefix)
         self.due = DueSet(deps.redis, prefix, shards=deps.settings.due_set_shards)
-        self.profiles = Profiles(deps.redis, prefix)
+        self.profiles = Profiles(deps.redis, prefix, secrets=deps.settings.token_encryption_keys)
         self.channel_settings = ChannelSettings(deps.redis, prefix, deps.settings)
         self.index = MessageIndex(deps.redis, prefix)
 

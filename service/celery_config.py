@@ -29,6 +29,7 @@ SWEEP_TASK = "workers.tasks.sweep"
 STORE_AUTHORIZED_TASK = "workers.tasks.store_authorized"
 BACKFILL_LIST_TASK = "workers.tasks.backfill_list"
 RESYNC_TASK = "workers.tasks.resync"
+ERASE_UNINSTALLED_TASK = "workers.tasks.erase_uninstalled"
 
 # Queues by kind, each with a worker command of its own (Procfile, docker-compose.yml), so
 # that a slow Salla never delays deliveries and a burst of webhooks never delays reads.
@@ -39,6 +40,7 @@ TASK_ROUTES = {
     HANDLE_EVENT_TASK: {"queue": INTAKE_QUEUE},
     RECOVER_INTAKE_TASK: {"queue": INTAKE_QUEUE},
     FORGET_STORE_TASK: {"queue": INTAKE_QUEUE},
+    ERASE_UNINSTALLED_TASK: {"queue": INTAKE_QUEUE},
     STORE_AUTHORIZED_TASK: {"queue": INTAKE_QUEUE},
     BACKFILL_LIST_TASK: {"queue": READS_QUEUE},
     RESYNC_TASK: {"queue": SWEEP_QUEUE},
@@ -174,5 +176,8 @@ def celery_config(settings: Settings) -> dict:
             # Customers not read for RESYNC_AFTER_DAYS are read again at low priority, and
             # read times past DATA_RETENTION_DAYS are forgotten (workers/backfill.py).
             "resync": {"task": RESYNC_TASK, "schedule": 3600.0},
+            # Uninstalled stores whose erasure never ran (the broker was down through Salla's
+            # retries of app.uninstalled) are erased (workers/lifecycle.py).
+            "erase-uninstalled": {"task": ERASE_UNINSTALLED_TASK, "schedule": 300.0},
         },
     }

@@ -280,9 +280,24 @@ def _directory(settings, store, registry):
     return ChannelDirectory(settings, store, requests.Session(), registry)
 
 
+def _audited_read(settings, store, command: str, read):
+    """A read of a customer's personal data, audited as the admin API's are (admin_guard) before
+    anything is printed (Redis down: nothing is shown); a failed read is recorded with status 2."""
+    from service.admin_guard import AuditLog, cli_entry
+    audit = AuditLog(store, settings.redis_key_prefix, settings.admin_audit_keep)
+    try:
+        result = read()
+    except CommandError:
+        audit.record(cli_entry(command, 2, time.time()))
+        raise
+    audit.record(cli_entry(command, 0, time.time()))
+    return result
+
+
 def _preview(args, settings, store, registry):
-    return previews.preview(store, settings, _directory(settings, store, registry), args.merchant_id,
-                            args.customer_id, args.channel, args.lang)
+    return _audited_read(settings, store, f"preview {args.merchant_id} {args.customer_id}", lambda: previews.preview(
+        store, settings, _directory(settings, store, registry), args.merchant_id, args.customer_id, args.channel,
+        args.lang))
 
 
 def _send_test(args, settings, store, registry):
@@ -327,18 +342,21 @@ def _backfill_status(args, settings, store, registry):
 
 def _export_customer(args, settings, store, registry):
     from workers import personal_data
-    try:
-        return personal_data.export(store, settings.redis_key_prefix, args.merchant_id, args.customer_id,
-                                    due_set_shards=settings.due_set_shards)
-    except personal_data.UnknownCustomer as exc:
-        raise CommandError(str(exc)) from None
+
+    def read():
+        try:
+            return personal_data.export(store, settings.redis_key_prefix, args.merchant_id, args.customer_id,
+                                        due_set_shards=settings.due_set_shards)
+        except personal_data.UnknownCustomer as exc:
+            raise CommandError(str(exc)) from None
+    return _audited_read(settings, store, f"export-customer {args.merchant_id} {args.customer_id}", read)
 
 
 def _forget_customer(args, settings, store, registry):
     from workers import personal_data
     try:
         return personal_data.forget(store, settings.redis_key_prefix, args.merchant_id, args.customer_id, time.time(),
-                                    due_set_shards=settings.due_set_shards)
+                                    due_set_shards=settings.due_set_shards, secrets=settings.token_encryption_keys)
     except personal_data.UnknownCustomer as exc:
         raise CommandError(str(exc)) from None
 

@@ -187,8 +187,9 @@ _JS_DATE = re.compile(r"^\w{3} (\w{3} \d{1,2} \d{4} \d{2}:\d{2}:\d{2}) GMT([+-]\
 def event_time(created_at: str) -> float | None:
     """Unix time of an envelope's created_at, or None when it is in no shape we know.
 
-    Only app events use it, to apply them in order (an older app.uninstalled must not undo a
-    newer app.store.authorize). Everything else keeps created_at as text.
+    App events use it, to apply them in order (an older app.uninstalled must not undo a
+    newer app.store.authorize), and so do customer profiles (workers/profiles.py: an older
+    customer.updated must not undo a newer opt-out). The envelope keeps created_at as text.
     """
     text = (created_at or "").strip()
     if not text:

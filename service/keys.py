@@ -53,16 +53,18 @@ MULTI (two slots); an atomic pipeline or a script stays within one hash tag (REA
 |   backfill:listing                | string | lock, 60 s                   | workers/backfill.py     |
 |   read-at                         | zset   | DATA_RETENTION_DAYS (swept)  | workers/sync.py, backfill |
 |   erasures                        | list   | kept after uninstall (no id) | workers/personal_data.py |
+|   suppressed                      | hash   | forever, through forget and uninstall (no id) | workers/profiles.py |
 
 Uninstall (workers/tasks.py forget_store) deletes every key of the store's pattern except
 `KEPT_AFTER_UNINSTALL`: what an operator needs to see what happened (state, settings, counters),
-and the time of the last app event (so that a late retry of an older one is still refused).
+and the time of the last app event (so that a late retry of an older one is still refused);
+and the suppression entries, which name nobody and keep an opt-out through a new install.
 """
 from __future__ import annotations
 
 # What an operator still needs after a store uninstalled: no personal data in any of them.
 KEPT_AFTER_UNINSTALL = ("state", "config", "counters", "stats", "statuses", "app-event-at", "app-settings",
-                        "erasures")
+                        "erasures", "suppressed")
 
 
 class Keys:
@@ -167,6 +169,9 @@ class StoreKeys:
         self.backfill_listing = b + "backfill:listing"  # lock: one page of GET /customers at a time
         self.read_at = b + "read-at"  # customer -> time of their last read (resync, retention)
         self.erasures = b + "erasures"  # tombstones of customers forgotten: when, how many keys; no id
+        # Opted-out customers, as HMACs of store + customer id / mobile / e-mail (service/suppression.py):
+        # kept through forget, retention and uninstall, so that an opt-out outlives the profile.
+        self.suppressed = b + "suppressed"
 
     @property
     def pattern(self) -> str:

@@ -53,9 +53,10 @@ def _amount(name: str, low: float, high: float):
 
 def _flag(name: str):
     def parse(value) -> int:
-        if value in (True, 1, "1", "true", "yes", "on"):
+        word = value.strip().lower() if isinstance(value, str) else value  # "True", " true" (Salla's forms)
+        if word in (True, 1, "1", "true", "yes", "on"):
             return 1
-        if value in (False, 0, "0", "false", "no", "off"):
+        if word in (False, 0, "0", "false", "no", "off"):
             return 0
         raise ConfigError(f"{name} must be 0 or 1 (true or false), got {value!r}")
     return parse
@@ -168,6 +169,17 @@ _STORED_AS = {"plan_limit": int, "point_value_sar": float, "paused": int, "langu
 FORM_FIELDS = ("timezone", "quiet_hours", "stages_days", "min_points", "language", "excluded_statuses")
 
 
+def form_value(value):
+    """A value of Salla's app-settings form as the value it carries: Salla sends some values
+    list-shaped (`["ar"]`, `[""]`) and yes/no as text (`"true"`) as well as plain
+    (shared/salla/REFERENCE.md, Pitfalls). A one-item list is its item; the field's parser
+    then reads text and numbers alike. A longer list stays a list (stages_days and
+    excluded_statuses take one; the others refuse it, naming the field)."""
+    if isinstance(value, (list, tuple)) and len(value) == 1:
+        return value[0]
+    return value
+
+
 class StoreRegistry:
     def __init__(self, store: redis.Redis, prefix: str):
         self.redis = store
@@ -191,6 +203,26 @@ class StoreRegistry:
 
     def merchants(self) -> list[int]:
         return sorted(int(m) for m in self.redis.smembers(self.keys.stores))
+
+    def uninstalled_not_erased(self, before: float) -> list[int]:
+        """Stores uninstalled before `before` whose data was not erased since (workers/lifecycle.py
+        notes each erasure in the state as `erased_for`: the `since` of the uninstall it erased).
+        One HMGET per store, pipelined: cheap when there is nothing to do."""
+        merchants, found = self.merchants(), []
+        for start in range(0, len(merchants), 1000):
+            chunk = merchants[start:start + 1000]
+            pipe = self.redis.pipeline(transaction=False)  # one slot per store on a cluster
+            for merchant_id in chunk:
+                pipe.hmget(self.keys.store(merchant_id).state, "state", "since", "erased_for")
+            for merchant_id, (state, since, erased_for) in zip(chunk, pipe.execute()):
+                since, erased_for = _text(since), _text(erased_for)
+                if _text(state) == UNINSTALLED and erased_for != since and float(since or 0) < before:
+                    found.append(merchant_id)
+        return found
+
+    def note_erased(self, merchant_id: int, since: str) -> None:
+        """The store's data was erased after its uninstall of `since` (its state's `since`)."""
+        self.redis.hset(self.keys.store(merchant_id).state, "erased_for", since)
 
     # -- per-store settings ----------------------------------------------------------------
     def config(self, merchant_id: int) -> dict:
@@ -226,7 +258,7 @@ class StoreRegistry:
         for name in FORM_FIELDS:
             if name not in values:
                 continue
-            value = values[name]
+            value = form_value(values[name])
             if value is None or value == "" or value == []:
                 reset.append(name)
                 continue

@@ -155,9 +155,9 @@ def _list_page(rt: Runtime, merchant_id: int) -> str:
         if customer is None:
             rt.store.hincrby(k.backfill, "unreadable_rows", 1)
             continue
-        # The listing carries what a reminder needs (name, mobile, e-mail, language); an
-        # event's copy, when one comes, is written over it field by field.
-        rt.profiles.save(merchant_id, customer)
+        # The listing carries what a reminder needs (name, mobile, e-mail, language): Salla's
+        # state now, so an event newer than the listing is written over it field by field.
+        rt.profiles.save(merchant_id, customer, at=now)
         customers.append(customer.id)
     added = 0
     if customers:

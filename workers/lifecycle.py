@@ -4,11 +4,16 @@ forget_store  after app.uninstalled: every key of the store goes (tokens, budget
               queues, profiles, lots, marks, the ledger), by construction: all of them share
               the store's key pattern (service/keys.py). What an operator needs to see what
               happened stays: state, settings, counters, outcome statistics.
+erase_uninstalled  beat's safety net: forget_store is published once, by the web, at
+              app.uninstalled; with the broker down through Salla's retries it never runs, and
+              the store's personal data would stay for DATA_RETENTION_DAYS. Every few minutes
+              beat erases each store still uninstalled whose erasure has not completed.
 """
 from __future__ import annotations
 
 import logging
 
+from service.stores import UNINSTALLED
 from service.tokens import token_lock
 from workers.runtime import Runtime
 
@@ -21,7 +26,8 @@ def forget_store(rt: Runtime, merchant_id: int, uninstalled_at: float | None = N
     with token_lock(rt.store, rt.settings.redis_key_prefix, merchant_id):
         last_app_event = rt.store.get(k.app_event_at)
         reinstalled = uninstalled_at is not None and last_app_event is not None and float(last_app_event) > uninstalled_at
-        if not rt.registry.is_uninstalled(merchant_id) or reinstalled:
+        state = rt.registry.state(merchant_id)
+        if state.get("state") != UNINSTALLED or reinstalled:
             log.info("merchant=%s was installed again since its uninstall: its data stays", merchant_id)
             return {"skipped": 1}
         dropped = {"dropped_syncs": rt.budget.drop_store(merchant_id),
@@ -32,8 +38,25 @@ def forget_store(rt: Runtime, merchant_id: int, uninstalled_at: float | None = N
         for start in range(0, len(doomed), 500):
             rt.store.delete(*doomed[start:start + 500])
         dropped["keys_erased"] = len(doomed)
+        rt.registry.note_erased(merchant_id, state.get("since", ""))  # beat's erase_uninstalled looks no more
     rt.store.srem(rt.keys.backlog, merchant_id)
     for name, amount in dropped.items():
         rt.registry.count(merchant_id, name, amount)
     log.info("merchant=%s uninstalled: its data is erased %s", merchant_id, dropped)
     return dropped
+
+
+# The web publishes forget_store at app.uninstalled, and a worker runs it within seconds: beat
+# leaves a store that long to it. Each run erases a few stores at most, so that it stays short.
+ERASE_AFTER_SECONDS = 300
+ERASE_PER_RUN = 20
+
+
+def erase_uninstalled(rt: Runtime, now: float) -> list[int]:
+    """Erase the stores still uninstalled whose erasure never ran (idempotent); their ids."""
+    found = rt.registry.uninstalled_not_erased(now - ERASE_AFTER_SECONDS)[:ERASE_PER_RUN]
+    for merchant_id in found:
+        log.warning("merchant=%s uninstalled with its data left (its erasure never ran): erasing it now",
+                    merchant_id)
+        forget_store(rt, merchant_id)
+    return found

@@ -6,7 +6,9 @@ export  the profile (name, mobile, e-mail, language, opt-out), the last read's l
 forget  deletes all of it: those keys, the ledger records and their provider message ids,
         dead letters, due-set entries, queue entries, read times. What stays is not personal:
         the store's outcome statistics and delivery counts (numbers), and a tombstone in the
-        store's `erasures` list (when, how many keys) that names nobody.
+        store's `erasures` list (when, how many keys) that names nobody. An opted-out
+        customer's suppression entries stay too (keyed hashes, workers/profiles.py): forgetting
+        a shopper must not undo their opt-out when Salla sends them again.
 
 Plain Redis code over the store's keys (service/keys.py), used by the admin API and the CLI.
 """
@@ -18,6 +20,7 @@ import redis
 
 from service.keys import Keys
 from workers.due_set import DueSet
+from workers.profiles import Profiles
 
 ERASURES_KEPT = 1000
 
@@ -98,9 +101,11 @@ def export(store: redis.Redis, prefix: str, merchant_id: int, customer_id: int, 
 
 
 def forget(store: redis.Redis, prefix: str, merchant_id: int, customer_id: int, now: float,
-           due_set_shards: int = 1) -> dict:
-    """Erase the customer's data; raises UnknownCustomer when there is none. Returns counts."""
+           due_set_shards: int = 1, *, secrets: tuple[str, ...]) -> dict:
+    """Erase the customer's data; raises UnknownCustomer when there is none. Returns counts.
+    `secrets`: TOKEN_ENCRYPTION_KEY's keys, for the suppression entries of an opted-out customer."""
     export(store, prefix, merchant_id, customer_id)  # raises when nothing is held
+    Profiles(store, prefix, secrets=secrets).keep_suppressed(merchant_id, customer_id, now)
     keys = Keys(prefix)
     k = keys.store(merchant_id)
     c = str(customer_id)

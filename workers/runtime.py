@@ -77,7 +77,7 @@ def build_runtime(settings: Settings, store: redis.Redis, session: requests.Sess
         registry=registry,
         budget=Budget(store, prefix),
         provider=TokenProvider(settings, store, tokens, registry, session, clock=clock),
-        profiles=Profiles(store, prefix, settings.data_retention_days * 86400),
+        profiles=Profiles(store, prefix, settings.data_retention_days * 86400, secrets=settings.token_encryption_keys),
         ledger=Ledger(store, prefix),
         due=DueSet(store, prefix, shards=settings.due_set_shards),
         keys=Keys(prefix),

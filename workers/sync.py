@@ -16,7 +16,7 @@ from datetime import datetime, timezone
 
 import redis
 
-from service.events import Customer
+from service.events import Customer, event_time
 from service.loyalty import Lot, parse_history
 from workers import backfill, reminding
 from workers.backoff import retry_countdown
@@ -46,10 +46,11 @@ def accept_event(rt: Runtime, message: dict) -> str:
         registry.count(merchant_id, "dropped_events")
         _log_event(message, merchant_id, customer.id, "dropped, the store uninstalled the app")
         return "dropped"
-    # The customer's details and opt-out count even while the store cannot be read.
-    rt.profiles.save(merchant_id, customer)
-    if customer.notifications_enabled is False:
-        # Opted out (customer.* webhooks carry the flag): pending reminders go now.
+    # The customer's details and opt-out count even while the store cannot be read; in the
+    # order of the events' own times (an older one retried late changes nothing a newer one set).
+    if rt.profiles.save(merchant_id, customer, event_moment(message, rt.clock())) is False:
+        # Opted out (customer.* webhooks carry the flag), and no newer event said otherwise:
+        # pending reminders go now.
         reminding.cancel_customer(rt, merchant_id, customer.id, rt.clock())
     if not usable(registry, merchant_id):
         registry.count(merchant_id, "dropped_events")
@@ -67,6 +68,18 @@ def accept_event(rt: Runtime, message: dict) -> str:
     _log_event(message, merchant_id, customer.id, "joins the read already waiting")
     registry.count(merchant_id, "events_coalesced")
     return "coalesced"
+
+
+def event_moment(message: dict, now: float) -> float:
+    """When the event happened: Salla's created_at; when it has none we can read, when we
+    received it (a retry is received later than its first delivery: the best we know)."""
+    moment = event_time(message.get("event_created_at") or "")
+    if moment is None:
+        try:
+            moment = datetime.fromisoformat(message.get("received_at") or "").timestamp()
+        except (TypeError, ValueError):
+            moment = now  # a message queued before either was kept
+    return moment
 
 
 def _log_event(message: dict, merchant_id: int, customer_id: int, outcome: str) -> None:

@@ -20,7 +20,8 @@ from datetime import datetime, timezone
 import redis
 from celery import shared_task
 
-from service.celery_config import (BACKFILL_LIST_TASK, DELIVER_TASK, DRAIN_TASK, FORGET_STORE_TASK, HANDLE_EVENT_TASK,
+from service.celery_config import (BACKFILL_LIST_TASK, DELIVER_TASK, DRAIN_TASK, ERASE_UNINSTALLED_TASK,
+                                   FORGET_STORE_TASK, HANDLE_EVENT_TASK,
                                    HEARTBEAT_TASK, PUMP_BACKLOG_TASK, PUMP_TASK, RECOVER_INTAKE_TASK, RESYNC_TASK,
                                    STORE_AUTHORIZED_TASK, SWEEP_TASK, SYNC_TASK)
 from workers import app_settings, backfill, delivery, lifecycle, reminding, sync
@@ -175,6 +176,13 @@ def forget_store(message: dict) -> dict:
     """After app.uninstalled: erase the store's data (workers/lifecycle.py)."""
     rt = runtime()
     return lifecycle.forget_store(rt, int(message["merchant_id"]), message.get("uninstalled_at"))
+
+
+@shared_task(name=ERASE_UNINSTALLED_TASK, ignore_result=True)
+def erase_uninstalled() -> int:
+    """Beat, every 5 minutes: uninstalled stores whose erasure never ran (workers/lifecycle.py)."""
+    rt = runtime()
+    return len(lifecycle.erase_uninstalled(rt, rt.clock()))
 
 
 @shared_task(name=BACKFILL_LIST_TASK, acks_late=True, ignore_result=True, **REDIS_RETRY)

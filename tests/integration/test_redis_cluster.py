@@ -360,7 +360,8 @@ def test_registry_tokens_alarms_and_uninstall_across_nodes(rt, merchants):
     assert dropped["dropped_syncs"] == 1 and dropped["keys_erased"] == 2  # tokens and the profile, found by SCAN
     assert rt.tokens.load(gone) is None
     left = {key.rsplit(":", 1)[-1] for key in rt.store.scan_iter(match=rt.keys.store(gone).pattern)}
-    assert left <= {"state", "config", "counters", "stats", "statuses", "app-event-at"}
+    # The suppression entries (keyed hashes, no id) keep the opt-out through an uninstall.
+    assert left <= {"state", "config", "counters", "stats", "statuses", "app-event-at", "suppressed"}
     assert rt.tokens.load(merchants[1]) is not None  # the other stores are untouched
 
 

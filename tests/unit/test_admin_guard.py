@@ -131,3 +131,58 @@ def test_the_audit_keeps_the_newest(store):
 def test_field_names_are_names_only():
     assert admin_guard.field_names({"a": 1, "b": {"c": "secret", "d": {"e": 2}}, "f": {}}) == ["a", "b.c", "b.d.e", "f"]
     assert admin_guard.field_names(["not", "a", "dict"]) == []
+
+
+def _shopper(store, merchant=7, customer=5):
+    store.hset(f"lpr:{{store:{merchant}}}:customer:{customer}",
+               mapping={"name": "سارة القحطاني", "mobile": "+966500000001", "email": "sara@example.sa"})
+
+
+def test_every_read_of_personal_data_is_audited_without_the_data(store, caplog, monkeypatch, capsys):
+    """Issue 15 item 4: reading a customer's personal data (the admin export; the CLI's
+    export-customer and preview) is audited as changes are: who, when, whose (the path), the
+    answer; never the name, mobile or e-mail it returned."""
+    _shopper(store)
+    client = app_for(store, ADMIN_TOKEN=TOKEN).test_client()
+    with caplog.at_level(logging.INFO, logger="service.admin_guard"):
+        exported = client.get("/admin/stores/7/customers/5/export", headers=AUTH,
+                              environ_overrides={"REMOTE_ADDR": "10.0.0.9"})
+        missing = client.get("/admin/stores/7/customers/6/export", headers=AUTH)
+        client.get("/admin/stores/7", headers=AUTH)  # no personal data: not audited
+    assert exported.status_code == 200 and "+966500000001" in exported.get_data(as_text=True)
+    assert missing.status_code == 404
+    entries = client.get("/admin/audit", headers=AUTH).get_json()["entries"]
+    assert [(e["method"], e["path"], e["status"], e.get("access")) for e in entries] == [
+        ("GET", "/admin/stores/7/customers/6/export", 404, "personal data read"),
+        ("GET", "/admin/stores/7/customers/5/export", 200, "personal data read")]
+    assert entries[-1]["ip"] == "10.0.0.9" and entries[-1]["token"] == admin_guard.token_id(TOKEN)
+    shown = json.dumps(entries, ensure_ascii=False) + caplog.text
+    for personal in ("سارة", "+966500000001", "966500000001", "sara@example.sa"):
+        assert personal not in shown
+    assert "admin personal data read: GET /admin/stores/7/customers/5/export -> 200" in caplog.text
+    # The CLI's reads of personal data land in the same audit.
+    from service.cli import main as cli
+    monkeypatch.setattr("service.cli.connect", lambda settings: store)
+    monkeypatch.setenv("SALLA_WEBHOOK_SECRET", "x")
+    monkeypatch.setenv("TOKEN_ENCRYPTION_KEY", make_settings().token_encryption_keys[0])
+    assert cli(["export-customer", "7", "5"]) == 0 and "sara@example.sa" in capsys.readouterr().out
+    assert cli(["preview", "7", "5"]) == 0
+    assert cli(["stores"]) == 0  # no personal data: not audited
+    latest = client.get("/admin/audit?limit=2", headers=AUTH).get_json()["entries"]
+    assert [(e["method"], e["path"], e["status"], e["access"]) for e in latest] == [
+        ("CLI", "preview 7 5", 0, "personal data read"), ("CLI", "export-customer 7 5", 0, "personal data read")]
+    assert latest[0]["token"].startswith("cli:")
+    assert "sara@example.sa" not in json.dumps(latest) and "+966500000001" not in json.dumps(latest)
+
+
+def test_personal_data_is_not_shown_when_its_read_cannot_be_audited(store, monkeypatch):
+    """Issue 15 item 4: no unaudited read: when the audit cannot be written, the export is a 503."""
+    import redis
+    _shopper(store)
+    client = app_for(store, ADMIN_TOKEN=TOKEN).test_client()
+
+    def down(self, entry):
+        raise redis.ConnectionError("audit down")
+    monkeypatch.setattr(admin_guard.AuditLog, "record", down)
+    answer = client.get("/admin/stores/7/customers/5/export", headers=AUTH)
+    assert answer.status_code == 503 and "+966500000001" not in answer.get_data(as_text=True)

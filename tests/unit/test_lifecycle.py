@@ -85,3 +85,69 @@ def test_an_erasure_queued_before_a_reinstall_leaves_the_new_install_alone():
     rt.registry.set_state(M, "active")
     assert lifecycle.forget_store(rt, M, uninstalled_at=1000.0) == {"skipped": 1}
     assert rt.tokens.load(M) is not None
+
+
+class BrokerDown:
+    def enqueue(self, message, task=None):
+        from service.queue import QueueUnavailable
+        raise QueueUnavailable("broker down")
+
+
+def test_an_uninstall_whose_erasure_was_never_published_is_erased_by_beat():
+    """Issue 15 item 10: the broker is down through Salla's retries of app.uninstalled (each
+    answered 503, forget_store never published); beat's erase_uninstalled finds the store,
+    uninstalled with its data left, and erases it. Run again, it finds nothing and scans nothing."""
+    import hashlib
+    import hmac
+    import json as _json
+
+    from service.app import create_app
+    from tests.conftest import WEBHOOK_SECRET, sample
+    server = fakeredis.FakeServer()
+    rt = build_runtime(make_settings(), fakeredis.FakeRedis(server=server, decode_responses=True), requests.Session())
+    busy_store(rt, M)
+    busy_store(rt, OTHER)
+    app = create_app(make_settings(), redis_client=fakeredis.FakeRedis(server=server, decode_responses=True),
+                     queue=BrokerDown())
+    event = sample("app.uninstalled.json") | {"merchant": M}
+    raw = _json.dumps(event).encode()
+    for _ in range(4):  # the first delivery and Salla's 3 retries
+        answer = app.test_client().post("/webhooks/salla", data=raw, headers={
+            "X-Salla-Signature": hmac.new(WEBHOOK_SECRET.encode(), raw, hashlib.sha256).hexdigest(),
+            "Content-Type": "application/json"})
+        assert answer.status_code == 503
+    assert rt.registry.is_uninstalled(M)
+    assert rt.store.exists(rt.keys.store(M).profile(1))  # nothing erased: the task never ran
+    before_other = sorted(rt.store.scan_iter(match=rt.keys.store(OTHER).pattern))
+
+    later = float(rt.registry.state(M)["since"]) + lifecycle.ERASE_AFTER_SECONDS + 1
+    assert lifecycle.erase_uninstalled(rt, float(rt.registry.state(M)["since"]) + 1) == []  # the task's turn first
+    assert lifecycle.erase_uninstalled(rt, later) == [M]
+    left = {k.rsplit(":", 1)[-1] for k in rt.store.scan_iter(match=rt.keys.store(M).pattern)}
+    assert left <= set(KEPT_AFTER_UNINSTALL)
+    assert all(entry.merchant_id != M for entry in rt.due.claim(1e12, 10_000))
+    assert sorted(rt.store.scan_iter(match=rt.keys.store(OTHER).pattern)) == before_other  # active: untouched
+    # Idempotent and cheap: nothing left to do, no store is scanned again.
+    scans = []
+    real_scan = rt.store.scan_iter
+    rt.store.scan_iter = lambda *a, **kw: scans.append(kw) or real_scan(*a, **kw)
+    assert lifecycle.erase_uninstalled(rt, later + 600) == [] and scans == []
+
+
+def test_erase_uninstalled_runs_in_beat():
+    """Issue 15 item 10: beat schedules the safety net."""
+    from service.celery_config import ERASE_UNINSTALLED_TASK, TASK_ROUTES, celery_config
+    schedule = celery_config(make_settings())["beat_schedule"]
+    assert any(entry["task"] == ERASE_UNINSTALLED_TASK for entry in schedule.values())
+    assert ERASE_UNINSTALLED_TASK in TASK_ROUTES
+    from workers import tasks
+    assert tasks.erase_uninstalled.name == ERASE_UNINSTALLED_TASK
+
+
+def test_a_store_installed_again_is_not_erased_by_beat():
+    """Issue 15 item 10: only stores still uninstalled are erased."""
+    rt = build_runtime(make_settings(), fakeredis.FakeRedis(decode_responses=True), requests.Session())
+    busy_store(rt, M)
+    rt.registry.set_state(M, UNINSTALLED, now=1000.0)
+    rt.registry.set_state(M, "active", now=2000.0)
+    assert lifecycle.erase_uninstalled(rt, 1e10) == [] and rt.tokens.load(M) is not None

@@ -14,7 +14,7 @@ from service.app import create_app
 from service.cli import main as cli
 from service.events import Customer
 from service.loyalty import Lot
-from service.stores import CONFIG_FIELDS, ConfigError, StoreRegistry
+from service.stores import CONFIG_FIELDS, ConfigError, StoreRegistry, form_value
 from service.store_policy import policy_for
 from tests.conftest import WEBHOOK_SECRET, make_settings
 from workers import app_settings, reminding
@@ -205,3 +205,62 @@ def test_a_wrong_app_id_is_a_404_and_no_app_id_reads_nothing(sandbox):
     rt = build_runtime(make_settings(SALLA_API_BASE_URL=sandbox.url), fakeredis.FakeRedis(decode_responses=True),
                        requests.Session())
     assert app_settings.fetch_and_apply(rt, M) == "skipped"
+
+
+# Salla's app settings arrive as plain values, as text ("true", "40") and as one-item lists
+# (["ar"]): shared/salla/REFERENCE.md, "Pitfalls" (App settings values).
+FORM_SHAPES = [
+    ("language", "en", "en"), ("language", ["en"], "en"), ("language", [" en"], None),
+    ("timezone", ["Asia/Dubai"], "Asia/Dubai"), ("timezone", "Asia/Dubai", "Asia/Dubai"),
+    ("quiet_hours", ["22:00-07:00"], "22:00-07:00"), ("quiet_hours", ["off"], "off"),
+    ("min_points", 40, 40), ("min_points", "40", 40), ("min_points", [40], 40), ("min_points", ["40"], 40),
+    ("min_points", 40.0, 40),
+    ("stages_days", ["14,3"], "14,3"), ("stages_days", [14], "14"), ("stages_days", ["14", "3"], "14,3"),
+    ("stages_days", [14, 3], "14,3"), ("stages_days", "14,3", "14,3"),
+    ("excluded_statuses", ["معلقة"], ["معلقة"]), ("excluded_statuses", ["معلقة, ملغاة"], ["ملغاة", "معلقة"]),
+]
+
+
+@pytest.mark.parametrize("field,value,stored", FORM_SHAPES)
+def test_app_settings_values_in_every_shape_salla_sends(field, value, stored):
+    """Issue 15 item 24: app settings values arrive as scalars, as text and as one-item lists;
+    each is read as the value it carries (None: refused with a reason, never a 500)."""
+    registry = StoreRegistry(fakeredis.FakeRedis(decode_responses=True), "lpr:")
+    outcome = registry.apply_form(M, {field: value}, 1000.0, "test")
+    if stored is None:
+        assert field in outcome["rejected"]
+        return
+    assert outcome["applied"] == [field], outcome
+    got = registry.config(M)[field]
+    assert (sorted(got) if isinstance(stored, list) else got) == (sorted(stored) if isinstance(stored, list) else stored)
+
+
+@pytest.mark.parametrize("value", [[""], [None], [], ""])
+def test_an_empty_app_settings_value_in_any_shape_resets_the_field(value):
+    """Issue 15 item 24: an empty one-item list is an empty value: back to the default."""
+    registry = StoreRegistry(fakeredis.FakeRedis(decode_responses=True), "lpr:")
+    registry.set_config(M, language="en")
+    assert registry.apply_form(M, {"language": value}, 1000.0, "test")["reset"] == ["language"]
+    assert "language" not in registry.config(M)
+
+
+@pytest.mark.parametrize("value,flag", [(True, 1), ("true", 1), ("TRUE", 1), (" True ", 1), (["true"], 1), ([True], 1),
+                                        (False, 0), ("false", 0), ("False", 0), (["false"], 0), ([0], 0), ("0", 0)])
+def test_a_yes_no_value_as_a_boolean_as_text_or_in_a_one_item_list(value, flag):
+    """Issue 15 item 24: "true" as text (any case) and in a one-item list reads as true."""
+    assert CONFIG_FIELDS["paused"](form_value(value)) == flag
+
+
+def test_the_webhook_and_the_app_api_read_list_shaped_values(sandbox):
+    """Issue 15 item 24: app.settings.updated and GET /apps/{id}/settings with list-shaped values."""
+    store = fakeredis.FakeRedis(decode_responses=True)
+    app = create_app(make_settings(), redis_client=store, queue=NoQueue())
+    event = {"event": "app.settings.updated", "merchant": M, "created_at": "2026-11-25 10:00:00",
+             "data": {"settings": {"language": ["en"], "min_points": ["25"], "timezone": ["Asia/Dubai"]}}}
+    body = _signed(app.test_client(), event).get_json()
+    assert body["applied"] == ["language", "min_points", "timezone"] and body["rejected"] == {}
+    requests.put(f"{sandbox.url}/_sandbox/stores/{M}/app-settings",
+                 json={"language": ["ar"], "min_points": "40", "quiet_hours": ["off"]}).raise_for_status()
+    rt = sandbox_runtime(sandbox)
+    assert app_settings.fetch_and_apply(rt, M) == "applied"
+    assert rt.registry.config(M) == {"language": "ar", "min_points": 40, "quiet_hours": "off"}
