@@ -41,11 +41,11 @@ MAX_INT_BITS = 128  # products of numbers: `{% set n = n * n %}` forty times is 
 # Filters that cannot reach outside their value and grow it at most a few times (the result is
 # checked anyway). Left out: attr (reads any attribute), format/center/indent/wordwrap/batch/slice/
 # replace/round (a number argument builds gigabytes), safe (a shopper's name as raw HTML),
-# tojson/pprint/urlize/dictsort/items/xmlattr (not needed).
+# striptags (quadratic in the number of tags), tojson/pprint/urlize/dictsort/items/xmlattr (not needed).
 SAFE_FILTER_NAMES = ("abs", "capitalize", "count", "d", "default", "e", "escape", "first", "float", "int", "last",
                      "length", "list", "lower", "map", "max", "min", "reject", "rejectattr", "reverse", "select",
-                     "selectattr", "sort", "string", "striptags", "sum", "title", "trim", "truncate", "unique",
-                     "upper", "wordcount")
+                     "selectattr", "sort", "string", "sum", "title", "trim", "truncate", "unique", "upper",
+                     "wordcount")
 LOOP_ATTRIBUTES = frozenset({"index", "index0", "revindex", "revindex0", "first", "last", "length", "depth",
                              "depth0", "previtem", "nextitem"})
 

@@ -173,6 +173,18 @@ def test_huge_loops_and_strings_are_refused_quickly(source, reason):
     assert text == Renderer().sms(EN) and reason in problems[0][1]
 
 
+def test_a_render_has_a_time_budget(monkeypatch):
+    """Issue 15 item 1: many cheap steps that stay under every size bound still stop at the time budget."""
+    import service.template_sandbox as sandbox
+    monkeypatch.setattr(sandbox, "MAX_RENDER_SECONDS", 0.2)
+    body = "{% set t = s ~ s ~ s %}" + "{% set u = t|upper|lower|upper|lower|e %}" * 60
+    source = "{% set s = '" + "x" * 15_000 + "' %}{% for a in s %}" + body + "{% endfor %}"
+    started = time.monotonic()
+    with pytest.raises(TemplateProblem, match="rendering took longer than 0.2 s"):
+        check_template("sms.en.txt", source)
+    assert time.monotonic() - started < 2
+
+
 def test_the_output_is_bounded():
     """Issue 15 item 1: the rendered output has a size bound, checked as it streams."""
     source = "{% set s = '" + "y" * 10_000 + "' %}" + "{{ s }}" * 6
