@@ -14,7 +14,7 @@ WhatsApp sends an approved template held by Meta, so it has no file here: its bo
 parameters (`whatsapp_parameters`) are name, points, SAR value, expiry date, store name.
 
 Variables every template gets (`context`): TEMPLATE_VARIABLES below, the one list of them (the
-README's table is checked against it); the HTML ones also `subject`. Filters: `ltr` (wrap in a
+README's table is checked against it; `subject` is given to the HTML one only). Filters: `ltr` (wrap in a
 left-to-right span), `numbers_ltr` (every run of digits in one), and the sandbox's SAFE_FILTER_NAMES.
 """
 from __future__ import annotations

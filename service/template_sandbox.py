@@ -267,8 +267,9 @@ class TemplateSandbox(ImmutableSandboxedEnvironment):
         _Refuse(name, filename).visit(template)
         for unknown in sorted(meta.find_undeclared_variables(template) - self.variables):
             line = next((n.lineno for n in template.find_all(nodes.Name) if n.name == unknown), None)
-            raise TemplateSyntaxError(f"{unknown!r} is undefined (a template can use: {', '.join(sorted(self.variables))})",
-                                      line or 1, name, filename)
+            known = ", ".join(sorted(self.variables))
+            raise TemplateSyntaxError(f"{unknown!r} is undefined (a template can use: {known})", line or 1, name,
+                                      filename)
         template = _Bound().visit(template)
         template.set_environment(self)
         return template
