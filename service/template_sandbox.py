@@ -19,6 +19,9 @@ command, and a `{% for %}` over `range(10**9)` holds a worker for good. Here:
   `'x' * 10**9` never allocates), the output at most MAX_OUTPUT_CHARS, MAX_RENDER_SECONDS.
   Checking before building is why `~`, `+`, `*`, `%` and `join` are intercepted: a doubling
   chain of `{% set %}`s would otherwise reach gigabytes in forty lines.
+
+A dict's items read as `lot.points` or `lot['points']`; an item named like a dict method
+(`items`, `keys`, `get`...) only as `lot['items']`, since no method is reachable.
 """
 from __future__ import annotations
 
@@ -29,7 +32,7 @@ from jinja2 import StrictUndefined, TemplateSyntaxError, meta, nodes
 from jinja2.filters import FILTERS, do_join, make_attrgetter
 from jinja2.runtime import Context, LoopContext, markup_join, str_join
 from jinja2.sandbox import ImmutableSandboxedEnvironment, SecurityError
-from jinja2.utils import _PassArg, pass_context, pass_eval_context
+from jinja2.utils import _PassArg, pass_context, pass_eval_context  # _PassArg: how Jinja 3.1 reads pass_*
 from jinja2.visitor import NodeTransformer, NodeVisitor
 
 MAX_LOOP_ITERATIONS = 10_000  # in all, nested loops included: a reminder names a handful of lots
