@@ -204,6 +204,7 @@ def test_what_a_store_legitimately_writes_still_works():
     check_template("email.en.html", source)
     html = Renderer({"email.en.html": source}).render({**EN, "customer": {"name": "Sam"}}).html
     assert html.startswith("123 SAM 800 Sam! a, b ") and '<span dir="ltr">' in html
+    assert service.messages._DEFAULT_ENV.globals == {}  # no range, dict, cycler, joiner, namespace, lipsum
     for name in TEMPLATE_NAMES:  # the shipped ones pass the sandbox
         check_template(name, (Path(service.messages.TEMPLATE_DIR) / name).read_text(encoding="utf-8"))
 
