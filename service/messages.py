@@ -5,31 +5,34 @@ and language: `sms.<lang>.txt`, `email_subject.<lang>.txt`, `email.<lang>.txt`,
 `email.<lang>.html`. A store may override any of them (service/channel_settings.py keeps the
 overrides); an override is checked when it is set (`check_template`): a syntax error, or a
 name the template uses that does not exist, is refused there, naming the line, never at send
-time. HTML templates are autoescaped; text templates are not.
+time. HTML templates are autoescaped; text templates are not. Templates run in a sandbox
+(service/template_sandbox.py): they read TEMPLATE_VARIABLES and nothing else, and their render is
+bounded. An override that fails at send time anyway (stored before a check, or past a bound on
+real data) is replaced by the shipped template, and the Renderer's `on_problem` is told.
 
 WhatsApp sends an approved template held by Meta, so it has no file here: its body
 parameters (`whatsapp_parameters`) are name, points, SAR value, expiry date, store name.
 
-Variables every template gets (`context`): name, points, points_text (the number agreeing with
-"point"), value (SAR formatted for the language, '' when the store sets no point value),
-expiry (Gregorian with Arabic month names, and the Umm al-Qura Hijri date alongside),
-expiry_gregorian, expiry_hijri, same_day (every lot expires the same day), store_name,
-stage_days, unsubscribe_url, language, dir; the HTML ones also `subject`. Filters: `ltr`
-(wrap in a left-to-right span) and `numbers_ltr` (every run of digits in one).
+Variables every template gets (`context`): TEMPLATE_VARIABLES below, the one list of them (the
+README's table is checked against it; `subject` is given to the HTML one only). Filters: `ltr` (wrap in a
+left-to-right span), `numbers_ltr` (every run of digits in one), and the sandbox's SAFE_FILTER_NAMES.
 """
 from __future__ import annotations
 
+import logging
 import re
 import sys
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
-from jinja2 import (ChoiceLoader, Environment, FileSystemLoader, FunctionLoader, StrictUndefined, TemplateError,
-                    TemplateSyntaxError)
+from jinja2 import ChoiceLoader, FileSystemLoader, FunctionLoader, TemplateError, TemplateSyntaxError
 from markupsafe import Markup, escape
 
 from service import arabic
+from service.template_sandbox import TemplateSandbox, render
+
+log = logging.getLogger(__name__)
 
 TEMPLATE_DIR = Path(__file__).parent / "templates"
 PARTS = ("sms", "email_subject", "email_text", "email_html")
@@ -39,6 +42,26 @@ TEMPLATE_NAMES = tuple(_FILES[part].format(lang=lang) for part in PARTS for lang
 MAX_TEMPLATE_CHARS = 20_000
 _FALLBACK_NAME = {"ar": "عميلنا العزيز", "en": "there"}
 _DIGITS = re.compile(r"\d[\d.,٬٫]*\d|\d")
+
+# Every name a template can read, with what it holds: `context` gives exactly these (a test holds
+# them to it), the sandbox refuses any other name, and the README's table lists them. A new
+# variable goes into `context` and here.
+TEMPLATE_VARIABLES = {
+    "name": "the shopper's name, else a greeting (عميلنا العزيز / there)",
+    "points": "the points that expire (a number)",
+    "points_text": "the number with the word 'point' agreeing with it (400 نقطة)",
+    "value": "their value in SAR, formatted for the language; empty when the store sets no point value",
+    "expiry": "the first expiry date, Gregorian with Arabic month names and the Umm al-Qura Hijri date alongside",
+    "expiry_gregorian": "the first expiry date, Gregorian only",
+    "expiry_hijri": "the first expiry date, Umm al-Qura Hijri only",
+    "same_day": "true when every lot expires the same day",
+    "store_name": "the store's name (empty when not set)",
+    "stage_days": "the reminder's stage in days before the expiry (30, 7, 1)",
+    "unsubscribe_url": "the shopper's unsubscribe link (e-mail)",
+    "language": "ar or en",
+    "dir": "rtl or ltr",
+    "subject": "the rendered e-mail subject (the HTML e-mail only)",
+}
 
 
 class TemplateProblem(ValueError):
@@ -51,17 +74,15 @@ def numbers_ltr(value) -> Markup:
     return Markup(_DIGITS.sub(lambda m: f'<span dir="ltr">{m.group(0)}</span>', text))
 
 
-def _environment(overrides: dict[str, str] | None) -> Environment:
+def _environment(overrides: dict[str, str] | None) -> TemplateSandbox:
     loaders = [FileSystemLoader(str(TEMPLATE_DIR))]
     if overrides:
         sources = dict(overrides)
         # The template's name as its file name: a traceback through it then names its line.
         loaders.insert(0, FunctionLoader(lambda name: (sources[name], name, lambda: True) if name in sources else None))
-    env = Environment(loader=ChoiceLoader(loaders), undefined=StrictUndefined, keep_trailing_newline=False,
-                      autoescape=lambda name: bool(name and name.endswith(".html")))
-    env.filters["ltr"] = arabic.ltr
-    env.filters["numbers_ltr"] = numbers_ltr
-    return env
+    return TemplateSandbox(TEMPLATE_VARIABLES, {"ltr": arabic.ltr, "numbers_ltr": numbers_ltr},
+                           loader=ChoiceLoader(loaders), keep_trailing_newline=False,
+                           autoescape=lambda name: bool(name and name.endswith(".html")))
 
 
 _DEFAULT_ENV = _environment(None)
@@ -99,15 +120,31 @@ def context(reminder: dict, store_name: str = "", unsubscribe_url: str = "", lan
     }
 
 
-class Renderer:
-    """Renders a store's messages: its overrides first, the shipped templates otherwise."""
+def _log_problem(name: str, problem: str) -> None:
+    log.warning("template override %s failed, the shipped one is used: %s", name, problem)
 
-    def __init__(self, overrides: dict[str, str] | None = None):
+
+class Renderer:
+    """Renders a store's messages: its overrides first, the shipped templates otherwise.
+
+    An override that fails here is replaced by the shipped template, so that the shopper still
+    gets the reminder, and `on_problem(name, problem)` is called (workers raise an alarm)."""
+
+    def __init__(self, overrides: dict[str, str] | None = None, on_problem=_log_problem):
         self.overrides = dict(overrides or {})
         self.env = _environment(self.overrides) if self.overrides else _DEFAULT_ENV
+        self.on_problem = on_problem
+
+    def _text(self, name: str, ctx: dict) -> str:
+        if name in self.overrides:
+            try:
+                return render(self.env.get_template(name), ctx)
+            except Exception as exc:  # refused by the sandbox, past a bound, a filter given the wrong type...
+                self.on_problem(name, f"{type(exc).__name__}: {exc}"[:300])
+        return render(_DEFAULT_ENV.get_template(name), ctx)
 
     def part(self, part: str, ctx: dict) -> str:
-        text = self.env.get_template(_FILES[part].format(lang=ctx["language"])).render(ctx).strip()
+        text = self._text(_FILES[part].format(lang=ctx["language"]), ctx).strip()
         if part == "email_subject":
             return " ".join(text.split())  # one line, whatever the template's layout
         if part in ("sms", "email_text"):
@@ -159,13 +196,15 @@ def check_template(name: str, source: str) -> None:
     env = _environment({name: source})
     try:
         template = env.get_template(name)
-    except TemplateSyntaxError as exc:
+    except TemplateSyntaxError as exc:  # the sandbox's refusals too, naming the line
         raise TemplateProblem(f"template {name}, line {exc.lineno}: {exc.message}") from None
+    except Exception as exc:  # nested too deep for the parser, say
+        raise TemplateProblem(f"template {name}: {type(exc).__name__}") from None
     lang = name.split(".")[-2]
     for value in (20.0, None):  # both branches a template may take on the point value
         ctx = context({**SAMPLE_REMINDER, "value_sar": value}, "متجر", "https://example.com/u/x", lang)
         try:
-            template.render({**ctx, "subject": "subject"})
+            render(template, {**ctx, "subject": "subject"})
         except TemplateError as exc:
             raise TemplateProblem(f"template {name}, line {_template_line(name)}: {exc}") from None
         except Exception as exc:  # a filter given the wrong type, a division by zero...

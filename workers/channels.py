@@ -22,6 +22,7 @@ import time
 
 import requests
 
+from service.alarms import Alarms
 from service.channel_settings import ADDRESS_FIELDS, NEEDS, ChannelSettings, defaults, merge
 from service.messages import Renderer
 from service.settings import Settings
@@ -36,7 +37,12 @@ from workers.providers.sms import SmsChannel
 from workers.providers.whatsapp import WhatsAppChannel
 
 reminder_log = logging.getLogger("reminders")
+log = logging.getLogger(__name__)
 CACHE_SECONDS = 5.0
+
+
+def template_alarm(merchant_id: int) -> str:
+    return f"template_{merchant_id}"
 
 
 class LogChannel:
@@ -107,6 +113,7 @@ class ChannelDirectory:
         self.public_session = public_session()  # for the addresses a store set itself
         self.registry = registry
         self.channel_settings = ChannelSettings(store, settings.redis_key_prefix, settings)
+        self.alarms = Alarms(store, settings.redis_key_prefix)
         self.clock = clock
         self._cache: dict[int, tuple[float, list, str]] = {}
 
@@ -124,7 +131,8 @@ class ChannelDirectory:
         effective = merge(stored, defaults(self.settings))
         config = self.registry.config(merchant_id)
         store_name = config.get("store_name", "")
-        renderer = Renderer(self.channel_settings.templates(merchant_id))
+        renderer = Renderer(self.channel_settings.templates(merchant_id),
+                            on_problem=lambda name, problem: self.template_failed(merchant_id, name, problem))
         s = self.settings
         keys = s.token_encryption_keys
 
@@ -153,3 +161,13 @@ class ChannelDirectory:
                 channels.append(EmailChannel(merchant_id, cfg, timeout, renderer, store_name, unsubscribe,
                                              public_only=public_only))
         return channels, effective.policy
+
+    def template_failed(self, merchant_id: int, name: str, problem: str) -> None:
+        """A store's override failed in the sandbox: the shopper got the shipped template, and
+        only an operator (or the merchant) can fix the override, so it is an alarm."""
+        log.warning("merchant %s: template %s failed, the shipped one was used: %s", merchant_id, name, problem)
+        try:
+            self.alarms.raise_(template_alarm(merchant_id), f"merchant {merchant_id}: template override {name} "
+                               f"fails ({problem}); the shipped template is sent instead until it is fixed")
+        except Exception:  # Redis down: the send goes on, the log line above still tells
+            log.exception("could not raise alarm %s", template_alarm(merchant_id))
