@@ -18,7 +18,7 @@ import redis
 
 from service.events import Customer
 from service.loyalty import Lot, parse_history
-from workers import backfill, reminding
+from workers import backfill, reminding, salla_refusals
 from workers.backoff import retry_countdown
 from workers.oauth import OperatorActionNeeded, StoreNotAuthorized, usable
 from workers.runtime import Runtime
@@ -28,6 +28,10 @@ from workers.salla_client import (BudgetExhausted, SallaForbidden, SallaNotFound
 log = logging.getLogger(__name__)
 
 ALARM_RETRY_SECONDS = 300  # a read waiting for an operator (service/alarms.py) looks again this often
+# A 403 that reads as a temporary block (workers/salla_refusals.py): the store is not asked
+# again for this long, and every read waits it out in line. Salla gives no duration; five
+# minutes costs one request per store per hold if the block lasts.
+FORBIDDEN_HOLD_SECONDS = 300
 
 
 @dataclass
@@ -177,6 +181,8 @@ def _sync(rt: Runtime, merchant_id: int, customer_id: int, pages_paid: int, send
     except SallaTransientError as exc:
         return _transient(rt, merchant_id, customer_id, exc, lease)
     except SallaPermanentError as exc:
+        if isinstance(exc, SallaForbidden) and _temporary_block(rt, merchant_id, exc):
+            return _hold(rt, merchant_id, customer_id, exc, lease)
         _permanent(rt, merchant_id, customer_id, exc)
         budget.done(merchant_id, customer_id, lease=lease)
         return SyncResult("failed", detail=str(exc))
@@ -261,11 +267,29 @@ def _transient(rt: Runtime, merchant_id: int, customer_id: int, exc: Exception, 
     return SyncResult("requeued", detail=str(exc))
 
 
+def _temporary_block(rt: Runtime, merchant_id: int, exc: SallaForbidden) -> bool:
+    answered_before = bool(rt.store.exists(rt.keys.store(merchant_id).loyalty_ok))
+    return salla_refusals.forbidden_reason(exc.code, exc.detail, answered_before) == salla_refusals.BLOCKED
+
+
+def _hold(rt: Runtime, merchant_id: int, customer_id: int, exc: SallaForbidden, lease: str | None) -> SyncResult:
+    """Salla blocked the store for now: the store waits, this read goes back in line (no attempt
+    spent: not the customer's fault) and every other queued read stays queued."""
+    now = rt.clock()
+    rt.budget.block_until(merchant_id, now + FORBIDDEN_HOLD_SECONDS, now)
+    rt.budget.retry_later(merchant_id, customer_id, now + FORBIDDEN_HOLD_SECONDS, lease=lease)
+    rt.registry.count(merchant_id, "salla_403_held")
+    log.warning("merchant=%s: Salla answered 403 (%s), read as a temporary block; the store waits %ds, "
+                "its reads stay queued", merchant_id, exc.detail or exc.code, FORBIDDEN_HOLD_SECONDS)
+    return SyncResult("requeued", detail=str(exc))
+
+
 def _permanent(rt: Runtime, merchant_id: int, customer_id: int, exc: SallaPermanentError) -> None:
     registry = rt.registry
     loyalty_ok = rt.store.exists(rt.keys.store(merchant_id).loyalty_ok)
-    # 403, or a 404 from a store whose loyalty endpoint never answered: the Customer Loyalty
-    # app is missing (Salla does not document that answer). Stop polling the store a while.
+    # A 403 that workers/salla_refusals.py reads as "no app", or a 404 from a store whose loyalty
+    # endpoint never answered: the Customer Loyalty app is missing (Salla does not document
+    # that answer). Stop polling the store a while.
     if isinstance(exc, SallaForbidden) or (isinstance(exc, SallaNotFound) and not loyalty_ok):
         registry.mark_loyalty_missing(merchant_id, rt.settings.loyalty_missing_retry_seconds)
         registry.count(merchant_id, "loyalty_app_missing")
