@@ -142,6 +142,12 @@ class SallaClient:
         data = answer.get("data")
         return data if isinstance(data, dict) else {}
 
+    def update_webhook(self, token: str, webhook_id: int, body: dict) -> dict:
+        """PUT /webhooks/{id} (Update Webhook): where the security strategy and secret are set."""
+        answer = self._send("PUT", f"/webhooks/{int(webhook_id)}", token, None, body)
+        data = answer.get("data")
+        return data if isinstance(data, dict) else {}
+
     def _get(self, path: str, token: str, params: dict, observe=None) -> dict:
         return self._send("GET", path, token, params, None, observe)
 

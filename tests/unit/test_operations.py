@@ -12,8 +12,9 @@ from service.app import create_app
 from service.cli import main as cli
 from service.events import Customer
 from service.loyalty import Lot
+from service.signatures import sign, verify_delivery
 from service.stores import UNINSTALLED
-from tests.conftest import TOKEN_KEY, make_settings
+from tests.conftest import TOKEN_KEY, WEBHOOK_SECRET, make_settings, sample_bytes
 from workers import backfill, lifecycle, personal_data, reminding, sync
 from workers.budget import Limits
 from workers.runtime import build_runtime
@@ -234,8 +235,54 @@ def test_subscribe_webhooks_registers_what_is_missing_once_over_http(sandbox):
     assert "secret" not in json.dumps(again["subscriptions"])
 
 
+def sandbox_rows(sandbox):
+    return requests.get(f"{sandbox.url}/_sandbox/merchant-api").json()["subscriptions"][str(M)]
+
+
+def test_subscriptions_are_registered_plainly_then_signed_with_our_secret_by_update(sandbox):
+    """Issue 15 item 22: Register Webhook documents no security fields (Salla then signs with a
+    secret of its own); PUT /webhooks/{id} sets ours. Proof: a delivery Salla would sign with
+    what it holds for each subscription passes our own verification."""
+    rt = build_runtime(subscription_settings(sandbox), fakeredis.FakeRedis(decode_responses=True), requests.Session())
+    result = subscribe(rt.client, "sandbox-token", rt.settings)
+    assert result["security_set"] == sorted(NEEDED_EVENTS)
+    body = sample_bytes("order.created.json")
+    for row in sandbox_rows(sandbox):
+        signed = {"X-Salla-Security-Strategy": "Signature", "X-Salla-Signature": sign(body, row["secret"])}
+        assert verify_delivery(rt.settings.webhook_strategy, rt.settings.webhook_secret, body, signed), row["event"]
+    assert WEBHOOK_SECRET not in json.dumps(result)
+
+
+def test_an_old_subscription_signed_with_sallas_own_secret_gets_ours(sandbox):
+    """Issue 15 item 22: one registered earlier (Salla's secret) is updated too, not left alone."""
+    url = "https://hooks.example.com/webhooks/salla"
+    requests.post(f"{sandbox.url}/webhooks/subscribe", headers={"Authorization": "Bearer sandbox-token"},
+                  json={"event": "order.created", "url": url, "security_strategy": "signature",
+                        "secret": WEBHOOK_SECRET}).raise_for_status()
+    assert sandbox_rows(sandbox)[0]["secret"] != WEBHOOK_SECRET  # Register ignored it, as Salla does
+    rt = build_runtime(subscription_settings(sandbox), fakeredis.FakeRedis(decode_responses=True), requests.Session())
+    result = subscribe(rt.client, "sandbox-token", rt.settings)
+    assert "order.created" in result["already_subscribed"] and "order.created" in result["security_set"]
+    assert {row["secret"] for row in sandbox_rows(sandbox)} == {WEBHOOK_SECRET}
+
+
+def test_the_token_strategy_is_set_and_checked_in_the_list(sandbox, monkeypatch):
+    """Issue 15 item 22: under Token the list shows the Authorization header Salla will send: it
+    must be our secret, else a clear error (here: an update that Salla did not apply)."""
+    settings = subscription_settings(sandbox, SALLA_WEBHOOK_STRATEGY="token")
+    rt = build_runtime(settings, fakeredis.FakeRedis(decode_responses=True), requests.Session())
+    subscribe(rt.client, "sandbox-token", rt.settings)
+    assert {(r["security_strategy"], r["secret"]) for r in sandbox_rows(sandbox)} == {("token", WEBHOOK_SECRET)}
+    other = build_runtime(subscription_settings(sandbox, SALLA_WEBHOOK_STRATEGY="token", SALLA_WEBHOOK_SECRET="rotated"),
+                          fakeredis.FakeRedis(decode_responses=True), requests.Session())
+    monkeypatch.setattr(other.client, "update_webhook", lambda token, webhook_id, body: {})
+    with pytest.raises(SubscriptionError, match="Authorization header is not our SALLA_WEBHOOK_SECRET") as raised:
+        subscribe(other.client, "sandbox-token", other.settings)
+    assert "rotated" not in str(raised.value) and WEBHOOK_SECRET not in str(raised.value)
+
+
 @pytest.mark.parametrize("route,status", [("webhooks", 500), ("webhooks", 403), ("subscribe", 503),
-                                          ("subscribe", 422), ("subscribe", 401)])
+                                          ("subscribe", 422), ("subscribe", 401), ("update", 404), ("update", 422)])
 def test_subscribe_webhooks_reports_salla_errors(sandbox, monkeypatch, capsys, route, status):
     requests.put(f"{sandbox.url}/_sandbox/route-faults", json={route: [status, status]}).raise_for_status()
     monkeypatch.setattr("service.cli.connect", lambda settings: fakeredis.FakeRedis(decode_responses=True))
