@@ -94,7 +94,7 @@ Customers, app settings, webhooks (the Merchant API beyond the loyalty endpoint)
 (Salla's List Customers rows, `customer_row`, by id, paginated like the loyalty endpoint; scope
 customers.read), `GET /apps/<app_id>/settings` (`{"status", "success", "data": {values}}`; 404 for
 another app id than `create_app(app_id=)`), and the webhooks as documented (answers shaped as the
-Register Webhook example in tests/fixtures/salla/samples/webhooks.json): `POST /webhooks/subscribe`
+Register Webhook example in tests/fixtures/salla/webhooks-api.json): `POST /webhooks/subscribe`
 takes only the documented fields (event and url required, name, version, rule, headers); 422 with
 Salla's fields envelope without event/url, or for a localhost/test. URL; the same URL and event
 update the subscription. A `security_strategy` or `secret` sent there is ignored, as Salla does: a
@@ -175,7 +175,7 @@ ACCESS_TOKEN_LIFETIME = 14 * 24 * 3600  # Salla: access tokens live 14 days
 # never imports `tests`, and the sandbox runs from a source checkout, never from the image.
 SAMPLES = Path(__file__).resolve().parent.parent / "tests" / "fixtures" / "salla" / "samples"
 _ERRORS = json.loads((SAMPLES / "errors.json").read_text(encoding="utf-8"))
-_WEBHOOKS = json.loads((SAMPLES / "webhooks.json").read_text(encoding="utf-8"))
+_WEBHOOKS = json.loads((SAMPLES.parent / "webhooks-api.json").read_text(encoding="utf-8"))
 INVALID_TOKEN = _ERRORS["401_invalid_token"]
 MISSING_SCOPE = _ERRORS["401_scope"]
 MISSING_CUSTOMER_ID = _ERRORS["422_missing_customer_id"]

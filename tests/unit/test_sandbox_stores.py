@@ -345,7 +345,7 @@ def test_unknown_store_and_clashing_constructor_arguments():
     create_app(now=NOW, token=None, stores=[StoreSpec(1, "sandbox-token")])
 
 
-WEBHOOKS = json.loads((Path(__file__).resolve().parents[1] / "fixtures" / "salla" / "samples" / "webhooks.json")
+WEBHOOKS = json.loads((Path(__file__).resolve().parents[1] / "fixtures" / "salla" / "webhooks-api.json")
                       .read_text(encoding="utf-8"))
 HOOK_URL = "https://hooks.example.com/webhooks/salla"
 
