@@ -79,11 +79,21 @@ def _log_event(message: dict, merchant_id: int, customer_id: int, outcome: str) 
     log.info("event %s of merchant=%s customer=%s: %s", message.get("event"), merchant_id, customer_id, outcome)
 
 
+# The correlation hash lives this long after its last write: a read waits far less, and a field
+# left by a read that never finished (dropped with its store's queue, a lost task) is only a log
+# label, so it may go with the hash instead of living on.
+CORRELATION_KEEP_SECONDS = 86400
+
+
 def remember_correlation(rt: Runtime, merchant_id: int, customer_id: int, cid: str | None) -> None:
     """The read a webhook queued carries the webhook's correlation id (its first one: later
     events for the same customer join that read). Removed when the read is over."""
     if cid:
-        rt.store.hset(rt.keys.store(merchant_id).correlation, str(customer_id), cid)
+        key = rt.keys.store(merchant_id).correlation
+        pipe = rt.store.pipeline(transaction=False)
+        pipe.hset(key, str(customer_id), cid)
+        pipe.expire(key, CORRELATION_KEEP_SECONDS)
+        pipe.execute()
 
 
 def correlation_of(rt: Runtime, merchant_id: int, customer_id: int) -> str | None:
