@@ -304,3 +304,26 @@ def test_subscribe_webhooks_needs_a_public_url_and_salla_refuses_a_local_one(san
     from workers.salla_client import SallaPermanentError
     with pytest.raises(SallaPermanentError, match="422"):
         subscribe(local.client, "sandbox-token", local.settings)
+
+
+def test_a_403_block_from_the_sandbox_holds_the_store_over_http(sandbox):
+    """Issue 15 item 21, over HTTP: the sandbox answers Salla's "blocked" 403 (a fault); the read
+    waits out the hold with nothing dropped, then goes out."""
+    requests.put(f"{sandbox.url}/_sandbox/faults", json={"stores": {str(M): {"fail_next": [403]}}}).raise_for_status()
+    now = [NOW.timestamp()]
+    rt = build_runtime(make_settings(SALLA_API_BASE_URL=sandbox.url, SYNC_DEBOUNCE_SECONDS="0"),
+                       fakeredis.FakeRedis(decode_responses=True), requests.Session(), clock=lambda: now[0])
+    reads = []
+    customer = {"id": 500, "name": "x", "mobile": "+966500000500", "email": None, "notifications_enabled": None}
+    assert sync.accept_event(rt, {"event": "order.created", "merchant_id": M, "customer": customer}) == "queued"
+
+    def read_all():
+        sync.pump(rt, M, lambda m, c, pages, lease: reads.append((c, pages, lease)), lambda m, wait: None)
+        outcomes = [sync.sync_customer(rt, M, c, pages, lambda *a: None, lease=lease).outcome for c, pages, lease in reads]
+        reads.clear()
+        return outcomes
+
+    assert read_all() == ["requeued"] and not rt.registry.loyalty_missing(M)
+    assert read_all() == []  # held
+    now[0] += sync.FORBIDDEN_HOLD_SECONDS + 1
+    assert read_all() == ["read"]

@@ -1,8 +1,9 @@
 """The sandbox's stores, OAuth token endpoint, rate limits and faults, over real HTTP.
 
 The 429, 403 and injected 5xx answers have no schema in Salla's OpenAPI contract (Salla documents
-none), so their bodies are checked against the sandbox's own constants instead; the answers the
-contract does describe are checked in tests/unit/test_sandbox.py.
+none), so their bodies are checked against the fixtures of Salla's documented envelopes
+(tests/fixtures/salla/SOURCES.md); the answers the contract does describe are checked in
+tests/unit/test_sandbox.py.
 """
 from __future__ import annotations
 
