@@ -29,7 +29,8 @@ import uuid
 from service.events import EventError, customer_from
 from workers.oauth import OperatorActionNeeded, StoreNotAuthorized, usable
 from workers.runtime import Runtime
-from workers.salla_client import SallaPermanentError, SallaTransientError, SallaUnauthorized
+from workers.salla_client import SallaForbidden, SallaPermanentError, SallaTransientError, SallaUnauthorized
+from workers.salla_refusals import BLOCKED, FORBIDDEN_HOLD_SECONDS, forbidden_reason
 
 log = logging.getLogger(__name__)
 
@@ -144,6 +145,15 @@ def _list_page(rt: Runtime, merchant_id: int) -> str:
             return _fail(rt, merchant_id, f"GET /customers page {page} kept failing: {exc}")
         return "retry"
     except SallaPermanentError as exc:
+        answered_before = page > 1 or bool(rt.store.exists(k.loyalty_ok))
+        if isinstance(exc, SallaForbidden) and forbidden_reason(exc.code, exc.detail, answered_before) == BLOCKED:
+            # Salla blocked the store for now (workers/salla_refusals.py): the same page after the
+            # hold the reads wait out too, the run goes on.
+            rt.budget.block_until(merchant_id, now + FORBIDDEN_HOLD_SECONDS, now)
+            rt.store.hset(k.backfill, "last_error", str(exc)[:300])
+            log.warning("merchant=%s: backfill page %d: Salla answered 403, read as a temporary block: %s",
+                        merchant_id, page, exc)
+            return "retry"
         return _fail(rt, merchant_id, f"GET /customers page {page} refused: {exc}")
 
     customers = []

@@ -17,6 +17,10 @@ from __future__ import annotations
 import re
 
 BLOCKED, NO_LOYALTY_APP = "blocked", "no_loyalty_app"
+# A store Salla blocked is not asked again for this long; its reads (and a backfill's page) wait
+# it out in line. Salla gives no duration; five minutes costs one request per store per hold if
+# the block lasts.
+FORBIDDEN_HOLD_SECONDS = 300
 
 _BLOCK_WORDS = re.compile(r"block|temporar|too many|many errors|try again|later|throttl|rate limit"
                           r"|محظور|حظر|مؤقت|لاحق|كثرة", re.IGNORECASE)

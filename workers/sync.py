@@ -28,10 +28,7 @@ from workers.salla_client import (BudgetExhausted, SallaForbidden, SallaNotFound
 log = logging.getLogger(__name__)
 
 ALARM_RETRY_SECONDS = 300  # a read waiting for an operator (service/alarms.py) looks again this often
-# A 403 that reads as a temporary block (workers/salla_refusals.py): the store is not asked
-# again for this long, and every read waits it out in line. Salla gives no duration; five
-# minutes costs one request per store per hold if the block lasts.
-FORBIDDEN_HOLD_SECONDS = 300
+FORBIDDEN_HOLD_SECONDS = salla_refusals.FORBIDDEN_HOLD_SECONDS  # a 403 read as a temporary block
 
 
 @dataclass

@@ -6,6 +6,7 @@ from datetime import datetime, timedelta, timezone
 import fakeredis
 import pytest
 import requests
+import responses
 
 from devkit.sandbox import create_app as create_sandbox, serve_in_thread
 from service.app import create_app
@@ -14,7 +15,7 @@ from service.events import Customer
 from service.loyalty import Lot
 from service.signatures import sign, verify_delivery
 from service.stores import UNINSTALLED
-from tests.conftest import TOKEN_KEY, WEBHOOK_SECRET, make_settings, sample_bytes
+from tests.conftest import TOKEN_KEY, WEBHOOK_SECRET, make_settings, sample, sample_bytes
 from workers import backfill, lifecycle, personal_data, reminding, sync
 from workers.budget import Limits
 from workers.runtime import build_runtime
@@ -100,6 +101,17 @@ def test_salla_errors_on_the_customer_list(sandbox, status, outcome, state):
         assert backfill.list_page(rt, M) == "listed" and current["next_page"] == "1"
     if status == 429:  # Salla said wait: the store is blocked for Retry-After
         assert backfill.list_page(rt, M) == "no_budget"
+
+
+@responses.activate
+def test_a_403_block_on_the_customer_list_holds_the_backfill_instead_of_failing_it():
+    """Issue 15 item 21, for the backfill's GET /customers: Salla's "blocked" 403 is a hold."""
+    responses.get("https://api.salla.dev/admin/v2/customers", status=403, json=sample("errors.json")["403_blocked"])
+    rt = runtime()
+    backfill.start(rt.store, rt.keys, M, NOW.timestamp(), "test")
+    assert backfill.list_page(rt, M) == "retry"
+    assert backfill.state(rt.store, rt.keys, M)["state"] == "running" and rt.budget.blocked(M, NOW.timestamp() + 299)
+    assert not rt.budget.blocked(M, NOW.timestamp() + sync.FORBIDDEN_HOLD_SECONDS + 1)
 
 
 def test_a_wrong_token_fails_the_backfill_and_the_admin_api_refuses_uninstalled_stores(sandbox):
