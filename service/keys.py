@@ -94,6 +94,9 @@ SHARED_LIFETIMES: dict[str, Lifetime] = {
     "admin:audit": owned("service/admin_guard.py trims it to ADMIN_AUDIT_KEEP entries"),
     "admin:auth-failures:*": expires("60 s sliding window (service/admin_guard.py)"),
     "alarm:*": expires("ALARM_KEEP_SECONDS after its last raise, or cleared (service/alarms.py)"),
+    # The delivery engineer's cross-store message index (issue 15 items 12-13, service/message_index.py).
+    "msg-index:*": expires("its reminder record's lifetime"),
+    "msg-early:*": expires("EARLY_STATUS_SECONDS"),
     "{due}:*": owned("workers/due_set.py removes each entry when it is acked"),
     "{due:*}:*": owned("workers/due_set.py removes each entry when it is acked"),
 }
