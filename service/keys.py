@@ -16,6 +16,8 @@ MULTI (two slots); an atomic pipeline or a script stays within one hash tag (REA
 | admin:audit                       | list   | last ADMIN_AUDIT_KEEP changes | service/admin_guard.py |
 | admin:auth-failures:<ip>          | zset   | 60 s (a sliding window)      | service/admin_guard.py  |
 | alarm:<name>                      | hash   | 7 days after its last raise, or cleared | service/alarms.py |
+| msg-index:<provider>:<handle>     | string | its reminder record's lifetime (ids only) | service/message_index.py |
+| msg-early:<provider>:<handle>     | list   | EARLY_STATUS_SECONDS (10 min) | service/message_index.py |
 | {due}:scheduled/processing/by-customer | zset | entries until acked         | workers/due_set.py      |
 | {due:i}:… (shard i>0, DUE_SET_SHARDS) | zset | entries until acked         | workers/due_set.py      |
 | per store, `{store:M}:` +         |        |                              |                         |
