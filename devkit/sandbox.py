@@ -24,7 +24,8 @@ tests/fixtures/salla/loyalty-points.openapi.yaml). Checks in this order, each an
 3. rate limits, when enabled for the store: 429 over budget (see "Rate limits");
 4. 401 with Salla's scope envelope when the store's scope lacks `customers.read`;
 5. when the store lacks the loyalty app (undocumented by Salla, so both readings are offered):
-   403 `LOYALTY_APP_MISSING` or, with `missing_app_status=404`, Salla's generic 404 envelope;
+   403 with Salla's "access is not allowed" reading (`LOYALTY_APP_MISSING`) or, with
+   `missing_app_status=404`, Salla's generic 404 envelope;
 6. 422 with Salla's validation envelope when customer_id is missing or blank;
 7. 200 otherwise. `page` defaults to 1, `per_page` to 15 and is capped at 60; a value that is not
    a positive integer falls back to its default. A customer id the sandbox does not know (or that
@@ -79,26 +80,35 @@ or they never reached Salla). With limits off, no rate-limit headers are sent.
 Faults, for the loyalty endpoint only (`Faults`; constructor `faults=`, `store_faults=`,
 `fault_seed=`, or `PUT /_sandbox/faults`). A store with its own `Faults` uses only those; all other
 requests (including those with an unknown token) use the global ones. Per request: `latency_ms`
-is added to every answer; then the next entry of `fail_next` (a status 429 or 500-599, or
-"timeout") answers; else one draw of a random generator seeded with `fault_seed` picks a timeout
+is added to every answer; then the next entry of `fail_next` (a status 403, 429 or 500-599,
+or "timeout") answers; else one draw of a random generator seeded with `fault_seed` picks a timeout
 with probability `timeout_rate` or a `error_status` answer with probability `error_rate`. A
 timeout sleeps `timeout_seconds` (make it longer than the client's timeout) and then answers 504.
 Bodies: 502 and 504 are a gateway's HTML page (what a proxy in front of Salla sends, so a client
-that assumes JSON gets caught), 429 is `TOO_MANY_REQUESTS` with `Retry-After: 1`, any other status
+that assumes JSON gets caught), 429 is `TOO_MANY_REQUESTS` with `Retry-After: 1`, 403 Salla's
+"blocked due to many errors" reading (`FORBIDDEN_BLOCKED`), any other status
 Salla's envelope `{"status", "success": false, "error": {"code": <status>, "message"}}`. Sleeps
 happen outside the lock; stats are counted before them.
 
 Customers, app settings, webhooks (the Merchant API beyond the loyalty endpoint): `GET /customers`
 (Salla's List Customers rows, `customer_row`, by id, paginated like the loyalty endpoint; scope
 customers.read), `GET /apps/<app_id>/settings` (`{"status", "success", "data": {values}}`; 404 for
-another app id than `create_app(app_id=)`), `GET /webhooks` and `POST /webhooks/subscribe` (422 with
-Salla's fields envelope without name/event/url, or for a localhost/test. URL; the same URL and event
-update the subscription). Each checks the token and the store's rate limits as the loyalty endpoint
-does; `PUT /_sandbox/route-faults` `{"customers"|"app_settings"|"webhooks"|"subscribe": [status...]}`
+another app id than `create_app(app_id=)`), and the webhooks as documented (answers shaped as the
+Register Webhook example in tests/fixtures/salla/webhooks-api.json): `POST /webhooks/subscribe`
+takes only the documented fields (event and url required, name, version, rule, headers); 422 with
+Salla's fields envelope without event/url, or for a localhost/test. URL; the same URL and event
+update the subscription. A `security_strategy` or `secret` sent there is ignored, as Salla does: a
+new subscription is signed with Signature and a secret of the sandbox's own. `PUT /webhooks/<id>`
+(Update Webhook: name, url, version, rule, headers, security_strategy signature|token, secret, which
+Signature requires) sets them; 404 for an id the store does not have. `GET /webhooks` lists them,
+15 a page; under Token the secret shows as the `Authorization` header, a Signature secret never.
+Each checks the token and the store's rate limits as the loyalty endpoint does;
+`PUT /_sandbox/route-faults` `{"customers"|"app_settings"|"webhooks"|"subscribe"|"update": [status...]}`
 answers those statuses first. `PUT /_sandbox/customers/seed` `{"count", "start_id", "lots_every"}`
 adds customers (every lots_every-th with 100 points expiring in 7 days);
 `PUT /_sandbox/stores/<id>/app-settings` sets the store's form values; `GET /_sandbox/merchant-api`
-counts calls per route and list pages per store, and lists the subscriptions.
+counts calls per route and list pages per store, and lists the subscriptions with their strategy and
+secret (what Salla would sign the store's deliveries with).
 
 Control endpoints (no auth; tests and benchmarks only; bad input answers 400 `{"error": "..."}`):
 - `PUT /_sandbox/customers/<id>/lots`: JSON array of rows, replaces that customer's history as
@@ -132,6 +142,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import hmac
+import json
 import math
 import random
 import secrets
@@ -142,6 +153,7 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from pathlib import Path
 from types import TracebackType
 from typing import Any, Collection, Iterable, Mapping
 from urllib.parse import urlencode
@@ -158,23 +170,24 @@ DEFAULT_SCOPE = "customers.read offline_access"
 REQUIRED_SCOPE = "customers.read"
 ACCESS_TOKEN_LIFETIME = 14 * 24 * 3600  # Salla: access tokens live 14 days
 
-# Envelopes exactly as in tests/fixtures/salla/samples/errors.json (a test keeps them in step).
-INVALID_TOKEN = {"status": 401, "success": False,
-                 "error": {"code": "Invalid-token", "message": "please provide a valid API Key"}}
-MISSING_SCOPE = {"status": 401, "success": False,
-                 "error": {"code": "Unauthorized",
-                           "message": "The access token should have access to one of those scopes: customers.read"}}
-MISSING_CUSTOMER_ID = {"status": 422, "success": False,
-                       "error": {"code": "error", "message": "alert.invalid_fields",
-                                 "fields": {"customer_id": ["حقل customer id مطلوب."]}}}
-NOT_FOUND = {"success": False, "status": 404,
-             "error": {"code": 404, "message": "The content you are trying to access is no longer available"}}
-# Undocumented by Salla: our readings, in its envelope and slugs (REFERENCE.md §3).
-LOYALTY_APP_MISSING = {"status": 403, "success": False,
-                       "error": {"code": "forbidden",
-                                 "message": "The Customer Loyalty app is not installed on this store"}}
-TOO_MANY_REQUESTS = {"status": 429, "success": False,
-                     "error": {"code": "too_many_requests", "message": "Too Many Attempts."}}
+# Salla's documented answers, read from the fixtures the tests use (tests/fixtures/salla/SOURCES.md
+# names each one's source). Read by path, as devkit/demo.py reads the webhook samples: devkit
+# never imports `tests`, and the sandbox runs from a source checkout, never from the image.
+SAMPLES = Path(__file__).resolve().parent.parent / "tests" / "fixtures" / "salla" / "samples"
+_ERRORS = json.loads((SAMPLES / "errors.json").read_text(encoding="utf-8"))
+_WEBHOOKS = json.loads((SAMPLES.parent / "webhooks-api.json").read_text(encoding="utf-8"))
+INVALID_TOKEN = _ERRORS["401_invalid_token"]
+MISSING_SCOPE = _ERRORS["401_scope"]
+MISSING_CUSTOMER_ID = _ERRORS["422_missing_customer_id"]
+NOT_FOUND = _ERRORS["404"]
+# Salla documents 403 as "blocked due to many errors in particular time or the access is not
+# allowed", with no body and no word on a store without the loyalty app: a store without it
+# gets the "not allowed" reading, a 403 fault (`fail_next`) the "blocked" one.
+LOYALTY_APP_MISSING = _ERRORS["403_not_allowed"]
+FORBIDDEN_BLOCKED = _ERRORS["403_blocked"]
+TOO_MANY_REQUESTS = _ERRORS["429"]  # no 429 body is documented: the slug of the Responses page
+# The fields of the webhook object in Salla's Register Webhook example, in its order.
+WEBHOOK_FIELDS = tuple(_WEBHOOKS["register"]["data"])
 
 # Ory Hydra's wording: Salla's tokens are Ory's (`ory_at_`/`ory_rt_` in errors.json), so its accounts
 # server very likely is Hydra.
@@ -250,7 +263,7 @@ class StoreSpec:
         return cls(**{**data, "merchant_id": merchant_id})
 
 
-FAIL_NEXT_ENTRIES = "429, 500-599 or \"timeout\""
+FAIL_NEXT_ENTRIES = "403, 429, 500-599 or \"timeout\""
 
 
 @dataclass
@@ -287,7 +300,7 @@ class Faults:
 
 
 def _fault_entry(entry: Any) -> bool:
-    return entry == "timeout" or _is_int(entry) and (entry == 429 or 500 <= entry <= 599)
+    return entry == "timeout" or _is_int(entry) and (entry in (403, 429) or 500 <= entry <= 599)
 
 
 @dataclass
@@ -494,6 +507,8 @@ class _State:
             return latency, _Answer(504, _GATEWAY_PAGES[504], delay=latency + faults.timeout_seconds)
         if entry == 429:
             return latency, _Answer(429, TOO_MANY_REQUESTS, {"Retry-After": "1"}, latency)
+        if entry == 403:  # Salla's temporary block (docs.salla.dev/421123m0)
+            return latency, _Answer(403, FORBIDDEN_BLOCKED, delay=latency)
         if entry in _GATEWAY_PAGES:
             return latency, _Answer(entry, _GATEWAY_PAGES[entry], delay=latency)
         body = {"status": entry, "success": False, "error": {"code": entry, "message": "Server Error"}}
@@ -770,10 +785,19 @@ def create_app(
         if answer.status != 200:
             return refused(answer)
         with state.lock:
-            rows = list(state.subscriptions.get(merchant_id, []))
-        return jsonify({"status": 200, "success": True, "data": rows,
-                        "pagination": {"count": len(rows), "total": len(rows), "perPage": max(len(rows), 1),
-                                       "currentPage": 1, "totalPages": 1, "links": []}})
+            rows = [_webhook_view(row) for row in state.subscriptions.get(merchant_id, [])]
+        page = _positive_int(request.args.get("page"), 1)
+        per_page = DEFAULT_PER_PAGE
+        total_pages = max(math.ceil(len(rows) / per_page), 1)
+        data = rows[(page - 1) * per_page: page * per_page]
+        return jsonify({"status": 200, "success": True, "data": data,
+                        "pagination": {"count": len(data), "total": len(rows), "perPage": per_page,
+                                       "currentPage": page, "totalPages": total_pages,
+                                       "links": _links(page, total_pages, True)}})
+
+    def invalid(problems: dict[str, list[str]]) -> Response:
+        return refused(_Answer(422, {"status": 422, "success": False, "error": {
+            "code": "error", "message": "alert.invalid_fields", "fields": problems}}))
 
     @app.post("/webhooks/subscribe")
     def subscribe_webhook() -> Response:
@@ -781,22 +805,47 @@ def create_app(
         if answer.status != 200:
             return refused(answer)
         body = request.get_json(silent=True)
-        problems = _subscription_problems(body)
+        problems = _subscription_problems(body, required=("event", "url"))
         if problems:
-            return refused(_Answer(422, {"status": 422, "success": False, "error": {
-                "code": "error", "message": "alert.invalid_fields", "fields": problems}}))
+            return invalid(problems)
         with state.lock:
             rows = state.subscriptions.setdefault(merchant_id, [])
             # Salla: the same URL and event updates (restores) the old subscription.
             row = next((r for r in rows if r["url"] == body["url"] and r["event"] == body["event"]), None)
             if row is None:
-                row = {"id": 1000 + sum(len(v) for v in state.subscriptions.values())}
+                # Register Webhook has no security fields: Salla signs with Signature and a secret
+                # of its own (REFERENCE.md §5). `security_strategy` or `secret` sent here are ignored.
+                row = {"id": 60587520 + sum(len(v) for v in state.subscriptions.values()), "type": "manual",
+                       "security_strategy": "signature", "secret": secrets.token_hex(16), "rule": None,
+                       "headers": {}}
                 rows.append(row)
-            row.update({"name": body["name"], "event": body["event"], "url": body["url"],
-                        "version": body.get("version", 2), "rule": body.get("rule"),
-                        "security_strategy": body.get("security_strategy", "signature"),
-                        "headers": {}})
-            return jsonify({"status": 201, "success": True, "data": dict(row)})
+            row.update({"name": body.get("name", body["event"]), "event": body["event"], "url": body["url"],
+                        "version": body.get("version", 2)})
+            row.update({name: body[name] for name in ("rule",) if name in body})
+            if "headers" in body:
+                row["headers"] = {h["key"]: h["value"] for h in body["headers"]}
+            return jsonify({"status": 200, "success": True, "data": _webhook_view(row)})
+
+    @app.put("/webhooks/<int:webhook_id>")
+    def update_webhook(webhook_id: int) -> Response:
+        answer, merchant_id = state.merchant_call(bearer(), "update")
+        if answer.status != 200:
+            return refused(answer)
+        body = request.get_json(silent=True)
+        problems = _subscription_problems(body, required=())
+        if isinstance(body, dict) and body.get("security_strategy") == "signature" and not body.get("secret"):
+            problems["secret"] = ["حقل secret مطلوب."]
+        if problems:
+            return invalid(problems)
+        with state.lock:
+            row = next((r for r in state.subscriptions.get(merchant_id, []) if r["id"] == webhook_id), None)
+            if row is None:
+                return refused(_Answer(404, NOT_FOUND))
+            row.update({name: body[name] for name in ("name", "url", "version", "rule", "security_strategy",
+                                                      "secret") if name in body})
+            if "headers" in body:
+                row["headers"] = {h["key"]: h["value"] for h in body["headers"]}
+            return jsonify({"status": 200, "success": True, "data": _webhook_view(row)})
 
     @app.put("/_sandbox/customers/seed")
     def seed_customers() -> tuple[Response, int]:
@@ -820,7 +869,7 @@ def create_app(
     @app.put("/_sandbox/route-faults")
     def put_route_faults() -> tuple[Response, int]:
         data = request.get_json(silent=True)
-        routes = ("customers", "app_settings", "webhooks", "subscribe")
+        routes = ("customers", "app_settings", "webhooks", "subscribe", "update")
         if not isinstance(data, dict) or set(data) - set(routes) or not all(
                 isinstance(v, list) and all(_is_int(x) and 400 <= x <= 599 for x in v) for v in data.values()):
             return jsonify({"error": f"send {{route: [status 400-599, ...]}} for routes {', '.join(routes)}"}), 400
@@ -938,14 +987,15 @@ def customer_row(customer_id: int) -> dict[str, Any]:
             "groups": []}
 
 
-def _subscription_problems(body: Any) -> dict[str, list[str]]:
-    """Salla's 422 fields for POST /webhooks/subscribe (name, event, url required; a url on
-    localhost or a test. host is refused)."""
+def _subscription_problems(body: Any, required: tuple[str, ...]) -> dict[str, list[str]]:
+    """Salla's 422 fields for Register (event and url required) and Update Webhook (nothing
+    required): a url on localhost or a test. host is refused, version is 1 or 2, headers are
+    [{key, value}], security_strategy (Update only; ignored by Register) is signature or token."""
     if not isinstance(body, dict):
         return {"body": ["send a JSON object"]}
     problems = {}
-    for name in ("name", "event", "url"):
-        if not isinstance(body.get(name), str) or not body[name].strip():
+    for name in ("name", "event", "url", "rule") + (() if required else ("secret",)):
+        if (name in required or name in body) and (not isinstance(body.get(name), str) or not body[name].strip()):
             problems[name] = [f"حقل {name} مطلوب."]
     url = body.get("url") if isinstance(body.get("url"), str) else ""
     host = url.split("://", 1)[-1].split("/", 1)[0].split(":", 1)[0]
@@ -954,9 +1004,24 @@ def _subscription_problems(body: Any) -> dict[str, list[str]]:
         problems["url"] = ["The url must be a public http(s) address."]
     if body.get("version", 2) not in (1, 2):
         problems["version"] = ["version must be 1 or 2"]
-    if body.get("security_strategy") not in (None, "signature", "token"):
+    headers = body.get("headers", [])
+    if not isinstance(headers, list) or not all(isinstance(h, dict) and isinstance(h.get("key"), str)
+                                                and isinstance(h.get("value"), str) for h in headers):
+        problems["headers"] = ["headers must be a list of {key, value}"]
+    if "security_strategy" in body and not required and body["security_strategy"] not in ("signature", "token"):
         problems["security_strategy"] = ["security_strategy must be signature or token"]
     return problems
+
+
+def _webhook_view(row: dict[str, Any]) -> dict[str, Any]:
+    """A subscription as Salla answers it: the fields of its Register Webhook example. Its
+    `headers` are what a delivery carries: the custom ones, and under the Token strategy the
+    secret as `Authorization` (as in that example). A Signature secret is never shown."""
+    headers = dict(row["headers"])
+    if row["security_strategy"] == "token":
+        headers["Authorization"] = row["secret"]
+    view = {**row, "headers": headers}
+    return {name: view.get(name) for name in WEBHOOK_FIELDS}
 
 
 def _store_answer(view: dict[str, Any] | None, merchant_id: int) -> tuple[Response, int]:

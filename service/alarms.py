@@ -5,7 +5,7 @@ SALLA_CLIENT_SECRET (Salla answers `invalid_client` to every refresh) must not m
 store for re-authorization. The work waits instead, and the alarm says why.
 Each alarm is a hash `alarm:<name>`: message, since, last, count, and `hold_until` (callers
 skip the failing call until then, so a broken secret costs one refresh call per hold, not
-one per customer).
+one per customer). It expires ALARM_KEEP_SECONDS after its last raise (service/keys.py).
 """
 from __future__ import annotations
 
@@ -14,6 +14,11 @@ import time
 import redis
 
 from service.keys import Keys
+
+# An alarm goes by itself this long after it was last raised: a cause that persists raises it
+# again on every try, and one that went (the store uninstalled, the provider fixed) leaves no
+# stale alarm behind. An operator may clear it sooner.
+ALARM_KEEP_SECONDS = 7 * 86400
 
 OAUTH_CLIENT = "oauth_client"  # Salla refuses our client id/secret (or they are not set)
 
@@ -30,6 +35,7 @@ class Alarms:
         pipe.hsetnx(key, "since", f"{now:.0f}")
         pipe.hset(key, mapping={"message": message, "last": f"{now:.0f}", "hold_until": f"{now + hold_seconds:.3f}"})
         pipe.hincrby(key, "count", 1)
+        pipe.expire(key, max(ALARM_KEEP_SECONDS, int(hold_seconds) + 60))
         pipe.execute()
 
     def holding(self, name: str, now: float | None = None) -> str | None:

@@ -15,7 +15,7 @@ MULTI (two slots); an atomic pipeline or a script stays within one hash tag (REA
 | beat:alive                        | string | overwritten as beat ticks    | workers/beat.py         |
 | admin:audit                       | list   | last ADMIN_AUDIT_KEEP changes | service/admin_guard.py |
 | admin:auth-failures:<ip>          | zset   | 60 s (a sliding window)      | service/admin_guard.py  |
-| alarm:<name>                      | hash   | until cleared (operator)     | service/alarms.py       |
+| alarm:<name>                      | hash   | 7 days after its last raise, or cleared | service/alarms.py |
 | msg-index:<provider>:<handle>     | string | its reminder record's lifetime (ids only) | service/message_index.py |
 | msg-early:<provider>:<handle>     | list   | EARLY_STATUS_SECONDS (10 min) | service/message_index.py |
 | {due}:scheduled/processing/by-customer | zset | entries until acked         | workers/due_set.py      |
@@ -33,10 +33,10 @@ MULTI (two slots); an atomic pipeline or a script stays within one hash tag (REA
 |   loyalty-ok                      | string | until uninstall              | workers/sync.py         |
 |   budget:plan, budget:customer    | zset   | TTL = the window             | workers/budget.py       |
 |   pending, inflight               | zset   | while reads wait / run       | workers/budget.py       |
-|   correlation                     | hash   | customer -> the webhook's id, while a read waits | workers/sync.py |
-|   pages, attempts                 | hash   | until uninstall              | workers/budget.py, sync |
+|   correlation                     | hash   | customer -> the webhook's id, while a read waits; 1 day | workers/sync.py |
+|   pages, attempts                 | hash   | per customer: until the retention sweep | workers/budget.py, sync |
 |   pump                            | string | TTL (a pump is scheduled)    | workers/tasks.py        |
-|   dead                            | zset   | until replayed or dropped    | workers/ledger.py       |
+|   dead                            | zset   | each as its record (scored by its expiry) | workers/ledger.py |
 |   customer:C (profile)            | hash   | DATA_RETENTION_DAYS after last seen | workers/profiles.py |
 |   lots:C                          | string | as the profile (DATA_RETENTION_DAYS) | workers/reminding.py |
 |   marks:C                         | hash   | past the last lot's expiry   | workers/ledger.py       |
@@ -49,11 +49,15 @@ MULTI (two slots); an atomic pipeline or a script stays within one hash tag (REA
 |   app-settings                    | hash   | kept after uninstall         | service/stores.py       |
 |   backfill (cursor, progress)     | hash   | until the next run/uninstall | workers/backfill.py     |
 |   backfill:pending, :reading      | zset, set | while the backfill runs   | workers/budget.py       |
-|   backfill:seen                   | set    | until the next run/uninstall | workers/backfill.py     |
+|   backfill:seen                   | set    | until the run ends           | workers/backfill.py     |
 |   backfill:listing                | string | lock, 60 s                   | workers/backfill.py     |
 |   read-at                         | zset   | DATA_RETENTION_DAYS (swept)  | workers/sync.py, backfill |
 |   erasures                        | list   | kept after uninstall (no id) | workers/personal_data.py |
 |   suppressed                      | hash   | forever, through forget and uninstall (no id) | workers/profiles.py |
+
+`LIFETIMES` below says the same per key pattern, for code: a key either expires (Redis has a
+TTL on it) or is owned (named code deletes it, and says when). tests/unit/test_key_lifetimes.py
+runs the flows and checks every key they leave against it. A new key gets a line in both.
 
 Uninstall (workers/tasks.py forget_store) deletes every key of the store's pattern except
 `KEPT_AFTER_UNINSTALL`: what an operator needs to see what happened (state, settings, counters),
@@ -61,6 +65,97 @@ and the time of the last app event (so that a late retry of an older one is stil
 and the suppression entries, which name nobody and keep an opt-out through a new install.
 """
 from __future__ import annotations
+
+import fnmatch
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Lifetime:
+    """How a key ends. `expires`: Redis has a TTL on it (set on every write). Otherwise `ends`
+    says which code deletes it, and when."""
+    expires: bool
+    ends: str
+
+
+def expires(how: str) -> Lifetime:
+    return Lifetime(True, how)
+
+
+def owned(by: str) -> Lifetime:
+    return Lifetime(False, by)
+
+
+UNINSTALL = "workers/lifecycle.py forget_store, at uninstall"
+KEPT = "kept after uninstall (KEPT_AFTER_UNINSTALL: no personal data)"
+
+# Shared keys, by pattern after the prefix. One line per key of the table above.
+SHARED_LIFETIMES: dict[str, Lifetime] = {
+    "stores": owned("never deleted: the merchant ids seen, no personal data (service/stores.py)"),
+    "sync:backlog": owned("workers/budget.py dispatch removes a store once it has no reads"),
+    "beat:last": owned("one string, overwritten every minute (workers/tasks.py)"),
+    "beat:alive": owned("one string, overwritten as beat ticks (workers/beat.py)"),
+    "admin:audit": owned("service/admin_guard.py trims it to ADMIN_AUDIT_KEEP entries"),
+    "admin:auth-failures:*": expires("60 s sliding window (service/admin_guard.py)"),
+    "alarm:*": expires("ALARM_KEEP_SECONDS after its last raise, or cleared (service/alarms.py)"),
+    # The delivery engineer's cross-store message index (issue 15 items 12-13, service/message_index.py).
+    "msg-index:*": expires("its reminder record's lifetime"),
+    "msg-early:*": expires("EARLY_STATUS_SECONDS"),
+    "{due}:*": owned("workers/due_set.py removes each entry when it is acked"),
+    "{due:*}:*": owned("workers/due_set.py removes each entry when it is acked"),
+}
+
+# A store's keys, by pattern after `{store:<merchant>}:`.
+STORE_LIFETIMES: dict[str, Lifetime] = {
+    "state": owned(KEPT), "config": owned(KEPT), "counters": owned(KEPT), "stats": owned(KEPT),
+    "statuses": owned(KEPT), "app-event-at": owned(KEPT), "app-settings": owned(KEPT),
+    "erasures": owned(KEPT + "; workers/personal_data.py trims it to ERASURES_KEPT"),
+    "suppressed": owned(KEPT + "; kept for good: opt-outs as keyed hashes (service/suppression.py)"),
+    "tokens": owned(UNINSTALL), "channels": owned(UNINSTALL), "templates": owned(UNINSTALL),
+    "loyalty-ok": owned(UNINSTALL),
+    "token-lock": expires("a lock, 60 s"),
+    "seen:*": expires("WEBHOOK_DEDUPE_TTL_SECONDS"),
+    "inbox": owned("service/intake.py's drain removes each event once handled (a day at most)"),
+    "inbox:nudged": expires("NUDGE_SECONDS"),
+    "no-loyalty": expires("LOYALTY_MISSING_RETRY_SECONDS"),
+    "blocked-until": expires("until Salla's block ends, + 60 s"),
+    "budget:plan": expires("the plan window"), "budget:customer": expires("the customer window"),
+    "pending": owned("workers/budget.py: each read leaves it when dispatched; drop_store, uninstall"),
+    "inflight": owned("workers/budget.py: each read leaves it when done or requeued"),
+    "correlation": expires("CORRELATION_KEEP_SECONDS after the last write; fields go with their read "
+                           "(workers/tasks.py), drop_store, the retention sweep"),
+    "pages": owned("per customer: the retention sweep (workers/backfill.py resync), forget; "
+                   "the hash at uninstall"),
+    "attempts": owned("per customer: after a read or giving up (workers/sync.py), the retention sweep; "
+                      "the hash at uninstall"),
+    "pump": expires("while a pump is scheduled"),
+    "dead": expires("as its longest-lived record; each member scored by its record's expiry "
+                    "(workers/ledger.py), replay and drop remove it"),
+    "customer:*": expires("DATA_RETENTION_DAYS after last seen (workers/profiles.py)"),
+    "lots:*": expires("as the profile"),
+    "marks:*": expires("past the last lot's expiry (workers/ledger.py)"),
+    "recheck:*": expires("1 day"),
+    "reminder:*": expires("past the last lot's expiry (workers/ledger.py)"),
+    "msgid:*": expires("as its reminder's record"),
+    "backfill": owned("workers/backfill.py start replaces it; " + UNINSTALL),
+    "backfill:pending": owned("workers/budget.py dispatch takes each customer; " + UNINSTALL),
+    "backfill:reading": owned("workers/backfill.py read_done removes each read"),
+    "backfill:seen": owned("workers/backfill.py deletes it when the run ends (done or failed)"),
+    "backfill:listing": expires("a lock, 60 s"),
+    "read-at": owned("workers/backfill.py resync removes customers past DATA_RETENTION_DAYS"),
+}
+
+
+def lifetime(prefix: str, key: str) -> Lifetime | None:
+    """The documented lifetime of a key as found in Redis, or None: a key nobody documented."""
+    if not key.startswith(prefix):
+        return None
+    name = key[len(prefix):]
+    table = SHARED_LIFETIMES
+    if name.startswith("{store:") and "}:" in name:
+        name, table = name.split("}:", 1)[1], STORE_LIFETIMES
+    return next((found for pattern, found in table.items() if fnmatch.fnmatchcase(name, pattern)), None)
+
 
 # What an operator still needs after a store uninstalled: no personal data in any of them.
 KEPT_AFTER_UNINSTALL = ("state", "config", "counters", "stats", "statuses", "app-event-at", "app-settings",

@@ -155,7 +155,7 @@ class RedisStateCollector:
                 pipe.zcount(k.budget_plan, now - s.plan_window_seconds, "+inf")
                 pipe.zcount(k.budget_customer, now - s.customer_window_seconds, "+inf")
                 pipe.zcard(k.inbox)
-                pipe.zcard(k.dead)
+                pipe.zcount(k.dead, f"{time.time()}", "+inf")  # scored by expiry, on Redis's clock (ledger.py)
                 pipe.hget(k.config, "plan_limit")
             answers = pipe.execute()
             alarms = [key.decode() if isinstance(key, bytes) else key

@@ -320,7 +320,8 @@ class StoreRegistry:
             "counters": self.counters(merchant_id),
             "loyalty_app_missing": self.loyalty_missing(merchant_id),
             "blocked_until": _text(self.redis.get(k.blocked_until)),
-            "dead_letters": int(self.redis.zcard(k.dead)),
+            # scored by when each record expires: one past it is gone (workers/ledger.py)
+            "dead_letters": int(self.redis.zcount(k.dead, f"{time.time()}", "+inf")),
             "settings_rejected": self.settings_rejected(merchant_id),
             "settings_error": _text(self.redis.hget(k.app_settings, "error")),
         }

@@ -29,7 +29,8 @@ import uuid
 from service.events import EventError, customer_from
 from workers.oauth import OperatorActionNeeded, StoreNotAuthorized, usable
 from workers.runtime import Runtime
-from workers.salla_client import SallaPermanentError, SallaTransientError, SallaUnauthorized
+from workers.salla_client import SallaForbidden, SallaPermanentError, SallaTransientError, SallaUnauthorized
+from workers.salla_refusals import BLOCKED, FORBIDDEN_HOLD_SECONDS, forbidden_reason
 
 log = logging.getLogger(__name__)
 
@@ -144,6 +145,15 @@ def _list_page(rt: Runtime, merchant_id: int) -> str:
             return _fail(rt, merchant_id, f"GET /customers page {page} kept failing: {exc}")
         return "retry"
     except SallaPermanentError as exc:
+        answered_before = page > 1 or bool(rt.store.exists(k.loyalty_ok))
+        if isinstance(exc, SallaForbidden) and forbidden_reason(exc.code, exc.detail, answered_before) == BLOCKED:
+            # Salla blocked the store for now (workers/salla_refusals.py): the same page after the
+            # hold the reads wait out too, the run goes on.
+            rt.budget.block_until(merchant_id, now + FORBIDDEN_HOLD_SECONDS, now)
+            rt.store.hset(k.backfill, "last_error", str(exc)[:300])
+            log.warning("merchant=%s: backfill page %d: Salla answered 403, read as a temporary block: %s",
+                        merchant_id, page, exc)
+            return "retry"
         return _fail(rt, merchant_id, f"GET /customers page {page} refused: {exc}")
 
     customers = []
@@ -182,6 +192,7 @@ def _list_page(rt: Runtime, merchant_id: int) -> str:
 def _fail(rt: Runtime, merchant_id: int, reason: str) -> str:
     k = rt.keys.store(merchant_id)
     rt.store.hset(k.backfill, mapping={"state": FAILED, "error": reason[:300], "finished_at": f"{rt.clock():.0f}"})
+    rt.store.delete(k.backfill_seen)  # who was listed matters only while the run goes
     rt.registry.count(merchant_id, "backfills_failed")
     log.error("merchant=%s: backfill stopped: %s", merchant_id, reason)
     return "failed"
@@ -192,7 +203,10 @@ def _finish_if_empty(rt: Runtime, merchant_id: int) -> None:
     if rt.store.zcard(k.backfill_pending) or rt.store.scard(k.backfill_reading):
         return
     if rt.store.hget(k.backfill, "state") in (RUNNING, RUNNING.encode()):
-        rt.store.hset(k.backfill, mapping={"state": DONE, "finished_at": f"{rt.clock():.0f}"})
+        pipe = rt.store.pipeline()
+        pipe.hset(k.backfill, mapping={"state": DONE, "finished_at": f"{rt.clock():.0f}"})
+        pipe.delete(k.backfill_seen)  # every store's customer ids, needed only while the run goes
+        pipe.execute()
         log.info("merchant=%s: backfill done", merchant_id)
 
 
@@ -278,7 +292,16 @@ def resync(rt: Runtime, now: float) -> dict:
     forgotten = stale_queued = 0
     for merchant_id in rt.registry.merchants():
         k = rt.keys.store(merchant_id)
-        forgotten += int(rt.store.zremrangebyscore(k.read_at, "-inf", now - s.data_retention_days * 86400))
+        # Customers not read for the retention period: their read time goes, and with it what the
+        # store's hashes keep per customer (pages of history, attempts, a waiting read's label).
+        expired = [_text(c) for c in rt.store.zrangebyscore(k.read_at, "-inf", now - s.data_retention_days * 86400)]
+        if expired:
+            pipe = rt.store.pipeline()
+            pipe.zrem(k.read_at, *expired)
+            for key in (k.pages, k.attempts, k.correlation):
+                pipe.hdel(key, *expired)
+            pipe.execute()
+        forgotten += len(expired)
         if not usable(rt.registry, merchant_id) or rt.registry.loyalty_missing(merchant_id) \
                 or rt.registry.config(merchant_id).get("paused"):
             continue

@@ -327,7 +327,7 @@ class Budget:
         k = self.keys.store(merchant_id)
         pipe = self.redis.pipeline(transaction=True)
         pipe.zcard(k.pending)
-        pipe.delete(k.pending, k.pages, k.inflight, k.backfill_pending, k.backfill_reading)
+        pipe.delete(k.pending, k.pages, k.inflight, k.backfill_pending, k.backfill_reading, k.correlation)
         dropped = pipe.execute()[0]
         self.redis.srem(self.keys.backlog, merchant_id)
         return int(dropped)

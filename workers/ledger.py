@@ -41,6 +41,7 @@ drop marks; cancelled, it goes (the lots are free again).
 from __future__ import annotations
 
 import json
+import time
 from dataclasses import dataclass
 
 import redis
@@ -103,10 +104,24 @@ redis.call('HINCRBY', KEYS[4], 'reminders_sent', 1)
 return 1
 """
 
+# A dead letter is listed in the store's `dead` sorted set scored by the unix time its record
+# expires (Redis's own clock: the record's TTL runs on it), so that a record gone by itself is
+# gone from the counts too (ZCOUNT from now; Ledger.dead_letters trims the rest); the set itself
+# lives as long as its longest-lived record.
+_ADD_DEAD = """
+local function add_dead(record, dead, id)
+  local ttl = redis.call('PTTL', record)
+  if ttl <= 0 then ttl = 400 * 86400 * 1000 end
+  local clock = redis.call('TIME')
+  redis.call('ZADD', dead, tonumber(clock[1]) + tonumber(clock[2]) / 1e6 + ttl / 1000, id)
+  if redis.call('PTTL', dead) < ttl then redis.call('PEXPIRE', dead, ttl) end
+end
+"""
+
 # KEYS: record, marks, counters, dead. ARGV: id, now, new state, error, counter.
 # dead: the claim stays (the stage is not queued again while an operator decides);
 # dropped: the claim becomes drop marks; cancelled: the claim goes.
-_FINISH = """
+_FINISH = _ADD_DEAD + """
 local state = redis.call('HGET', KEYS[1], 'state')
 if not state or state == 'sent' or state == ARGV[3] then return 0 end
 if ARGV[3] ~= 'cancelled' then
@@ -120,7 +135,7 @@ redis.call('HSET', KEYS[1], 'state', ARGV[3], 'updated_at', ARGV[2])
 if ARGV[4] ~= '' then redis.call('HSET', KEYS[1], 'last_error', ARGV[4]) end
 local claim = 'p:' .. ARGV[1]
 if ARGV[3] == 'dead' then
-  redis.call('ZADD', KEYS[4], ARGV[2], ARGV[1])
+  add_dead(KEYS[1], KEYS[4], ARGV[1])
 else
   redis.call('ZREM', KEYS[4], ARGV[1])
 end
@@ -161,7 +176,7 @@ return 0
 # A channel that sent reports a failure later (workers/fallback.py decides what it does). The
 # compare-and-set on `ch:<channel> = sent` makes it happen once: a repeated failure finds it
 # failed already. A failure after delivered or read is kept (the shopper got it).
-_LATE_FAILURE = """
+_LATE_FAILURE = _ADD_DEAD + """
 local ch = 'ch:' .. ARGV[1]
 if redis.call('HGET', KEYS[1], ch) ~= 'sent' then return 'same' end
 local st = redis.call('HGET', KEYS[1], 'st:' .. ARGV[1])
@@ -180,7 +195,7 @@ if ARGV[3] == 'move_on' then
 end
 if state == 'sent' then
   redis.call('HSET', KEYS[1], 'state', 'dead', 'last_error', ARGV[7])
-  redis.call('ZADD', KEYS[4], ARGV[4], ARGV[6])
+  add_dead(KEYS[1], KEYS[4], ARGV[6])
   redis.call('HINCRBY', KEYS[3], 'reminders_dead', 1)
   return 'dead'
 end
@@ -479,7 +494,10 @@ class Ledger:
         return self.get(merchant_id, reminder_id)
 
     def dead_letters(self, merchant_id: int, limit: int = 100) -> list[Record]:
-        ids = self.redis.zrange(self.keys.store(merchant_id).dead, 0, limit - 1)
+        """The store's dead letters whose record still lives, the soonest to expire first."""
+        dead = self.keys.store(merchant_id).dead
+        self.redis.zremrangebyscore(dead, "-inf", f"({time.time()}")  # their records expired (wall clock, as Redis)
+        ids = self.redis.zrange(dead, 0, limit - 1)
         records = [self.get(merchant_id, rid.decode() if isinstance(rid, bytes) else rid) for rid in ids]
         return [record for record in records if record is not None]
 

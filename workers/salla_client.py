@@ -27,10 +27,11 @@ class SallaTransientError(SallaError):
 
 
 class SallaPermanentError(SallaError):
-    def __init__(self, message: str, status: int, code: str | None = None):
+    def __init__(self, message: str, status: int, code: str | None = None, detail: str = ""):
         super().__init__(message)
         self.status = status
         self.code = code
+        self.detail = detail  # Salla's own error message: what a 403 means depends on it
 
 
 class SallaUnauthorized(SallaPermanentError):
@@ -42,7 +43,8 @@ class SallaUnauthorized(SallaPermanentError):
 
 
 class SallaForbidden(SallaPermanentError):
-    """403: on the loyalty endpoint, taken to mean the store has no Customer Loyalty app."""
+    """403: refused, or temporarily blocked (Salla's Responses page); workers/salla_refusals.py
+    tells the two apart."""
 
 
 class SallaNotFound(SallaPermanentError):
@@ -140,6 +142,12 @@ class SallaClient:
         data = answer.get("data")
         return data if isinstance(data, dict) else {}
 
+    def update_webhook(self, token: str, webhook_id: int, body: dict) -> dict:
+        """PUT /webhooks/{id} (Update Webhook): where the security strategy and secret are set."""
+        answer = self._send("PUT", f"/webhooks/{int(webhook_id)}", token, None, body)
+        data = answer.get("data")
+        return data if isinstance(data, dict) else {}
+
     def _get(self, path: str, token: str, params: dict, observe=None) -> dict:
         return self._send("GET", path, token, params, None, observe)
 
@@ -168,7 +176,7 @@ class SallaClient:
         if status >= 400:
             code, message = _error_of(response)
             error = {401: SallaUnauthorized, 403: SallaForbidden, 404: SallaNotFound}.get(status, SallaPermanentError)
-            raise error(f"{method} {path}: {status} {code}: {message}", status=status, code=code)
+            raise error(f"{method} {path}: {status} {code}: {message}", status=status, code=code, detail=message)
         try:
             body = response.json()
         except ValueError:

@@ -18,7 +18,7 @@ import redis
 
 from service.events import Customer, event_time
 from service.loyalty import Lot, parse_history
-from workers import backfill, reminding
+from workers import backfill, reminding, salla_refusals
 from workers.backoff import retry_countdown
 from workers.oauth import OperatorActionNeeded, StoreNotAuthorized, usable
 from workers.runtime import Runtime
@@ -28,6 +28,7 @@ from workers.salla_client import (BudgetExhausted, SallaForbidden, SallaNotFound
 log = logging.getLogger(__name__)
 
 ALARM_RETRY_SECONDS = 300  # a read waiting for an operator (service/alarms.py) looks again this often
+FORBIDDEN_HOLD_SECONDS = salla_refusals.FORBIDDEN_HOLD_SECONDS  # a 403 read as a temporary block
 
 
 @dataclass
@@ -88,11 +89,21 @@ def _log_event(message: dict, merchant_id: int, customer_id: int, outcome: str) 
     log.info("event %s of merchant=%s customer=%s: %s", message.get("event"), merchant_id, customer_id, outcome)
 
 
+# The correlation hash lives this long after its last write: a read waits far less, and a field
+# left by a read that never finished (dropped with its store's queue, a lost task) is only a log
+# label, so it may go with the hash instead of living on.
+CORRELATION_KEEP_SECONDS = 86400
+
+
 def remember_correlation(rt: Runtime, merchant_id: int, customer_id: int, cid: str | None) -> None:
     """The read a webhook queued carries the webhook's correlation id (its first one: later
     events for the same customer join that read). Removed when the read is over."""
     if cid:
-        rt.store.hset(rt.keys.store(merchant_id).correlation, str(customer_id), cid)
+        key = rt.keys.store(merchant_id).correlation
+        pipe = rt.store.pipeline(transaction=False)
+        pipe.hset(key, str(customer_id), cid)
+        pipe.expire(key, CORRELATION_KEEP_SECONDS)
+        pipe.execute()
 
 
 def correlation_of(rt: Runtime, merchant_id: int, customer_id: int) -> str | None:
@@ -190,6 +201,8 @@ def _sync(rt: Runtime, merchant_id: int, customer_id: int, pages_paid: int, send
     except SallaTransientError as exc:
         return _transient(rt, merchant_id, customer_id, exc, lease)
     except SallaPermanentError as exc:
+        if isinstance(exc, SallaForbidden) and _temporary_block(rt, merchant_id, exc):
+            return _hold(rt, merchant_id, customer_id, exc, lease)
         _permanent(rt, merchant_id, customer_id, exc)
         budget.done(merchant_id, customer_id, lease=lease)
         return SyncResult("failed", detail=str(exc))
@@ -274,11 +287,29 @@ def _transient(rt: Runtime, merchant_id: int, customer_id: int, exc: Exception, 
     return SyncResult("requeued", detail=str(exc))
 
 
+def _temporary_block(rt: Runtime, merchant_id: int, exc: SallaForbidden) -> bool:
+    answered_before = bool(rt.store.exists(rt.keys.store(merchant_id).loyalty_ok))
+    return salla_refusals.forbidden_reason(exc.code, exc.detail, answered_before) == salla_refusals.BLOCKED
+
+
+def _hold(rt: Runtime, merchant_id: int, customer_id: int, exc: SallaForbidden, lease: str | None) -> SyncResult:
+    """Salla blocked the store for now: the store waits, this read goes back in line (no attempt
+    spent: not the customer's fault) and every other queued read stays queued."""
+    now = rt.clock()
+    rt.budget.block_until(merchant_id, now + FORBIDDEN_HOLD_SECONDS, now)
+    rt.budget.retry_later(merchant_id, customer_id, now + FORBIDDEN_HOLD_SECONDS, lease=lease)
+    rt.registry.count(merchant_id, "salla_403_held")
+    log.warning("merchant=%s: Salla answered 403 (%s), read as a temporary block; the store waits %ds, "
+                "its reads stay queued", merchant_id, exc.detail or exc.code, FORBIDDEN_HOLD_SECONDS)
+    return SyncResult("requeued", detail=str(exc))
+
+
 def _permanent(rt: Runtime, merchant_id: int, customer_id: int, exc: SallaPermanentError) -> None:
     registry = rt.registry
     loyalty_ok = rt.store.exists(rt.keys.store(merchant_id).loyalty_ok)
-    # 403, or a 404 from a store whose loyalty endpoint never answered: the Customer Loyalty
-    # app is missing (Salla does not document that answer). Stop polling the store a while.
+    # A 403 that workers/salla_refusals.py reads as "no app", or a 404 from a store whose loyalty
+    # endpoint never answered: the Customer Loyalty app is missing (Salla does not document
+    # that answer). Stop polling the store a while.
     if isinstance(exc, SallaForbidden) or (isinstance(exc, SallaNotFound) and not loyalty_ok):
         registry.mark_loyalty_missing(merchant_id, rt.settings.loyalty_missing_retry_seconds)
         registry.count(merchant_id, "loyalty_app_missing")

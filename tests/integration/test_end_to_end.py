@@ -65,6 +65,9 @@ def test_signed_order_becomes_exactly_one_reminder(web, worker, sandbox, reminde
     assert len(reminders.received) == 1
     assert reads_of(sandbox, 1001) == 2
     assert "reminder " in worker.log_text()  # the log channel's line
+    # Issue 15 item 19: every key this real run left in Redis has a TTL or a documented owner.
+    from tests.unit.test_key_lifetimes import undocumented_or_immortal
+    assert undocumented_or_immortal(store, "lpr:") == []
 
 
 def test_multi_page_histories_quirky_shapes_and_several_stages(web, worker, sandbox, reminders):

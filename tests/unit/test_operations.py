@@ -6,14 +6,16 @@ from datetime import datetime, timedelta, timezone
 import fakeredis
 import pytest
 import requests
+import responses
 
 from devkit.sandbox import create_app as create_sandbox, serve_in_thread
 from service.app import create_app
 from service.cli import main as cli
 from service.events import Customer
 from service.loyalty import Lot
+from service.signatures import sign, verify_delivery
 from service.stores import UNINSTALLED
-from tests.conftest import TOKEN_KEY, make_settings
+from tests.conftest import TOKEN_KEY, WEBHOOK_SECRET, make_settings, sample, sample_bytes
 from workers import backfill, lifecycle, personal_data, reminding, sync
 from workers.budget import Limits
 from workers.runtime import build_runtime
@@ -99,6 +101,17 @@ def test_salla_errors_on_the_customer_list(sandbox, status, outcome, state):
         assert backfill.list_page(rt, M) == "listed" and current["next_page"] == "1"
     if status == 429:  # Salla said wait: the store is blocked for Retry-After
         assert backfill.list_page(rt, M) == "no_budget"
+
+
+@responses.activate
+def test_a_403_block_on_the_customer_list_holds_the_backfill_instead_of_failing_it():
+    """Issue 15 item 21, for the backfill's GET /customers: Salla's "blocked" 403 is a hold."""
+    responses.get("https://api.salla.dev/admin/v2/customers", status=403, json=sample("errors.json")["403_blocked"])
+    rt = runtime()
+    backfill.start(rt.store, rt.keys, M, NOW.timestamp(), "test")
+    assert backfill.list_page(rt, M) == "retry"
+    assert backfill.state(rt.store, rt.keys, M)["state"] == "running" and rt.budget.blocked(M, NOW.timestamp() + 299)
+    assert not rt.budget.blocked(M, NOW.timestamp() + sync.FORBIDDEN_HOLD_SECONDS + 1)
 
 
 def test_a_wrong_token_fails_the_backfill_and_the_admin_api_refuses_uninstalled_stores(sandbox):
@@ -234,8 +247,54 @@ def test_subscribe_webhooks_registers_what_is_missing_once_over_http(sandbox):
     assert "secret" not in json.dumps(again["subscriptions"])
 
 
+def sandbox_rows(sandbox):
+    return requests.get(f"{sandbox.url}/_sandbox/merchant-api").json()["subscriptions"][str(M)]
+
+
+def test_subscriptions_are_registered_plainly_then_signed_with_our_secret_by_update(sandbox):
+    """Issue 15 item 22: Register Webhook documents no security fields (Salla then signs with a
+    secret of its own); PUT /webhooks/{id} sets ours. Proof: a delivery Salla would sign with
+    what it holds for each subscription passes our own verification."""
+    rt = build_runtime(subscription_settings(sandbox), fakeredis.FakeRedis(decode_responses=True), requests.Session())
+    result = subscribe(rt.client, "sandbox-token", rt.settings)
+    assert result["security_set"] == sorted(NEEDED_EVENTS)
+    body = sample_bytes("order.created.json")
+    for row in sandbox_rows(sandbox):
+        signed = {"X-Salla-Security-Strategy": "Signature", "X-Salla-Signature": sign(body, row["secret"])}
+        assert verify_delivery(rt.settings.webhook_strategy, rt.settings.webhook_secret, body, signed), row["event"]
+    assert WEBHOOK_SECRET not in json.dumps(result)
+
+
+def test_an_old_subscription_signed_with_sallas_own_secret_gets_ours(sandbox):
+    """Issue 15 item 22: one registered earlier (Salla's secret) is updated too, not left alone."""
+    url = "https://hooks.example.com/webhooks/salla"
+    requests.post(f"{sandbox.url}/webhooks/subscribe", headers={"Authorization": "Bearer sandbox-token"},
+                  json={"event": "order.created", "url": url, "security_strategy": "signature",
+                        "secret": WEBHOOK_SECRET}).raise_for_status()
+    assert sandbox_rows(sandbox)[0]["secret"] != WEBHOOK_SECRET  # Register ignored it, as Salla does
+    rt = build_runtime(subscription_settings(sandbox), fakeredis.FakeRedis(decode_responses=True), requests.Session())
+    result = subscribe(rt.client, "sandbox-token", rt.settings)
+    assert "order.created" in result["already_subscribed"] and "order.created" in result["security_set"]
+    assert {row["secret"] for row in sandbox_rows(sandbox)} == {WEBHOOK_SECRET}
+
+
+def test_the_token_strategy_is_set_and_checked_in_the_list(sandbox, monkeypatch):
+    """Issue 15 item 22: under Token the list shows the Authorization header Salla will send: it
+    must be our secret, else a clear error (here: an update that Salla did not apply)."""
+    settings = subscription_settings(sandbox, SALLA_WEBHOOK_STRATEGY="token")
+    rt = build_runtime(settings, fakeredis.FakeRedis(decode_responses=True), requests.Session())
+    subscribe(rt.client, "sandbox-token", rt.settings)
+    assert {(r["security_strategy"], r["secret"]) for r in sandbox_rows(sandbox)} == {("token", WEBHOOK_SECRET)}
+    other = build_runtime(subscription_settings(sandbox, SALLA_WEBHOOK_STRATEGY="token", SALLA_WEBHOOK_SECRET="rotated"),
+                          fakeredis.FakeRedis(decode_responses=True), requests.Session())
+    monkeypatch.setattr(other.client, "update_webhook", lambda token, webhook_id, body: {})
+    with pytest.raises(SubscriptionError, match="Authorization header is not our SALLA_WEBHOOK_SECRET") as raised:
+        subscribe(other.client, "sandbox-token", other.settings)
+    assert "rotated" not in str(raised.value) and WEBHOOK_SECRET not in str(raised.value)
+
+
 @pytest.mark.parametrize("route,status", [("webhooks", 500), ("webhooks", 403), ("subscribe", 503),
-                                          ("subscribe", 422), ("subscribe", 401)])
+                                          ("subscribe", 422), ("subscribe", 401), ("update", 404), ("update", 422)])
 def test_subscribe_webhooks_reports_salla_errors(sandbox, monkeypatch, capsys, route, status):
     requests.put(f"{sandbox.url}/_sandbox/route-faults", json={route: [status, status]}).raise_for_status()
     monkeypatch.setattr("service.cli.connect", lambda settings: fakeredis.FakeRedis(decode_responses=True))
@@ -257,3 +316,26 @@ def test_subscribe_webhooks_needs_a_public_url_and_salla_refuses_a_local_one(san
     from workers.salla_client import SallaPermanentError
     with pytest.raises(SallaPermanentError, match="422"):
         subscribe(local.client, "sandbox-token", local.settings)
+
+
+def test_a_403_block_from_the_sandbox_holds_the_store_over_http(sandbox):
+    """Issue 15 item 21, over HTTP: the sandbox answers Salla's "blocked" 403 (a fault); the read
+    waits out the hold with nothing dropped, then goes out."""
+    requests.put(f"{sandbox.url}/_sandbox/faults", json={"stores": {str(M): {"fail_next": [403]}}}).raise_for_status()
+    now = [NOW.timestamp()]
+    rt = build_runtime(make_settings(SALLA_API_BASE_URL=sandbox.url, SYNC_DEBOUNCE_SECONDS="0"),
+                       fakeredis.FakeRedis(decode_responses=True), requests.Session(), clock=lambda: now[0])
+    reads = []
+    customer = {"id": 500, "name": "x", "mobile": "+966500000500", "email": None, "notifications_enabled": None}
+    assert sync.accept_event(rt, {"event": "order.created", "merchant_id": M, "customer": customer}) == "queued"
+
+    def read_all():
+        sync.pump(rt, M, lambda m, c, pages, lease: reads.append((c, pages, lease)), lambda m, wait: None)
+        outcomes = [sync.sync_customer(rt, M, c, pages, lambda *a: None, lease=lease).outcome for c, pages, lease in reads]
+        reads.clear()
+        return outcomes
+
+    assert read_all() == ["requeued"] and not rt.registry.loyalty_missing(M)
+    assert read_all() == []  # held
+    now[0] += sync.FORBIDDEN_HOLD_SECONDS + 1
+    assert read_all() == ["read"]

@@ -406,3 +406,15 @@ def test_standalone_sandbox_serves_and_stops_cleanly_on_sigterm(http):
             process.communicate()
     assert process.returncode == 0, errors
     assert rest == "sandbox: stopped\n"
+
+
+def test_a_page_has_the_fields_of_sallas_example_page(http, server):
+    """Issue 15 (fakes): the sandbox's loyalty page has the envelope, pagination and row fields of
+    Salla's documented example (samples/loyalty-points.page1.json), not only what our parser reads."""
+    example = json.loads((FIXTURES / "samples" / "loyalty-points.page1.json").read_text(encoding="utf-8"))
+    body = get_points(http, server, customer_id=1001).json()
+    assert set(body) == set(example) and set(body["pagination"]) == set(example["pagination"])
+    example_fields = {name for row in example["data"] for name in row}
+    assert body["data"] and all(set(row) <= example_fields for row in body["data"])
+    assert all({"name", "points", "used_points", "status", "created_at", "expiry_date"} <= set(row)
+               for row in body["data"])

@@ -1,8 +1,9 @@
 """The sandbox's stores, OAuth token endpoint, rate limits and faults, over real HTTP.
 
 The 429, 403 and injected 5xx answers have no schema in Salla's OpenAPI contract (Salla documents
-none), so their bodies are checked against the sandbox's own constants instead; the answers the
-contract does describe are checked in tests/unit/test_sandbox.py.
+none), so their bodies are checked against the fixtures of Salla's documented envelopes
+(tests/fixtures/salla/SOURCES.md); the answers the contract does describe are checked in
+tests/unit/test_sandbox.py.
 """
 from __future__ import annotations
 
@@ -19,7 +20,6 @@ import requests
 
 from devkit.sandbox import (
     DEFAULT_MERCHANT_ID,
-    LOYALTY_APP_MISSING,
     TOO_MANY_REQUESTS,
     Faults,
     StoreSpec,
@@ -196,7 +196,7 @@ def test_an_expired_token_and_a_missing_scope_get_different_401s(http):
         assert points(http, server, store(http, server, 101)["access_token"]).status_code == 401
 
 
-@pytest.mark.parametrize(("status", "body"), [(403, LOYALTY_APP_MISSING), (404, ERRORS["404"])])
+@pytest.mark.parametrize(("status", "body"), [(403, ERRORS["403_not_allowed"]), (404, ERRORS["404"])])
 def test_a_store_without_the_loyalty_app(http, status, body):
     with sandbox(StoreSpec(104, "at-104", loyalty_app=False, missing_app_status=status)) as server:
         response = points(http, server, "at-104")
@@ -344,3 +344,69 @@ def test_unknown_store_and_clashing_constructor_arguments():
     with pytest.raises(ValueError):
         create_app(now=NOW, stores=[A, StoreSpec(101, "other")])
     create_app(now=NOW, token=None, stores=[StoreSpec(1, "sandbox-token")])
+
+
+WEBHOOKS = json.loads((Path(__file__).resolve().parents[1] / "fixtures" / "salla" / "webhooks-api.json")
+                      .read_text(encoding="utf-8"))
+HOOK_URL = "https://hooks.example.com/webhooks/salla"
+
+
+def test_the_sandbox_answers_salla_errors_as_documented():
+    """Issue 15 (fakes): the sandbox's envelopes are the fixtures' (Salla's documented ones)."""
+    assert TOO_MANY_REQUESTS == ERRORS["429"]
+
+
+def test_a_403_fault_is_sallas_temporary_block(http):
+    with sandbox(store_faults={101: Faults(fail_next=[403])}) as server:
+        blocked = points(http, server, "at-101")
+        assert blocked.status_code == 403 and blocked.json() == ERRORS["403_blocked"]
+        assert points(http, server, "at-101").status_code == 200
+
+
+def webhook_call(http, server, method, path, token="at-101", **kwargs):
+    return http.request(method, f"{server.url}{path}", headers={"Authorization": f"Bearer {token}"}, timeout=5,
+                        **kwargs)
+
+
+def sandbox_rows(http, server, merchant_id=101):
+    return http.get(f"{server.url}/_sandbox/merchant-api", timeout=5).json()["subscriptions"][str(merchant_id)]
+
+
+def test_register_update_and_list_webhooks_answer_as_documented(http):
+    """Issue 15 item 22: Register Webhook takes the documented fields and answers in the shape of
+    Salla's example; security fields sent to it are ignored (Salla then signs with a secret of
+    its own); Update Webhook sets them; the list shows the Register example's fields."""
+    with sandbox() as server:
+        body = {**WEBHOOKS["register_request"], "url": HOOK_URL, "security_strategy": "token", "secret": "ours"}
+        registered = webhook_call(http, server, "POST", "/webhooks/subscribe", json=body)
+        assert registered.status_code == 200
+        answer = registered.json()
+        assert set(answer) == set(WEBHOOKS["register"]) and answer["status"] == 200 and answer["success"] is True
+        assert list(answer["data"]) == list(WEBHOOKS["register"]["data"])
+        [row] = sandbox_rows(http, server)
+        assert row["security_strategy"] == "signature" and row["secret"] != "ours"  # Salla's own secret
+        updated = webhook_call(http, server, "PUT", f"/webhooks/{answer['data']['id']}",
+                               json=WEBHOOKS["update_request"])
+        assert updated.status_code == 200 and list(updated.json()["data"]) == list(WEBHOOKS["update"]["data"])
+        [row] = sandbox_rows(http, server)
+        assert (row["security_strategy"], row["secret"]) == ("token", WEBHOOKS["update_request"]["secret"])
+        listed = webhook_call(http, server, "GET", "/webhooks").json()
+        assert set(listed) == set(WEBHOOKS["list"]) and set(listed["pagination"]) == set(WEBHOOKS["list"]["pagination"])
+        [shown] = listed["data"]
+        assert list(shown) == list(WEBHOOKS["list"]["data"][0])
+        assert shown["headers"] == {"Authorization": WEBHOOKS["update_request"]["secret"]}
+
+
+def test_update_webhook_refuses_what_salla_refuses(http):
+    with sandbox() as server:
+        made = webhook_call(http, server, "POST", "/webhooks/subscribe", json={"event": "order.created", "url": HOOK_URL})
+        webhook_id = made.json()["data"]["id"]
+        unknown = webhook_call(http, server, "PUT", f"/webhooks/{webhook_id + 99}", json={"name": "x"})
+        assert unknown.status_code == 404 and unknown.json() == ERRORS["404"]
+        other_store = webhook_call(http, server, "PUT", f"/webhooks/{webhook_id}", token="at-102", json={"name": "x"})
+        assert other_store.status_code == 404
+        for bad in ({"security_strategy": "signature"}, {"security_strategy": "basic", "secret": "s"},
+                    {"url": "http://localhost/x"}, {"headers": {"a": "b"}}):
+            refused = webhook_call(http, server, "PUT", f"/webhooks/{webhook_id}", json=bad)
+            assert refused.status_code == 422 and refused.json()["error"]["message"] == "alert.invalid_fields", bad
+        assert webhook_call(http, server, "PUT", f"/webhooks/{webhook_id}", token="nope", json={}).status_code == 401

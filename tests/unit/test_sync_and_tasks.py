@@ -11,7 +11,7 @@ from service.celery_config import HANDLE_EVENT_TASK, SYNC_TASK, VISIBILITY_TIMEO
 from service.reminders import reminder_id
 from service.stores import NEEDS_REAUTH
 from service.tokens import StoreTokens
-from tests.conftest import make_settings
+from tests.conftest import make_settings, sample
 from workers import sync
 from workers.backoff import MAX_BACKOFF_SECONDS, MAX_TASK_COUNTDOWN_SECONDS, retry_countdown
 from workers.runtime import build_runtime
@@ -213,8 +213,7 @@ def test_other_4xx_are_permanent_and_recorded_with_store_and_customer(rt, caplog
     assert rt.registry.counters(M)["sync_errors"] == 1
 
 
-@pytest.mark.parametrize("status, loyalty_ok, missing", [(403, False, True), (403, True, True),
-                                                         (404, False, True), (404, True, False)])
+@pytest.mark.parametrize("status, loyalty_ok, missing", [(403, False, True), (404, False, True), (404, True, False)])
 @responses.activate
 def test_a_store_without_the_loyalty_app_is_remembered(rt, status, loyalty_ok, missing):
     if loyalty_ok:
@@ -225,6 +224,46 @@ def test_a_store_without_the_loyalty_app_is_remembered(rt, status, loyalty_ok, m
     if missing:
         assert sync.accept_event(rt, event()) == "no_loyalty_app"
         assert len(responses.calls) == 1  # not polled again
+
+
+ERRORS = sample("errors.json")  # Salla's documented error envelopes (tests/fixtures/salla/SOURCES.md)
+
+
+@pytest.mark.parametrize("body, loyalty_ok", [(ERRORS["403_blocked"], False), (ERRORS["403_blocked"], True),
+                                              (ERRORS["403_not_allowed"], True)])
+@responses.activate
+def test_a_403_that_is_a_temporary_block_holds_the_store_and_drops_nothing(rt, clock, body, loyalty_ok):
+    """Issue 15 item 21: Salla documents 403 as "refusing it (blocked due to many errors in
+    particular time) or the access is not allowed". A block (said so, or a store read before)
+    is a short hold: no read of the store is dropped, and they all go out after the hold."""
+    if loyalty_ok:
+        rt.store.set(rt.keys.store(M).loyalty_ok, "1")
+    responses.get(URL, status=403, json=body)
+    responses.get(URL, json=answer([row(timedelta(days=3))]))
+    rec = Recorder(rt)
+    sync.accept_event(rt, event())
+    sync.accept_event(rt, event(dict(CUSTOMER, id=C + 1)))  # a second customer of the store, queued
+    sync.pump(rt, M, rec.send_sync, rec.schedule_pump)
+    results = [rec.read(*rec.syncs.pop(0)) for _ in range(len(rec.syncs))]
+    assert results[0].outcome == "requeued"
+    assert not rt.registry.loyalty_missing(M) and rt.registry.counters(M)["salla_403_held"] == 1
+    assert sync.accept_event(rt, event(dict(CUSTOMER, id=C + 2))) == "queued"  # events still count
+    assert sync.pump(rt, M, rec.send_sync, rec.schedule_pump) == 0  # the store waits out the hold
+    assert rec.pumps[-1][1] == pytest.approx(sync.FORBIDDEN_HOLD_SECONDS, abs=1)
+    clock.now += sync.FORBIDDEN_HOLD_SECONDS + 1
+    sync.pump(rt, M, rec.send_sync, rec.schedule_pump)
+    assert sorted(c for _, c, _ in rec.syncs) == [C, C + 1, C + 2]  # nothing was dropped
+    assert {rec.read(*read).outcome for read in rec.syncs} == {"read"}
+
+
+@responses.activate
+def test_a_403_from_a_store_never_read_is_a_missing_loyalty_app(rt):
+    """Issue 15 item 21: the other shape. "The access is not allowed" from a store whose loyalty
+    endpoint never answered means the Customer Loyalty app is missing: left alone a while."""
+    responses.get(URL, status=403, json=ERRORS["403_not_allowed"])
+    _, [result] = run_once(rt)
+    assert result.outcome == "failed" and rt.registry.loyalty_missing(M)
+    assert rt.registry.counters(M)["loyalty_app_missing"] == 1
 
 
 @responses.activate
