@@ -112,11 +112,16 @@ def test_bad_signature_is_401_and_not_queued(client, queue, caplog):
 
 
 def test_token_strategy(store, queue):
+    """Issue 15 item 24: the Token strategy takes `Authorization: <secret>` and `Bearer <secret>`."""
     client = client_for(store, queue, SALLA_WEBHOOK_STRATEGY="token")
     body = sample_bytes("customer.updated.json")
     assert client.post("/webhooks/salla", data=body, headers={"Authorization": WEBHOOK_SECRET}).status_code == 200
     assert client.post("/webhooks/salla", data=body, headers={"Authorization": "nope"}).status_code == 401
-    assert len(queue.messages) == 1
+    assert client.post("/webhooks/salla", data=body, headers={"Authorization": "Bearer nope"}).status_code == 401
+    other = body.replace(b"}", b" }", 1)  # another delivery (not a repeat of the first)
+    bearer = client.post("/webhooks/salla", data=other, headers={"Authorization": f"Bearer {WEBHOOK_SECRET}"})
+    assert bearer.status_code == 200 and bearer.get_json() == {"status": "queued"}
+    assert client.application.extensions["reminder_service"].intake.waiting(1305146709) == 2
 
 
 def test_none_strategy_is_an_opt_in(store, queue):
