@@ -301,7 +301,9 @@ def store_statuses(merchant_id: int):
 def preview(merchant_id: int):
     """{"customer_id": C, "channel": X?, "lang": "ar"|"en"?}: what would be sent; nothing is."""
     deps = _deps()
-    body = request.get_json(silent=True) or {}
+    body = request.get_json(silent=True)
+    if not isinstance(body, dict):
+        return jsonify(error="bad_request", message='send a JSON object: {"customer_id": C}'), 400
     customer = body.get("customer_id")
     if not isinstance(customer, int) or isinstance(customer, bool):
         return jsonify(error="bad_request", message="customer_id must be a number"), 400
@@ -316,7 +318,9 @@ def preview(merchant_id: int):
 def send_test(merchant_id: int):
     """{"to": e-mail or +9665..., "channel": X?, "lang": "ar"|"en"?}: one sample reminder, outside the ledger."""
     deps = _deps()
-    body = request.get_json(silent=True) or {}
+    body = request.get_json(silent=True)
+    if not isinstance(body, dict):
+        body = {}  # "to" is missing: the 400 below says what to send
     if not isinstance(body.get("to"), str) or not body["to"].strip():
         return jsonify(error="bad_request", message="to must be an e-mail address or a mobile number"), 400
     try:

@@ -18,6 +18,7 @@ from service.expiry import due_groups
 from service.store_policy import policy_for
 from service.messages import SAMPLE_REMINDER
 from service.reminders import build_reminder
+from service.settings import CHANNELS, LANGUAGES
 from service.stores import ConfigError
 from workers.channels import ChannelDirectory, LogChannel, UnconfiguredChannel, WebhookChannel
 from workers.ledger import Ledger
@@ -93,8 +94,18 @@ def render_for(channel, reminder: dict) -> dict:
     return {}
 
 
+def check_choices(channel, language) -> None:
+    """An operator's channel and language (admin API, CLI: untrusted input): one of ours or
+    absent, else ConfigError (a 400), never a crash further in."""
+    if channel is not None and (not isinstance(channel, str) or channel not in CHANNELS):
+        raise ConfigError(f"channel must be one of {', '.join(CHANNELS)}")
+    if language is not None and (not isinstance(language, str) or language not in LANGUAGES):
+        raise ConfigError(f"lang must be one of {', '.join(LANGUAGES)}")
+
+
 def preview(store, settings, directory: ChannelDirectory, merchant_id: int, customer_id: int,
             channel: str | None = None, language: str | None = None, now: datetime | None = None) -> dict:
+    check_choices(channel, language)
     now = now or datetime.now(timezone.utc)
     ledger = Ledger(store, settings.redis_key_prefix)
     customer = Profiles(store, settings.redis_key_prefix).load(merchant_id, customer_id)
@@ -117,6 +128,7 @@ def preview(store, settings, directory: ChannelDirectory, merchant_id: int, cust
 def send_test(directory: ChannelDirectory, merchant_id: int, to: str, channel: str | None = None,
               language: str | None = None, name: str = "") -> dict:
     """Send one sample reminder to `to` (an e-mail address or a mobile number in E.164)."""
+    check_choices(channel, language)
     is_email = "@" in to
     stored, policy = directory.build(merchant_id)
     if channel is None:
