@@ -15,7 +15,7 @@ import redis
 import requests
 from flask import Blueprint, abort, current_app, jsonify, request
 
-from service import admin_guard, metrics
+from service import admin_guard, health, metrics
 from service.celery_config import PUMP_TASK
 from service.channel_settings import ChannelSettings
 from service.queue import QueueUnavailable
@@ -388,6 +388,12 @@ def forget_customer(merchant_id: int, customer_id: int):
 
 
 # -- operator alarms ------------------------------------------------------------------------------
+@bp.get("/health")
+def health_details():
+    """What /readyz tells the public as up or down, with the details: beat, the alarms' texts."""
+    return jsonify(health.readiness_details(_deps()))
+
+
 @bp.get("/alarms")
 def alarms():
     return jsonify(alarms=_deps().alarms.active())
