@@ -20,7 +20,8 @@ from service.messages import SAMPLE_REMINDER
 from service.reminders import build_reminder
 from service.settings import CHANNELS, LANGUAGES
 from service.stores import ConfigError
-from workers.channels import ChannelDirectory, LogChannel, UnconfiguredChannel, WebhookChannel
+from workers.channels import (ChannelDirectory, DeliveryPermanentError, LogChannel, UnconfiguredChannel,
+                              WebhookChannel)
 from workers.ledger import Ledger
 from workers.profiles import Profiles
 from workers.providers.base import email_address, mobile_digits
@@ -142,10 +143,17 @@ def send_test(directory: ChannelDirectory, merchant_id: int, to: str, channel: s
                         to if is_email else None, True)
     reminder = sample_reminder(merchant_id, customer, lang, datetime.now(timezone.utc))
     [built], _ = directory.build(merchant_id, [channel])
-    if channel == "email":
-        email_address(reminder)
-    elif channel in ("whatsapp", "sms"):
-        mobile_digits(reminder)
+    # The operator's doing, not the provider's: a ConfigError (a 400), where a provider's refusal
+    # is a DeliveryPermanentError (a 502).
+    if isinstance(built, UnconfiguredChannel):
+        raise ConfigError(f"{channel} is not configured for store {merchant_id} (missing {', '.join(built.missing)})")
+    try:
+        if channel == "email":
+            email_address(reminder)
+        elif channel in ("whatsapp", "sms"):
+            mobile_digits(reminder)
+    except DeliveryPermanentError as exc:
+        raise ConfigError(f"to: {exc}") from None
     message_id = built.send(reminder)
     return {"merchant_id": merchant_id, "channel": channel, "sent": True, "message_id": message_id or None,
             "reminder_id": reminder["reminder_id"]}
