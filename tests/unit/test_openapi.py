@@ -74,6 +74,12 @@ def _openapi_path(rule: str) -> str:
     return re.sub(r"<(?:[a-z]+:)?([a-z_]+)>", r"{\1}", rule)
 
 
+def test_the_document_is_valid_openapi_3():
+    from openapi_spec_validator import validate
+
+    validate(RAW)
+
+
 def test_every_route_of_the_app_is_in_the_document():
     """Issue 15 item 6: the document cannot drift from the app: every route (admin, callbacks,
     unsubscribe links, Salla's webhook, health) and method is described, and nothing more."""
