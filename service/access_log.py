@@ -19,6 +19,7 @@ MASK = "[redacted]"
 SECRET_ROUTES = (
     "/unsubscribe/<token>",
     "/channels/sms/<merchant_id>/dlr/<token>",
+    "/channels/sms/dlr/<token>",  # the shared SMS account's one report URL
 )
 # Request headers (gunicorn's `{name}i` atoms) and WSGI environ entries (`{name}e`) whose
 # value is a credential, whatever the log format asks for.
