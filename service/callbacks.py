@@ -126,19 +126,18 @@ def whatsapp_status(merchant_id: int | None = None):
 
 
 def _whatsapp_statuses(payload) -> list[dict]:
+    def items(holder, name: str) -> list:
+        # holder[name] when holder is an object and that is a list; else none (a signed body is
+        # still the sender's to shape: `"entry": null` is no reason for a 500).
+        value = holder.get(name) if isinstance(holder, dict) else None
+        return value if isinstance(value, list) else []
+
     found = []
-    for entry in _items(payload, "entry"):
-        for change in _items(entry, "changes"):
+    for entry in items(payload, "entry"):
+        for change in items(entry, "changes"):
             value = change.get("value") if isinstance(change, dict) else None
-            found.extend(status for status in _items(value, "statuses") if isinstance(status, dict))
+            found.extend(status for status in items(value, "statuses") if isinstance(status, dict))
     return found
-
-
-def _items(holder, name: str) -> list:
-    """holder[name] when holder is an object and that is a list; else none (a signed body is
-    still the sender's to shape: `"entry": null` is no reason for a 500)."""
-    value = holder.get(name) if isinstance(holder, dict) else None
-    return value if isinstance(value, list) else []
 
 
 def _whatsapp_reminder(parts, status: dict, merchant_id: int | None) -> tuple[int, str] | None:
