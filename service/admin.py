@@ -15,7 +15,7 @@ import redis
 import requests
 from flask import Blueprint, abort, current_app, jsonify, request
 
-from service import admin_guard, metrics
+from service import admin_guard, health, metrics
 from service.celery_config import PUMP_TASK
 from service.channel_settings import ChannelSettings
 from service.queue import QueueUnavailable
@@ -313,7 +313,9 @@ def store_statuses(merchant_id: int):
 def preview(merchant_id: int):
     """{"customer_id": C, "channel": X?, "lang": "ar"|"en"?}: what would be sent; nothing is."""
     deps = _deps()
-    body = request.get_json(silent=True) or {}
+    body = request.get_json(silent=True)
+    if not isinstance(body, dict):
+        return jsonify(error="bad_request", message='send a JSON object: {"customer_id": C}'), 400
     customer = body.get("customer_id")
     if not isinstance(customer, int) or isinstance(customer, bool):
         return jsonify(error="bad_request", message="customer_id must be a number"), 400
@@ -328,7 +330,9 @@ def preview(merchant_id: int):
 def send_test(merchant_id: int):
     """{"to": e-mail or +9665..., "channel": X?, "lang": "ar"|"en"?}: one sample reminder, outside the ledger."""
     deps = _deps()
-    body = request.get_json(silent=True) or {}
+    body = request.get_json(silent=True)
+    if not isinstance(body, dict):
+        body = {}  # "to" is missing: the 400 below says what to send
     if not isinstance(body.get("to"), str) or not body["to"].strip():
         return jsonify(error="bad_request", message="to must be an e-mail address or a mobile number"), 400
     try:
@@ -398,6 +402,12 @@ def forget_customer(merchant_id: int, customer_id: int):
 
 
 # -- operator alarms ------------------------------------------------------------------------------
+@bp.get("/health")
+def health_details():
+    """What /readyz tells the public as up or down, with the details: beat, the alarms' texts."""
+    return jsonify(health.readiness_details(_deps()))
+
+
 @bp.get("/alarms")
 def alarms():
     return jsonify(alarms=_deps().alarms.active())

@@ -1,4 +1,4 @@
-"""Operator alarms: something only an operator can fix, shown in /readyz, /admin and the CLI.
+"""Operator alarms: something only an operator can fix, shown in /admin/health, /admin/alarms and the CLI.
 
 An alarm is not a store's fault, so it never changes a store's state: a wrong
 SALLA_CLIENT_SECRET (Salla answers `invalid_client` to every refresh) must not mark every

@@ -133,13 +133,17 @@ def whatsapp_status(merchant_id: int | None = None):
 
 
 def _whatsapp_statuses(payload) -> list[dict]:
+    def items(holder, name: str) -> list:
+        # holder[name] when holder is an object and that is a list; else none (a signed body is
+        # still the sender's to shape: `"entry": null` is no reason for a 500).
+        value = holder.get(name) if isinstance(holder, dict) else None
+        return value if isinstance(value, list) else []
+
     found = []
-    for entry in payload.get("entry", []) if isinstance(payload, dict) else []:
-        for change in entry.get("changes", []) if isinstance(entry, dict) else []:
+    for entry in items(payload, "entry"):
+        for change in items(entry, "changes"):
             value = change.get("value") if isinstance(change, dict) else None
-            for status in (value or {}).get("statuses", []) if isinstance(value, dict) else []:
-                if isinstance(status, dict):
-                    found.append(status)
+            found.extend(status for status in items(value, "statuses") if isinstance(status, dict))
     return found
 
 

@@ -157,13 +157,13 @@ def celery_config(settings: Settings) -> dict:
         # (bench/ingest.py), and it only adds Flower's "sent" state.
         "worker_send_task_events": True,
         "task_send_sent_event": False,
-        # Beat writes its own liveness to Redis as it ticks (workers/beat.py; /readyz shows it).
+        # Beat writes its own liveness to Redis as it ticks (workers/beat.py; /readyz says up or down, /admin/health its age).
         # #beat-scheduler
         "beat_scheduler": "workers.beat:LivenessScheduler",
         "enable_utc": True,
         "timezone": "UTC",
         "beat_schedule": {
-            # Operators can see that beat is alive (its last tick is in /readyz).
+            # Operators can see that beat is alive (its last tick is in /admin/health).
             "heartbeat": {"task": HEARTBEAT_TASK, "schedule": 60.0},
             # A store's pump is normally scheduled by itself; this recovers one that was lost.
             "pump-backlog": {"task": PUMP_BACKLOG_TASK, "schedule": 15.0},

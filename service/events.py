@@ -66,6 +66,7 @@ def parse_envelope(body: bytes) -> Envelope:
         raise EventError("body is not JSON we can read (number too long or nesting too deep)") from None
     if not isinstance(payload, dict):
         raise EventError("body must be a JSON object")
+    payload = without_lone_surrogates(payload)
     missing = [key for key in ("event", "merchant", "data") if key not in payload]
     if missing:
         raise EventError(f"envelope is missing {', '.join(missing)}")
@@ -83,6 +84,28 @@ def parse_envelope(body: bytes) -> Envelope:
         created_at=created_at if isinstance(created_at, str) else "",
         data=data,
     )
+
+
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def without_lone_surrogates(payload: dict) -> dict:
+    """`"\ud800"` is valid JSON, but no UTF-8 text can hold a lone surrogate: Redis, the broker
+    and every log line would refuse the event (a 500, and Salla drops it after its retries).
+    Each one, in any value or key, becomes U+FFFD, as a UTF-8 decoder does with a bad byte.
+    Changes the parsed payload in place; a loop, not recursion: it is as deep as the parser let it be."""
+    stack: list = [payload]
+    while stack:
+        node = stack.pop()
+        items = list(node.items()) if isinstance(node, dict) else list(enumerate(node))
+        for key, value in items:
+            if isinstance(value, (dict, list)):
+                stack.append(value)
+            elif isinstance(value, str) and not value.isascii() and _LONE_SURROGATE.search(value):
+                node[key] = _LONE_SURROGATE.sub("\ufffd", value)
+            if isinstance(key, str) and not key.isascii() and _LONE_SURROGATE.search(key):
+                node[_LONE_SURROGATE.sub("\ufffd", key)] = node.pop(key)
+    return payload
 
 
 def is_handled(event: str) -> bool:
@@ -167,15 +190,21 @@ def _text(value: Any) -> str | None:
     return None
 
 
+MAX_ID = 2 ** 63 - 1  # Salla's ids are 64-bit; past that, a number is no id of theirs
+
+
 def _as_id(value: Any, what: str) -> int:
     if isinstance(value, bool):
         raise EventError(f"{what} must be a number")
-    if isinstance(value, int):
-        if value > 0:
-            return value
-    elif isinstance(value, str) and value.strip().isdigit():
-        return int(value.strip())
-    raise EventError(f"{what} must be a positive whole number, got {value!r}")
+    if isinstance(value, str):
+        text = value.strip()
+        # ASCII digits only: "²" is a digit to str.isdigit() and not to int().
+        if text.isascii() and text.isdigit() and len(text) <= len(str(MAX_ID)):
+            value = int(text)
+    if isinstance(value, int) and not isinstance(value, bool) and 0 < value <= MAX_ID:
+        return value
+    shown = repr(value) if len(repr(value)) <= 40 else repr(value)[:40] + "..."
+    raise EventError(f"{what} must be a positive whole number, got {shown}")
 
 
 # Salla's created_at comes in several shapes (REFERENCE.md §1). A time without a zone is

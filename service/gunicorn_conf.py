@@ -18,10 +18,12 @@ from gunicorn import glogging as _glogging
 
 # First: it sets PROMETHEUS_MULTIPROC_DIR before prometheus_client is imported.
 from service import metrics as _metrics  # isort: skip
+from service.access_log import scrub_atoms as _scrub_atoms
 from service.logs import gunicorn_logconfig as _logconfig
 
 logconfig_dict = _logconfig(_os.environ.get("LOG_LEVEL", "INFO").upper())
-# The access log in the JSON line's `msg`: no query string (it may carry a secret) and no referrer.
+# The access log in the JSON line's `msg`: no query string and no referrer; the secrets of the
+# fields it has (unsubscribe and SMS report tokens in paths) are masked (service/access_log.py).
 # Off unless WEB_ACCESS_LOG=1: lpr_webhooks_total counts every webhook's outcome, the drain
 # logs each accepted one under its correlation id, and a line per request cost the web a share
 # of its throughput in bench/ingest.py (docs/benchmarks.md).
@@ -37,6 +39,10 @@ class _Logger(_glogging.Logger):
     def access(self, resp, req, environ, request_time):
         if self.cfg.accesslog:
             super().access(resp, req, environ, request_time)
+
+    def atoms(self, resp, req, environ, request_time):
+        # Whatever access_log_format names, its fields come out scrubbed.
+        return _scrub_atoms(super().atoms(resp, req, environ, request_time))
 
 
 logger_class = _Logger

@@ -7,8 +7,6 @@ from datetime import datetime, timezone
 import redis
 from flask import Blueprint, current_app, jsonify
 
-from service.admin_guard import admin_off_reason
-
 bp = Blueprint("health", __name__)
 BEAT_STALE_SECONDS = 60
 
@@ -21,24 +19,34 @@ def healthz():
 
 @bp.get("/readyz")
 def readyz():
-    """Ready to take webhooks: Redis answers. Also shows beat's liveness, the admin API's state
-    and any operator alarm (they need a person, not a restart, so they do not make this 503).
-
-    Beat, two ways: `beat.alive_at` is written by beat itself as it ticks (workers/beat.py);
-    `beat.last_tick` by a worker that ran beat's heartbeat task (beat_last_tick, as before),
-    so it also needs the broker and the sweep worker."""
+    """Ready to take webhooks: Redis answers. Public (load balancers): each dependency up or
+    down and nothing more. Operator alarms name stores, templates and provider errors, and the
+    admin API's state tells an outsider what to try: they are at GET /admin/health, on the
+    admin port behind the admin token (`readiness_details`). Beat and alarms never make this
+    503 (they need a person, not a restart)."""
     deps = current_app.extensions["reminder_service"]
     try:
         deps.redis.ping()
-        last_beat = deps.redis.get(deps.keys.beat_last)
         alive = deps.redis.get(deps.keys.beat_alive)
-        alarms = {name: alarm.get("message") for name, alarm in deps.alarms.active().items()}
-    except redis.RedisError as exc:
-        return jsonify(status="unavailable", redis=type(exc).__name__), 503
+    except redis.RedisError:
+        return jsonify(status="unavailable", redis="down"), 503
+    view = beat_alive_view(alive, time.time())
+    return jsonify(status="ready", redis="up", beat="up" if view and not view["stale"] else "down")
+
+
+def readiness_details(deps) -> dict:
+    """For operators (GET /admin/health): beat's liveness and the alarms with their texts. (Why
+    the admin API is off, when it is, is logged once at start: service/app.py.)
+
+    Beat, two ways: `beat.alive_at` is written by beat itself as it ticks (workers/beat.py);
+    `beat.last_tick` by a worker that ran beat's heartbeat task (beat_last_tick, as before),
+    so it also needs the broker and the sweep worker. Raises redis.RedisError when Redis is down."""
+    deps.redis.ping()
+    last_beat = deps.redis.get(deps.keys.beat_last)
+    alive = deps.redis.get(deps.keys.beat_alive)
+    alarms = {name: alarm.get("message") for name, alarm in deps.alarms.active().items()}
     beat = {"alive_at": beat_alive_view(alive, time.time()), "last_tick": last_beat}
-    admin_off = admin_off_reason(deps.settings.admin_token)
-    return jsonify(status="ready", redis="ok", beat_last_tick=last_beat, beat=beat, alarms=alarms,
-                   admin="on" if not admin_off else f"off: {admin_off.split(' (')[0]}")
+    return {"status": "ready", "redis": "ok", "beat_last_tick": last_beat, "beat": beat, "alarms": alarms}
 
 
 def beat_alive_view(raw, now: float) -> dict | None:

@@ -24,10 +24,16 @@ def signature_matches(body: bytes, secret: str, signature: str | None) -> bool:
 
 
 def token_matches(secret: str, header: str | None) -> bool:
-    """Salla's Token strategy: the Authorization header equals the secret verbatim."""
+    """Salla's Token strategy: the Authorization header is the secret, bare (Salla's starter kits)
+    or as `Bearer <secret>` (its partner kit); shared/salla/REFERENCE.md. Both are compared, so a
+    secret that itself begins with "Bearer " still passes verbatim."""
     if not header or not secret:
         return False
-    return hmac.compare_digest(secret.encode("utf-8"), header.encode("utf-8"))
+    scheme, _, rest = header.strip().partition(" ")
+    bearer = rest.strip() if scheme.lower() == "bearer" else ""
+    expected = secret.encode("utf-8")
+    verbatim = hmac.compare_digest(expected, header.encode("utf-8"))
+    return verbatim | (bool(bearer) and hmac.compare_digest(expected, bearer.encode("utf-8")))
 
 
 def verify_delivery(strategy: str, secret: str, body: bytes, headers) -> bool:

@@ -229,8 +229,9 @@ class StoreRegistry:
         raw = _text(self.redis.hgetall(self.keys.store(merchant_id).config))
         return {name: kind(raw[name]) for name, kind in _STORED_AS.items() if name in raw}
 
-    def set_config(self, merchant_id: int, **values) -> dict:
-        """Check every value first (ConfigError names the field), then store them together."""
+    def set_config(self, merchant_id: int, /, **values) -> dict:
+        """Check every value first (ConfigError names the field), then store them together.
+        `merchant_id` is positional-only: a setting sent as "merchant_id" is an unknown one."""
         unknown = set(values) - set(CONFIG_FIELDS)
         if unknown:
             raise ConfigError(f"unknown store setting(s): {', '.join(sorted(unknown))} "

@@ -51,14 +51,30 @@ class StoreTokens:
         return scope in self.scope.split()
 
 
+_LATEST = 253402300799.0  # 9999-12-31: past it, a number is no expiry anyone meant
+
+
+def _seconds(value) -> float | None:
+    """A positive, finite number of seconds (or epoch), from a number or ASCII digits; else None
+    (a signed webhook may still carry 1e400, "²" or 5,000 digits: no 500 for those)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+        return None
+    if isinstance(value, str):
+        value = value.strip()
+        if not (value.isascii() and value.isdigit()) or len(value) > 12:
+            return None
+    try:
+        number = float(value)
+    except (ValueError, OverflowError):
+        return None
+    return number if 0 < number <= _LATEST else None
+
+
 def expiry_from(answer: dict, now: float) -> float:
     """Absolute expiry from an OAuth answer or authorize event (`expires_in` or `expires`)."""
     for name in ("expires_in", "expires"):
-        value = answer.get(name)
-        if isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0:
-            return float(value) if value >= _EPOCH_THRESHOLD else now + float(value)
-        if isinstance(value, str) and value.strip().isdigit():
-            number = float(value)
+        number = _seconds(answer.get(name))
+        if number is not None:
             return number if number >= _EPOCH_THRESHOLD else now + number
     # Salla documents 14 days; assume less so we refresh early rather than late.
     return now + 7 * 24 * 3600

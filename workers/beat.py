@@ -2,7 +2,7 @@
 ticks, at most every BEAT_ALIVE_EVERY_SECONDS.
 
 `beat:last` (the heartbeat task) says more and less: a worker wrote it, so it also needs the
-broker and the sweep worker to be up. With both, /readyz and the metrics tell "beat is down"
+broker and the sweep worker to be up. With both, /admin/health and the metrics tell "beat is down"
 (beat:alive old) from "beat ticks but nothing runs its tasks" (beat:alive fresh, beat:last old).
 Configured as `beat_scheduler` in service/celery_config.py, so `celery -A workers beat` needs
 no extra option.
@@ -48,5 +48,5 @@ class LivenessScheduler(PersistentScheduler):
                 self._redis, self._key = connect(settings), Keys(settings.redis_key_prefix).beat_alive
             self._redis.set(self._key, f"{now:.3f}")
             self._alive_written = now
-        except redis.RedisError as exc:  # Redis down: beat keeps scheduling; /readyz shows the age
+        except redis.RedisError as exc:  # Redis down: beat keeps scheduling; /admin/health shows the age
             log.warning("beat: could not record its liveness in Redis (%s)", type(exc).__name__)

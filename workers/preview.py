@@ -18,8 +18,10 @@ from service.expiry import due_groups
 from service.store_policy import policy_for
 from service.messages import SAMPLE_REMINDER
 from service.reminders import build_reminder
+from service.settings import CHANNELS, LANGUAGES
 from service.stores import ConfigError
-from workers.channels import ChannelDirectory, LogChannel, UnconfiguredChannel, WebhookChannel
+from workers.channels import (ChannelDirectory, DeliveryPermanentError, LogChannel, UnconfiguredChannel,
+                              WebhookChannel)
 from workers.ledger import Ledger
 from workers.profiles import Profiles
 from workers.providers.base import email_address, mobile_digits
@@ -93,8 +95,18 @@ def render_for(channel, reminder: dict) -> dict:
     return {}
 
 
+def check_choices(channel, language) -> None:
+    """An operator's channel and language (admin API, CLI: untrusted input): one of ours or
+    absent, else ConfigError (a 400), never a crash further in."""
+    if channel is not None and (not isinstance(channel, str) or channel not in CHANNELS):
+        raise ConfigError(f"channel must be one of {', '.join(CHANNELS)}")
+    if language is not None and (not isinstance(language, str) or language not in LANGUAGES):
+        raise ConfigError(f"lang must be one of {', '.join(LANGUAGES)}")
+
+
 def preview(store, settings, directory: ChannelDirectory, merchant_id: int, customer_id: int,
             channel: str | None = None, language: str | None = None, now: datetime | None = None) -> dict:
+    check_choices(channel, language)
     now = now or datetime.now(timezone.utc)
     ledger = Ledger(store, settings.redis_key_prefix)
     customer = Profiles(store, settings.redis_key_prefix).load(merchant_id, customer_id)
@@ -117,6 +129,7 @@ def preview(store, settings, directory: ChannelDirectory, merchant_id: int, cust
 def send_test(directory: ChannelDirectory, merchant_id: int, to: str, channel: str | None = None,
               language: str | None = None, name: str = "") -> dict:
     """Send one sample reminder to `to` (an e-mail address or a mobile number in E.164)."""
+    check_choices(channel, language)
     is_email = "@" in to
     stored, policy = directory.build(merchant_id)
     if channel is None:
@@ -130,10 +143,17 @@ def send_test(directory: ChannelDirectory, merchant_id: int, to: str, channel: s
                         to if is_email else None, True)
     reminder = sample_reminder(merchant_id, customer, lang, datetime.now(timezone.utc))
     [built], _ = directory.build(merchant_id, [channel])
-    if channel == "email":
-        email_address(reminder)
-    elif channel in ("whatsapp", "sms"):
-        mobile_digits(reminder)
+    # The operator's doing, not the provider's: a ConfigError (a 400), where a provider's refusal
+    # is a DeliveryPermanentError (a 502).
+    if isinstance(built, UnconfiguredChannel):
+        raise ConfigError(f"{channel} is not configured for store {merchant_id} (missing {', '.join(built.missing)})")
+    try:
+        if channel == "email":
+            email_address(reminder)
+        elif channel in ("whatsapp", "sms"):
+            mobile_digits(reminder)
+    except DeliveryPermanentError as exc:
+        raise ConfigError(f"to: {exc}") from None
     message_id = built.send(reminder)
     return {"merchant_id": merchant_id, "channel": channel, "sent": True, "message_id": message_id or None,
             "reminder_id": reminder["reminder_id"]}

@@ -257,14 +257,18 @@ def test_beat_writes_its_liveness(monkeypatch):
 
 
 def test_readyz_shows_beats_own_liveness():
+    """Up or down on /readyz; its age at /admin/health (issue 15 item 3: no details in public)."""
+    admin = "ops-admin-token-for-the-tests-0123456789"
     store = fakeredis.FakeRedis(decode_responses=True)
+    client = create_app(make_settings(ADMIN_TOKEN=admin), redis_client=store, queue=RecordingQueue()).test_client()
     store.set("lpr:beat:alive", f"{time.time() - 2:.3f}")
-    ready = create_app(make_settings(), redis_client=store, queue=RecordingQueue()).test_client().get("/readyz")
-    beat = ready.get_json()["beat"]
+    assert client.get("/readyz").get_json()["beat"] == "up"
+    beat = client.get("/admin/health", headers={"Authorization": f"Bearer {admin}"}).get_json()["beat"]
     assert beat["alive_at"]["stale"] is False and beat["alive_at"]["age_seconds"] < 10
     store.set("lpr:beat:alive", f"{time.time() - 600:.3f}")
-    stale = create_app(make_settings(), redis_client=store, queue=RecordingQueue()).test_client().get("/readyz")
-    assert stale.get_json()["beat"]["alive_at"]["stale"] is True
+    assert client.get("/readyz").get_json()["beat"] == "down"
+    stale = client.get("/admin/health", headers={"Authorization": f"Bearer {admin}"}).get_json()["beat"]
+    assert stale["alive_at"]["stale"] is True
 
 
 def test_the_due_set_gauges_add_up_every_shard():

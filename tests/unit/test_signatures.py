@@ -32,11 +32,21 @@ def test_signature_strategy():
     assert not verify_delivery("signature", "k", body, {"X-Salla-Security-Strategy": "none"})
 
 
-def test_token_strategy_compares_the_header_verbatim():
+def test_token_strategy_takes_the_bare_secret_or_a_bearer_one():
+    """Issue 15 item 24: Salla's starter kits send `Authorization: <secret>`, its partner kit
+    `Authorization: Bearer <secret>` (shared/salla/REFERENCE.md): both pass, a wrong secret fails
+    under both."""
     assert verify_delivery("token", "k", b"", {"Authorization": "k"})
-    assert not verify_delivery("token", "k", b"", {"Authorization": "Bearer k"})
+    assert verify_delivery("token", "k", b"", {"Authorization": "Bearer k"})
+    assert verify_delivery("token", "k", b"", {"Authorization": "bearer  k "})  # the scheme is case-insensitive
+    assert not verify_delivery("token", "k", b"", {"Authorization": "wrong"})
+    assert not verify_delivery("token", "k", b"", {"Authorization": "Bearer wrong"})
+    assert not verify_delivery("token", "k", b"", {"Authorization": "Bearer "})
+    assert not verify_delivery("token", "k", b"", {"Authorization": "Basic k"})
+    assert not verify_delivery("token", "k", b"", {"Authorization": "Bearer k k"})
     assert not verify_delivery("token", "k", b"", {})
     assert not token_matches("", "")
+    assert not token_matches("", "Bearer ")
 
 
 def test_none_strategy_accepts_anything():

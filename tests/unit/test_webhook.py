@@ -112,11 +112,16 @@ def test_bad_signature_is_401_and_not_queued(client, queue, caplog):
 
 
 def test_token_strategy(store, queue):
+    """Issue 15 item 24: the Token strategy takes `Authorization: <secret>` and `Bearer <secret>`."""
     client = client_for(store, queue, SALLA_WEBHOOK_STRATEGY="token")
     body = sample_bytes("customer.updated.json")
     assert client.post("/webhooks/salla", data=body, headers={"Authorization": WEBHOOK_SECRET}).status_code == 200
     assert client.post("/webhooks/salla", data=body, headers={"Authorization": "nope"}).status_code == 401
-    assert len(queue.messages) == 1
+    assert client.post("/webhooks/salla", data=body, headers={"Authorization": "Bearer nope"}).status_code == 401
+    other = body.replace(b"}", b" }", 1)  # another delivery (not a repeat of the first)
+    bearer = client.post("/webhooks/salla", data=other, headers={"Authorization": f"Bearer {WEBHOOK_SECRET}"})
+    assert bearer.status_code == 200 and bearer.get_json() == {"status": "queued"}
+    assert client.application.extensions["reminder_service"].intake.waiting(1305146709) == 2
 
 
 def test_none_strategy_is_an_opt_in(store, queue):
@@ -301,8 +306,25 @@ def test_an_authorize_older_than_the_uninstall_is_ignored(client):
     assert deps.tokens.load(1234509876) is None and deps.registry.state(1234509876)["state"] == "uninstalled"
 
 
-def test_readiness_shows_operator_alarms(client):
+ADMIN_TOKEN = "ops-admin-token-for-the-tests-0123456789"
+
+
+def test_readiness_is_up_or_down_in_public_and_the_alarms_are_on_the_admin_port(store, queue, server):
+    """Issue 15 item 3: /readyz on the public port showed operator alarm texts (merchant ids,
+    template names, provider errors). Publicly it says up or down per dependency, nothing more;
+    the alarms' texts are at GET /admin/health, on the admin port behind the admin token."""
+    client = client_for(store, queue, ADMIN_TOKEN=ADMIN_TOKEN, ADMIN_PORT="9444")
     deps = client.application.extensions["reminder_service"]
-    deps.alarms.raise_("oauth_client", "Salla refused our token refresh with invalid_client")
-    body = client.get("/readyz").get_json()
-    assert body["status"] == "ready" and "invalid_client" in body["alarms"]["oauth_client"]
+    deps.alarms.raise_("oauth_client", "merchant 1305146709: Salla refused our token refresh with invalid_client")
+    public = client.get("/readyz", environ_overrides={"SERVER_PORT": "8000"})
+    assert public.status_code == 200
+    assert public.get_json() == {"status": "ready", "redis": "up", "beat": "down"}  # no beat running here
+    assert "invalid_client" not in public.get_data(as_text=True) and "1305146709" not in public.get_data(as_text=True)
+    auth = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+    assert client.get("/admin/health", headers=auth, environ_overrides={"SERVER_PORT": "8000"}).status_code == 404
+    assert client.get("/admin/health", environ_overrides={"SERVER_PORT": "9444"}).status_code == 401
+    details = client.get("/admin/health", headers=auth, environ_overrides={"SERVER_PORT": "9444"}).get_json()
+    assert details["status"] == "ready" and "invalid_client" in details["alarms"]["oauth_client"]
+    server.connected = False
+    down = client.get("/readyz", environ_overrides={"SERVER_PORT": "8000"})
+    assert down.status_code == 503 and down.get_json() == {"status": "unavailable", "redis": "down"}
