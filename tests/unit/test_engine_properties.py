@@ -177,3 +177,38 @@ def test_close_lots_share_each_stage_and_the_larger_one_is_never_hidden():
     for when, reminder in sim.channel.sent:
         assert when <= expires - timedelta(days=reminder["stage_days"])  # before A enters the stage
     check(sim)
+
+
+# -- one plan at a time --------------------------------------------------------------------------
+plan_lots = st.lists(st.tuples(st.integers(1, 40 * 24 * 60),     # expires in (minutes from now)
+                               st.integers(1, 500),              # points
+                               st.sampled_from([None, 30, 7, 1])),  # nearest stage already named at
+                     min_size=1, max_size=6)
+
+
+def _planned(lot_specs, quiet: str, since_minutes: int | None):
+    from service.schedule import plan
+    from service.send_window import parse_quiet_hours
+
+    lots = [TrueLot(f"l{i}", T0 - timedelta(days=60), T0 + minutes * timedelta(minutes=1), points, None).at(T0)
+            for i, (minutes, points, _) in enumerate(lot_specs)]
+    reminded = {f"l{i}": named for i, (_, _, named) in enumerate(lot_specs) if named is not None}
+    stage_sent = {} if since_minutes is None else {
+        stage: (T0 - since_minutes * timedelta(minutes=1)).timestamp() for stage in STAGES}
+    return plan(lots, T0, STAGES, "Asia/Riyadh", parse_quiet_hours(quiet), reminded, stage_sent=stage_sent,
+                lookahead=LOOKAHEAD)
+
+
+@hsettings(max_examples=300, deadline=None)
+@given(lot_specs=plan_lots, quiet=st.sampled_from(["21:00-09:00", "off", "11:00-13:00"]),
+       since_minutes=st.none() | st.integers(0, 3 * 24 * 60))
+# The issue's case, common after a backfill: a lot in the 7-day stage that enters the 1-day stage
+# within the look-ahead (expires in 36 h), beside a lot already in the 1-day stage (expires in 12 h).
+@example(lot_specs=[(12 * 60, 90, None), (36 * 60, 25, None)], quiet="off", since_minutes=None)
+def test_no_lot_is_named_twice_in_one_plan(lot_specs, quiet, since_minutes):
+    """Issue 15 item 14: on any single plan (what goes out now and what is held), no lot is named
+    by two reminders: a lot entering a nearer stage within the look-ahead, beside one already in
+    it, was named by both that stage's reminder and its current stage's."""
+    decision = _planned(lot_specs, quiet, since_minutes)
+    named = [lot.key for group in decision.send_now + [group for _, group in decision.hold] for lot in group.lots]
+    assert len(named) == len(set(named)), f"named twice: {sorted(named)}"
