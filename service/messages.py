@@ -8,7 +8,8 @@ name the template uses that does not exist, is refused there, naming the line, n
 time. HTML templates are autoescaped; text templates are not.
 
 WhatsApp sends an approved template held by Meta, so it has no file here: its body
-parameters (`whatsapp_parameters`) are name, points, SAR value, expiry date, store name.
+parameters (`whatsapp_parameters`) are name, points, SAR value, expiry date, store name; the
+expiry date carries `others_text` after it (the parameter count is the approved template's).
 
 Variables every template gets (`context`): name, points, points_text (the number agreeing with
 "point"), value (SAR formatted for the language, '' when the store sets no point value),
@@ -16,6 +17,11 @@ expiry (Gregorian with Arabic month names, and the Umm al-Qura Hijri date alongs
 expiry_gregorian, expiry_hijri, same_day (every lot expires the same day), store_name,
 stage_days, unsubscribe_url, language, dir; the HTML ones also `subject`. Filters: `ltr`
 (wrap in a left-to-right span) and `numbers_ltr` (every run of digits in one).
+Stages due at the same moment go out as one message: the variables above describe the nearest
+expiry, and `others` lists the other stages, later expiries first to last, each with points,
+points_text, value, expiry, expiry_gregorian, same_day, stage_days (empty for one stage);
+`others_text` says them in one phrase ('' for one stage: "، و80 نقطة تبدأ بالانتهاء في ...،
+والمجموع 105 نقطة"); total_points and total_points_text add every stage up.
 """
 from __future__ import annotations
 
@@ -88,6 +94,8 @@ def context(reminder: dict, store_name: str = "", unsubscribe_url: str = "", lan
     last = max(expiries) if expiries else first
     name = ((reminder.get("customer") or {}).get("name") or "").strip() or _FALLBACK_NAME[lang]
     points = int(reminder["points_expiring"])
+    others = [_other_stage(part, lang) for part in reminder.get("other_stages") or []]
+    total = points + sum(other["points"] for other in others)
     return {
         "language": lang, "dir": "rtl" if lang == "ar" else "ltr",
         "name": name, "points": points, "points_text": arabic.points_phrase(points, lang),
@@ -96,7 +104,34 @@ def context(reminder: dict, store_name: str = "", unsubscribe_url: str = "", lan
         "expiry_hijri": arabic.hijri(first.date(), lang), "same_day": last.date() == first.date(),
         "store_name": store_name or "", "stage_days": int(reminder.get("stage_days", 0)),
         "unsubscribe_url": unsubscribe_url or "",
+        "others": others, "others_text": _others_text(others, total, lang),
+        "total_points": total, "total_points_text": arabic.points_phrase(total, lang),
     }
+
+
+def _other_stage(part: dict, lang: str) -> dict:
+    """One more stage of a message that names several (`other_stages` of the reminder)."""
+    first = datetime.fromisoformat(part["earliest_expiry"])
+    expiries = [datetime.fromisoformat(lot["expires_at"]) for lot in part.get("lots", []) if lot.get("expires_at")]
+    points = int(part["points_expiring"])
+    return {"points": points, "points_text": arabic.points_phrase(points, lang),
+            "value": arabic.sar(part.get("value_sar"), lang), "expiry": arabic.long_date(first, lang),
+            "expiry_gregorian": arabic.gregorian(first.date(), lang),
+            "same_day": max(expiries, default=first).date() == first.date(), "stage_days": int(part["stage_days"])}
+
+
+def _others_text(others: list[dict], total: int, lang: str) -> str:
+    """The other stages in one phrase, to follow the first stage's expiry date; '' when none.
+    Gregorian dates only: it goes into an SMS, where every character counts."""
+    if not others:
+        return ""
+    if lang == "ar":
+        said = "".join(f"، و{o['points_text']} {'تنتهي في' if o['same_day'] else 'تبدأ بالانتهاء في'} "
+                       f"{o['expiry_gregorian']}" for o in others)
+        return f"{said}، والمجموع {arabic.points_phrase(total, lang)}"
+    said = "".join(f", and {o['points_text']} {'expire on' if o['same_day'] else 'start expiring on'} "
+                   f"{o['expiry_gregorian']}" for o in others)
+    return f"{said} ({arabic.points_phrase(total, lang)} in all)"
 
 
 class Renderer:
@@ -135,7 +170,8 @@ def whatsapp_parameters(reminder: dict, store_name: str = "", language: str | No
     """Body parameters of the approved template, in order: name, points, SAR value, expiry, store.
     Meta refuses empty parameters, so a missing value or store name is sent as '-'."""
     ctx = context(reminder, store_name, "", language)
-    return [ctx["name"], ctx["points_text"], ctx["value"] or "-", ctx["expiry"], ctx["store_name"] or "-"]
+    return [ctx["name"], ctx["points_text"], ctx["value"] or "-", ctx["expiry"] + ctx["others_text"],
+            ctx["store_name"] or "-"]
 
 
 # -- checking a store's override --------------------------------------------------------------

@@ -183,9 +183,14 @@ def evaluate(rt: Runtime, m: int, customer: Customer, lots: list[Lot], now: date
     # The customer's language when Salla gives it, else the store's, else REMINDER_LANGUAGE.
     language = customer.lang or policy.language
     queued = []
-    for group in decision.send_now:
-        reminder = build_reminder(m, customer, group, language, now, policy.point_value_sar, policy.store_name)
-        keep = int((max(lot.expires_at for lot in group.lots) - now).total_seconds()) + SENT_MARK_MARGIN_SECONDS
+    if decision.send_now:
+        # Every stage due now goes out as one message: the nearest expiry first, the others with it
+        # (the ledger still marks each stage's lots at their own stage).
+        first, *others = decision.send_now
+        reminder = build_reminder(m, customer, first, language, now, policy.point_value_sar, policy.store_name,
+                                  others=others)
+        last_expiry = max(lot.expires_at for group in decision.send_now for lot in group.lots)
+        keep = int((last_expiry - now).total_seconds()) + SENT_MARK_MARGIN_SECONDS
         if queue_reminder(rt, reminder, keep, now.timestamp(), publish) == "created":
             queued.append(reminder)
     entries = []

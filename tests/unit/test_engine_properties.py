@@ -9,6 +9,9 @@ Salla's history over time and some are used. The oracle then checks what the sho
    moment it entered it, and no earlier than the look-ahead before;
 2. no customer gets two reminders of one stage within REMINDER_LOOKAHEAD;
 3. no reminder goes out twice.
+
+A message may name several stages (those due at the same moment go out together,
+`other_stages`): the oracle reads each stage of it as that stage's reminder.
 """
 from __future__ import annotations
 
@@ -127,10 +130,19 @@ def simulate(specs, events, quiet="21:00-09:00") -> Simulation:
     return sim
 
 
+def stages_named(reminder: dict) -> list[dict]:
+    """A message's stages, each as a reminder of its own (`stage_days`, `lots`)."""
+    return [reminder, *reminder.get("other_stages", [])]
+
+
 def check(sim: Simulation) -> None:
-    sent = sim.channel.sent
-    ids = [r["reminder_id"] for _, r in sent]
+    messages = sim.channel.sent
+    ids = [r["reminder_id"] for _, r in messages]
     assert len(ids) == len(set(ids)), "a reminder went out twice"
+    sent = [(t, part) for t, r in messages for part in stages_named(r)]
+    for _, r in messages:
+        keys = [lot["key"] for part in stages_named(r) for lot in part["lots"]]
+        assert len(keys) == len(set(keys)), f"one message names a lot twice: {sorted(keys)}"
     for stage in STAGES:
         times = sorted(t for t, r in sent if r["stage_days"] == stage)
         for earlier, later in zip(times, times[1:]):
