@@ -11,17 +11,18 @@ WhatsApp sends an approved template held by Meta, so it has no file here: its bo
 parameters (`whatsapp_parameters`) are name, points, SAR value, expiry date, store name; the
 expiry date carries `others_text` after it (the parameter count is the approved template's).
 
+Stages due for a customer at the same moment go out as one message (service/reminders.py): the
+variables describe the nearest expiry, `others` lists the other stages (each with points,
+points_text, value, expiry, expiry_gregorian, same_day, stage_days; empty for one stage),
+`others_text` says them in one phrase ('' for one stage), total_points and total_points_text
+add every stage up.
+
 Variables every template gets (`context`): name, points, points_text (the number agreeing with
 "point"), value (SAR formatted for the language, '' when the store sets no point value),
 expiry (Gregorian with Arabic month names, and the Umm al-Qura Hijri date alongside),
 expiry_gregorian, expiry_hijri, same_day (every lot expires the same day), store_name,
 stage_days, unsubscribe_url, language, dir; the HTML ones also `subject`. Filters: `ltr`
 (wrap in a left-to-right span) and `numbers_ltr` (every run of digits in one).
-Stages due at the same moment go out as one message: the variables above describe the nearest
-expiry, and `others` lists the other stages, later expiries first to last, each with points,
-points_text, value, expiry, expiry_gregorian, same_day, stage_days (empty for one stage);
-`others_text` says them in one phrase ('' for one stage: "، و80 نقطة تبدأ بالانتهاء في ...،
-والمجموع 105 نقطة"); total_points and total_points_text add every stage up.
 """
 from __future__ import annotations
 
@@ -87,28 +88,6 @@ def language_of(reminder: dict, language: str | None = None) -> str:
     return chosen if chosen in arabic.LANGUAGES else "ar"
 
 
-def context(reminder: dict, store_name: str = "", unsubscribe_url: str = "", language: str | None = None) -> dict:
-    lang = language_of(reminder, language)
-    first = datetime.fromisoformat(reminder["earliest_expiry"])
-    expiries = [datetime.fromisoformat(lot["expires_at"]) for lot in reminder.get("lots", []) if lot.get("expires_at")]
-    last = max(expiries) if expiries else first
-    name = ((reminder.get("customer") or {}).get("name") or "").strip() or _FALLBACK_NAME[lang]
-    points = int(reminder["points_expiring"])
-    others = [_other_stage(part, lang) for part in reminder.get("other_stages") or []]
-    total = points + sum(other["points"] for other in others)
-    return {
-        "language": lang, "dir": "rtl" if lang == "ar" else "ltr",
-        "name": name, "points": points, "points_text": arabic.points_phrase(points, lang),
-        "value": arabic.sar(reminder.get("value_sar"), lang),
-        "expiry": arabic.long_date(first, lang), "expiry_gregorian": arabic.gregorian(first.date(), lang),
-        "expiry_hijri": arabic.hijri(first.date(), lang), "same_day": last.date() == first.date(),
-        "store_name": store_name or "", "stage_days": int(reminder.get("stage_days", 0)),
-        "unsubscribe_url": unsubscribe_url or "",
-        "others": others, "others_text": _others_text(others, total, lang),
-        "total_points": total, "total_points_text": arabic.points_phrase(total, lang),
-    }
-
-
 def _other_stage(part: dict, lang: str) -> dict:
     """One more stage of a message that names several (`other_stages` of the reminder)."""
     first = datetime.fromisoformat(part["earliest_expiry"])
@@ -132,6 +111,28 @@ def _others_text(others: list[dict], total: int, lang: str) -> str:
     said = "".join(f", and {o['points_text']} {'expire on' if o['same_day'] else 'start expiring on'} "
                    f"{o['expiry_gregorian']}" for o in others)
     return f"{said} ({arabic.points_phrase(total, lang)} in all)"
+
+
+def context(reminder: dict, store_name: str = "", unsubscribe_url: str = "", language: str | None = None) -> dict:
+    lang = language_of(reminder, language)
+    first = datetime.fromisoformat(reminder["earliest_expiry"])
+    expiries = [datetime.fromisoformat(lot["expires_at"]) for lot in reminder.get("lots", []) if lot.get("expires_at")]
+    last = max(expiries) if expiries else first
+    name = ((reminder.get("customer") or {}).get("name") or "").strip() or _FALLBACK_NAME[lang]
+    points = int(reminder["points_expiring"])
+    others = [_other_stage(part, lang) for part in reminder.get("other_stages") or []]
+    total = points + sum(other["points"] for other in others)
+    return {
+        "language": lang, "dir": "rtl" if lang == "ar" else "ltr",
+        "name": name, "points": points, "points_text": arabic.points_phrase(points, lang),
+        "value": arabic.sar(reminder.get("value_sar"), lang),
+        "expiry": arabic.long_date(first, lang), "expiry_gregorian": arabic.gregorian(first.date(), lang),
+        "expiry_hijri": arabic.hijri(first.date(), lang), "same_day": last.date() == first.date(),
+        "store_name": store_name or "", "stage_days": int(reminder.get("stage_days", 0)),
+        "unsubscribe_url": unsubscribe_url or "",
+        "others": others, "others_text": _others_text(others, total, lang),
+        "total_points": total, "total_points_text": arabic.points_phrase(total, lang),
+    }
 
 
 class Renderer:
@@ -182,6 +183,8 @@ SAMPLE_REMINDER = {
     "value_sar": 20.0, "message": "", "lots": [{"key": "k", "expires_at": "2026-11-29T23:59:00+03:00"}],
     "generated_at": "2026-11-22T09:00:00+00:00",
 }
+SAMPLE_OTHER_STAGES = [{"stage_days": 30, "points_expiring": 80, "earliest_expiry": "2026-12-20T23:59:00+03:00",
+                        "value_sar": None, "lots": [{"key": "m", "expires_at": "2026-12-20T23:59:00+03:00"}]}]
 
 
 def check_template(name: str, source: str) -> None:
@@ -198,8 +201,8 @@ def check_template(name: str, source: str) -> None:
     except TemplateSyntaxError as exc:
         raise TemplateProblem(f"template {name}, line {exc.lineno}: {exc.message}") from None
     lang = name.split(".")[-2]
-    for value in (20.0, None):  # both branches a template may take on the point value
-        ctx = context({**SAMPLE_REMINDER, "value_sar": value}, "متجر", "https://example.com/u/x", lang)
+    for value, others in ((20.0, []), (None, SAMPLE_OTHER_STAGES)):  # the branches on the value and on `others`
+        ctx = context({**SAMPLE_REMINDER, "value_sar": value, "other_stages": others}, "متجر", "https://example.com/u/x", lang)
         try:
             template.render({**ctx, "subject": "subject"})
         except TemplateError as exc:
