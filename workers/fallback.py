@@ -26,7 +26,7 @@ from datetime import datetime, timezone
 
 from service.send_window import next_send_time
 from workers.due_set import DueEntry
-from workers.ledger import LIVE, SENT, claim_json
+from workers.ledger import LIVE, SENT
 from workers.providers.base import OPTED_OUT, RATE_LIMITED, REFUSED, TEMPLATE, UNDELIVERABLE
 from workers.providers.whatsapp import RATE_LIMITS, TEMPLATE_CODES, UNDELIVERABLE_CODES
 
@@ -152,7 +152,7 @@ def handle_late_failure(ledger, due, m: int, reminder_id: str, channel: str, fai
     if decision.action == NONE:
         return NONE
     text = f"failed:{failure.reason}: {failure.detail} after the provider accepted it"
-    claim = claim_json(record.reminder, now)
+    claim = ledger.claim_json(record.reminder, now)
     result = ledger.late_failure(m, reminder_id, channel, text, decision.action, now, claim,
                                  f"{channel}: {failure.detail} after it was accepted; {decision.why}")
     timer = DueEntry.for_reminder(m, record.customer_id, record.stage, reminder_id)

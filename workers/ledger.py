@@ -125,7 +125,7 @@ return 1
 # KEYS: record, marks, counters, dead. ARGV: id, now, new state, error, counter.
 # dead: the claim stays (the stage is not queued again while an operator decides);
 # dropped: the claim becomes drop marks; cancelled: the claim goes.
-_FINISH = _PARTS + """
+_FINISH = """
 local state = redis.call('HGET', KEYS[1], 'state')
 if not state or state == 'sent' or state == ARGV[3] then return 0 end
 if ARGV[3] ~= 'cancelled' then
@@ -145,6 +145,7 @@ else
 end
 if ARGV[3] == 'dropped' then
   local body = cjson.decode(redis.call('HGET', KEYS[1], 'body'))
+""" + _PARTS + """
   for _, part in ipairs(parts(tonumber(redis.call('HGET', KEYS[1], 'stage')), body)) do
     for _, lot in ipairs(part.lots) do
       local current = tonumber(redis.call('HGET', KEYS[2], 'd:' .. lot['key']) or '1000000')
@@ -363,6 +364,8 @@ class Ledger:
         self._status = store.register_script(_STATUS)
         self._settle = store.register_script(_SETTLE)
         self._late_failure = store.register_script(_LATE_FAILURE)
+
+    claim_json = staticmethod(claim_json)  # for callers handed a ledger (workers/fallback.py)
 
     def marks(self, merchant_id: int, customer_id: int) -> Marks:
         return parse_marks(self.redis.hgetall(self.keys.store(merchant_id).marks(customer_id)))
