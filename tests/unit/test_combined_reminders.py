@@ -166,3 +166,20 @@ def test_the_webhook_keeps_its_fields_and_adds_the_other_stages_as_a_list():
     assert {k: other[k] for k in ("stage_days", "points_expiring", "value_sar")} == \
         {"stage_days": 30, "points_expiring": 80, "value_sar": 40.0}
     assert [lot["remaining_points"] for lot in other["lots"]] == [35, 45]
+
+
+def test_the_preview_from_the_last_read_shows_every_stage_in_one_message(rt):
+    """Issue 15 item 15: `preview` of a customer known only by a read shows what the engine sends:
+    one message naming both stages."""
+    from workers.channels import ChannelDirectory
+    from workers.preview import preview
+    from workers.reminding import save_lots
+
+    save_lots(rt, M, C, LOTS, NOON)
+    directory = ChannelDirectory(rt.settings, rt.store, requests.Session(), rt.registry)
+    shown = preview(rt.store, rt.settings, directory, M, C, channel="log", now=NOON)
+    assert shown["source"] == "last read"
+    line = json.loads(shown["channels"]["log"]["line"].removeprefix("reminder "))
+    assert (line["stage_days"], line["points_expiring"]) == (7, 25)
+    reminder_id = shown["reminder_id"]
+    assert reminder_id == combined("ar")["reminder_id"]  # the very message the engine would queue
