@@ -183,3 +183,13 @@ def test_the_preview_from_the_last_read_shows_every_stage_in_one_message(rt):
     assert (line["stage_days"], line["points_expiring"]) == (7, 25)
     reminder_id = shown["reminder_id"]
     assert reminder_id == combined("ar")["reminder_id"]  # the very message the engine would queue
+
+
+def test_a_store_template_is_checked_with_other_stages_too():
+    """Issue 15 item 15: an override is tried at save time on a message naming two stages too, so
+    one that breaks only on `others` is refused there, not at send time."""
+    from service.messages import TemplateProblem, check_template
+
+    check_template("sms.en.txt", "{{ points_text }}{% for o in others %}, {{ o.points_text }} on {{ o.expiry }}{% endfor %}")
+    with pytest.raises(TemplateProblem, match="sms.en.txt"):
+        check_template("sms.en.txt", "{{ points_text }}{% for o in others %}{{ o.no_such_field }}{% endfor %}")
