@@ -205,7 +205,10 @@ def evaluate(rt: Runtime, m: int, customer: Customer, lots: list[Lot], now: date
     planned = {entry for _, entry in entries}
     done = [entry for entry in answered if entry not in planned]
     if done:
-        rt.due.remove(done)
+        # A held entry and the delivery timer of the reminder it became are one member: a timer
+        # of a reminder on its way (queued just now, say) stays.
+        on_its_way = rt.ledger.marks(m, customer.id)
+        rt.due.remove([entry for entry in done if on_its_way.claim_for(entry.reminder_key) is None])
     # A held reminder re-checked with nothing left in its stage: the points were used first.
     for stage in held_stages:
         if not any(_stage_has_lots(lots, now, nearer, policy) for nearer in policy.stages_days

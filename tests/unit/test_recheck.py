@@ -79,3 +79,28 @@ def test_a_recheck_age_below_the_wait_for_a_read_is_refused(value):
     with pytest.raises(SettingsError, match="REMINDER_RECHECK_MAX_AGE.*900"):
         make_settings(REMINDER_RECHECK_MAX_AGE=value)
     assert make_settings(REMINDER_RECHECK_MAX_AGE="900").reminder_recheck_max_age_seconds == 900
+
+
+def test_the_read_that_answers_a_held_entry_keeps_the_timer_of_the_reminder_it_queues():
+    """Issue 15 item 16: the held entry and the delivery timer of the reminder the read queues
+    are one due-set member (same stage, same lots): ending the answered entry must not end the
+    timer, or a delivery lost with its worker would never be published again."""
+    clock = Clock(NIGHT)
+    rt = build_runtime(make_settings(QUIET_HOURS="21:00-09:00"), fakeredis.FakeRedis(decode_responses=True),
+                       requests.Session(), clock=clock)
+    customer = Customer(C, "Sara", "+966500000001", None, None)
+    published = []
+
+    def now() -> datetime:
+        return datetime.fromtimestamp(clock(), timezone.utc)
+
+    def read(m, c):
+        reminding.after_read(rt, m, customer, [_lot(0)], now(), lambda *a: published.append(a))
+
+    read(M, C)  # 22:00: held until 09:00
+    clock.now = (OPENS + timedelta(minutes=1)).timestamp()  # the 22:00 read is older than an hour
+    result = reminding.sweep(rt, now(), lambda *a: published.append(a), read)
+    assert result.reads_requested == 1 and len(published) == 1  # queued; its worker "dies" before sending
+    clock.now += 120  # past the delivery's lease
+    again = reminding.sweep(rt, now(), lambda *a: published.append(a), read)
+    assert again.deliveries_published == 1 and published[-1] == published[0]
