@@ -64,7 +64,8 @@ def deliveries() -> list[tuple[str, bytes, str]]:
 
 def main() -> int:
     language = os.environ.get("REMINDER_LANGUAGE", "ar")
-    expected = sum(len(stages) for stages in EXPECTED_STAGE_POINTS.values())
+    # One message per customer: the stages due at once go out together (service/reminders.py).
+    expected = sum(1 for stages in EXPECTED_STAGE_POINTS.values() if stages)
     whatsapp, unifonic = WhatsAppFake(), UnifonicFake()
     with tempfile.TemporaryDirectory(prefix="reminder-demo-") as tmp, \
             RedisServer(Path(tmp) / "redis", appendonly=False) as redis_server, \
@@ -127,7 +128,11 @@ def main() -> int:
                     r = item["body"]
                     check = "signature ok" if item["signature_valid"] else "BAD SIGNATURE"
                     print(f"  customer {r['customer_id']}  {r['stage_days']:>2}-day stage  {r['points_expiring']:>4} points"
-                          f"  earliest expiry {r['earliest_expiry']}  ({check})\n      {r['message']}")
+                          f"  earliest expiry {r['earliest_expiry']}  ({check})")
+                    for other in r.get("other_stages", []):
+                        print(f"           and  {other['stage_days']:>2}-day stage  {other['points_expiring']:>4} points"
+                              f"  earliest expiry {other['earliest_expiry']}  (the same message)")
+                    print(f"      {r['message']}")
                 print(f"\nTo the shoppers: {len(whatsapp.messages)} WhatsApp messages, {len(unifonic.messages)} SMS, "
                       f"{len(smtp.messages)} e-mails. The first of each:")
                 if whatsapp.messages:

@@ -11,7 +11,14 @@ bounded. An override that fails at send time anyway (stored before a check, or p
 real data) is replaced by the shipped template, and the Renderer's `on_problem` is told.
 
 WhatsApp sends an approved template held by Meta, so it has no file here: its body
-parameters (`whatsapp_parameters`) are name, points, SAR value, expiry date, store name.
+parameters (`whatsapp_parameters`) are name, points, SAR value, expiry date, store name; the
+expiry date carries `others_text` after it (the parameter count is the approved template's).
+
+Stages due for a customer at the same moment go out as one message (service/reminders.py): the
+variables describe the nearest expiry, `others` lists the other stages (each with points,
+points_text, value, expiry, expiry_gregorian, same_day, stage_days; empty for one stage),
+`others_text` says them in one phrase ('' for one stage), total_points and total_points_text
+add every stage up.
 
 Variables every template gets (`context`): TEMPLATE_VARIABLES below, the one list of them (the
 README's table is checked against it; `subject` is given to the HTML one only). Filters: `ltr` (wrap in a
@@ -102,6 +109,31 @@ def language_of(reminder: dict, language: str | None = None) -> str:
     return chosen if chosen in arabic.LANGUAGES else "ar"
 
 
+def _other_stage(part: dict, lang: str) -> dict:
+    """One more stage of a message that names several (`other_stages` of the reminder)."""
+    first = datetime.fromisoformat(part["earliest_expiry"])
+    expiries = [datetime.fromisoformat(lot["expires_at"]) for lot in part.get("lots", []) if lot.get("expires_at")]
+    points = int(part["points_expiring"])
+    return {"points": points, "points_text": arabic.points_phrase(points, lang),
+            "value": arabic.sar(part.get("value_sar"), lang), "expiry": arabic.long_date(first, lang),
+            "expiry_gregorian": arabic.gregorian(first.date(), lang),
+            "same_day": max(expiries, default=first).date() == first.date(), "stage_days": int(part["stage_days"])}
+
+
+def _others_text(others: list[dict], total: int, lang: str) -> str:
+    """The other stages in one phrase, to follow the first stage's expiry date; '' when none.
+    Gregorian dates only: it goes into an SMS, where every character counts."""
+    if not others:
+        return ""
+    if lang == "ar":
+        said = "".join(f"، و{o['points_text']} {'تنتهي في' if o['same_day'] else 'تبدأ بالانتهاء في'} "
+                       f"{o['expiry_gregorian']}" for o in others)
+        return f"{said}، والمجموع {arabic.points_phrase(total, lang)}"
+    said = "".join(f", and {o['points_text']} {'expire on' if o['same_day'] else 'start expiring on'} "
+                   f"{o['expiry_gregorian']}" for o in others)
+    return f"{said} ({arabic.points_phrase(total, lang)} in all)"
+
+
 def context(reminder: dict, store_name: str = "", unsubscribe_url: str = "", language: str | None = None) -> dict:
     lang = language_of(reminder, language)
     first = datetime.fromisoformat(reminder["earliest_expiry"])
@@ -109,6 +141,8 @@ def context(reminder: dict, store_name: str = "", unsubscribe_url: str = "", lan
     last = max(expiries) if expiries else first
     name = ((reminder.get("customer") or {}).get("name") or "").strip() or _FALLBACK_NAME[lang]
     points = int(reminder["points_expiring"])
+    others = [_other_stage(part, lang) for part in reminder.get("other_stages") or []]
+    total = points + sum(other["points"] for other in others)
     return {
         "language": lang, "dir": "rtl" if lang == "ar" else "ltr",
         "name": name, "points": points, "points_text": arabic.points_phrase(points, lang),
@@ -117,6 +151,8 @@ def context(reminder: dict, store_name: str = "", unsubscribe_url: str = "", lan
         "expiry_hijri": arabic.hijri(first.date(), lang), "same_day": last.date() == first.date(),
         "store_name": store_name or "", "stage_days": int(reminder.get("stage_days", 0)),
         "unsubscribe_url": unsubscribe_url or "",
+        "others": others, "others_text": _others_text(others, total, lang),
+        "total_points": total, "total_points_text": arabic.points_phrase(total, lang),
     }
 
 
@@ -172,7 +208,8 @@ def whatsapp_parameters(reminder: dict, store_name: str = "", language: str | No
     """Body parameters of the approved template, in order: name, points, SAR value, expiry, store.
     Meta refuses empty parameters, so a missing value or store name is sent as '-'."""
     ctx = context(reminder, store_name, "", language)
-    return [ctx["name"], ctx["points_text"], ctx["value"] or "-", ctx["expiry"], ctx["store_name"] or "-"]
+    return [ctx["name"], ctx["points_text"], ctx["value"] or "-", ctx["expiry"] + ctx["others_text"],
+            ctx["store_name"] or "-"]
 
 
 # -- checking a store's override --------------------------------------------------------------
@@ -183,6 +220,8 @@ SAMPLE_REMINDER = {
     "value_sar": 20.0, "message": "", "lots": [{"key": "k", "expires_at": "2026-11-29T23:59:00+03:00"}],
     "generated_at": "2026-11-22T09:00:00+00:00",
 }
+SAMPLE_OTHER_STAGES = [{"stage_days": 30, "points_expiring": 80, "earliest_expiry": "2026-12-20T23:59:00+03:00",
+                        "value_sar": None, "lots": [{"key": "m", "expires_at": "2026-12-20T23:59:00+03:00"}]}]
 
 
 def check_template(name: str, source: str) -> None:
@@ -201,8 +240,8 @@ def check_template(name: str, source: str) -> None:
     except Exception as exc:  # nested too deep for the parser, say
         raise TemplateProblem(f"template {name}: {type(exc).__name__}") from None
     lang = name.split(".")[-2]
-    for value in (20.0, None):  # both branches a template may take on the point value
-        ctx = context({**SAMPLE_REMINDER, "value_sar": value}, "متجر", "https://example.com/u/x", lang)
+    for value, others in ((20.0, []), (None, SAMPLE_OTHER_STAGES)):  # the branches on the value and on `others`
+        ctx = context({**SAMPLE_REMINDER, "value_sar": value, "other_stages": others}, "متجر", "https://example.com/u/x", lang)
         try:
             render(template, {**ctx, "subject": "subject"})
         except TemplateError as exc:

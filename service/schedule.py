@@ -21,6 +21,8 @@ The rules, per stage S (30, 7, 1 days before expiry by default) and look-ahead L
   outside quiet hours: before they begin, never after the lot entered.
 - A customer gets at most one S reminder per L: a lot that enters S inside that pause was
   named by the reminder that started it (it entered within L of it).
+- One plan names a lot once: a lot in S that enters a nearer stage N within L, beside a lot
+  already in N, goes with N's reminder only (it is then named at N, which covers S).
 """
 from __future__ import annotations
 
@@ -79,10 +81,13 @@ def plan(lots: Iterable[Lot], now: datetime, stages: Iterable[int], zone: str, q
         if stage not in wake or when < wake[stage]:
             wake[stage] = when
 
-    for stage in stages:
-        inside = [lot for lot in candidates if stage_of(lot, now, stages) == stage]
+    # Nearest stage first: a lot that a nearer reminder of this plan names (one entering the
+    # nearer stage within the look-ahead) is not named again by its current, farther stage's.
+    taken: set[str] = set()
+    for stage in reversed(stages):
+        inside = [lot for lot in candidates if stage_of(lot, now, stages) == stage and lot.key not in taken]
         # A lot entering S within the look-ahead is in S when it enters (nearer stages start later).
-        coming = [lot for lot in candidates if now < _entry(lot, stage) <= horizon]
+        coming = [lot for lot in candidates if now < _entry(lot, stage) <= horizon and lot.key not in taken]
         new_inside = [lot for lot in inside if _is_new(lot, stage, reminded)]
         new_coming = [lot for lot in coming if _is_new(lot, stage, reminded)]
         beyond = [_entry(lot, stage) for lot in candidates
@@ -112,6 +117,8 @@ def plan(lots: Iterable[Lot], now: datetime, stages: Iterable[int], zone: str, q
             result.hold.append((send_at, group))
         else:
             wake_at(stage, send_at)
+            continue
+        taken.update(lot.key for lot in group.lots)
     # Earliest expiry first when a window opens on many held reminders.
     result.hold.sort(key=lambda item: (item[0], item[1].earliest_expiry))
     result.send_now.sort(key=lambda group: group.earliest_expiry)

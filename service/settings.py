@@ -24,6 +24,10 @@ LANGUAGES = ("ar", "en")
 # A sweep claims from every shard each tick (one pipelined script per shard): past a thousand
 # or so shards that fan-out costs more than the shards save.
 MAX_DUE_SET_SHARDS = 1024
+# A held reminder that asks for a fresh read comes back this long after, in case the read never
+# came (workers/reminding.py); REMINDER_RECHECK_MAX_AGE is at least this, so that the read it
+# asked for still counts as fresh then.
+RECHECK_WAIT_SECONDS = 900
 
 
 class SettingsError(ValueError):
@@ -176,7 +180,7 @@ class Settings:
             sync_debounce_seconds=env.float("SYNC_DEBOUNCE_SECONDS", 3.0, minimum=0.0),
             admin_token=env.str("ADMIN_TOKEN", ""),
             quiet_hours=env.quiet_hours("QUIET_HOURS", "21:00-09:00"),
-            reminder_recheck_max_age_seconds=env.int("REMINDER_RECHECK_MAX_AGE", 3600, minimum=0),
+            reminder_recheck_max_age_seconds=_recheck_max_age(env),
             reminder_excluded_statuses=tuple(s.strip() for s in env.str("REMINDER_EXCLUDED_STATUSES", "").split(",") if s.strip()),
             point_value_sar=env.float("POINT_VALUE_SAR", 0.0, minimum=0.0),
             # Delivery retries and held reminders wait in the due set for the sweep, so it ticks often.
@@ -210,6 +214,15 @@ class Settings:
             due_set_shards=env.int("DUE_SET_SHARDS", 1, minimum=1, maximum=MAX_DUE_SET_SHARDS),
             allow_private_urls=env.flag("ALLOW_PRIVATE_URLS", False),
         )
+
+
+def _recheck_max_age(env: "_Env") -> int:
+    seconds = env.int("REMINDER_RECHECK_MAX_AGE", 3600)
+    if seconds < RECHECK_WAIT_SECONDS:
+        raise SettingsError(f"REMINDER_RECHECK_MAX_AGE={seconds} is below the minimum {RECHECK_WAIT_SECONDS}: a held "
+                            f"reminder that asked for a fresh read comes back {RECHECK_WAIT_SECONDS} s later, and that "
+                            "read must still count as fresh then (or it asks again, every time)")
+    return seconds
 
 
 def _check_cluster(redis_url: str, env: "_Env") -> None:

@@ -53,6 +53,7 @@ class LogChannel:
             "reminder_id", "merchant_id", "customer_id", "stage_days", "points_expiring",
             "earliest_expiry", "language")}
         line["lots"] = len(reminder["lots"])
+        line["other_stages"] = [other["stage_days"] for other in reminder.get("other_stages") or []]
         # The fields as JSON under `data` in the log line (service/logs.py); devkit/logfiles.py reads them back.
         reminder_log.info("reminder %s", reminder["reminder_id"], extra={"lpr_data": line})
 

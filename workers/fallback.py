@@ -20,7 +20,6 @@ the web process calls it from service/callbacks.py).
 """
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -164,8 +163,7 @@ def handle_late_failure(ledger, due, m: int, reminder_id: str, channel: str, fai
     if decision.action == NONE:
         return NONE
     text = f"failed:{failure.reason}: {failure.detail} after the provider accepted it"
-    claim = json.dumps({"stage": record.stage, "lots": [lot["key"] for lot in record.reminder.get("lots", [])],
-                        "at": round(now, 3)})
+    claim = ledger.claim_json(record.reminder, now)
     result = ledger.late_failure(m, reminder_id, channel, text, decision.action, now, claim,
                                  f"{channel}: {failure.detail} after it was accepted; {decision.why}")
     timer = DueEntry.for_reminder(m, record.customer_id, record.stage, reminder_id)

@@ -32,11 +32,14 @@ The customer's `marks:<c>` hash (same slot) says which lots were named at which 
   <lot key>   -> nearest stage a *sent* reminder named it at (outcome accounting reads these)
   d:<lot key> -> nearest stage a reminder an operator *dropped* named it at
   stage:<S>   -> when this customer's last S reminder was queued (the pause between two)
-  p:<id>      -> a reminder on its way (or a dead letter): {"stage", "lots", "at"}. Its lots count as
-                 named for planning, so that a read in between does not queue the stage again,
-                 and the sweep finds the reminder's id from a due-set timer through it.
-The first send marks the lots; once every channel is done the `p:` entry goes. Dropped, it becomes
-drop marks; cancelled, it goes (the lots are free again).
+  p:<id>      -> a reminder on its way (or a dead letter): {"stage", "lots", "at"}, and
+                 "other_stages": [{"stage", "lots"}] when it names more stages (one message for
+                 stages due at once: service/reminders.py). Its lots count as named for planning,
+                 so that a read in between does not queue the stage again, and the sweep finds
+                 the reminder's id from a due-set timer through it.
+The first send marks the lots, each at its own stage (and counts each stage); once every channel
+is done the `p:` entry goes. Dropped, it becomes drop marks; cancelled, it goes (the lots are free
+again).
 """
 from __future__ import annotations
 
@@ -53,7 +56,7 @@ SCHEDULED, SENDING, RETRYING, SENT, DEAD, DROPPED, CANCELLED = (
 LIVE = frozenset({SCHEDULED, SENDING, RETRYING})  # still on its way: a timer in the due set watches it
 STAGE_FIELD, CLAIM_FIELD, DROP_FIELD = "stage:", "p:", "d:"
 
-# KEYS: record, marks. ARGV: id, merchant, customer, stage, now, keep, body, claim.
+# KEYS: record, marks. ARGV: id, merchant, customer, stage, now, keep, body, claim, other stages...
 _CREATE = """
 local state = redis.call('HGET', KEYS[1], 'state')
 if state and state ~= 'cancelled' then return state end
@@ -62,6 +65,7 @@ redis.call('HSET', KEYS[1], 'merchant_id', ARGV[2], 'customer_id', ARGV[3], 'sta
            'state', 'scheduled', 'attempts', 0, 'created_at', ARGV[5], 'updated_at', ARGV[5], 'body', ARGV[7])
 redis.call('EXPIRE', KEYS[1], ARGV[6])
 redis.call('HSET', KEYS[2], 'p:' .. ARGV[1], ARGV[8], 'stage:' .. ARGV[4], ARGV[5])
+for i = 9, #ARGV do redis.call('HSET', KEYS[2], 'stage:' .. ARGV[i], ARGV[5]) end
 if redis.call('TTL', KEYS[2]) < tonumber(ARGV[6]) then redis.call('EXPIRE', KEYS[2], ARGV[6]) end
 return 'created'
 """
@@ -84,22 +88,37 @@ redis.call('HSET', KEYS[1], field, 'sending:' .. ARGV[2] .. ':' .. string.format
 return 'ok'
 """
 
+# Every stage a reminder's body names, with its lots and points: its own, then `other_stages`.
+_PARTS = """
+local function parts(stage, body)
+  local found = {{stage = stage, lots = body['lots'], points = body['points_expiring']}}
+  if type(body['other_stages']) == 'table' then
+    for _, other in ipairs(body['other_stages']) do
+      found[#found + 1] = {stage = tonumber(other['stage_days']), lots = other['lots'], points = other['points_expiring']}
+    end
+  end
+  return found
+end
+"""
+
 # KEYS: record, marks, stats, counters, dead. ARGV: id, now.
 # The first channel that sends makes the reminder reach the shopper (`sent_at`): its lots are
 # marked at its stage, and it is counted, once, here and nowhere else. Its state becomes `sent`
 # once no channel is left to retry (settle_sent).
-_MARK_SENT = """
+_MARK_SENT = _PARTS + """
 if redis.call('EXISTS', KEYS[1]) == 0 or redis.call('HEXISTS', KEYS[1], 'sent_at') == 1 then return 0 end
 redis.call('HSET', KEYS[1], 'sent_at', ARGV[2], 'updated_at', ARGV[2])
 redis.call('ZREM', KEYS[5], ARGV[1])
-local stage = tonumber(redis.call('HGET', KEYS[1], 'stage'))
 local body = cjson.decode(redis.call('HGET', KEYS[1], 'body'))
-for _, lot in ipairs(body['lots']) do
-  local current = tonumber(redis.call('HGET', KEYS[2], lot['key']) or '1000000')
-  if stage < current then redis.call('HSET', KEYS[2], lot['key'], stage) end
+for _, part in ipairs(parts(tonumber(redis.call('HGET', KEYS[1], 'stage')), body)) do
+  local stage = part.stage
+  for _, lot in ipairs(part.lots) do
+    local current = tonumber(redis.call('HGET', KEYS[2], lot['key']) or '1000000')
+    if stage < current then redis.call('HSET', KEYS[2], lot['key'], stage) end
+  end
+  redis.call('HINCRBY', KEYS[3], stage .. ':reminders_sent', 1)
+  redis.call('HINCRBY', KEYS[3], stage .. ':points_reminded', part.points)
 end
-redis.call('HINCRBY', KEYS[3], stage .. ':reminders_sent', 1)
-redis.call('HINCRBY', KEYS[3], stage .. ':points_reminded', body['points_expiring'])
 redis.call('HINCRBY', KEYS[4], 'reminders_sent', 1)
 return 1
 """
@@ -140,11 +159,13 @@ else
   redis.call('ZREM', KEYS[4], ARGV[1])
 end
 if ARGV[3] == 'dropped' then
-  local stage = tonumber(redis.call('HGET', KEYS[1], 'stage'))
   local body = cjson.decode(redis.call('HGET', KEYS[1], 'body'))
-  for _, lot in ipairs(body['lots']) do
-    local current = tonumber(redis.call('HGET', KEYS[2], 'd:' .. lot['key']) or '1000000')
-    if stage < current then redis.call('HSET', KEYS[2], 'd:' .. lot['key'], stage) end
+""" + _PARTS + """
+  for _, part in ipairs(parts(tonumber(redis.call('HGET', KEYS[1], 'stage')), body)) do
+    for _, lot in ipairs(part.lots) do
+      local current = tonumber(redis.call('HGET', KEYS[2], 'd:' .. lot['key']) or '1000000')
+      if part.stage < current then redis.call('HSET', KEYS[2], 'd:' .. lot['key'], part.stage) end
+    end
   end
   redis.call('HDEL', KEYS[2], claim)
 elseif ARGV[3] == 'cancelled' then
@@ -327,6 +348,21 @@ class Marks:
         return next((rid for rid in self.claims if rid.startswith(reminder_key)), None)
 
 
+def stage_parts(reminder: dict) -> list[tuple[int, list[str]]]:
+    """(stage, lot keys) of every stage a reminder names: its own first, then `other_stages`."""
+    return [(int(part["stage_days"]), [lot["key"] for lot in part.get("lots") or []])
+            for part in [reminder, *(reminder.get("other_stages") or [])]]
+
+
+def claim_json(reminder: dict, now: float) -> str:
+    """The `p:<id>` entry of a reminder on its way: its stages' lots count as named meanwhile."""
+    (stage, lots), *others = stage_parts(reminder)
+    claim = {"stage": stage, "lots": lots, "at": round(now, 3)}
+    if others:
+        claim["other_stages"] = [{"stage": other, "lots": keys} for other, keys in others]
+    return json.dumps(claim)
+
+
 def parse_marks(raw: dict) -> Marks:
     sent, named, times, claims = {}, {}, {}, {}
     for field, value in raw.items():
@@ -343,8 +379,9 @@ def parse_marks(raw: dict) -> Marks:
             sent[field] = int(value)
             named[field] = min(named.get(field, 10**6), int(value))
     for claim in claims.values():
-        for key in claim["lots"]:
-            named[key] = min(named.get(key, 10**6), int(claim["stage"]))
+        for part in [claim, *claim.get("other_stages", [])]:
+            for key in part["lots"]:
+                named[key] = min(named.get(key, 10**6), int(part["stage"]))
     return Marks(sent=sent, named=named, stage_times=times, claims=claims)
 
 
@@ -363,6 +400,8 @@ class Ledger:
         self._late_failure = store.register_script(_LATE_FAILURE)
         self._record_send = store.register_script(_RECORD_SEND)
 
+    claim_json = staticmethod(claim_json)  # for callers handed a ledger (workers/fallback.py)
+
     def marks(self, merchant_id: int, customer_id: int) -> Marks:
         return parse_marks(self.redis.hgetall(self.keys.store(merchant_id).marks(customer_id)))
 
@@ -371,13 +410,12 @@ class Ledger:
         Returns 'created', or the state of the record that already exists (same id)."""
         m, c, rid = reminder["merchant_id"], reminder["customer_id"], reminder["reminder_id"]
         k = self.keys.store(m)
-        claim = json.dumps({"stage": reminder["stage_days"], "lots": [lot["key"] for lot in reminder["lots"]],
-                            "at": round(now, 3)})
         result = self._create(keys=[k.reminder(rid), k.marks(c)], args=[
             # Full precision: the pause between two reminders of a stage is measured from this
             # time, and a value rounded down let the next one out a fraction of a ms early.
             rid, m, c, reminder["stage_days"], f"{now:.6f}", max(int(keep_seconds), 60),
-            json.dumps(reminder, ensure_ascii=False), claim])
+            json.dumps(reminder, ensure_ascii=False), claim_json(reminder, now),
+            *(stage for stage, _ in stage_parts(reminder)[1:])])
         return result.decode() if isinstance(result, bytes) else result
 
     def get(self, merchant_id: int, reminder_id: str) -> Record | None:

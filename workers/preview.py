@@ -52,7 +52,9 @@ def _from_last_read(store, keys, settings, directory: ChannelDirectory, merchant
     groups = due_groups(lots, now, policy.stages_days, policy.min_points)
     if not groups:
         return None
-    return build_reminder(merchant_id, customer, groups[0], language, now, policy.point_value_sar, policy.store_name)
+    # Every stage it is in now, as one message (as the engine sends stages due at once).
+    return build_reminder(merchant_id, customer, groups[0], language, now, policy.point_value_sar, policy.store_name,
+                          others=groups[1:])
 
 
 def sample_reminder(merchant_id: int, customer: Customer, language: str, now: datetime) -> dict:

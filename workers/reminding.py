@@ -11,10 +11,13 @@ sweep       Celery beat's job: claim due entries atomically and act on each cust
             - a held reminder or a wake-up: re-check the customer against lots no older than
               REMINDER_RECHECK_MAX_AGE (a fresh read through the budget when they are older)
               and evaluate again. An entry waiting for that read stays in the due set until the
-              read has planned again, so a read that is dropped or fails loses nothing.
+              read has planned again, so a read that is dropped or fails loses nothing; once it
+              has, the entries it answered are done (the plan schedules again what is still
+              due), so an entry is re-read once per re-check, and counted once.
 
 Keys (service/keys.py): `lots:<c>` the last read's lots and when it was read; `recheck:<c>`
-stages whose held reminder waits for a fresh read; `stats` the outcome counters, per stage.
+the entries (`<stage>:<reminder key>`) waiting for a fresh read; `stats` the outcome counters,
+per stage.
 """
 from __future__ import annotations
 
@@ -31,9 +34,10 @@ from service.loyalty import Lot
 from service.outcomes import settle, snapshot
 from service.reminders import build_reminder, reminder_id
 from service.schedule import SETTLE_STAGE, eligible, plan
+from service.settings import RECHECK_WAIT_SECONDS
 from service.store_policy import policy_for
 from workers.delivery import DELIVERY_LEASE_SECONDS, PAUSED_RETRY_SECONDS, arm, queue_reminder
-from workers.due_set import DueEntry
+from workers.due_set import REMINDER_KEY_HEX, DueEntry
 from workers.ledger import CANCELLED, LIVE, Marks, count_stat, parse_marks
 from workers.oauth import usable
 from workers.runtime import Runtime
@@ -45,9 +49,9 @@ WAKEUP_KEY = "0" * 12  # due-set entries that only say "look again"; holds and d
 # Held reminders opening at the same minute are spread over at most this many seconds, earliest
 # expiry first; the sweep claims that far ahead so that none waits for the next tick.
 TIEBREAK_MAX_SECONDS = 5.0
-# An entry waiting for a re-check read comes back this long after asking for it, in case the
-# read never plans again (dropped, failed for good, its store paused meanwhile).
-RECHECK_WAIT_SECONDS = 900
+# An entry waiting for a re-check read comes back RECHECK_WAIT_SECONDS (service/settings.py,
+# which bounds REMINDER_RECHECK_MAX_AGE by it) after asking for it, in case the read never plans
+# again (dropped, failed for good, its store paused meanwhile).
 KEEP_SECONDS = 400 * 24 * 3600
 SWEEP_TIME_BUDGET_SECONDS = 20.0
 KNOWN_STATUSES = {"مؤكدة"}  # the only status Salla documents ("confirmed")
@@ -132,20 +136,34 @@ def after_read(rt: Runtime, m: int, customer: Customer, lots: list[Lot], now: da
         for stage, points in outcome.lost.items():
             count(rt, m, stage, "points_lost", points)
     _log_unknown_statuses(lots)
-    # The new lots, and the stages held for this read (taken: a re-check is answered once).
+    # The new lots, and the entries waiting for this read (taken: a re-check is answered once).
     recheck_key = k.recheck(customer.id)
     pipe = rt.store.pipeline(transaction=True)
     pipe.set(k.lots(customer.id), _lots_json(lots, now), ex=_lots_keep(rt, profile_ttl))
     pipe.smembers(recheck_key)
     pipe.delete(recheck_key)
-    held_stages = {int(s) for s in pipe.execute()[1]}
-    return evaluate(rt, m, customer, lots, now, publish, known_marks=known, held_stages=held_stages, config=config)
+    answered = [_waiting_entry(m, customer.id, member) for member in pipe.execute()[1]]
+    held_stages = {e.stage_days for e in answered if e.reminder_key != WAKEUP_KEY}
+    return evaluate(rt, m, customer, lots, now, publish, known_marks=known, held_stages=held_stages, config=config,
+                    answered=answered)
+
+
+def _waiting_member(entry: DueEntry) -> str:
+    return f"{entry.stage_days}:{entry.reminder_key}"
+
+
+def _waiting_entry(m: int, c: int, member) -> DueEntry:
+    stage, _, key = (member.decode() if isinstance(member, bytes) else str(member)).partition(":")
+    # A bare stage (written before the entries were kept): a held reminder of that stage.
+    return DueEntry(m, c, int(stage), key if len(key) == REMINDER_KEY_HEX else "f" * REMINDER_KEY_HEX)
 
 
 def evaluate(rt: Runtime, m: int, customer: Customer, lots: list[Lot], now: datetime, publish,
              known_marks: Marks | None = None, held_stages: set[int] = frozenset(),
-             config: dict | None = None) -> list[dict]:
-    """Plan and act. `publish(m, c, reminder_id)` hands a queued reminder to the delivery task."""
+             config: dict | None = None, answered: list[DueEntry] = ()) -> list[dict]:
+    """Plan and act. `publish(m, c, reminder_id)` hands a queued reminder to the delivery task.
+    `answered`: due-set entries that waited for this read; what the plan does not schedule again
+    is done (left there, each would come back and ask for another read)."""
     settings = rt.settings
     if customer.notifications_enabled is False:
         cancel_customer(rt, m, customer.id, now.timestamp())
@@ -165,9 +183,14 @@ def evaluate(rt: Runtime, m: int, customer: Customer, lots: list[Lot], now: date
     # The customer's language when Salla gives it, else the store's, else REMINDER_LANGUAGE.
     language = customer.lang or policy.language
     queued = []
-    for group in decision.send_now:
-        reminder = build_reminder(m, customer, group, language, now, policy.point_value_sar, policy.store_name)
-        keep = int((max(lot.expires_at for lot in group.lots) - now).total_seconds()) + SENT_MARK_MARGIN_SECONDS
+    if decision.send_now:
+        # Every stage due now goes out as one message: the nearest expiry first, the others with it
+        # (the ledger still marks each stage's lots at their own stage).
+        first, *others = decision.send_now
+        reminder = build_reminder(m, customer, first, language, now, policy.point_value_sar, policy.store_name,
+                                  others=others)
+        last_expiry = max(lot.expires_at for group in decision.send_now for lot in group.lots)
+        keep = int((last_expiry - now).total_seconds()) + SENT_MARK_MARGIN_SECONDS
         if queue_reminder(rt, reminder, keep, now.timestamp(), publish) == "created":
             queued.append(reminder)
     entries = []
@@ -179,6 +202,13 @@ def evaluate(rt: Runtime, m: int, customer: Customer, lots: list[Lot], now: date
     entries += [(when.timestamp(), DueEntry(m, customer.id, stage, WAKEUP_KEY)) for when, stage in decision.wakeups]
     if entries:
         rt.due.schedule(entries)
+    planned = {entry for _, entry in entries}
+    done = [entry for entry in answered if entry not in planned]
+    if done:
+        # A held entry and the delivery timer of the reminder it became are one member: a timer
+        # of a reminder on its way (queued just now, say) stays.
+        on_its_way = rt.ledger.marks(m, customer.id)
+        rt.due.remove([entry for entry in done if on_its_way.claim_for(entry.reminder_key) is None])
     # A held reminder re-checked with nothing left in its stage: the points were used first.
     for stage in held_stages:
         if not any(_stage_has_lots(lots, now, nearer, policy) for nearer in policy.stages_days
@@ -302,14 +332,13 @@ def _act(rt: Runtime, m: int, c: int, entries: list[DueEntry], now: datetime, pu
         result.sent += evaluate(rt, m, customer, cached[1], now, publish, known_marks=marks, held_stages=held)
         result.evaluated += 1
         return
-    if held:
-        key = rt.keys.store(m).recheck(c)
-        pipe = rt.store.pipeline(transaction=True)
-        pipe.sadd(key, *held)
-        pipe.expire(key, 86400)  # a read that never comes must not leave it forever
-        pipe.execute()
-    # The entries stay, due again later: the read's plan replaces them (same members), and if
-    # the read is dropped or fails for good they come back and ask again.
+    key = rt.keys.store(m).recheck(c)
+    pipe = rt.store.pipeline(transaction=True)
+    pipe.sadd(key, *(_waiting_member(entry) for entry in rest))
+    pipe.expire(key, 86400)  # a read that never comes must not leave it forever
+    pipe.execute()
+    # The entries stay, due again later: the read's plan replaces them or ends them (after_read),
+    # and if the read is dropped or fails for good they come back and ask again.
     rt.due.schedule([(moment + RECHECK_WAIT_SECONDS, entry) for entry in rest])
     request_read(m, c)  # through the store's budget; after_read evaluates again
     result.reads_requested += 1

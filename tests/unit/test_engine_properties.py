@@ -8,7 +8,11 @@ Salla's history over time and some are used. The oracle then checks what the sho
    entered a stage is named in a reminder of that stage that went out no later than the
    moment it entered it, and no earlier than the look-ahead before;
 2. no customer gets two reminders of one stage within REMINDER_LOOKAHEAD;
-3. no reminder goes out twice.
+3. no reminder goes out twice, and no two messages go out at the same moment (stages due
+   together share one).
+
+A message may name several stages (those due at the same moment go out together,
+`other_stages`): the oracle reads each stage of it as that stage's reminder.
 """
 from __future__ import annotations
 
@@ -127,10 +131,21 @@ def simulate(specs, events, quiet="21:00-09:00") -> Simulation:
     return sim
 
 
+def stages_named(reminder: dict) -> list[dict]:
+    """A message's stages, each as a reminder of its own (`stage_days`, `lots`)."""
+    return [reminder, *reminder.get("other_stages", [])]
+
+
 def check(sim: Simulation) -> None:
-    sent = sim.channel.sent
-    ids = [r["reminder_id"] for _, r in sent]
+    messages = sim.channel.sent
+    ids = [r["reminder_id"] for _, r in messages]
     assert len(ids) == len(set(ids)), "a reminder went out twice"
+    sent = [(t, part) for t, r in messages for part in stages_named(r)]
+    for _, r in messages:
+        keys = [lot["key"] for part in stages_named(r) for lot in part["lots"]]
+        assert len(keys) == len(set(keys)), f"one message names a lot twice: {sorted(keys)}"
+    times = [t for t, _ in messages]
+    assert len(times) == len(set(times)), "two messages to the shopper at the same moment"
     for stage in STAGES:
         times = sorted(t for t, r in sent if r["stage_days"] == stage)
         for earlier, later in zip(times, times[1:]):
@@ -155,6 +170,9 @@ def check(sim: Simulation) -> None:
 # Found by Hypothesis: the stage's time was kept to the ms, rounded down, so the next 30-day
 # reminder went out 0.2 ms short of the look-ahead.
 @example(specs=[(0, 1, 1, None), (1, 548, 1, None), (358, 216, 1, None)], events=[345])
+# Issue 15 item 15: `make demo`'s customer 1003, a 7-day and a 30-day stage due on the first read:
+# two messages at the same moment, where one names both.
+@example(specs=[(0, 6 * 24, 25, None), (0, 25 * 24, 80, None)], events=[])
 def test_every_lot_is_named_in_time_never_twice_a_stage_within_the_look_ahead(specs, events):
     check(simulate(specs, events))
 
@@ -177,3 +195,38 @@ def test_close_lots_share_each_stage_and_the_larger_one_is_never_hidden():
     for when, reminder in sim.channel.sent:
         assert when <= expires - timedelta(days=reminder["stage_days"])  # before A enters the stage
     check(sim)
+
+
+# -- one plan at a time --------------------------------------------------------------------------
+plan_lots = st.lists(st.tuples(st.integers(1, 40 * 24 * 60),     # expires in (minutes from now)
+                               st.integers(1, 500),              # points
+                               st.sampled_from([None, 30, 7, 1])),  # nearest stage already named at
+                     min_size=1, max_size=6)
+
+
+def _planned(lot_specs, quiet: str, since_minutes: int | None):
+    from service.schedule import plan
+    from service.send_window import parse_quiet_hours
+
+    lots = [TrueLot(f"l{i}", T0 - timedelta(days=60), T0 + minutes * timedelta(minutes=1), points, None).at(T0)
+            for i, (minutes, points, _) in enumerate(lot_specs)]
+    reminded = {f"l{i}": named for i, (_, _, named) in enumerate(lot_specs) if named is not None}
+    stage_sent = {} if since_minutes is None else {
+        stage: (T0 - since_minutes * timedelta(minutes=1)).timestamp() for stage in STAGES}
+    return plan(lots, T0, STAGES, "Asia/Riyadh", parse_quiet_hours(quiet), reminded, stage_sent=stage_sent,
+                lookahead=LOOKAHEAD)
+
+
+@hsettings(max_examples=300, deadline=None)
+@given(lot_specs=plan_lots, quiet=st.sampled_from(["21:00-09:00", "off", "11:00-13:00"]),
+       since_minutes=st.none() | st.integers(0, 3 * 24 * 60))
+# The issue's case, common after a backfill: a lot in the 7-day stage that enters the 1-day stage
+# within the look-ahead (expires in 36 h), beside a lot already in the 1-day stage (expires in 12 h).
+@example(lot_specs=[(12 * 60, 90, None), (36 * 60, 25, None)], quiet="off", since_minutes=None)
+def test_no_lot_is_named_twice_in_one_plan(lot_specs, quiet, since_minutes):
+    """Issue 15 item 14: on any single plan (what goes out now and what is held), no lot is named
+    by two reminders: a lot entering a nearer stage within the look-ahead, beside one already in
+    it, was named by both that stage's reminder and its current stage's."""
+    decision = _planned(lot_specs, quiet, since_minutes)
+    named = [lot.key for group in decision.send_now + [group for _, group in decision.hold] for lot in group.lots]
+    assert len(named) == len(set(named)), f"named twice: {sorted(named)}"
