@@ -64,6 +64,11 @@ TEMPLATE_VARIABLES = {
     "same_day": "true when every lot expires the same day",
     "store_name": "the store's name (empty when not set)",
     "stage_days": "the reminder's stage in days before the expiry (30, 7, 1)",
+    "others": "the other stages due at the same moment, later expiries, each with points, points_text, value, "
+              "expiry, expiry_gregorian, same_day, stage_days (empty for one stage)",
+    "others_text": "the other stages in one phrase, to follow `expiry` (empty for one stage)",
+    "total_points": "the points of every stage in the message, added up (a number)",
+    "total_points_text": "the same, with the word 'point' agreeing with it",
     "unsubscribe_url": "the shopper's unsubscribe link (e-mail)",
     "language": "ar or en",
     "dir": "rtl or ltr",
