@@ -33,8 +33,10 @@ def forget_store(rt: Runtime, merchant_id: int, uninstalled_at: float | None = N
         dropped = {"dropped_syncs": rt.budget.drop_store(merchant_id),
                    "dropped_reminders": rt.due.cancel_store(merchant_id)}
         kept = set(k.kept_after_uninstall) | {k.token_lock}
-        doomed = [key for key in rt.store.scan_iter(match=k.pattern, count=1000)
-                  if (key.decode() if isinstance(key, bytes) else key) not in kept]
+        doomed = [key.decode() if isinstance(key, bytes) else key
+                  for key in rt.store.scan_iter(match=k.pattern, count=1000)]
+        doomed = [key for key in doomed if key not in kept]
+        dropped["opt_outs_kept"] = _keep_opt_outs(rt, merchant_id, doomed)
         for start in range(0, len(doomed), 500):
             rt.store.delete(*doomed[start:start + 500])
         dropped["keys_erased"] = len(doomed)
@@ -44,6 +46,24 @@ def forget_store(rt: Runtime, merchant_id: int, uninstalled_at: float | None = N
         rt.registry.count(merchant_id, name, amount)
     log.info("merchant=%s uninstalled: its data is erased %s", merchant_id, dropped)
     return dropped
+
+
+def _keep_opt_outs(rt: Runtime, merchant_id: int, doomed: list[str]) -> int:
+    """Before the profiles go: a suppression entry for every customer who opted out. An opt-out
+    made today writes its entry at once (workers/profiles.py); one recorded only in the profile,
+    before entries existed, would otherwise be erased with it, and a reinstall would remind them."""
+    head = rt.keys.store(merchant_id).profile("")
+    customers = [int(key[len(head):]) for key in doomed if key.startswith(head) and key[len(head):].isdigit()]
+    kept = 0
+    for start in range(0, len(customers), 500):
+        batch = customers[start:start + 500]
+        pipe = rt.store.pipeline(transaction=False)
+        for customer_id in batch:
+            pipe.hmget(rt.keys.store(merchant_id).profile(customer_id), "unsubscribed_at", "notifications_enabled")
+        for customer_id, (unsubscribed_at, enabled) in zip(batch, pipe.execute()):
+            if unsubscribed_at or enabled in ("0", b"0"):
+                kept += rt.profiles.keep_suppressed(merchant_id, customer_id, rt.clock())
+    return kept
 
 
 # The web publishes forget_store at app.uninstalled, and a worker runs it within seconds: beat

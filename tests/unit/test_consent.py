@@ -169,6 +169,29 @@ def test_the_suppression_survives_uninstall_and_a_new_install():
     assert rt.profiles.load(M, C).notifications_enabled is False and planned(rt) == []
 
 
+def test_an_opt_out_recorded_only_in_the_profile_survives_uninstall():
+    """Issue 15 item 9: a customer who opted out before suppression entries existed has only
+    the profile's flag; the uninstall keeps a suppression entry for them before it erases the
+    profile, so a reinstall does not remind them."""
+    rt = runtime()
+    sync.accept_event(rt, event("order.created", OLDER))
+    sync.accept_event(rt, event("order.created", OLDER, customer_id=C + 1, mobile="+966500000002",
+                                email="other@example.sa"))
+    profile = rt.keys.store(M).profile(C)
+    rt.store.hset(profile, mapping={"unsubscribed_at": f"{NOW.timestamp():.0f}", "notifications_enabled": "0"})
+    rt.store.delete(rt.keys.store(M).suppressed)  # as an opt-out recorded before entries existed
+    rt.registry.set_state(M, UNINSTALLED)
+    assert lifecycle.forget_store(rt, M)["opt_outs_kept"] == 1
+    assert not rt.store.exists(profile)
+    rt.tokens.save(M, StoreTokens("a", "r", 2e10, "customers.read"))
+    rt.registry.set_state(M, "active")
+    sync.accept_event(rt, event("order.created", NEWER))
+    sync.accept_event(rt, event("order.created", NEWER, customer_id=C + 1, mobile="+966500000002",
+                                email="other@example.sa"))
+    assert rt.profiles.load(M, C).notifications_enabled is False and planned(rt) == []
+    assert planned(rt, C + 1)  # the customer who never opted out is reminded as before
+
+
 def test_a_queued_reminder_is_not_sent_to_a_suppressed_customer_whose_profile_is_gone():
     """Issue 15 item 9: the delivery path asks too: the profile expired (retention), the
     suppression entry stays, the queued reminder is cancelled, not sent."""
