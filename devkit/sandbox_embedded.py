@@ -101,6 +101,7 @@ def dashboard_app(sandbox_app: Flask, page_url: str) -> Flask:
     another origin than the app's page, as Salla's dashboard is."""
     tokens: EmbeddedTokens = sandbox_app.extensions["salla_embedded_tokens"]
     app = Flask(__name__)
+    app.config["APP_PAGE_URL"] = page_url  # read per request: a test may start the app after this host
 
     @app.get("/embedded/app/<app_id>/<slug>")
     def host(app_id: str, slug: str) -> Response:
@@ -110,7 +111,7 @@ def dashboard_app(sandbox_app: Flask, page_url: str) -> Flask:
         lang = request.args.get("lang", "ar") if request.args.get("lang") in ("ar", "en") else "ar"
         theme = request.args.get("theme") if request.args.get("theme") in ("light", "dark") else "light"
         token = request.args.get("token") or tokens.issue(int(merchant))["token"]  # ?token= frames a given one
-        src = f"{page_url}?{urlencode({'token': token, 'theme': theme, 'lang': lang})}"
+        src = f"{app.config['APP_PAGE_URL']}?{urlencode({'token': token, 'theme': theme, 'lang': lang})}"
         html = _HOST_PAGE.format(lang=lang, dir="rtl" if lang == "ar" else "ltr", merchant=escape(merchant),
                                  src=escape(src), bg="#15191b" if theme == "dark" else "#f5f7f8",
                                  fg="#e6eced" if theme == "dark" else "#1f2d33")
