@@ -121,7 +121,14 @@ def rate(part: int, whole: int) -> float | None:
 
 
 def stage_label(days: int, lang: str) -> str:
-    return TEXTS[lang]["stage"].format(days=days)
+    if lang == "en":
+        return f"{days} day before" if days == 1 else TEXTS[lang]["stage"].format(days=days)
+    # Arabic counts: one and two have their own words, 3-10 take the plural, 11 and more the singular.
+    if days == 1:
+        return "قبل يوم واحد"
+    if days == 2:
+        return "قبل يومين"
+    return f"قبل {days} أيام" if 3 <= days <= 10 else f"قبل {days} يومًا"
 
 
 def chart_svg(weeks: list[dict], metric: str, lang: str, title: str) -> Markup:
@@ -130,7 +137,7 @@ def chart_svg(weeks: list[dict], metric: str, lang: str, title: str) -> Markup:
     stages = sorted({s for week in weeks for s in week["stages"]}, reverse=True)
     totals = [sum(week["stages"].get(s, {}).get(metric, 0) for s in stages) for week in weeks]
     top = max(totals + [1])
-    width, height, pad, bottom = 560, 200, 8, 28
+    width, height, pad, bottom = 900, 180, 8, 28
     slot = (width - 2 * pad) / max(len(weeks), 1)
     order = list(range(len(weeks)))[::-1] if lang == "ar" else list(range(len(weeks)))
     parts = [f'<svg class="chart" data-metric="{escape(metric)}" viewBox="0 0 {width} {height}" role="img" '

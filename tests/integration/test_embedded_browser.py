@@ -19,6 +19,7 @@ from flask import Flask
 from devkit.sandbox import create_app as create_sandbox, serve_in_thread
 from devkit.sandbox_embedded import INTROSPECT_PATH, dashboard_app, page_address
 from service import store_figures
+from service.alarms import Alarms
 from service.app import create_app
 from service.keys import Keys
 from tests.conftest import make_settings
@@ -56,7 +57,12 @@ def seed(store, merchant_id: int, sent: int, saved: int, dead: bool = False, wee
             store_figures.record_sent(store, keys, merchant_id, 1000 + n, (30, 7, 1)[n % 3], 100 + 10 * n,
                                       f"{week:04x}{n:028x}", now - 86400 * 7 * week)
         store_figures.record_saved(store, keys, merchant_id, (7, 1)[week % 2], saved + 13 * week, now - 86400 * 7 * week)
+    for channel, counts in (("whatsapp", {"sent": sent, "delivered": sent - 1, "failed:undeliverable": 1}),
+                            ("sms", {"sent": 4, "delivered": 2, "failed:refused": 2})):
+        for status, value in counts.items():
+            store.hincrby(keys.store(merchant_id).statuses, f"{channel}:{status}", value)
     if dead:
+        Alarms(store, "lpr:").raise_(f"sms_account_{merchant_id}", f"merchant {merchant_id}: Unifonic refuses (credit)")
         ledger = Ledger(store, "lpr:")
         reminder = {"reminder_id": "d" * 32, "merchant_id": merchant_id, "customer_id": 77, "stage_days": 7,
                     "points_expiring": 250, "customer": {"mobile": "+966512345678"}, "lots": [{"key": "l1"}]}
@@ -70,7 +76,9 @@ def dashboard(store, redis_url):
     sandbox_app = create_sandbox(token=None, app_id=int(APP_ID))
     with serve_in_thread(sandbox_app) as sandbox, \
             serve_in_thread(dashboard_app(sandbox_app, "")) as host:
-        settings = make_settings(REDIS_URL=redis_url, SALLA_APP_ID=APP_ID, SALLA_EMBEDDED_SDK_URL="none",
+        settings = make_settings(REDIS_URL=redis_url, REMINDER_CHANNELS="whatsapp,sms,email",
+                                 WHATSAPP_PHONE_NUMBER_ID="106540352242922", WHATSAPP_ACCESS_TOKEN="EAAG" + "x" * 40,
+                                 SMS_API_KEY="sandbox-sms-key-0123", SMS_SENDER="Store", SALLA_APP_ID=APP_ID, SALLA_EMBEDDED_SDK_URL="none",
                                  SALLA_INTROSPECT_URL=sandbox.url + INTROSPECT_PATH, ALLOW_PRIVATE_URLS="1",
                                  EMBEDDED_DEV_ORIGIN=host.url)
         with serve_in_thread(create_app(settings, redis_client=store, queue=object())) as web:
@@ -108,6 +116,7 @@ def test_the_framed_page_renders_in_each_language_and_theme(browser, dashboard, 
     assert frame.locator("#holdout[data-status=off]").count() == 1
     assert frame.locator("#reminders-sent").inner_text().strip() == shown[A]
     assert frame.locator("#dead-letters button").count() == 1
+    assert frame.locator("#channels [data-channel=sms] .needs").count() == 1  # the SMS credit alarm
     direction = frame.locator("body").evaluate("el => getComputedStyle(el).direction")
     assert direction == ("rtl" if lang == "ar" else "ltr")
     if (lang, theme) in (("ar", "light"), ("en", "dark")):
