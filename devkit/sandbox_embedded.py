@@ -102,6 +102,7 @@ def dashboard_app(sandbox_app: Flask, page_url: str) -> Flask:
     tokens: EmbeddedTokens = sandbox_app.extensions["salla_embedded_tokens"]
     app = Flask(__name__)
     app.config["APP_PAGE_URL"] = page_url  # read per request: a test may start the app after this host
+    app.config["APP_ID"] = tokens.app_id
 
     @app.get("/embedded/app/<app_id>/<slug>")
     def host(app_id: str, slug: str) -> Response:
@@ -131,3 +132,10 @@ def dashboard_app(sandbox_app: Flask, page_url: str) -> Flask:
 
 def page_address(dashboard_url: str, app_id: str, merchant_id: int, lang: str = "ar", theme: str = "light") -> str:
     return f"{dashboard_url}/embedded/app/{app_id}/{SLUG}?{urlencode({'merchant': merchant_id, 'lang': lang, 'theme': theme})}"
+
+
+def dashboard_page_url(host: Flask, host_url: str, web_url: str, merchant_id: int) -> str:
+    """Point the dashboard `host` (served at `host_url`) at the app's page on `web_url`; the
+    address of one store's page in it."""
+    host.config["APP_PAGE_URL"] = f"{web_url}/salla/embedded"
+    return page_address(host_url, host.config["APP_ID"], merchant_id)

@@ -17,7 +17,7 @@ import requests
 from flask import Flask
 
 from devkit.sandbox import create_app as create_sandbox, serve_in_thread
-from devkit.sandbox_embedded import INTROSPECT_PATH, dashboard_app, page_address
+from devkit.sandbox_embedded import INTROSPECT_PATH, dashboard_app, dashboard_page_url, page_address
 from service import store_figures
 from service.alarms import Alarms
 from service.app import create_app
@@ -75,14 +75,14 @@ def dashboard(store, redis_url):
     """(dashboard URL, app URL, sandbox URL): the sandbox, its dashboard and the app, each on its own port."""
     sandbox_app = create_sandbox(token=None, app_id=int(APP_ID))
     with serve_in_thread(sandbox_app) as sandbox, \
-            serve_in_thread(dashboard_app(sandbox_app, "")) as host:
+            serve_in_thread(host_app := dashboard_app(sandbox_app, "")) as host:
         settings = make_settings(REDIS_URL=redis_url, REMINDER_CHANNELS="whatsapp,sms,email",
                                  WHATSAPP_PHONE_NUMBER_ID="106540352242922", WHATSAPP_ACCESS_TOKEN="EAAG" + "x" * 40,
                                  SMS_API_KEY="sandbox-sms-key-0123", SMS_SENDER="Store", SALLA_APP_ID=APP_ID, SALLA_EMBEDDED_SDK_URL="none",
                                  SALLA_INTROSPECT_URL=sandbox.url + INTROSPECT_PATH, ALLOW_PRIVATE_URLS="1",
                                  EMBEDDED_DEV_ORIGIN=host.url)
         with serve_in_thread(create_app(settings, redis_client=store, queue=object())) as web:
-            host._server.app.config["APP_PAGE_URL"] = web.url + "/salla/embedded"
+            dashboard_page_url(host_app, host.url, web.url, A)
             seed(store, A, sent=12, saved=340, dead=True, weeks_back=6)
             seed(store, B, sent=5, saved=99)
             shown = {m: str(store_figures.read(store, Keys("lpr:"), m, time.time())["month"]["sent"]) for m in (A, B)}
