@@ -174,3 +174,16 @@ def test_the_page_refuses_to_be_framed_by_any_other_origin(browser, dashboard):
         assert frame.locator("#this-month").count() == 0
         assert any("frame-ancestors" in text for text in blocked), blocked
         context.close()
+
+
+def test_the_replay_button_works_inside_the_frame(browser, dashboard):
+    """Issue 17 §2: dead letters with a replay button (the session cookie and CSRF token inside
+    the third-party frame, as in Salla's dashboard)."""
+    host, web, _, shown = dashboard
+    context, page, frame, errors = open_page(browser, page_address(host, APP_ID, A, "en"))
+    frame.locator("#dead-letters button").click()
+    frame.locator("#notice").wait_for()
+    assert frame.locator("#notice").inner_text() == "The message is queued again."
+    assert frame.locator("#dead-letters button").count() == 0
+    assert errors == []
+    context.close()
