@@ -277,7 +277,8 @@ def page_context(data: dict, lang: str) -> dict:
         "general_alarms": [TEXTS[lang][STORE_ALARMS[name][1]] for name in data["alarms"]
                            if STORE_ALARMS[name][0] is None],
         "recent": [{**row, "when": _when(row["at"], lang), "stage_label": stage_label(row["stage"], lang),
-                    "points": f"{row['points']:,}"} for row in data["recent"]],
+                    "points": f"{row['points']:,}", "channels": [CHANNEL_NAMES[lang].get(ch, ch) for ch in row["channels"]]}
+                   for row in data["recent"]],
         "dead": [{**row, "when": _when(row["at"], lang), "stage_label": stage_label(row["stage"], lang),
                   "points": f"{row['points']:,}"} for row in data["dead"]],
     }

@@ -61,7 +61,16 @@ def seed(store, merchant_id: int, sent: int, saved: int, dead: bool = False, wee
                             ("sms", {"sent": 4, "delivered": 2, "failed:refused": 2})):
         for status, value in counts.items():
             store.hincrby(keys.store(merchant_id).statuses, f"{channel}:{status}", value)
-    if dead:
+    if dead:  # and three reminders sent through the ledger, the latest ones the page lists
+        sent_ledger = Ledger(store, "lpr:")
+        for n, (mobile, email) in enumerate((("+966501234567", None), (None, "sara@example.com"),
+                                             ("+966559876543", None))):
+            rid = f"{n + 1:x}" * 32
+            sent_ledger.create({"reminder_id": rid[:32], "merchant_id": merchant_id, "customer_id": 500 + n,
+                                "stage_days": (30, 7, 1)[n], "points_expiring": 150 * (n + 1),
+                                "customer": {"mobile": mobile, "email": email}, "lots": [{"key": f"s{n}"}]}, 86400, now)
+            store.hset(keys.store(merchant_id).reminder(rid[:32]), "ch:whatsapp" if mobile else "ch:email", "sent")
+            sent_ledger.mark_sent(merchant_id, 500 + n, rid[:32], now)
         Alarms(store, "lpr:").raise_(f"sms_account_{merchant_id}", f"merchant {merchant_id}: Unifonic refuses (credit)")
         ledger = Ledger(store, "lpr:")
         reminder = {"reminder_id": "d" * 32, "merchant_id": merchant_id, "customer_id": 77, "stage_days": 7,
@@ -76,7 +85,7 @@ def dashboard(store, redis_url):
     sandbox_app = create_sandbox(token=None, app_id=int(APP_ID))
     with serve_in_thread(sandbox_app) as sandbox, \
             serve_in_thread(host_app := dashboard_app(sandbox_app, "")) as host:
-        settings = make_settings(REDIS_URL=redis_url, REMINDER_CHANNELS="whatsapp,sms,email",
+        settings = make_settings(REDIS_URL=redis_url, REMINDER_CHANNELS="whatsapp,sms,email", POINT_VALUE_SAR="0.05",
                                  WHATSAPP_PHONE_NUMBER_ID="106540352242922", WHATSAPP_ACCESS_TOKEN="EAAG" + "x" * 40,
                                  SMS_API_KEY="sandbox-sms-key-0123", SMS_SENDER="Store", SALLA_APP_ID=APP_ID, SALLA_EMBEDDED_SDK_URL="none",
                                  SALLA_INTROSPECT_URL=sandbox.url + INTROSPECT_PATH, ALLOW_PRIVATE_URLS="1",
@@ -116,6 +125,8 @@ def test_the_framed_page_renders_in_each_language_and_theme(browser, dashboard, 
     assert frame.locator("#holdout[data-status=off]").count() == 1
     assert frame.locator("#reminders-sent").inner_text().strip() == shown[A]
     assert frame.locator("#dead-letters button").count() == 1
+    assert frame.locator("#sar-saved").count() == 1  # 340 points at 0.05 SAR
+    assert frame.locator("#latest .contact").all_inner_texts() == ["+9665••••••43", "s•••@example.com", "+9665••••••67"]
     assert frame.locator("#channels [data-channel=sms] .needs").count() == 1  # the SMS credit alarm
     direction = frame.locator("body").evaluate("el => getComputedStyle(el).direction")
     assert direction == ("rtl" if lang == "ar" else "ltr")
