@@ -120,7 +120,7 @@ def page():
         data = embedded_view.gather(deps, session.merchant_id, embedded_view.now())
     except redis.RedisError as exc:
         log.error("embedded page of merchant %s: Redis unavailable (%s)", session.merchant_id, type(exc).__name__)
-        return _state("unavailable", 503, lang, theme)
+        return _state("down", 503, lang, theme)
     notice = request.args.get("notice")
     html = embedded_view.render(
         "embedded.html", lang=lang, theme=theme, nonce=g.embedded_nonce, sdk_url=settings.salla_embedded_sdk_url,

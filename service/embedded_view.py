@@ -66,6 +66,7 @@ TEXTS = {
         "open_from_salla": "افتح هذه الصفحة من لوحة تحكم سلة.",
         "open_from_salla_hint": "انتهت صلاحية الجلسة أو لم يمكن التحقق منها.",
         "unavailable": "تعذّر التحقق من سلة الآن. حاول مرة أخرى بعد قليل.",
+        "down": "لا يمكن عرض الصفحة الآن. حاول مرة أخرى بعد قليل.",
         "forbidden": "لم يُقبل الطلب. أعد تحميل الصفحة من لوحة تحكم سلة.",
     },
     "en": {
@@ -95,6 +96,7 @@ TEXTS = {
         "open_from_salla": "Open this page from your Salla dashboard.",
         "open_from_salla_hint": "The session has expired or could not be verified.",
         "unavailable": "Salla could not be asked just now. Try again in a moment.",
+        "down": "The page cannot be shown just now. Try again in a moment.",
         "forbidden": "The request was refused. Reload the page from your Salla dashboard.",
     },
 }

@@ -179,3 +179,14 @@ def test_nothing_is_loaded_from_outside_but_the_sdk_url_setting():
                                                                   "https://s.salla.sa/apps/installed/513499943"]
     assert "script-src 'nonce-" in answer.headers["Content-Security-Policy"]
     assert "https://cdn.example" in answer.headers["Content-Security-Policy"]
+
+
+@responses.activate
+def test_redis_down_is_a_503_page_not_a_500():
+    """Every refusal is a clear 4xx/5xx page, never a 500."""
+    import redis
+    salla_says(7)
+    dead = redis.Redis(host="127.0.0.1", port=1, socket_connect_timeout=0.2)
+    app = create_app(make_settings(SALLA_APP_ID=APP_ID, SALLA_EMBEDDED_SDK_URL="none"), redis_client=dead, queue=object())
+    answer = app.test_client().get("/salla/embedded?token=t&lang=en")
+    assert answer.status_code == 503 and 'data-state="down"' in answer.get_data(as_text=True)
