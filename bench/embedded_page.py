@@ -51,7 +51,7 @@ def load(store: redis.Redis, prefix: str, customers: int) -> None:
             pipe.execute()
     pipe.execute()
     for c in range(1, customers + 1):  # one reminder each, spread over 8 weeks and three stages
-        store_figures.record_sent(store, keys, MERCHANT, c, (30, 7, 1)[c % 3], 100 + c % 400, f"{c:032x}",
+        store_figures.record_sent(store, keys, MERCHANT, c, [((30, 7, 1)[c % 3], 100 + c % 400)], f"{c:032x}",
                                   now - 86400 * 7 * (c % 8) - c % 86400)
     for week in range(8):
         for stage in (30, 7, 1):

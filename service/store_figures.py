@@ -50,17 +50,20 @@ def weeks_back(now: float, count: int = WEEKS_SHOWN) -> list[tuple[str, str]]:
     return weeks
 
 
-def record_sent(store: redis.Redis, keys: Keys, merchant_id: int, customer_id: int, stage: int, points: int,
+def record_sent(store: redis.Redis, keys: Keys, merchant_id: int, customer_id: int, parts: list[tuple[int, int]],
                 reminder_id: str, at: float) -> None:
-    """A reminder reached its shopper (counted once: the ledger calls this the first time only)."""
+    """A reminder reached its shopper (counted once: the ledger calls this the first time only).
+    `parts`: (stage, points) of every stage the message names (one message may carry several
+    stages due together); each stage counts it, as the ledger's stats do, the month once."""
     k = keys.store(merchant_id)
     week, month, reached = k.week(week_label(at)), k.month(month_label(at)), k.reached(month_label(at))
     pipe = store.pipeline(transaction=True)  # one store, one hash slot
-    pipe.hincrby(week, f"{stage}:sent", 1)
-    pipe.hincrby(week, f"{stage}:points_reminded", int(points))
+    for stage, points in parts:
+        pipe.hincrby(week, f"{stage}:sent", 1)
+        pipe.hincrby(week, f"{stage}:points_reminded", int(points))
     pipe.expire(week, WEEK_KEEP_SECONDS)
     pipe.hincrby(month, "sent", 1)
-    pipe.hincrby(month, "points_reminded", int(points))
+    pipe.hincrby(month, "points_reminded", sum(int(points) for _, points in parts))
     pipe.expire(month, MONTH_KEEP_SECONDS)
     pipe.pfadd(reached, str(customer_id))
     pipe.expire(reached, MONTH_KEEP_SECONDS)
@@ -68,6 +71,15 @@ def record_sent(store: redis.Redis, keys: Keys, merchant_id: int, customer_id: i
     pipe.ltrim(k.recent, 0, RECENT_KEPT - 1)
     pipe.expire(k.recent, RECENT_KEEP_SECONDS)
     pipe.execute()
+
+
+def message_parts(stage: int, body: dict) -> list[tuple[int, int]]:
+    """(stage, points) of a reminder's own stage and of the `other_stages` it carries, if any."""
+    parts = [(int(stage), int(body.get("points_expiring") or 0))]
+    for other in body.get("other_stages") or ():
+        if isinstance(other, dict) and str(other.get("stage_days", "")).isdigit():
+            parts.append((int(other["stage_days"]), int(other.get("points_expiring") or 0)))
+    return parts
 
 
 def record_saved(store: redis.Redis, keys: Keys, merchant_id: int, stage: int, points: int, at: float) -> None:

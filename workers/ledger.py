@@ -444,9 +444,8 @@ class Ledger:
                                              k.dead], args=[reminder_id, f"{now:.3f}"]))
         if counted:  # the store's page figures (service/store_figures.py), counted once with the stats
             stage, body = self.redis.hmget(k.reminder(reminder_id), "stage", "body")
-            points = json.loads(body).get("points_expiring") or 0 if body else 0
-            store_figures.record_sent(self.redis, self.keys, merchant_id, customer_id, int(stage or 0), int(points),
-                                      reminder_id, now)
+            parts = store_figures.message_parts(int(stage or 0), json.loads(body) if body else {})
+            store_figures.record_sent(self.redis, self.keys, merchant_id, customer_id, parts, reminder_id, now)
         return counted
 
     def settle_sent(self, merchant_id: int, customer_id: int, reminder_id: str, now: float) -> bool:

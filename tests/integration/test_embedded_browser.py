@@ -54,7 +54,7 @@ def seed(store, merchant_id: int, sent: int, saved: int, dead: bool = False, wee
     keys, now = Keys("lpr:"), time.time()
     for week in range(weeks_back + 1):
         for n in range(sent):
-            store_figures.record_sent(store, keys, merchant_id, 1000 + n, (30, 7, 1)[n % 3], 100 + 10 * n,
+            store_figures.record_sent(store, keys, merchant_id, 1000 + n, [((30, 7, 1)[n % 3], 100 + 10 * n)],
                                       f"{week:04x}{n:028x}", now - 86400 * 7 * week)
         store_figures.record_saved(store, keys, merchant_id, (7, 1)[week % 2], saved + 13 * week, now - 86400 * 7 * week)
     for channel, counts in (("whatsapp", {"sent": sent, "delivered": sent - 1, "failed:undeliverable": 1}),

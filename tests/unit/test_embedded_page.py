@@ -42,7 +42,7 @@ def seed_month(app, merchant_id: int, sent: int):
     from service import store_figures
     import time
     for n in range(sent):
-        store_figures.record_sent(deps.redis, deps.keys, merchant_id, 1000 + n, 7, 100, f"r{merchant_id}-{n}",
+        store_figures.record_sent(deps.redis, deps.keys, merchant_id, 1000 + n, [(7, 100)], f"r{merchant_id}-{n}",
                                   time.time())
 
 

@@ -41,7 +41,7 @@ def test_a_send_is_counted_once_in_its_week_month_and_reach_where_the_ledger_cou
 def test_points_saved_are_counted_per_week_and_stage_and_reach_counts_each_shopper_once():
     store = fakeredis.FakeRedis(decode_responses=True)
     for customer in (1, 2, 2, 3):
-        store_figures.record_sent(store, KEYS, 9, customer, 30, 50, f"{customer:032x}", NOW)
+        store_figures.record_sent(store, KEYS, 9, customer, [(30, 50)], f"{customer:032x}", NOW)
     store_figures.record_saved(store, KEYS, 9, 30, 120, NOW)
     store_figures.record_saved(store, KEYS, 9, 1, 0, NOW)  # nothing saved: nothing written
     store_figures.record_saved(store, KEYS, 9, 30, 80, NOW - 7 * 86400)
@@ -62,7 +62,7 @@ def test_weeks_and_months_are_riyadh_time():
 def test_the_recent_list_is_capped():
     store = fakeredis.FakeRedis(decode_responses=True)
     for n in range(store_figures.RECENT_KEPT + 5):
-        store_figures.record_sent(store, KEYS, 9, n, 7, 1, f"{n:032x}", NOW)
+        store_figures.record_sent(store, KEYS, 9, n, [(7, 1)], f"{n:032x}", NOW)
     recent = store_figures.read(store, KEYS, 9, NOW)["recent"]
     assert len(recent) == store_figures.RECENT_KEPT and recent[0] == f"{store_figures.RECENT_KEPT + 4:032x}"
 
@@ -89,3 +89,15 @@ def test_points_used_after_a_reminder_are_counted_where_the_read_settles_them():
     figures = store_figures.read(rt.store, rt.keys, 1, (now + timedelta(hours=1)).timestamp())
     assert figures["month"]["points_saved"] == 60
     assert figures["weeks"][-1]["stages"][7]["points_saved"] == 60
+
+
+def test_a_message_carrying_several_stages_counts_once_in_the_month_and_in_each_stage():
+    """Stages due together go out as one message (`other_stages`): each stage counts it, the month once."""
+    parts = store_figures.message_parts(7, {"points_expiring": 40, "other_stages": [
+        {"stage_days": 1, "points_expiring": 60}, {"stage_days": "x"}]})
+    assert parts == [(7, 40), (1, 60)]
+    store = fakeredis.FakeRedis(decode_responses=True)
+    store_figures.record_sent(store, KEYS, 9, 1, parts, "a" * 32, NOW)
+    figures = store_figures.read(store, KEYS, 9, NOW)
+    assert figures["month"]["sent"] == 1 and figures["month"]["points_reminded"] == 100
+    assert figures["weeks"][-1]["stages"] == {7: {"sent": 1, "points_reminded": 40}, 1: {"sent": 1, "points_reminded": 60}}
