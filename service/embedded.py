@@ -5,7 +5,7 @@ Salla frames it with `?token=&theme=light|dark&lang=ar|en` (shared/salla/REFEREN
 then our own short session cookie (service/embedded_session.py) names the merchant; every read
 and the one write (replaying a dead letter, with a CSRF token) use the session's merchant, never
 an id from the request. A token that Salla refuses, or no session, gets the "open it from Salla"
-state and no data.
+state and no data. Without SALLA_APP_ID (Salla's introspect needs it) the page is off: 404.
 
 Every answer carries `Content-Security-Policy: frame-ancestors https://s.salla.sa
 https://*.salla.sa` (plus EMBEDDED_DEV_ORIGIN, the devkit's dashboard, only with
@@ -66,6 +66,10 @@ def _sdk_origin(url: str) -> str:
 @bp.before_request
 def nonce():
     g.embedded_nonce = secrets.token_urlsafe(16)
+    if not _deps().settings.salla_app_id:  # no app id, no introspection: the page is off, as the admin API is
+        lang, theme = _layout()
+        return _state("off", 404, lang, theme)
+    return None
 
 
 @bp.after_request
@@ -99,9 +103,6 @@ def page():
     token = request.args.get("token")
     cookie = None
     if token is not None:  # Salla opened the page: its token wins over any older session
-        if not settings.salla_app_id:
-            log.error("embedded page: SALLA_APP_ID is not set, so Salla's tokens cannot be introspected")
-            return _state("unavailable", 503, lang, theme)
         try:
             found = introspect(requests.Session(), settings.salla_introspect_url, settings.salla_app_id, token,
                                settings.salla_http_timeout_seconds, embedded_view.now())

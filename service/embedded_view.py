@@ -67,6 +67,7 @@ TEXTS = {
         "open_from_salla_hint": "انتهت صلاحية الجلسة أو لم يمكن التحقق منها.",
         "unavailable": "تعذّر التحقق من سلة الآن. حاول مرة أخرى بعد قليل.",
         "down": "لا يمكن عرض الصفحة الآن. حاول مرة أخرى بعد قليل.",
+        "off": "هذه الصفحة غير مفعّلة على هذا الخادم.",
         "forbidden": "لم يُقبل الطلب. أعد تحميل الصفحة من لوحة تحكم سلة.",
     },
     "en": {
@@ -97,6 +98,7 @@ TEXTS = {
         "open_from_salla_hint": "The session has expired or could not be verified.",
         "unavailable": "Salla could not be asked just now. Try again in a moment.",
         "down": "The page cannot be shown just now. Try again in a moment.",
+        "off": "This page is not turned on on this server.",
         "forbidden": "The request was refused. Reload the page from your Salla dashboard.",
     },
 }

@@ -190,3 +190,10 @@ def test_redis_down_is_a_503_page_not_a_500():
     app = create_app(make_settings(SALLA_APP_ID=APP_ID, SALLA_EMBEDDED_SDK_URL="none"), redis_client=dead, queue=object())
     answer = app.test_client().get("/salla/embedded?token=t&lang=en")
     assert answer.status_code == 503 and 'data-state="down"' in answer.get_data(as_text=True)
+
+
+def test_without_an_app_id_the_page_is_off():
+    """Salla's introspect needs S-Source: SALLA_APP_ID; without it the page answers 404, as the admin API does when off."""
+    app = create_app(make_settings(SALLA_EMBEDDED_SDK_URL="none"), redis_client=fakeredis.FakeRedis(), queue=object())
+    assert app.test_client().get("/salla/embedded?token=t").status_code == 404
+    assert app.test_client().post("/salla/embedded/dead-letters/x/replay").status_code == 404
