@@ -25,6 +25,7 @@ from devkit.providers import SmtpFake, UnifonicFake, WhatsAppFake
 from devkit.receiver import ReminderLog, create_receiver
 from devkit.redis_server import RedisServer, free_port
 from devkit.sandbox import create_app as create_sandbox, serve_in_thread
+from devkit.sandbox_embedded import INTROSPECT_PATH, dashboard_app, dashboard_page_url
 from devkit.sandbox_seed import EXPECTED_STAGE_POINTS, SEEDED
 from service.signatures import sign
 
@@ -69,7 +70,8 @@ def main() -> int:
     whatsapp, unifonic = WhatsAppFake(), UnifonicFake()
     with tempfile.TemporaryDirectory(prefix="reminder-demo-") as tmp, \
             RedisServer(Path(tmp) / "redis", appendonly=False) as redis_server, \
-            serve_in_thread(create_sandbox(token=SALLA_TOKEN)) as sandbox, \
+            serve_in_thread(sandbox_app := create_sandbox(token=SALLA_TOKEN)) as sandbox, \
+            serve_in_thread(dashboard_host := dashboard_app(sandbox_app, "")) as dashboard, \
             serve_in_thread(whatsapp.app()) as wa_server, serve_in_thread(unifonic.app()) as sms_server, \
             SmtpFake() as smtp:
         log = ReminderLog(REMINDER_SECRET)
@@ -84,16 +86,22 @@ def main() -> int:
                        # The demo runs at any hour; a real store keeps its quiet hours.
                        QUIET_HOURS="off",
                        # The store's channels are the fakes here, on 127.0.0.1 over http://.
-                       ALLOW_PRIVATE_URLS="1")
+                       ALLOW_PRIVATE_URLS="1",
+                       # The app's embedded page, framed by the sandbox's stand-in for Salla's dashboard.
+                       SALLA_APP_ID=str(sandbox_app.extensions["salla_embedded_tokens"].app_id),
+                       SALLA_INTROSPECT_URL=sandbox.url + INTROSPECT_PATH, EMBEDDED_DEV_ORIGIN=dashboard.url,
+                       SALLA_EMBEDDED_SDK_URL="none")
             port = free_port()
             web_url = f"http://127.0.0.1:{port}"
             env["PUBLIC_BASE_URL"] = web_url
+            dashboard_page = dashboard_page_url(dashboard_host, dashboard.url, web_url, MERCHANT)
             web = ManagedProcess([sys.executable, "-m", "gunicorn", "--bind", f"127.0.0.1:{port}", "--workers", "1",
                                   "service.app:create_app()"], env, Path(tmp) / "web.log", ready_text="Booting worker")
             worker = celery_worker(env, Path(tmp) / "worker.log", concurrency=2, name="demo")
             print(f"Salla sandbox at {sandbox.url}, seeded customers:")
             for customer_id, what in SEEDED.items():
                 print(f"  {customer_id}: {what}")
+            print(f"Merchant dashboard (the app's page inside it, as Salla frames it): {dashboard_page}")
             print(f"\nProvider fakes: WhatsApp Cloud API {wa_server.url}, Unifonic {sms_server.url}, SMTP {smtp.url}")
             print("\nStarting gunicorn (web) and a celery worker ...")
             with web, worker:

@@ -65,6 +65,27 @@ def start_embedded_redis(root: Path, port: int) -> RedisServer | None:
     return server
 
 
+def start_embedded_dashboard(web_url: str) -> str | None:
+    """Without SALLA_INTROSPECT_URL, the embedded page is checked against the devkit sandbox's
+    Token Introspect, and its stand-in dashboard frames it from another port (EMBEDDED_DASHBOARD_PORT,
+    default 8766): both in threads of this process, for as long as `make run` runs. Returns the
+    dashboard page's address, or None when a real introspect URL is set."""
+    if os.environ.get("SALLA_INTROSPECT_URL"):
+        return None
+    from devkit.sandbox import create_app as create_sandbox, serve_in_thread
+    from devkit.sandbox_embedded import INTROSPECT_PATH, dashboard_app, dashboard_page_url
+
+    app_id = os.environ.get("SALLA_APP_ID", "")
+    sandbox_app = create_sandbox(token=None, **({"app_id": int(app_id)} if app_id.isdigit() else {}))
+    sandbox = serve_in_thread(sandbox_app)
+    host = dashboard_app(sandbox_app, "")
+    dashboard = serve_in_thread(host, port=int(os.environ.get("EMBEDDED_DASHBOARD_PORT", "8766")))
+    os.environ.update(SALLA_INTROSPECT_URL=sandbox.url + INTROSPECT_PATH, EMBEDDED_DEV_ORIGIN=dashboard.url)
+    os.environ.setdefault("SALLA_APP_ID", host.config["APP_ID"])
+    os.environ.setdefault("SALLA_EMBEDDED_SDK_URL", "none")  # the stand-in dashboard is not Salla's: no SDK
+    return dashboard_page_url(host, dashboard.url, web_url, 1305146709)
+
+
 def _interrupt(signum, frame):
     raise KeyboardInterrupt  # SIGTERM before the supervisor runs: still stop the embedded Redis
 
@@ -104,8 +125,11 @@ def main() -> int:
             log.error("configuration error: %s", exc)
             return 2
         port = os.environ.get("PORT", "8000")
+        dashboard = start_embedded_dashboard(f"http://127.0.0.1:{port}")
         log.info("webhooks: http://127.0.0.1:%s/webhooks/salla  flower: http://%s:%s  (Ctrl-C stops everything)",
                  port, os.environ["FLOWER_ADDRESS"], os.environ["FLOWER_PORT"])
+        if dashboard:
+            log.info("the app's page in a stand-in Salla dashboard (another origin, as Salla frames it): %s", dashboard)
         # The processes get our environment (with .env loaded) and .venv/bin first on PATH.
         return Supervisor(entries, process_env(os.environ), cwd=root).run()
     except KeyboardInterrupt:

@@ -110,6 +110,9 @@ adds customers (every lots_every-th with 100 points expiring in 7 days);
 counts calls per route and list pages per store, and lists the subscriptions with their strategy and
 secret (what Salla would sign the store's deliveries with).
 
+Embedded pages: `POST /exchange-authority/v1/introspect` (Salla's Token Introspect) and
+`POST /_sandbox/embedded-tokens`, with the dashboard that frames the page: devkit/sandbox_embedded.py.
+
 Control endpoints (no auth; tests and benchmarks only; bad input answers 400 `{"error": "..."}`):
 - `PUT /_sandbox/customers/<id>/lots`: JSON array of rows, replaces that customer's history as
   given, unvalidated so that tests can serve malformed rows.
@@ -161,6 +164,7 @@ from urllib.parse import urlencode
 from flask import Flask, Response, jsonify, request
 from werkzeug.serving import WSGIRequestHandler, make_server
 
+from devkit import sandbox_embedded
 from devkit.sandbox_seed import QUIRKS_CUSTOMER, RIYADH, SEEDED, default_customers, lot_row
 
 DEFAULT_PER_PAGE = 15
@@ -711,6 +715,7 @@ def create_app(
     app = Flask(__name__)
     app.json.sort_keys = False  # keep Salla's key order: easier to compare by eye with its docs
     app.extensions["salla_sandbox"] = state
+    sandbox_embedded.register(app, app_id)  # Token Introspect for the embedded page (devkit/sandbox_embedded.py)
 
     @app.get("/customers/loyalty/points")
     def loyalty_points() -> Response:

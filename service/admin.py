@@ -212,14 +212,19 @@ def reminder(merchant_id: int, reminder_id: str):
 
 @bp.post("/stores/<int:merchant_id>/dead-letters/<reminder_id>/<action>")
 def act_on_dead_letter(merchant_id: int, reminder_id: str, action: str):
-    deps = _deps()
     if action not in ("replay", "drop"):
         abort(404, description="the actions are replay and drop")
-    act = delivery.replay if action == "replay" else delivery.drop
-    if not act(_ledger(deps), DueSet(deps.redis, deps.settings.redis_key_prefix, shards=deps.settings.due_set_shards), merchant_id, reminder_id,
-               time.time()):
+    if not dead_letter_action(_deps(), merchant_id, reminder_id, action):
         abort(404, description="no such dead letter")
     return jsonify(merchant_id=merchant_id, reminder_id=reminder_id, done=action)
+
+
+def dead_letter_action(deps, merchant_id: int, reminder_id: str, action: str) -> bool:
+    """Replay or drop one dead letter of one store; False when it is not one (the admin API and
+    the merchant's embedded page both call this)."""
+    act = delivery.replay if action == "replay" else delivery.drop
+    return act(_ledger(deps), DueSet(deps.redis, deps.settings.redis_key_prefix, shards=deps.settings.due_set_shards),
+               merchant_id, reminder_id, time.time())
 
 
 # -- the store's channels, templates and delivery statuses ---------------------------------------

@@ -9,7 +9,7 @@ import logging
 from flask import Flask, g, jsonify, request
 from werkzeug.exceptions import HTTPException
 
-from service import admin, admin_guard, callbacks, health, webhooks
+from service import admin, admin_guard, callbacks, embedded, health, webhooks
 from service.alarms import Alarms
 from service.intake import Intake
 from service.keys import Keys
@@ -57,6 +57,7 @@ def create_app(settings: Settings | None = None, redis_client: redis.Redis | Non
     app.register_blueprint(health.bp)
     app.register_blueprint(admin.bp)
     app.register_blueprint(callbacks.bp)
+    app.register_blueprint(embedded.bp)
 
     off = admin_guard.admin_off_reason(settings.admin_token)
     if off and settings.admin_token:

@@ -54,6 +54,9 @@ MULTI (two slots); an atomic pipeline or a script stays within one hash tag (REA
 |   read-at                         | zset   | DATA_RETENTION_DAYS (swept)  | workers/sync.py, backfill |
 |   erasures                        | list   | kept after uninstall (no id) | workers/personal_data.py |
 |   suppressed                      | hash   | forever, through forget and uninstall (no id) | workers/profiles.py |
+|   week:<YYYY-Www>                 | hash   | WEEK_KEEP_SECONDS (~4 months) | service/store_figures.py |
+|   month:<YYYY-MM>, reached:<YYYY-MM> | hash, HyperLogLog | MONTH_KEEP_SECONDS (~13 months) | service/store_figures.py |
+|   recent                          | list   | the last 20 reminder ids; RECENT_KEEP_SECONDS after the last | service/store_figures.py |
 
 `LIFETIMES` below says the same per key pattern, for code: a key either expires (Redis has a
 TTL on it) or is owned (named code deletes it, and says when). tests/unit/test_key_lifetimes.py
@@ -143,6 +146,11 @@ STORE_LIFETIMES: dict[str, Lifetime] = {
     "backfill:seen": owned("workers/backfill.py deletes it when the run ends (done or failed)"),
     "backfill:listing": expires("a lock, 60 s"),
     "read-at": owned("workers/backfill.py resync removes customers past DATA_RETENTION_DAYS"),
+    # The embedded page's figures, kept as reminders happen (service/store_figures.py).
+    "week:*": expires("WEEK_KEEP_SECONDS after its last write"),
+    "month:*": expires("MONTH_KEEP_SECONDS after its last write"),
+    "reached:*": expires("MONTH_KEEP_SECONDS after its last write"),
+    "recent": expires("RECENT_KEEP_SECONDS after its last write; trimmed to RECENT_KEPT ids"),
 }
 
 
@@ -298,6 +306,22 @@ class StoreKeys:
     def provider_message(self, channel: str, message_id: str) -> str:
         """A provider's message id -> the reminder it carried (status callbacks find it here)."""
         return f"{self.base}msgid:{channel}:{message_id}"
+
+    def week(self, label: str) -> str:
+        """Counters of one ISO week (`2026-W49`), per stage (service/store_figures.py)."""
+        return f"{self.base}week:{label}"
+
+    def month(self, label: str) -> str:
+        return f"{self.base}month:{label}"
+
+    def reached(self, label: str) -> str:
+        """The month's shoppers reached, as a HyperLogLog of customer ids: a count, not a list."""
+        return f"{self.base}reached:{label}"
+
+    @property
+    def recent(self) -> str:
+        """The ids of the store's latest reminders sent, newest first (the records hold the rest)."""
+        return f"{self.base}recent"
 
     def customer_keys(self, customer_id: int) -> tuple[str, ...]:
         """Everything kept about one customer (export and erasure walk this list)."""

@@ -28,6 +28,9 @@ MAX_DUE_SET_SHARDS = 1024
 # came (workers/reminding.py); REMINDER_RECHECK_MAX_AGE is at least this, so that the read it
 # asked for still counts as fresh then.
 RECHECK_WAIT_SECONDS = 900
+# Salla's Embedded SDK as a script tag (docs.salla.dev, Embedded SDK > Installation, "Using CDN");
+# it defines window.salla.embedded. SALLA_EMBEDDED_SDK_URL=none loads no script at all.
+DEFAULT_EMBEDDED_SDK_URL = "https://unpkg.com/@salla.sa/embedded-sdk"
 
 
 class SettingsError(ValueError):
@@ -110,6 +113,12 @@ class Settings:
     # Stores' channel addresses may be loopback or private (service/public_address.py): local
     # development only, where the providers' fakes and receivers listen on 127.0.0.1.
     allow_private_urls: bool = False
+    # The app's page inside the merchant's Salla dashboard (service/embedded.py): where its
+    # short-lived token is verified, the one script it loads from outside (empty: none), and
+    # the devkit dashboard's origin, allowed to frame it only with ALLOW_PRIVATE_URLS=1.
+    salla_introspect_url: str = "https://api.salla.dev/exchange-authority/v1/introspect"
+    salla_embedded_sdk_url: str = ""
+    embedded_dev_origin: str = ""
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> "Settings":
@@ -213,6 +222,11 @@ class Settings:
             backfill_on_authorize=env.choice("BACKFILL_ON_AUTHORIZE", "on", ("on", "off")) == "on",
             due_set_shards=env.int("DUE_SET_SHARDS", 1, minimum=1, maximum=MAX_DUE_SET_SHARDS),
             allow_private_urls=env.flag("ALLOW_PRIVATE_URLS", False),
+            salla_introspect_url=env.url("SALLA_INTROSPECT_URL", "https://api.salla.dev/exchange-authority/v1/introspect",
+                                         schemes=("https", "http")),
+            salla_embedded_sdk_url="" if env.str("SALLA_EMBEDDED_SDK_URL", "").lower() == "none" else
+            env.url("SALLA_EMBEDDED_SDK_URL", DEFAULT_EMBEDDED_SDK_URL, schemes=("https",)),
+            embedded_dev_origin=env.url("EMBEDDED_DEV_ORIGIN", "", schemes=("http", "https")).rstrip("/"),
         )
 
 

@@ -49,6 +49,7 @@ from dataclasses import dataclass
 
 import redis
 
+from service import store_figures
 from service.keys import Keys
 
 SCHEDULED, SENDING, RETRYING, SENT, DEAD, DROPPED, CANCELLED = (
@@ -477,8 +478,13 @@ class Ledger:
     def mark_sent(self, merchant_id: int, customer_id: int, reminder_id: str, now: float) -> bool:
         """True the first time (the reminder is counted then)."""
         k = self.keys.store(merchant_id)
-        return bool(self._mark_sent(keys=[k.reminder(reminder_id), k.marks(customer_id), k.stats, k.counters, k.dead],
-                                    args=[reminder_id, f"{now:.3f}"]))
+        counted = bool(self._mark_sent(keys=[k.reminder(reminder_id), k.marks(customer_id), k.stats, k.counters,
+                                             k.dead], args=[reminder_id, f"{now:.3f}"]))
+        if counted:  # the store's page figures (service/store_figures.py), counted once with the stats
+            stage, body = self.redis.hmget(k.reminder(reminder_id), "stage", "body")
+            parts = store_figures.message_parts(int(stage or 0), json.loads(body) if body else {})
+            store_figures.record_sent(self.redis, self.keys, merchant_id, customer_id, parts, reminder_id, now)
+        return counted
 
     def settle_sent(self, merchant_id: int, customer_id: int, reminder_id: str, now: float) -> bool:
         """Every channel is done and one or more sent: the claim goes (its lots are marked).

@@ -27,7 +27,7 @@ import time
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 
-from service import metrics
+from service import metrics, store_figures
 from service.events import Customer
 from service.expiry import stage_of
 from service.loyalty import Lot
@@ -131,6 +131,7 @@ def after_read(rt: Runtime, m: int, customer: Customer, lots: list[Lot], now: da
         outcome = settle(snapshot(before, datetime.fromtimestamp(read_at, timezone.utc)), lots, known.sent, now)
         for stage, points in outcome.saved.items():
             count(rt, m, stage, "points_saved", points)
+            store_figures.record_saved(rt.store, rt.keys, m, stage, points, now.timestamp())
             if points > 0:
                 metrics.POINTS_SAVED.labels(str(stage)).inc(points)
         for stage, points in outcome.lost.items():
