@@ -13,7 +13,7 @@
   dead-letters drop M ID      give up on one (its lots count as handled, not as reminded)
   alarms                      what only an operator can fix (e.g. Salla refuses our client secret)
   clear-alarm NAME            after fixing it
-  rotate-token-keys           re-encrypt stored tokens (and channel settings) under the first key
+  rotate-token-keys           re-encrypt stored tokens (channel settings, deployment secrets) under the first key
   channels M                  the store's channels, policy and provider settings (secrets masked)
   set-channels M [--order whatsapp,sms,email] [--policy first|all] [--set sms.provider=taqnyat ...]
                               [--json FILE|-]   change them (checked first; --set X.Y= resets a field)
@@ -45,6 +45,7 @@ from service.admin import (channels_view, dead_letters, outcome_stats, start_bac
                            store_summary, templates_view)
 from service.channel_settings import ChannelSettings
 from service.alarms import Alarms
+from service import deployment_secrets
 from service.keys import Keys
 from service.redis_client import connect
 from service.settings import Settings, SettingsError
@@ -214,7 +215,10 @@ def run(args, settings: Settings):
         return CHANNEL_COMMANDS[args.command](args, settings, store, registry)
     channel_settings = ChannelSettings(store, prefix, settings)
     return {"re_encrypted": tokens.rotate_all(),
-            "channel_settings_re_encrypted": sum(channel_settings.rotate(m) for m in registry.merchants())}
+            "channel_settings_re_encrypted": sum(channel_settings.rotate(m) for m in registry.merchants()),
+            # the holdout's (and other keyed hashes') keys: re-wrapped, never changed
+            "deployment_secrets_re_encrypted": deployment_secrets.rotate_all(store, prefix,
+                                                                             settings.token_encryption_keys)}
 
 
 def _read(path: str) -> str:

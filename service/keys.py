@@ -16,6 +16,7 @@ MULTI (two slots); an atomic pipeline or a script stays within one hash tag (REA
 | admin:audit                       | list   | last ADMIN_AUDIT_KEEP changes | service/admin_guard.py |
 | admin:auth-failures:<ip>          | zset   | 60 s (a sliding window)      | service/admin_guard.py  |
 | alarm:<name>                      | hash   | 7 days after its last raise, or cleared | service/alarms.py |
+| secret:<purpose>                  | string | forever (encrypted; rotate-token-keys re-encrypts) | service/deployment_secrets.py |
 | msg-index:<provider>:<handle>     | string | its reminder record's lifetime (ids only) | service/message_index.py |
 | msg-early:<provider>:<handle>     | list   | EARLY_STATUS_SECONDS (10 min) | service/message_index.py |
 | {due}:scheduled/processing/by-customer | zset | entries until acked         | workers/due_set.py      |
@@ -98,6 +99,8 @@ SHARED_LIFETIMES: dict[str, Lifetime] = {
     "admin:audit": owned("service/admin_guard.py trims it to ADMIN_AUDIT_KEEP entries"),
     "admin:auth-failures:*": expires("60 s sliding window (service/admin_guard.py)"),
     "alarm:*": expires("ALARM_KEEP_SECONDS after its last raise, or cleared (service/alarms.py)"),
+    # Deleting one would change every keyed hash made with it (holdout groups, suppression).
+    "secret:*": owned("never deleted: one random key per purpose, encrypted (service/deployment_secrets.py)"),
     # The delivery engineer's cross-store message index (issue 15 items 12-13, service/message_index.py).
     "msg-index:*": expires("its reminder record's lifetime"),
     "msg-early:*": expires("EARLY_STATUS_SECONDS"),
@@ -193,6 +196,10 @@ class Keys:
 
     def alarm(self, name: str) -> str:
         return f"{self.prefix}alarm:{name}"
+
+    def deployment_secret(self, purpose: str) -> str:
+        """One random key of the deployment per purpose (service/deployment_secrets.py)."""
+        return f"{self.prefix}secret:{purpose}"
 
     @property
     def alarm_pattern(self) -> str:
