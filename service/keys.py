@@ -24,6 +24,7 @@ MULTI (two slots); an atomic pipeline or a script stays within one hash tag (REA
 | per store, `{store:M}:` +         |        |                              |                         |
 |   state, config                   | hash   | kept after uninstall         | service/stores.py       |
 |   counters, stats                 | hash   | kept after uninstall         | stores.py, ledger.py    |
+|   holdout (sums per group, stage) | hash   | kept after uninstall (no id) | service/holdout.py      |
 |   tokens                          | string | until uninstall              | service/tokens.py       |
 |   token-lock                      | string | lock, 60 s                   | service/tokens.py       |
 |   app-event-at                    | string | kept after uninstall         | service/webhooks.py     |
@@ -112,6 +113,7 @@ SHARED_LIFETIMES: dict[str, Lifetime] = {
 STORE_LIFETIMES: dict[str, Lifetime] = {
     "state": owned(KEPT), "config": owned(KEPT), "counters": owned(KEPT), "stats": owned(KEPT),
     "statuses": owned(KEPT), "app-event-at": owned(KEPT), "app-settings": owned(KEPT),
+    "holdout": owned(KEPT + "; the holdout's sums per group and stage, no customer (service/holdout.py)"),
     "erasures": owned(KEPT + "; workers/personal_data.py trims it to ERASURES_KEPT"),
     "suppressed": owned(KEPT + "; kept for good: opt-outs as keyed hashes (service/suppression.py)"),
     "tokens": owned(UNINSTALL), "channels": owned(UNINSTALL), "templates": owned(UNINSTALL),
@@ -162,7 +164,7 @@ def lifetime(prefix: str, key: str) -> Lifetime | None:
 
 # What an operator still needs after a store uninstalled: no personal data in any of them.
 KEPT_AFTER_UNINSTALL = ("state", "config", "counters", "stats", "statuses", "app-event-at", "app-settings",
-                        "erasures", "suppressed")
+                        "erasures", "suppressed", "holdout")
 
 
 class Keys:
@@ -243,6 +245,7 @@ class StoreKeys:
         self.config = b + "config"
         self.counters = b + "counters"
         self.stats = b + "stats"
+        self.holdout = b + "holdout"  # the holdout's running sums per group and stage (service/holdout.py)
         self.tokens = b + "tokens"
         self.token_lock = b + "token-lock"
         self.app_event_at = b + "app-event-at"

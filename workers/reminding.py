@@ -24,7 +24,7 @@ import time
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 
-from service import metrics
+from service import holdout, metrics
 from service.events import Customer
 from service.expiry import stage_of
 from service.loyalty import Lot
@@ -131,6 +131,11 @@ def after_read(rt: Runtime, m: int, customer: Customer, lots: list[Lot], now: da
                 metrics.POINTS_SAVED.labels(str(stage)).inc(points)
         for stage, points in outcome.lost.items():
             count(rt, m, stage, "points_lost", points)
+    # The holdout's outcomes (both groups alike): lots this read shows over, per stage reached.
+    for (group, stage), amounts in holdout.settle(rt.store, rt.keys.prefix, m, customer.id, raw_marks, lots,
+                                                  now).items():
+        for outcome, points in zip(("reached", "used", "lost"), amounts):
+            metrics.HOLDOUT_POINTS.labels(stage, holdout.GROUPS[group], outcome).inc(points)
     _log_unknown_statuses(lots)
     # The new lots, and the stages held for this read (taken: a re-check is answered once).
     recheck_key = k.recheck(customer.id)
@@ -165,11 +170,27 @@ def evaluate(rt: Runtime, m: int, customer: Customer, lots: list[Lot], now: date
     # The customer's language when Salla gives it, else the store's, else REMINDER_LANGUAGE.
     language = customer.lang or policy.language
     queued = []
+    # The holdout decides here, where a reminder is queued, and nowhere else: both groups have
+    # gone through the same planning (stages, lots, quiet hours, pauses), so what they would
+    # get is the same and both are counted the same way (service/holdout.py).
+    held_out = bool(decision.send_now) and holdout.is_held_out(rt.store, settings, m, customer.id,
+                                                               policy.holdout_percent)
     for group in decision.send_now:
-        reminder = build_reminder(m, customer, group, language, now, policy.point_value_sar, policy.store_name)
         keep = int((max(lot.expires_at for lot in group.lots) - now).total_seconds()) + SENT_MARK_MARGIN_SECONDS
+        if held_out:
+            rid = reminder_id(m, customer.id, group.stage_days, (lot.key for lot in group.lots))
+            record = holdout.held_out_record(m, customer.id, rid, group.stage_days, group.lots)
+            if rt.ledger.hold_out(record, keep, now.timestamp()) == "created":
+                holdout.note_reached(rt.store, rt.keys.prefix, m, customer.id, holdout.HELD_OUT, group.stage_days,
+                                     group.lots)
+                metrics.HOLDOUT_REMINDERS.labels(str(group.stage_days), "held_out").inc()
+            continue
+        reminder = build_reminder(m, customer, group, language, now, policy.point_value_sar, policy.store_name)
         if queue_reminder(rt, reminder, keep, now.timestamp(), publish) == "created":
             queued.append(reminder)
+            holdout.note_reached(rt.store, rt.keys.prefix, m, customer.id, holdout.REMINDED, group.stage_days,
+                                 group.lots)
+            metrics.HOLDOUT_REMINDERS.labels(str(group.stage_days), "reminded").inc()
     entries = []
     for send_at, group in decision.hold:
         held_id = reminder_id(m, customer.id, group.stage_days, (lot.key for lot in group.lots))
