@@ -139,10 +139,6 @@ def test_below_the_minimum_the_answer_is_how_many_more_customers():
 
 
 # -- the report's contract ----------------------------------------------------------------------------
-def group_keys(view: dict) -> set:
-    return set(view)
-
-
 def test_the_report_is_off_with_no_holdout_and_follows_the_contract():
     """Issue 17 §1: store_report's contract (the merchant's page codes against it)."""
     settings = make_settings()
@@ -204,7 +200,7 @@ def test_the_setting_from_the_environment_the_admin_api_the_cli_and_the_salla_fo
     admin API, set-store and Salla's app-settings form, refused with a 4xx / exit 2 when out of bounds."""
     from service.app import create_app
     from service.cli import main as cli
-    from service.settings import Settings, SettingsError
+    from service.settings import SettingsError
     from service.store_policy import policy_for
 
     assert make_settings().holdout_percent == 0 and make_settings(HOLDOUT_PERCENT="15").holdout_percent == 15
@@ -230,7 +226,6 @@ def test_the_setting_from_the_environment_the_admin_api_the_cli_and_the_salla_fo
     assert "holdout_percent" in capsys.readouterr().err
     assert cli(["set-store", str(M), "--holdout-percent", "25"]) == 0
     assert json.loads(capsys.readouterr().out)["holdout_percent"] == 25
-    assert Settings  # imported for the error's type
 
 
 # -- the flow ---------------------------------------------------------------------------------------
@@ -344,3 +339,29 @@ def test_the_admin_api_the_cli_and_prometheus_show_the_figures(monkeypatch, caps
     for name, family in families.items():
         if name.startswith("lpr_holdout"):
             assert all(set(s.labels) <= {"stage", "group"} for s in family.samples), name
+
+
+class Counting:
+    """A Redis client that notes every command it is asked for."""
+
+    def __init__(self, store):
+        self.store, self.calls = store, []
+
+    def __getattr__(self, name):
+        self.calls.append(name)
+        return getattr(self.store, name)
+
+
+def test_a_50000_customer_store_reports_from_two_reads_without_a_scan():
+    """Issue 17 §1: outcome counters kept as reminders and expiries happen (aggregates, not scans),
+    so a report for a 50,000-customer store is cheap: its settings and its sums, two reads."""
+    settings = make_settings(HOLDOUT_PERCENT="10")
+    store = fakeredis.FakeRedis(decode_responses=True)
+    prefix = settings.redis_key_prefix
+    reminded, held_out = synthetic_store(5, 0.45, customers=50_000)
+    for label in ("all", "30", "7", "1"):
+        fill(store, prefix, M, label, reminded, held_out)
+    counting = Counting(store)
+    report = holdout.store_report(counting, prefix, M, settings, NOW.timestamp())
+    assert report["status"] == "ok" and report["reminded"]["customers"] + report["held_out"]["customers"] == 50_000
+    assert counting.calls == ["hgetall", "hgetall"]
