@@ -188,9 +188,10 @@ def evaluate(rt: Runtime, m: int, customer: Customer, lots: list[Lot], now: date
         reminder = build_reminder(m, customer, group, language, now, policy.point_value_sar, policy.store_name)
         if queue_reminder(rt, reminder, keep, now.timestamp(), publish) == "created":
             queued.append(reminder)
-            holdout.note_reached(rt.store, rt.keys.prefix, m, customer.id, holdout.REMINDED, group.stage_days,
-                                 group.lots)
-            metrics.HOLDOUT_REMINDERS.labels(str(group.stage_days), "reminded").inc()
+            if policy.holdout_percent > 0:  # the comparison needs both groups over the same time
+                holdout.note_reached(rt.store, rt.keys.prefix, m, customer.id, holdout.REMINDED, group.stage_days,
+                                     group.lots)
+                metrics.HOLDOUT_REMINDERS.labels(str(group.stage_days), "reminded").inc()
     entries = []
     for send_at, group in decision.hold:
         held_id = reminder_id(m, customer.id, group.stage_days, (lot.key for lot in group.lots))

@@ -365,3 +365,13 @@ def test_a_50000_customer_store_reports_from_two_reads_without_a_scan():
     report = holdout.store_report(counting, prefix, M, settings, NOW.timestamp())
     assert report["status"] == "ok" and report["reminded"]["customers"] + report["held_out"]["customers"] == 50_000
     assert counting.calls == ["hgetall", "hgetall"]
+
+
+def test_a_store_without_a_holdout_keeps_nothing_more_per_customer():
+    """Issue 17 §1 (and the ledger's memory per customer): with holdout_percent 0 the flow notes
+    no outcome per lot, and no deployment secret is made."""
+    rt = runtime()
+    reminding.after_read(rt, M, Customer(11, "x", "+966500000001", None, None), [lot("dddddddddddddddd", 6)], NOW,
+                         lambda *a: None)
+    assert not [f for f in rt.store.hkeys(rt.keys.store(M).marks(11)) if f.startswith(("r:", "c:", "h:"))]
+    assert not rt.store.exists(rt.keys.deployment_secret("holdout"))
