@@ -254,7 +254,8 @@ STATUS_LEVELS = ("sent", "delivered", "read")
 # message and no channel: ids, points and times only.
 _HOLD_OUT = """
 local state = redis.call('HGET', KEYS[1], 'state')
-if state then return state end
+if state and state ~= 'cancelled' then return state end
+redis.call('DEL', KEYS[1])  -- cancelled (an opt-out since undone): it starts over, as in _CREATE
 redis.call('HSET', KEYS[1], 'merchant_id', ARGV[1], 'customer_id', ARGV[2], 'stage', ARGV[3], 'state', 'held_out',
            'attempts', 0, 'created_at', ARGV[4], 'updated_at', ARGV[4], 'body', ARGV[6])
 redis.call('EXPIRE', KEYS[1], ARGV[5])
