@@ -222,11 +222,14 @@ def run(args, settings: Settings):
     if args.command in CHANNEL_COMMANDS:
         return CHANNEL_COMMANDS[args.command](args, settings, store, registry)
     channel_settings = ChannelSettings(store, prefix, settings)
-    return {"re_encrypted": tokens.rotate_all(),
-            "channel_settings_re_encrypted": sum(channel_settings.rotate(m) for m in registry.merchants()),
-            # the holdout's (and other keyed hashes') keys: re-wrapped, never changed
-            "deployment_secrets_re_encrypted": deployment_secrets.rotate_all(store, prefix,
-                                                                             settings.token_encryption_keys)}
+    try:
+        return {"re_encrypted": tokens.rotate_all(),
+                "channel_settings_re_encrypted": sum(channel_settings.rotate(m) for m in registry.merchants()),
+                # the holdout's (and other keyed hashes') keys: re-wrapped, never changed
+                "deployment_secrets_re_encrypted": deployment_secrets.rotate_all(store, prefix,
+                                                                                 settings.token_encryption_keys)}
+    except deployment_secrets.SecretError as exc:
+        raise CommandError(str(exc)) from None
 
 
 def _read(path: str) -> str:

@@ -57,3 +57,18 @@ def test_a_secret_no_listed_key_opens_is_a_clear_error():
 def test_a_purpose_is_a_plain_word():
     with pytest.raises(ValueError):
         deployment_secrets.secret(fakeredis.FakeRedis(), PREFIX, (TOKEN_KEY,), "../x")
+
+
+def test_rotating_without_the_old_key_is_a_clear_cli_error(monkeypatch, capsys):
+    """Issue 17 §1: an operator who dropped the old key before rotate-token-keys gets a message
+    that says so (exit 2), and the stored secret is left as it was."""
+    from service.cli import main as cli
+    store = fakeredis.FakeRedis(decode_responses=True)
+    deployment_secrets.secret(store, PREFIX, (TOKEN_KEY,), "holdout")
+    before = store.get(Keys(PREFIX).deployment_secret("holdout"))
+    monkeypatch.setattr("service.cli.connect", lambda settings: store)
+    monkeypatch.setenv("SALLA_WEBHOOK_SECRET", "x")
+    monkeypatch.setenv("TOKEN_ENCRYPTION_KEY", Fernet.generate_key().decode())
+    assert cli(["rotate-token-keys"]) == 2
+    assert "TOKEN_ENCRYPTION_KEY" in capsys.readouterr().err
+    assert store.get(Keys(PREFIX).deployment_secret("holdout")) == before
