@@ -15,7 +15,7 @@ import redis
 import requests
 from flask import Blueprint, abort, current_app, jsonify, request
 
-from service import admin_guard, health, metrics
+from service import admin_guard, health, holdout, metrics
 from service.celery_config import PUMP_TASK
 from service.channel_settings import ChannelSettings
 from service.queue import QueueUnavailable
@@ -178,6 +178,14 @@ def stats():
 def store_stats(merchant_id: int):
     deps = _deps()
     return jsonify(merchant_id=merchant_id, stages=outcome_stats(deps.redis, deps.keys, merchant_id))
+
+
+@bp.get("/stores/<int:merchant_id>/holdout")
+def store_holdout(merchant_id: int):
+    """What reminders cause: the holdout's effect, interval and points saved (service/holdout.py)."""
+    deps = _deps()
+    return jsonify(merchant_id=merchant_id, **holdout.store_report(deps.redis, deps.settings.redis_key_prefix,
+                                                                   merchant_id, deps.settings, time.time()))
 
 
 # -- the delivery ledger and its dead letters ----------------------------------------------------

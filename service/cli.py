@@ -4,16 +4,17 @@
   store M                     one store
   set-store M --plan-limit N  per-store settings (also --point-value-sar, --paused/--resumed,
                               --language ar|en, --store-name NAME, --timezone, --quiet-hours,
-                              --stages-days, --min-points, --excluded-statuses)
+                              --stages-days, --min-points, --excluded-statuses, --holdout-percent)
   reset-store M               mark a store active again (after fixing SALLA_CLIENT_ID, say)
   stats [M]                   reminders sent, points reminded, saved and lost, per store and stage
+  holdout [M]                 what reminders cause: the holdout's effect, interval, points saved
   reminder M ID               one reminder's ledger record (state, attempts, channels)
   dead-letters list [M]       reminders that could not be delivered
   dead-letters replay M ID    send one again (the next sweep publishes it)
   dead-letters drop M ID      give up on one (its lots count as handled, not as reminded)
   alarms                      what only an operator can fix (e.g. Salla refuses our client secret)
   clear-alarm NAME            after fixing it
-  rotate-token-keys           re-encrypt stored tokens (and channel settings) under the first key
+  rotate-token-keys           re-encrypt stored tokens (channel settings, deployment secrets) under the first key
   channels M                  the store's channels, policy and provider settings (secrets masked)
   set-channels M [--order whatsapp,sms,email] [--policy first|all] [--set sms.provider=taqnyat ...]
                               [--json FILE|-]   change them (checked first; --set X.Y= resets a field)
@@ -45,6 +46,7 @@ from service.admin import (channels_view, dead_letters, outcome_stats, start_bac
                            store_summary, templates_view)
 from service.channel_settings import ChannelSettings
 from service.alarms import Alarms
+from service import deployment_secrets, holdout
 from service.keys import Keys
 from service.redis_client import connect
 from service.settings import Settings, SettingsError
@@ -77,6 +79,7 @@ def _parser() -> argparse.ArgumentParser:
     configure.add_argument("--stages-days", help="reminder stages in days before expiry, e.g. 30,7,1")
     configure.add_argument("--min-points", help="a stage with fewer points expiring sends nothing")
     configure.add_argument("--excluded-statuses", help="comma list of loyalty statuses never reminded")
+    configure.add_argument("--holdout-percent", help="0-50: customers who get no reminder (to measure the effect)")
     pause = configure.add_mutually_exclusive_group()
     pause.add_argument("--paused", dest="paused", action="store_const", const=1, help="hold all reminders")
     pause.add_argument("--resumed", dest="paused", action="store_const", const=0, help="send reminders again")
@@ -84,6 +87,8 @@ def _parser() -> argparse.ArgumentParser:
     reset.add_argument("merchant_id", type=int)
     stats = commands.add_parser("stats", help="what the reminders achieved, per store and stage")
     stats.add_argument("merchant_id", type=int, nargs="?")
+    held = commands.add_parser("holdout", help="what reminders cause, measured against the holdout")
+    held.add_argument("merchant_id", type=int, nargs="?")
     reminder = commands.add_parser("reminder", help="one reminder's ledger record")
     reminder.add_argument("merchant_id", type=int)
     reminder.add_argument("reminder_id")
@@ -173,12 +178,16 @@ def run(args, settings: Settings):
     if args.command == "stats":
         merchants = [args.merchant_id] if args.merchant_id else registry.merchants()
         return {str(m): outcome_stats(store, Keys(prefix), m) for m in merchants}
+    if args.command == "holdout":
+        merchants = [args.merchant_id] if args.merchant_id else registry.merchants()
+        return {str(m): holdout.store_report(store, prefix, m, settings, time.time()) for m in merchants}
     if args.command == "set-store":
         return registry.set_config(args.merchant_id, plan_limit=args.plan_limit,
                                    point_value_sar=args.point_value_sar, paused=args.paused,
                                    language=args.language, store_name=args.store_name, timezone=args.timezone,
                                    quiet_hours=args.quiet_hours, stages_days=args.stages_days,
-                                   min_points=args.min_points, excluded_statuses=args.excluded_statuses)
+                                   min_points=args.min_points, excluded_statuses=args.excluded_statuses,
+                                   holdout_percent=args.holdout_percent)
     if args.command == "reminder":
         record = ledger.get(args.merchant_id, args.reminder_id)
         if record is None:
@@ -213,8 +222,14 @@ def run(args, settings: Settings):
     if args.command in CHANNEL_COMMANDS:
         return CHANNEL_COMMANDS[args.command](args, settings, store, registry)
     channel_settings = ChannelSettings(store, prefix, settings)
-    return {"re_encrypted": tokens.rotate_all(),
-            "channel_settings_re_encrypted": sum(channel_settings.rotate(m) for m in registry.merchants())}
+    try:
+        return {"re_encrypted": tokens.rotate_all(),
+                "channel_settings_re_encrypted": sum(channel_settings.rotate(m) for m in registry.merchants()),
+                # the holdout's (and other keyed hashes') keys: re-wrapped, never changed
+                "deployment_secrets_re_encrypted": deployment_secrets.rotate_all(store, prefix,
+                                                                                 settings.token_encryption_keys)}
+    except deployment_secrets.SecretError as exc:
+        raise CommandError(str(exc)) from None
 
 
 def _read(path: str) -> str:

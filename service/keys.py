@@ -16,6 +16,7 @@ MULTI (two slots); an atomic pipeline or a script stays within one hash tag (REA
 | admin:audit                       | list   | last ADMIN_AUDIT_KEEP changes | service/admin_guard.py |
 | admin:auth-failures:<ip>          | zset   | 60 s (a sliding window)      | service/admin_guard.py  |
 | alarm:<name>                      | hash   | 7 days after its last raise, or cleared | service/alarms.py |
+| secret:<purpose>                  | string | forever (encrypted; rotate-token-keys re-encrypts) | service/deployment_secrets.py |
 | msg-index:<provider>:<handle>     | string | its reminder record's lifetime (ids only) | service/message_index.py |
 | msg-early:<provider>:<handle>     | list   | EARLY_STATUS_SECONDS (10 min) | service/message_index.py |
 | {due}:scheduled/processing/by-customer | zset | entries until acked         | workers/due_set.py      |
@@ -23,6 +24,7 @@ MULTI (two slots); an atomic pipeline or a script stays within one hash tag (REA
 | per store, `{store:M}:` +         |        |                              |                         |
 |   state, config                   | hash   | kept after uninstall         | service/stores.py       |
 |   counters, stats                 | hash   | kept after uninstall         | stores.py, ledger.py    |
+|   holdout (sums per group, stage) | hash   | kept after uninstall (no id) | service/holdout.py      |
 |   tokens                          | string | until uninstall              | service/tokens.py       |
 |   token-lock                      | string | lock, 60 s                   | service/tokens.py       |
 |   app-event-at                    | string | kept after uninstall         | service/webhooks.py     |
@@ -101,6 +103,8 @@ SHARED_LIFETIMES: dict[str, Lifetime] = {
     "admin:audit": owned("service/admin_guard.py trims it to ADMIN_AUDIT_KEEP entries"),
     "admin:auth-failures:*": expires("60 s sliding window (service/admin_guard.py)"),
     "alarm:*": expires("ALARM_KEEP_SECONDS after its last raise, or cleared (service/alarms.py)"),
+    # Deleting one would change every keyed hash made with it (holdout groups, suppression).
+    "secret:*": owned("never deleted: one random key per purpose, encrypted (service/deployment_secrets.py)"),
     # The delivery engineer's cross-store message index (issue 15 items 12-13, service/message_index.py).
     "msg-index:*": expires("its reminder record's lifetime"),
     "msg-early:*": expires("EARLY_STATUS_SECONDS"),
@@ -112,6 +116,7 @@ SHARED_LIFETIMES: dict[str, Lifetime] = {
 STORE_LIFETIMES: dict[str, Lifetime] = {
     "state": owned(KEPT), "config": owned(KEPT), "counters": owned(KEPT), "stats": owned(KEPT),
     "statuses": owned(KEPT), "app-event-at": owned(KEPT), "app-settings": owned(KEPT),
+    "holdout": owned(KEPT + "; the holdout's sums per group and stage, no customer (service/holdout.py)"),
     "erasures": owned(KEPT + "; workers/personal_data.py trims it to ERASURES_KEPT"),
     "suppressed": owned(KEPT + "; kept for good: opt-outs as keyed hashes (service/suppression.py)"),
     "tokens": owned(UNINSTALL), "channels": owned(UNINSTALL), "templates": owned(UNINSTALL),
@@ -167,7 +172,7 @@ def lifetime(prefix: str, key: str) -> Lifetime | None:
 
 # What an operator still needs after a store uninstalled: no personal data in any of them.
 KEPT_AFTER_UNINSTALL = ("state", "config", "counters", "stats", "statuses", "app-event-at", "app-settings",
-                        "erasures", "suppressed")
+                        "erasures", "suppressed", "holdout")
 
 
 class Keys:
@@ -201,6 +206,10 @@ class Keys:
 
     def alarm(self, name: str) -> str:
         return f"{self.prefix}alarm:{name}"
+
+    def deployment_secret(self, purpose: str) -> str:
+        """One random key of the deployment per purpose (service/deployment_secrets.py)."""
+        return f"{self.prefix}secret:{purpose}"
 
     @property
     def alarm_pattern(self) -> str:
@@ -244,6 +253,7 @@ class StoreKeys:
         self.config = b + "config"
         self.counters = b + "counters"
         self.stats = b + "stats"
+        self.holdout = b + "holdout"  # the holdout's running sums per group and stage (service/holdout.py)
         self.tokens = b + "tokens"
         self.token_lock = b + "token-lock"
         self.app_event_at = b + "app-event-at"

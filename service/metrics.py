@@ -86,6 +86,12 @@ REMINDERS = Counter("lpr_reminders_total", "Reminders by state and channel (sche
                     "reminder: channel=\"any\")", ["state", "channel"])
 POINTS_SAVED = Counter("lpr_points_saved_total", "Points reminded about and then redeemed before expiry, by stage",
                        ["stage"])
+# The holdout (service/holdout.py), per stage and group only: never a store or a customer.
+HOLDOUT_REMINDERS = Counter("lpr_holdout_reminders_total", "Reminders decided, by stage and group (reminded: "
+                            "queued; held_out: recorded in the ledger, never sent)", ["stage", "group"])
+HOLDOUT_POINTS = Counter("lpr_holdout_points_total", "Points of settled lots by the stage they reached, group and "
+                         "outcome (reached, used before expiry, lost); stage=\"all\": each lot once", ["stage", "group",
+                                                                                                   "outcome"])
 ADMIN_AUTH_FAILURES = Counter("lpr_admin_auth_failures_total", "Refused admin API requests, by reason", ["reason"])
 
 # Webhook outcomes, in the order the endpoint reaches them.
@@ -160,6 +166,8 @@ class RedisStateCollector:
             answers = pipe.execute()
             alarms = [key.decode() if isinstance(key, bytes) else key
                       for key in self.redis.scan_iter(match=self.keys.alarm_pattern, count=100)]
+            from service.holdout import pooled_by_stage
+            holdout_sums = pooled_by_stage(self.redis, s.redis_key_prefix, merchants)
         except redis_lib.RedisError as exc:
             log.warning("metrics: Redis did not answer (%s); only lpr_redis_up is reported", type(exc).__name__)
             return {"redis_up": 0}
@@ -183,6 +191,7 @@ class RedisStateCollector:
             "beat_heartbeat": _timestamp(heartbeat), "beat_alive": _float(alive),
             "alarms": sorted(name.rsplit(":", 1)[-1] for name in alarms),
             "stores": per_store,
+            "holdout": holdout_sums,
         }
 
     def collect(self):
@@ -232,6 +241,45 @@ class RedisStateCollector:
         yield from families.values()
         yield used
         yield limit
+        yield from _holdout_families(state.get("holdout", {}))
+
+
+def _holdout_families(sums: dict):
+    """The holdout's figures per stage, every store's customers together (service/holdout.py):
+    no store and no customer label. The effect only where both groups have enough customers."""
+    from service.holdout import ALL, GROUPS, HELD_OUT, REMINDED
+    from service.holdout_effect import GroupSums, effect, enough, lost_share, used_share
+
+    customers = GaugeMetricFamily("lpr_holdout_customers", "Customers with settled lots, per stage and group "
+                                  "(stage=\"all\": each lot at the first stage it reached)", labels=["stage", "group"])
+    used = GaugeMetricFamily("lpr_holdout_used_share", "Of the points that reached the stage, the share used before "
+                             "expiry, per stage and group", labels=["stage", "group"])
+    lost = GaugeMetricFamily("lpr_holdout_lost_share", "Of the points that reached the stage, the share lost, per "
+                             "stage and group", labels=["stage", "group"])
+    found = GaugeMetricFamily("lpr_holdout_effect", "Used share of the reminded minus the held out, per stage "
+                              "(only with enough customers in both groups)", labels=["stage"])
+    low = GaugeMetricFamily("lpr_holdout_effect_ci95_low", "The effect's 95 % interval, lower end", labels=["stage"])
+    high = GaugeMetricFamily("lpr_holdout_effect_ci95_high", "The effect's 95 % interval, upper end", labels=["stage"])
+    saved = GaugeMetricFamily("lpr_holdout_points_saved", "Points saved by reminders: effect x points reminded "
+                              "(stage=\"all\" only)", labels=["stage"])
+    for stage in sorted({label for _, label in sums}):
+        for group, name in GROUPS.items():
+            sums_ = sums.get((group, stage))
+            if sums_ is None:
+                continue
+            customers.add_metric([stage, name], sums_.customers)
+            if sums_.points:
+                used.add_metric([stage, name], used_share(sums_))
+                lost.add_metric([stage, name], lost_share(sums_))
+        reminded, held_out = sums.get((REMINDED, stage), GroupSums()), sums.get((HELD_OUT, stage), GroupSums())
+        result = effect(reminded, held_out) if enough(reminded, held_out) else None
+        if result is not None:
+            found.add_metric([stage], result[0])
+            low.add_metric([stage], result[1][0])
+            high.add_metric([stage], result[1][1])
+            if stage == ALL:
+                saved.add_metric([stage], result[0] * reminded.points)
+    yield from (customers, used, lost, found, low, high, saved)
 
 
 def _gauge(name: str, documentation: str, value) -> GaugeMetricFamily:

@@ -77,6 +77,9 @@ class Settings:
     point_value_sar: float
     sweep_interval_seconds: float
     reminder_lookahead_seconds: int
+    # The share of customers of stores that set none who get no reminder, to measure what
+    # reminders cause (issue 17; service/holdout.py). 0: no holdout.
+    holdout_percent: int = 0
     # Channel defaults for stores that set nothing of their own (service/channel_settings.py).
     reminder_channel_policy: str = "all"
     whatsapp_api_url: str = "https://graph.facebook.com/v21.0"
@@ -192,6 +195,8 @@ class Settings:
             reminder_recheck_max_age_seconds=_recheck_max_age(env),
             reminder_excluded_statuses=tuple(s.strip() for s in env.str("REMINDER_EXCLUDED_STATUSES", "").split(",") if s.strip()),
             point_value_sar=env.float("POINT_VALUE_SAR", 0.0, minimum=0.0),
+            # Past half, the held-out group would be the larger: a measurement, not a default.
+            holdout_percent=env.int("HOLDOUT_PERCENT", 0, minimum=0, maximum=50),
             # Delivery retries and held reminders wait in the due set for the sweep, so it ticks often.
             sweep_interval_seconds=env.float("SWEEP_INTERVAL_SECONDS", 10.0, minimum=0.5),
             reminder_lookahead_seconds=env.duration("REMINDER_LOOKAHEAD", "1d", maximum=7 * 86400),

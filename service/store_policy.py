@@ -23,6 +23,7 @@ class StorePolicy:
     excluded_statuses: tuple[str, ...]
     point_value_sar: float
     store_name: str
+    holdout_percent: int = 0  # HOLDOUT_PERCENT (service/holdout.py)
 
 
 def policy_for(settings, config: dict) -> StorePolicy:
@@ -38,4 +39,5 @@ def policy_for(settings, config: dict) -> StorePolicy:
         excluded_statuses=tuple(config.get("excluded_statuses", settings.reminder_excluded_statuses)),
         point_value_sar=config.get("point_value_sar", settings.point_value_sar),
         store_name=config.get("store_name", ""),
+        holdout_percent=config.get("holdout_percent", settings.holdout_percent),
     )

@@ -161,12 +161,16 @@ CONFIG_FIELDS = {
     "stages_days": _stages("stages_days", 1, 365, 5),
     "min_points": _whole("min_points", 1, 1_000_000),
     "excluded_statuses": _statuses("excluded_statuses", 20, 40),
+    # Customers who get no reminder, to measure what reminders cause (service/holdout.py); past
+    # half the held-out group would be the larger one.
+    "holdout_percent": _whole("holdout_percent", 0, 50),
 }
 _STORED_AS = {"plan_limit": int, "point_value_sar": float, "paused": int, "language": str, "store_name": str,
               "timezone": str, "quiet_hours": str, "stages_days": str, "min_points": int,
-              "excluded_statuses": json.loads}
+              "excluded_statuses": json.loads, "holdout_percent": int}
 # The fields the merchant sets in Salla's app-settings form (README: "Per-store settings").
-FORM_FIELDS = ("timezone", "quiet_hours", "stages_days", "min_points", "language", "excluded_statuses")
+FORM_FIELDS = ("timezone", "quiet_hours", "stages_days", "min_points", "language", "excluded_statuses",
+               "holdout_percent")
 
 
 def form_value(value):

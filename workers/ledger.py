@@ -13,6 +13,8 @@ go out.
     sent --> scheduled                                    (`first`: the channel that sent reported it
                                                            failed later; on to the next: workers/fallback.py)
     sent --> dead                                         (... and no channel is left)
+    held_out                                              (the customer is in the store's holdout:
+                                                           nothing goes out; service/holdout.py)
 
 A record is a hash `reminder:<id>` under the store's hash tag: merchant_id, customer_id,
 stage, state, attempts, last_error, created_at, updated_at, sent_at, body (the reminder as
@@ -37,6 +39,10 @@ The customer's `marks:<c>` hash (same slot) says which lots were named at which 
                  stages due at once: service/reminders.py). Its lots count as named for planning,
                  so that a read in between does not queue the stage again, and the sweep finds
                  the reminder's id from a due-set timer through it.
+  h:<lot key> -> nearest stage a `held_out` reminder named it at: named for planning (so a held-out
+                 customer goes through the same stages as the others), never counted as reminded
+  r:<S>:<lot key>, c:<group>:<S>:n|u -> the holdout's accounting (service/holdout.py): the lot's
+                 points when it reached stage S, and the customer's settled totals
 The first send marks the lots, each at its own stage (and counts each stage); once every channel
 is done the `p:` entry goes. Dropped, it becomes drop marks; cancelled, it goes (the lots are free
 again).
@@ -54,8 +60,11 @@ from service.keys import Keys
 
 SCHEDULED, SENDING, RETRYING, SENT, DEAD, DROPPED, CANCELLED = (
     "scheduled", "sending", "retrying", "sent", "dead", "dropped", "cancelled")
+HELD_OUT = "held_out"  # what the customer would have got, in the store's holdout (service/holdout.py)
 LIVE = frozenset({SCHEDULED, SENDING, RETRYING})  # still on its way: a timer in the due set watches it
 STAGE_FIELD, CLAIM_FIELD, DROP_FIELD = "stage:", "p:", "d:"
+HELD_FIELD = "h:"
+NOT_MARKS = ("r:", "c:")  # the holdout's accounting, in the same hash (service/holdout.py)
 
 # KEYS: record, marks. ARGV: id, merchant, customer, stage, now, keep, body, claim, other stages...
 _CREATE = """
@@ -261,6 +270,29 @@ return status
 """
 STATUS_LEVELS = ("sent", "delivered", "read")
 
+# KEYS: record, marks, stats. ARGV: merchant, customer, stage, now, keep, body, points, lot keys...
+# A reminder the customer would have got, had they not been held out: recorded as sent ones are
+# (same id, stage and lots; the stage's time, so the pause between two applies alike), with no
+# message and no channel: ids, points and times only.
+_HOLD_OUT = """
+local state = redis.call('HGET', KEYS[1], 'state')
+if state and state ~= 'cancelled' then return state end
+redis.call('DEL', KEYS[1])  -- cancelled (an opt-out since undone): it starts over, as in _CREATE
+redis.call('HSET', KEYS[1], 'merchant_id', ARGV[1], 'customer_id', ARGV[2], 'stage', ARGV[3], 'state', 'held_out',
+           'attempts', 0, 'created_at', ARGV[4], 'updated_at', ARGV[4], 'body', ARGV[6])
+redis.call('EXPIRE', KEYS[1], ARGV[5])
+local stage = tonumber(ARGV[3])
+for i = 8, #ARGV do
+  local current = tonumber(redis.call('HGET', KEYS[2], 'h:' .. ARGV[i]) or '1000000')
+  if stage < current then redis.call('HSET', KEYS[2], 'h:' .. ARGV[i], stage) end
+end
+redis.call('HSET', KEYS[2], 'stage:' .. ARGV[3], ARGV[4])
+if redis.call('TTL', KEYS[2]) < tonumber(ARGV[5]) then redis.call('EXPIRE', KEYS[2], ARGV[5]) end
+redis.call('HINCRBY', KEYS[3], ARGV[3] .. ':reminders_held_out', 1)
+redis.call('HINCRBY', KEYS[3], ARGV[3] .. ':points_held_out', ARGV[7])
+return 'created'
+"""
+
 # KEYS: record, statuses[, msgid]. ARGV: channel, at, message id, reminder id. Returns the record's PTTL.
 # A channel's send, in one step: `ch:<name> = sent`, its `accepted` status (as _STATUS), and the
 # provider's message id -> the reminder (for the record's lifetime). A status callback that finds
@@ -369,7 +401,12 @@ def parse_marks(raw: dict) -> Marks:
     for field, value in raw.items():
         field = field.decode() if isinstance(field, bytes) else field
         value = value.decode() if isinstance(value, bytes) else value
-        if field.startswith(STAGE_FIELD):
+        if field.startswith(NOT_MARKS):
+            continue
+        if field.startswith(HELD_FIELD):  # held out at that stage: named, never reminded
+            key = field[len(HELD_FIELD):]
+            named[key] = min(named.get(key, 10**6), int(value))
+        elif field.startswith(STAGE_FIELD):
             times[int(field[len(STAGE_FIELD):])] = float(value)
         elif field.startswith(CLAIM_FIELD):
             claims[field[len(CLAIM_FIELD):]] = json.loads(value)
@@ -400,6 +437,7 @@ class Ledger:
         self._settle = store.register_script(_SETTLE)
         self._late_failure = store.register_script(_LATE_FAILURE)
         self._record_send = store.register_script(_RECORD_SEND)
+        self._hold_out = store.register_script(_HOLD_OUT)
 
     claim_json = staticmethod(claim_json)  # for callers handed a ledger (workers/fallback.py)
 
@@ -417,6 +455,16 @@ class Ledger:
             rid, m, c, reminder["stage_days"], f"{now:.6f}", max(int(keep_seconds), 60),
             json.dumps(reminder, ensure_ascii=False), claim_json(reminder, now),
             *(stage for stage, _ in stage_parts(reminder)[1:])])
+        return result.decode() if isinstance(result, bytes) else result
+
+    def hold_out(self, held: dict, keep_seconds: int, now: float) -> str:
+        """Record the reminder a held-out customer would have got (`held`: service/holdout.py
+        held_out_record); 'created', or the state of the record that already exists."""
+        m, c = held["merchant_id"], held["customer_id"]
+        k = self.keys.store(m)
+        result = self._hold_out(keys=[k.reminder(held["reminder_id"]), k.marks(c), k.stats], args=[
+            m, c, held["stage_days"], f"{now:.6f}", max(int(keep_seconds), 60),
+            json.dumps(held, separators=(",", ":")), held["points_expiring"], *[lot["key"] for lot in held["lots"]]])
         return result.decode() if isinstance(result, bytes) else result
 
     def get(self, merchant_id: int, reminder_id: str) -> Record | None:

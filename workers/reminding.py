@@ -27,7 +27,7 @@ import time
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 
-from service import metrics, store_figures
+from service import holdout, metrics, store_figures
 from service.events import Customer
 from service.expiry import stage_of
 from service.loyalty import Lot
@@ -136,6 +136,11 @@ def after_read(rt: Runtime, m: int, customer: Customer, lots: list[Lot], now: da
                 metrics.POINTS_SAVED.labels(str(stage)).inc(points)
         for stage, points in outcome.lost.items():
             count(rt, m, stage, "points_lost", points)
+    # The holdout's outcomes (both groups alike): lots this read shows over, per stage reached.
+    for (group, stage), amounts in holdout.settle(rt.store, rt.keys.prefix, m, customer.id, raw_marks, lots,
+                                                  now).items():
+        for outcome, points in zip(("reached", "used", "lost"), amounts):
+            metrics.HOLDOUT_POINTS.labels(stage, holdout.GROUPS[group], outcome).inc(points)
     _log_unknown_statuses(lots)
     # The new lots, and the entries waiting for this read (taken: a re-check is answered once).
     recheck_key = k.recheck(customer.id)
@@ -184,7 +189,21 @@ def evaluate(rt: Runtime, m: int, customer: Customer, lots: list[Lot], now: date
     # The customer's language when Salla gives it, else the store's, else REMINDER_LANGUAGE.
     language = customer.lang or policy.language
     queued = []
-    if decision.send_now:
+    # The holdout decides here, where a reminder is queued, and nowhere else: both groups have
+    # gone through the same planning (stages, lots, quiet hours, pauses), so what they would
+    # get is the same and both are counted the same way (service/holdout.py).
+    held_out = bool(decision.send_now) and holdout.is_held_out(rt.store, settings, m, customer.id,
+                                                               policy.holdout_percent)
+    if held_out:
+        for group in decision.send_now:
+            keep = int((max(lot.expires_at for lot in group.lots) - now).total_seconds()) + SENT_MARK_MARGIN_SECONDS
+            rid = reminder_id(m, customer.id, group.stage_days, (lot.key for lot in group.lots))
+            record = holdout.held_out_record(m, customer.id, rid, group.stage_days, group.lots)
+            if rt.ledger.hold_out(record, keep, now.timestamp()) == "created":
+                holdout.note_reached(rt.store, rt.keys.prefix, m, customer.id, holdout.HELD_OUT, group.stage_days,
+                                     group.lots)
+                metrics.HOLDOUT_REMINDERS.labels(str(group.stage_days), "held_out").inc()
+    elif decision.send_now:
         # Every stage due now goes out as one message: the nearest expiry first, the others with it
         # (the ledger still marks each stage's lots at their own stage).
         first, *others = decision.send_now
@@ -194,6 +213,11 @@ def evaluate(rt: Runtime, m: int, customer: Customer, lots: list[Lot], now: date
         keep = int((last_expiry - now).total_seconds()) + SENT_MARK_MARGIN_SECONDS
         if queue_reminder(rt, reminder, keep, now.timestamp(), publish) == "created":
             queued.append(reminder)
+            if policy.holdout_percent > 0:  # the comparison needs both groups over the same time
+                for group in decision.send_now:
+                    holdout.note_reached(rt.store, rt.keys.prefix, m, customer.id, holdout.REMINDED,
+                                         group.stage_days, group.lots)
+                    metrics.HOLDOUT_REMINDERS.labels(str(group.stage_days), "reminded").inc()
     entries = []
     for send_at, group in decision.hold:
         held_id = reminder_id(m, customer.id, group.stage_days, (lot.key for lot in group.lots))

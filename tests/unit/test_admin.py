@@ -67,6 +67,9 @@ def test_cli_lists_stores_and_rotates_keys(server, monkeypatch, capsys):
     monkeypatch.setenv("TOKEN_ENCRYPTION_KEY", TOKEN_KEY)
     from service.tokens import TokenStore
     TokenStore(store, "lpr:", [TOKEN_KEY]).save(9, StoreTokens("a", "r", 2e9))
+    from service import deployment_secrets
+    deployment_secrets.forget_cache()
+    holdout_key = deployment_secrets.secret(store, "lpr:", [TOKEN_KEY], "holdout")
     assert cli(["set-store", "9", "--plan-limit", "720", "--paused"]) == 0
     assert json.loads(capsys.readouterr().out) == {"plan_limit": 720, "paused": 1}
     assert cli(["stores"]) == 0
@@ -74,8 +77,12 @@ def test_cli_lists_stores_and_rotates_keys(server, monkeypatch, capsys):
     new = Fernet.generate_key().decode()
     monkeypatch.setenv("TOKEN_ENCRYPTION_KEY", f"{new},{TOKEN_KEY}")
     assert cli(["rotate-token-keys"]) == 0
-    assert json.loads(capsys.readouterr().out) == {"re_encrypted": 1, "channel_settings_re_encrypted": 0}
+    assert json.loads(capsys.readouterr().out) == {"re_encrypted": 1, "channel_settings_re_encrypted": 0,
+                                                   "deployment_secrets_re_encrypted": 1}
     assert TokenStore(store, "lpr:", [new]).load(9).access_token == "a"  # the old key can now go
+    # Issue 17 §1: the holdout's key is re-wrapped, not changed: no customer switches group.
+    deployment_secrets.forget_cache()
+    assert deployment_secrets.secret(store, "lpr:", [new], "holdout") == holdout_key
 
 
 def test_outcome_stats_per_store_and_stage_over_http_and_cli(server, monkeypatch, capsys):

@@ -1,13 +1,15 @@
 """Issue 17 §2: what the embedded page shows, from plain dicts (service/embedded_view.py)."""
 import re
 
+import fakeredis
 import pytest
 
 from service import embedded_view as view
 from service.holdout import store_report
+from tests.conftest import make_settings
 
 STAGE = {"customers": 0, "points": 0, "used_share": None, "lost_share": None}
-OFF = store_report(None, "lpr:", 7, None, 0.0)
+OFF = store_report(fakeredis.FakeRedis(), "lpr:", 7, make_settings(), 0.0)  # a store with no holdout
 WAITING = {**OFF, "percent": 10, "status": "not_enough_data", "customers_needed": 1240}
 OK = {"percent": 10, "status": "ok", "customers_needed": None, "effect": 0.152, "ci95": [0.081, 0.223],
       "points_reminded": 50_000, "points_saved": 7600.0, "sar_saved": 380.0,
@@ -16,10 +18,12 @@ OK = {"percent": 10, "status": "ok", "customers_needed": None, "effect": 0.152, 
                   "effect": 0.15, "ci95": [0.08, 0.22]}]}
 
 
-def test_the_placeholder_holdout_report_has_the_agreed_shape_and_says_off():
-    """Issue 17 §2: service/holdout.py store_report returns the "off" shape until the holdout branch lands."""
-    assert OFF == {"percent": 0, "status": "off", "customers_needed": None, "effect": None, "ci95": None,
-                   "points_reminded": 0, "points_saved": None, "sar_saved": None, "stages": []}
+def test_a_store_without_a_holdout_reports_the_agreed_off_shape():
+    """Issue 17 §2: the page reads service/holdout.py store_report's contract; a store with no
+    holdout and no held-out data says off."""
+    contract = {"percent": 0, "status": "off", "customers_needed": None, "effect": None, "ci95": None,
+                "points_reminded": 0, "points_saved": None, "sar_saved": None}
+    assert {key: OFF[key] for key in contract} == contract and isinstance(OFF["stages"], list)
 
 
 @pytest.mark.parametrize("lang", ["ar", "en"])
