@@ -140,3 +140,18 @@ def test_the_image_installs_from_a_hashed_lock_that_covers_the_runtime_dependenc
     assert "--require-hashes" in dockerfile and "requirements.lock" in dockerfile
     ignored = (ROOT / ".dockerignore").read_text()
     assert "!devkit" not in ignored and "!requirements.lock" in ignored
+
+
+@pytest.mark.skipif(not __import__("shutil").which("docker-compose"), reason="docker-compose is not installed")
+def test_docker_compose_config_is_valid_with_the_healthchecks(tmp_path):
+    """Issue 16 must-show: `docker-compose config` valid with the new services' healthchecks."""
+    import subprocess
+    (tmp_path / "docker-compose.yml").write_text((ROOT / "docker-compose.yml").read_text())
+    result = subprocess.run(["docker-compose", "config"], cwd=tmp_path, capture_output=True, text=True, timeout=60,
+                            env={"PATH": "/usr/bin:/bin:/usr/local/bin"})
+    assert result.returncode == 0, result.stderr
+    resolved = yaml.safe_load(result.stdout)["services"]
+    for name in ("intake", "reads", "deliveries", "sweeper"):
+        assert f"inspect ping -d {name}@" in resolved[name]["healthcheck"]["test"][1], name
+        assert resolved[name]["environment"]["LOG_PROCESS_NAME"] == name
+    assert resolved["flower"]["command"] in ("python -m workers.flower", ["python", "-m", "workers.flower"])
