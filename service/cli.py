@@ -213,7 +213,7 @@ def main(argv: list[str] | None = None) -> int:
     except CommandFailed as exc:
         print(f"failed: {exc}", file=sys.stderr)
         return EXIT_FAILED
-    except (redis.ConnectionError, redis.TimeoutError) as exc:
+    except (redis.ConnectionError, redis.TimeoutError, redis.exceptions.RedisClusterException) as exc:
         print(f"unavailable: Redis at {_where(settings.redis_url)} did not answer ({_reason(exc)})", file=sys.stderr)
         return EXIT_UNAVAILABLE
     except Unavailable as exc:
@@ -510,14 +510,13 @@ def _backfill(args, settings, store, registry):
 def _watch(settings, registry, merchant_id, shown: bool, every: float = 2.0) -> None:
     """Customers read out of customers listed, until the run is no longer running (Ctrl-C stops
     watching, not the backfill)."""
-    from workers.backfill import RUNNING
     with progress_bar("customers read", None, shown) as bar:
         try:
             while True:
                 now = _progress(settings, registry, merchant_id)
                 bar.update(now.get("customers_read", 0) + now.get("covered_by_events", 0),
                            now.get("customers_listed") or None)
-                if now.get("state") != RUNNING:
+                if now.get("state") != "running":  # done, failed or never: nothing more to watch
                     return
                 time.sleep(every)
         except KeyboardInterrupt:
