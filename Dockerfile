@@ -1,6 +1,7 @@
 # One image for every process type in the Procfile (web, worker, beat, flower).
 # The default command runs web; docker-compose.yml sets the command of the others.
-FROM python:3.11-slim
+# Pinned to a patch release: a rebuild gets the same Python (bump it on purpose).
+FROM python:3.11.11-slim
 
 # PYTHONUNBUFFERED: log lines reach `docker logs` at once, not when a buffer fills.
 # PYTHONDONTWRITEBYTECODE: the non-root user cannot write next to the installed code anyway.
@@ -11,20 +12,23 @@ ENV PYTHONUNBUFFERED=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PIP_ROOT_USER_ACTION=ignore
 
-# Runtime dependencies first, read from pyproject.toml alone, so that editing code
-# does not download them again: this layer is rebuilt only when pyproject.toml changes.
-# Only [project].dependencies are installed; the `dev` extra (pytest, ...) stays out.
-COPY pyproject.toml /tmp/src/
-RUN python -c "import tomllib; print('\n'.join(tomllib.load(open('/tmp/src/pyproject.toml', 'rb'))['project']['dependencies']))" > /tmp/requirements.txt \
- && pip install --no-cache-dir -r /tmp/requirements.txt \
- && rm /tmp/requirements.txt
+# Runtime dependencies first, from the lock file alone, so that editing code does not
+# download them again. requirements.lock pins every package of [project].dependencies (and
+# theirs) with its hashes: pip refuses a file whose hash differs (--require-hashes). The
+# `dev` and `local` extras stay out. Regenerate it after changing the dependencies:
+#   pip-compile --generate-hashes --strip-extras --no-emit-index-url --no-emit-find-links \
+#       --output-file requirements.lock pyproject.toml
+COPY requirements.lock /tmp/
+RUN pip install --no-cache-dir --require-hashes --no-deps -r /tmp/requirements.lock \
+ && rm /tmp/requirements.lock
 
 # Then the project itself, as a regular (not editable) install into site-packages,
 # so the container runs exactly what `pip install .` ships: a module left out of the
-# package fails here, not in production. The source tree is removed so that nothing
-# imports from it by accident. .dockerignore keeps the build context to these files.
+# package fails here, not in production. --no-deps: the lock above installed them all.
+# The source tree is removed so that nothing imports from it by accident. .dockerignore
+# keeps the build context to these files (not devkit/: local tooling, never in the image).
 COPY . /tmp/src/
-RUN pip install --no-cache-dir /tmp/src \
+RUN pip install --no-cache-dir --no-deps /tmp/src \
  && rm -rf /tmp/src
 
 # Not root: a hole in the webhook endpoint does not get root in the container, and

@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test test-fast demo email-previews clean
+.PHONY: run test test-fast demo email-previews config-reference clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11 or newer is needed (set PYTHON=python3.11)")'
@@ -34,6 +34,10 @@ demo: $(STAMP)
 ## The Arabic and English reminder e-mails rendered by headless Chromium into docs/ (the README shows them).
 email-previews: $(STAMP)
 	$(BIN)/python -m devkit.email_preview docs
+
+## docs/configuration.md from the settings module (tests/unit/test_config_reference.py checks it is current).
+config-reference: $(STAMP)
+	$(BIN)/python -m service.config_reference docs/configuration.md
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .hypothesis *.egg-info

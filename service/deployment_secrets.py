@@ -61,15 +61,18 @@ def secret(redis, prefix: str, fernet_keys, purpose: str) -> bytes:
         return value
 
 
-def rotate_all(redis, prefix: str, fernet_keys) -> int:
-    """Re-encrypt every stored secret under the first key (rotate-token-keys); how many."""
+def rotate_all(redis, prefix: str, fernet_keys, dry_run: bool = False) -> int:
+    """Re-encrypt every stored secret under the first key (rotate-token-keys); how many.
+    `dry_run`: only check that each one decrypts."""
     fernet, count = _fernet(fernet_keys), 0
     for name in redis.scan_iter(match=Keys(prefix).deployment_secret("*"), count=100):
         blob = redis.get(name)
         if blob is None:
             continue
         try:
-            redis.set(name, fernet.rotate(blob if isinstance(blob, bytes) else blob.encode()))
+            rotated = fernet.rotate(blob if isinstance(blob, bytes) else blob.encode())
+            if not dry_run:
+                redis.set(name, rotated)
         except InvalidToken:
             raise SecretError(f"{name if isinstance(name, str) else name.decode()} cannot be decrypted with any "
                               "key of TOKEN_ENCRYPTION_KEY; put the old key back and run this again") from None

@@ -56,6 +56,10 @@ if _admin_port:
 
 
 def on_starting(server):
+    # A missing or wrong setting: one line and exit 2 here, in the master, rather than a
+    # traceback from every worker that fails to boot.
+    from service.settings import settings_or_exit
+    settings_or_exit()
     if _metrics.metrics_port() is not None:
         _metrics.prepare_directory()
 

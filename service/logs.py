@@ -1,5 +1,9 @@
 """One log format for web and workers: one JSON object per line, on stderr.
 
+LOG_FORMAT=text (what `make run` sets) writes the same records as one short line a person can
+read instead: `14:03:07.412 reads INFO message [cid]` (TextFormatter). JSON stays the default:
+containers and anything else that feeds a log collector.
+
 Each line: `ts` (UTC, ISO 8601 with milliseconds), `level`, `logger`, `msg`, `process` (the
 role: web, worker, beat; LOG_PROCESS_NAME or guessed from the command), `pid`, and when known
 `cid` (the correlation id of the webhook this work came from), `task` and `task_id` (a Celery
@@ -61,6 +65,32 @@ def process_role(argv: list[str] | None = None) -> str:
     return os.path.basename((argv or sys.argv or ["python"])[0]) or "python"
 
 
+def configured_format(environ=None) -> str:
+    """json or text, from LOG_FORMAT (settings.py refuses anything else at start; here, before
+    settings are read, anything but text is json)."""
+    value = (os.environ if environ is None else environ).get("LOG_FORMAT", "").strip().lower()
+    return "text" if value == "text" else "json"
+
+
+class TextFormatter(logging.Formatter):
+    """One short line for a person: local time, process, level, message, [correlation id].
+    The same scrubbing as the JSON lines; a traceback follows on its own lines."""
+
+    def __init__(self, role: str | None = None):
+        super().__init__()
+        self.role = role or process_role()
+
+    def format(self, record: logging.LogRecord) -> str:
+        moment = datetime.fromtimestamp(record.created)
+        line = f"{moment:%H:%M:%S}.{moment.microsecond // 1000:03d} {self.role} {record.levelname} {scrub(record.getMessage())}"
+        cid = getattr(record, "cid", None) or correlation_id.get()
+        if cid:
+            line += f" [{cid}]"
+        if record.exc_info:
+            line += "\n" + scrub(self.formatException(record.exc_info))
+        return line
+
+
 class JsonFormatter(logging.Formatter):
     def __init__(self, role: str | None = None):
         super().__init__()
@@ -95,23 +125,28 @@ class JsonFormatter(logging.Formatter):
 
 
 def json_line(level: str, logger: str, msg: str) -> str:
-    """One line in the same shape, for the few places that cannot go through logging."""
+    """One line in the same shape (LOG_FORMAT's), for the few places that cannot go through logging."""
+    if configured_format() == "text":
+        return TextFormatter().format(logging.LogRecord(logger, getattr(logging, level, logging.INFO), "", 0, msg, None,
+                                                        None))
     return json.dumps({"ts": datetime.now(timezone.utc).isoformat(timespec="milliseconds"), "level": level,
                        "logger": logger, "msg": scrub(msg), "process": process_role(), "pid": os.getpid()},
                       ensure_ascii=False)
 
 
-def configure_logging(level: str = "INFO", stream=None) -> None:
-    """JSON lines on stderr for the root logger, once per process. Celery adds no handler of its
-    own (workers/observability.py connects `setup_logging`), gunicorn's loggers have their own
-    JSON config (gunicorn_logconfig)."""
+def configure_logging(level: str = "INFO", stream=None, log_format: str | None = None) -> None:
+    """JSON lines (or LOG_FORMAT=text lines) on stderr for the root logger, once per process.
+    Celery adds no handler of its own (workers/observability.py connects `setup_logging`),
+    gunicorn's loggers have their own config (gunicorn_logconfig)."""
     root = logging.getLogger()
     # Under gunicorn, its logconfig_dict (gunicorn_logconfig) already gave the root logger a
-    # JSON handler before the app was loaded: a second one wrote every line twice.
-    ours = [h for h in root.handlers if getattr(h, "_lpr", False) or isinstance(h.formatter, JsonFormatter)]
+    # handler of ours before the app was loaded: a second one wrote every line twice.
+    ours = [h for h in root.handlers
+            if getattr(h, "_lpr", False) or isinstance(h.formatter, (JsonFormatter, TextFormatter))]
     if not ours:
         handler = logging.StreamHandler(stream or sys.stderr)
-        handler.setFormatter(JsonFormatter())
+        text = (log_format or configured_format()) == "text"
+        handler.setFormatter(TextFormatter() if text else JsonFormatter())
         handler._lpr = True  # type: ignore[attr-defined]
         root.addHandler(handler)
     root.setLevel(level)
@@ -123,12 +158,14 @@ def configure_logging(level: str = "INFO", stream=None) -> None:
         logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))
 
 
-def gunicorn_logconfig(level: str = "INFO") -> dict:
-    """gunicorn's `logconfig_dict`: its error log and access log as JSON lines too."""
+def gunicorn_logconfig(level: str = "INFO", log_format: str | None = None) -> dict:
+    """gunicorn's `logconfig_dict`: its error log and access log as JSON lines too (text lines
+    under LOG_FORMAT=text)."""
+    formatter = "TextFormatter" if (log_format or configured_format()) == "text" else "JsonFormatter"
     return {
         "version": 1,
         "disable_existing_loggers": False,
-        "formatters": {"json": {"()": "service.logs.JsonFormatter", "role": "web"}},
+        "formatters": {"json": {"()": f"service.logs.{formatter}", "role": "web"}},
         "handlers": {"stderr": {"class": "logging.StreamHandler", "formatter": "json", "stream": "ext://sys.stderr"}},
         "root": {"level": level, "handlers": ["stderr"]},
         "loggers": {

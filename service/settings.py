@@ -7,6 +7,7 @@ before it serves anything (fail fast, not at the first webhook).
 from __future__ import annotations
 
 import os
+import sys
 from dataclasses import dataclass
 from typing import Mapping
 from urllib.parse import urlparse
@@ -21,6 +22,7 @@ CHANNELS = ("log", "webhook", "whatsapp", "sms", "email")
 CHANNEL_POLICIES = ("first", "all")
 SMS_PROVIDERS = ("unifonic", "taqnyat")
 LANGUAGES = ("ar", "en")
+LOG_FORMATS = ("json", "text")
 # A sweep claims from every shard each tick (one pipelined script per shard): past a thousand
 # or so shards that fan-out costs more than the shards save.
 MAX_DUE_SET_SHARDS = 1024
@@ -122,6 +124,8 @@ class Settings:
     salla_introspect_url: str = "https://api.salla.dev/exchange-authority/v1/introspect"
     salla_embedded_sdk_url: str = ""
     embedded_dev_origin: str = ""
+    # json for collectors (the default, containers); text for a person reading a terminal (make run).
+    log_format: str = "json"
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> "Settings":
@@ -232,6 +236,7 @@ class Settings:
             salla_embedded_sdk_url="" if env.str("SALLA_EMBEDDED_SDK_URL", "").lower() == "none" else
             env.url("SALLA_EMBEDDED_SDK_URL", DEFAULT_EMBEDDED_SDK_URL, schemes=("https",)),
             embedded_dev_origin=env.url("EMBEDDED_DEV_ORIGIN", "", schemes=("http", "https")).rstrip("/"),
+            log_format=env.choice("LOG_FORMAT", "json", LOG_FORMATS),
         )
 
 
@@ -261,6 +266,17 @@ def _check_cluster(redis_url: str, env: "_Env") -> None:
     if queue.scheme in ("redis", "rediss") and (queue.hostname, queue.port or 6379) == (seed.hostname, seed.port or 6379):
         raise SettingsError("REDIS_CLUSTER=1: CELERY_BROKER_URL is the cluster's own node (REDIS_URL); kombu cannot "
                             "use a Redis Cluster as its broker: give it RabbitMQ or a separate, plain Redis")
+
+
+def settings_or_exit() -> Settings:
+    """Settings.from_env for a process's start (web, workers, beat): a wrong or missing value is
+    one line on stderr and exit status 2, not a traceback, so `docker-compose logs` says at once
+    what to set (e.g. TOKEN_ENCRYPTION_KEY, empty in a fresh copy of .env.example)."""
+    try:
+        return Settings.from_env()
+    except SettingsError as exc:
+        print(f"configuration error: {exc}", file=sys.stderr, flush=True)
+        raise SystemExit(2) from None
 
 
 class _Env:

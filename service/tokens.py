@@ -128,13 +128,20 @@ class TokenStore:
     def rotate_all(self) -> int:
         """Re-encrypt every stored record under the first key, each under its store's token
         lock (a refresh in between must not be overwritten with spent tokens)."""
-        count = 0
-        for merchant in self._redis.smembers(Keys(self._prefix).stores):
-            merchant_id = int(merchant)
-            key = self._key(merchant_id)
-            with token_lock(self._redis, self._prefix, merchant_id):
-                blob = self._redis.get(key)
-                if blob is not None:
-                    self._redis.set(key, self._fernet.rotate(blob if isinstance(blob, bytes) else blob.encode()))
-                    count += 1
-        return count
+        return sum(self.rotate(int(merchant)) for merchant in self._redis.smembers(Keys(self._prefix).stores))
+
+    def rotate(self, merchant_id: int, dry_run: bool = False) -> bool:
+        """Re-encrypt one store's record under the first key; False when it has none. dry_run:
+        only decrypt it (InvalidToken when no key can: the rotation would fail on it)."""
+        key = self._key(merchant_id)
+        if dry_run:
+            blob = self._redis.get(key)
+            if blob is not None:
+                self._fernet.decrypt(blob if isinstance(blob, bytes) else blob.encode())
+            return blob is not None
+        with token_lock(self._redis, self._prefix, merchant_id):
+            blob = self._redis.get(key)
+            if blob is None:
+                return False
+            self._redis.set(key, self._fernet.rotate(blob if isinstance(blob, bytes) else blob.encode()))
+            return True

@@ -11,10 +11,10 @@ from celery import Celery
 
 from service.celery_config import celery_config
 from service.logs import configure_logging
-from service.settings import Settings
+from service.settings import settings_or_exit
 
-settings = Settings.from_env()
-configure_logging(settings.log_level)
+settings = settings_or_exit()
+configure_logging(settings.log_level, log_format=settings.log_format)
 
 app = Celery("workers")
 app.conf.update(celery_config(settings))

@@ -532,25 +532,31 @@ class DueSet:
         return total
 
     # -- moving entries when the number of shards changes -----------------------------------
-    def reshard(self, from_shards: int) -> dict:
+    def reshard(self, from_shards: int, progress=None, dry_run: bool = False) -> dict:
         """Move every entry that is not in its shard under `self.shards` there, from shards
         0..max(from_shards, shards)-1. Safe to run again (a second run moves nothing) and while
         the service runs: an entry is added to its new shard before it leaves the old one, so it
         is never missing. A sweep that claims it from the old shard in between may see it once
         more from the new one; the sweep already takes that in its stride (a lease that runs out
         does the same). Returns how many moved, per source shard, and the new counts.
+        `progress(done, total)` is called after each source shard (the CLI's bar); dry_run counts
+        what would move and moves nothing.
         """
         if isinstance(from_shards, bool) or not isinstance(from_shards, int) or not 1 <= from_shards <= MAX_SHARDS:
             raise ValueError(f"from_shards must be a whole number from 1 to {MAX_SHARDS}, got {from_shards!r}")
         moved: dict[int, int] = {}
-        for source in range(max(from_shards, self.shards)):
-            count = self._move_misplaced(source)
+        sources = max(from_shards, self.shards)
+        for source in range(sources):
+            count = self._move_misplaced(source, dry_run)
             if count:
                 moved[source] = count
-        return {"from": from_shards, "to": self.shards, "moved": sum(moved.values()),
-                "moved_by_source_shard": moved, "shards": self.counts()}
+            if progress:
+                progress(source + 1, sources)
+        answer = {"from": from_shards, "to": self.shards, "moved": sum(moved.values()),
+                  "moved_by_source_shard": moved, "shards": self.counts()}
+        return {**answer, "dry_run": True} if dry_run else answer
 
-    def _move_misplaced(self, source: int) -> int:
+    def _move_misplaced(self, source: int, dry_run: bool = False) -> int:
         scheduled, processing, index = self.shard_keys(source)
         low, moved = "-", 0
         while True:
@@ -564,7 +570,7 @@ class DueSet:
                 if target != source:
                     away.setdefault(target, []).append(member)
             for target, members in away.items():
-                moved += self._move(members, source, target)
+                moved += len(members) if dry_run else self._move(members, source, target)
 
     def _move(self, members: list[str], source: int, target: int) -> int:
         scheduled, processing, _ = self.shard_keys(source)

@@ -101,10 +101,13 @@ def export(store: redis.Redis, prefix: str, merchant_id: int, customer_id: int, 
 
 
 def forget(store: redis.Redis, prefix: str, merchant_id: int, customer_id: int, now: float,
-           due_set_shards: int = 1, *, secrets: tuple[str, ...]) -> dict:
+           due_set_shards: int = 1, *, secrets: tuple[str, ...], dry_run: bool = False) -> dict:
     """Erase the customer's data; raises UnknownCustomer when there is none. Returns counts.
-    `secrets`: TOKEN_ENCRYPTION_KEY's keys, for the suppression entries of an opted-out customer."""
+    `secrets`: TOKEN_ENCRYPTION_KEY's keys, for the suppression entries of an opted-out customer.
+    dry_run: the same counts, nothing erased or written."""
     export(store, prefix, merchant_id, customer_id)  # raises when nothing is held
+    if dry_run:
+        return _forget_preview(store, prefix, merchant_id, customer_id, due_set_shards)
     Profiles(store, prefix, secrets=secrets).keep_suppressed(merchant_id, customer_id, now)
     keys = Keys(prefix)
     k = keys.store(merchant_id)
@@ -132,3 +135,14 @@ def forget(store: redis.Redis, prefix: str, merchant_id: int, customer_id: int, 
     pipe.hincrby(k.counters, "customers_forgotten", 1)
     pipe.execute()
     return {"merchant_id": merchant_id, "customer_id": customer_id, "forgotten": True, **counts}
+
+
+def _forget_preview(store: redis.Redis, prefix: str, merchant_id: int, customer_id: int, due_set_shards: int) -> dict:
+    keys = Keys(prefix)
+    records = _ledger_records(store, keys, merchant_id, customer_id)
+    message_keys = _message_ids(store, keys, merchant_id, {key.rsplit(":", 1)[-1] for key in records})
+    held = [key for key in (*keys.store(merchant_id).customer_keys(customer_id), *records, *message_keys)
+            if store.exists(key)]
+    due = DueSet(store, prefix, shards=due_set_shards).customer_entries(merchant_id, customer_id)
+    return {"merchant_id": merchant_id, "customer_id": customer_id, "forgotten": False, "dry_run": True,
+            "keys_deleted": len(held), "ledger_records": len(records), "due_entries": len(due)}

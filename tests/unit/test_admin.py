@@ -70,13 +70,13 @@ def test_cli_lists_stores_and_rotates_keys(server, monkeypatch, capsys):
     from service import deployment_secrets
     deployment_secrets.forget_cache()
     holdout_key = deployment_secrets.secret(store, "lpr:", [TOKEN_KEY], "holdout")
-    assert cli(["set-store", "9", "--plan-limit", "720", "--paused"]) == 0
+    assert cli(["--json", "set-store", "9", "--plan-limit", "720", "--paused"]) == 0
     assert json.loads(capsys.readouterr().out) == {"plan_limit": 720, "paused": 1}
-    assert cli(["stores"]) == 0
+    assert cli(["--json", "stores"]) == 0
     assert json.loads(capsys.readouterr().out)[0]["merchant_id"] == 9
     new = Fernet.generate_key().decode()
     monkeypatch.setenv("TOKEN_ENCRYPTION_KEY", f"{new},{TOKEN_KEY}")
-    assert cli(["rotate-token-keys"]) == 0
+    assert cli(["--json", "rotate-token-keys"]) == 0
     assert json.loads(capsys.readouterr().out) == {"re_encrypted": 1, "channel_settings_re_encrypted": 0,
                                                    "deployment_secrets_re_encrypted": 1}
     assert TokenStore(store, "lpr:", [new]).load(9).access_token == "a"  # the old key can now go
@@ -101,7 +101,7 @@ def test_outcome_stats_per_store_and_stage_over_http_and_cli(server, monkeypatch
     monkeypatch.setattr("service.cli.connect", lambda settings: deps.redis)
     monkeypatch.setenv("SALLA_WEBHOOK_SECRET", "x")
     monkeypatch.setenv("TOKEN_ENCRYPTION_KEY", TOKEN_KEY)
-    assert cli(["stats", "7"]) == 0
+    assert cli(["--json", "stats", "7"]) == 0
     assert json.loads(capsys.readouterr().out)["7"]["1"] == {"points_lost": 120}
 
 
@@ -125,10 +125,11 @@ def test_the_cli_refuses_a_bad_value_with_a_message(server, monkeypatch, capsys)
     monkeypatch.setattr("service.cli.connect", lambda settings: store)
     monkeypatch.setenv("SALLA_WEBHOOK_SECRET", "x")
     monkeypatch.setenv("TOKEN_ENCRYPTION_KEY", TOKEN_KEY)
-    assert cli(["set-store", "9", "--plan-limit", "0"]) == 2
+    store.sadd("lpr:stores", 9)  # a store that installed the app (an unknown one is refused first)
+    assert cli(["--json", "set-store", "9", "--plan-limit", "0"]) == 2
     assert "plan_limit must be from 1 to 10000" in capsys.readouterr().err
-    assert cli(["set-store", "9", "--plan-limit", "lots"]) == 2
-    assert cli(["dead-letters", "replay", "9"]) == 2
+    assert cli(["--json", "set-store", "9", "--plan-limit", "lots"]) == 2
+    assert cli(["--json", "dead-letters", "replay", "9"]) == 2
     assert "needs a merchant id and a reminder id" in capsys.readouterr().err
 
 
@@ -168,13 +169,13 @@ def test_dead_letters_over_the_cli(server, monkeypatch, capsys):
     monkeypatch.setenv("SALLA_WEBHOOK_SECRET", "x")
     monkeypatch.setenv("TOKEN_ENCRYPTION_KEY", TOKEN_KEY)
     rt, rid = _dead_letter(store)
-    assert cli(["dead-letters", "list"]) == 0
+    assert cli(["--json", "dead-letters", "list"]) == 0
     assert [l["reminder_id"] for l in json.loads(capsys.readouterr().out)["1"]] == [rid]
-    assert cli(["dead-letters", "drop", "1", rid]) == 0
+    assert cli(["--json", "dead-letters", "drop", "1", rid]) == 0
     assert rt.ledger.get(1, rid).state == "dropped"
     capsys.readouterr()
-    assert cli(["dead-letters", "replay", "1", rid]) == 2  # dropped is final
-    assert cli(["reminder", "1", rid]) == 0 and json.loads(capsys.readouterr().out)["state"] == "dropped"
+    assert cli(["--json", "dead-letters", "replay", "1", rid]) == 2  # dropped is final
+    assert cli(["--json", "reminder", "1", rid]) == 0 and json.loads(capsys.readouterr().out)["state"] == "dropped"
 
 
 def test_alarms_over_http_and_cli(server, monkeypatch, capsys):
@@ -186,8 +187,8 @@ def test_alarms_over_http_and_cli(server, monkeypatch, capsys):
     monkeypatch.setattr("service.cli.connect", lambda settings: deps.redis)
     monkeypatch.setenv("SALLA_WEBHOOK_SECRET", "x")
     monkeypatch.setenv("TOKEN_ENCRYPTION_KEY", TOKEN_KEY)
-    assert cli(["alarms"]) == 0 and "oauth_client" in json.loads(capsys.readouterr().out)
-    assert cli(["clear-alarm", "oauth_client"]) == 0
+    assert cli(["--json", "alarms"]) == 0 and "oauth_client" in json.loads(capsys.readouterr().out)
+    assert cli(["--json", "clear-alarm", "oauth_client"]) == 0
     assert client.delete("/admin/alarms/oauth_client", headers=auth).status_code == 404
 
 

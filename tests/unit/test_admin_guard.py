@@ -163,11 +163,12 @@ def test_every_read_of_personal_data_is_audited_without_the_data(store, caplog, 
     # The CLI's reads of personal data land in the same audit.
     from service.cli import main as cli
     monkeypatch.setattr("service.cli.connect", lambda settings: store)
+    store.sadd("lpr:stores", 7)  # the store installed the app
     monkeypatch.setenv("SALLA_WEBHOOK_SECRET", "x")
     monkeypatch.setenv("TOKEN_ENCRYPTION_KEY", make_settings().token_encryption_keys[0])
-    assert cli(["export-customer", "7", "5"]) == 0 and "sara@example.sa" in capsys.readouterr().out
-    assert cli(["preview", "7", "5"]) == 0
-    assert cli(["stores"]) == 0  # no personal data: not audited
+    assert cli(["--json", "export-customer", "7", "5"]) == 0 and "sara@example.sa" in capsys.readouterr().out
+    assert cli(["--json", "preview", "7", "5"]) == 0
+    assert cli(["--json", "stores"]) == 0  # no personal data: not audited
     latest = client.get("/admin/audit?limit=2", headers=AUTH).get_json()["entries"]
     assert [(e["method"], e["path"], e["status"], e["access"]) for e in latest] == [
         ("CLI", "preview 7 5", 0, "personal data read"), ("CLI", "export-customer 7 5", 0, "personal data read")]

@@ -217,10 +217,10 @@ def operator(monkeypatch):
 def test_cli_reshard_and_due_set(operator, monkeypatch, capsys):
     DueSet(operator, "lpr:", shards=1).schedule([(100, entry(m)) for m in range(6)])
     monkeypatch.setenv("DUE_SET_SHARDS", "3")
-    assert cli(["reshard-due-set", "--from", "1"]) == 0
+    assert cli(["--json", "reshard-due-set", "--from", "1"]) == 0
     report = json.loads(capsys.readouterr().out)
     assert (report["from"], report["to"], report["moved"]) == (1, 3, 4)
-    assert cli(["due-set"]) == 0
+    assert cli(["--json", "due-set"]) == 0
     view = json.loads(capsys.readouterr().out)
     assert view["shards"] == 3 and view["pending"] == 6
     assert [s["pending"] for s in view["by_shard"]] == [2, 2, 2]
@@ -234,7 +234,7 @@ def test_cli_reshard_refuses_a_bad_old_count(operator, capsys, argv):
 
 def test_cli_reshard_needs_the_old_count(operator, capsys):
     with pytest.raises(SystemExit):
-        cli(["reshard-due-set"])
+        cli(["--json", "reshard-due-set"])
     assert "--from" in capsys.readouterr().err
 
 

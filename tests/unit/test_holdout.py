@@ -224,7 +224,7 @@ def test_the_setting_from_the_environment_the_admin_api_the_cli_and_the_salla_fo
     monkeypatch.setenv("TOKEN_ENCRYPTION_KEY", TOKEN_KEY)
     assert cli(["set-store", str(M), "--holdout-percent", "51"]) == 2
     assert "holdout_percent" in capsys.readouterr().err
-    assert cli(["set-store", str(M), "--holdout-percent", "25"]) == 0
+    assert cli(["--json", "set-store", str(M), "--holdout-percent", "25"]) == 0
     assert json.loads(capsys.readouterr().out)["holdout_percent"] == 25
 
 
@@ -327,7 +327,7 @@ def test_the_admin_api_the_cli_and_prometheus_show_the_figures(monkeypatch, caps
     monkeypatch.setenv("SALLA_WEBHOOK_SECRET", "x")
     monkeypatch.setenv("TOKEN_ENCRYPTION_KEY", TOKEN_KEY)
     monkeypatch.setenv("HOLDOUT_PERCENT", "10")
-    assert cli(["holdout", str(M)]) == 0
+    assert cli(["--json", "holdout", str(M)]) == 0
     assert json.loads(capsys.readouterr().out)[str(M)]["ci95"] == pytest.approx(interval)
     families = {f.name: f for f in RedisStateCollector(store, settings).collect()}
     [found] = families["lpr_holdout_effect"].samples

@@ -568,26 +568,27 @@ def test_cli_channel_commands(monkeypatch, capsys, smtp):
     monkeypatch.setenv("SALLA_WEBHOOK_SECRET", "x")
     monkeypatch.setenv("TOKEN_ENCRYPTION_KEY", TOKEN_KEY)
     monkeypatch.setenv("ALLOW_PRIVATE_URLS", "1")  # the SMTP fake is on 127.0.0.1
+    fakeredis.FakeRedis(server=server).sadd("lpr:stores", 9)  # the store installed the app
     from service.cli import main as cli
-    assert cli(["set-channels", "9", "--order", "email,log", "--policy", "first", "--set", f"email.smtp_url={smtp.url}",
+    assert cli(["--json", "set-channels", "9", "--order", "email,log", "--policy", "first", "--set", f"email.smtp_url={smtp.url}",
                 "--set", "email.from=Store <r@store.example>"]) == 0
     shown = json.loads(capsys.readouterr().out)
     assert shown["channels"] == ["email", "log"] and shown["policy"] == "first"
-    assert cli(["set-channels", "9", "--set", "sms.provider=fax"]) == 2
+    assert cli(["--json", "set-channels", "9", "--set", "sms.provider=fax"]) == 2
     assert "sms.provider" in capsys.readouterr().err
-    assert cli(["channels", "9"]) == 0 and json.loads(capsys.readouterr().out)["email"]["settings"]["from"]
+    assert cli(["--json", "channels", "9"]) == 0 and json.loads(capsys.readouterr().out)["email"]["settings"]["from"]
     import tempfile
     with tempfile.NamedTemporaryFile("w", suffix=".txt", delete=False) as bad:
         bad.write("سطر\n{% if %}\n")
-    assert cli(["set-template", "9", "sms.ar.txt", bad.name]) == 2
+    assert cli(["--json", "set-template", "9", "sms.ar.txt", bad.name]) == 2
     assert "line 2" in capsys.readouterr().err
-    assert cli(["preview", "9", "5", "--channel", "email", "--lang", "en"]) == 0
+    assert cli(["--json", "preview", "9", "5", "--channel", "email", "--lang", "en"]) == 0
     preview = json.loads(capsys.readouterr().out)
     assert preview["language"] == "en" and preview["channels"]["email"]["error"]  # customer 5 has no e-mail address
     before = len(smtp.messages)
-    assert cli(["send-test", "9", "--to", "owner@store.example"]) == 0
+    assert cli(["--json", "send-test", "9", "--to", "owner@store.example"]) == 0
     assert json.loads(capsys.readouterr().out)["channel"] == "email" and len(smtp.messages) == before + 1
-    assert cli(["statuses", "9"]) == 0
+    assert cli(["--json", "statuses", "9"]) == 0
     assert json.loads(capsys.readouterr().out)["9"]["total"]["sent"] == 0
 
 

@@ -152,11 +152,11 @@ def test_the_app_settings_updated_webhook_applies_the_form_and_the_admin_and_cli
     monkeypatch.setattr("service.cli.connect", lambda settings: fakeredis.FakeRedis(server=server, decode_responses=True))
     monkeypatch.setenv("SALLA_WEBHOOK_SECRET", WEBHOOK_SECRET)
     monkeypatch.setenv("TOKEN_ENCRYPTION_KEY", "dGVzdC1vbmx5LWtleS1kby1ub3QtdXNlLWFueXdoZXI=")
-    assert cli(["store", str(M)]) == 0
+    assert cli(["--json", "store", str(M)]) == 0
     assert "min_points" in json.loads(capsys.readouterr().out)["settings_rejected"]
-    assert cli(["set-store", str(M), "--quiet-hours", "9pm-9am"]) == 2
+    assert cli(["--json", "set-store", str(M), "--quiet-hours", "9pm-9am"]) == 2
     assert "quiet_hours" in capsys.readouterr().err
-    assert cli(["set-store", str(M), "--stages-days", "14,3", "--min-points", "25", "--timezone", "Asia/Dubai"]) == 0
+    assert cli(["--json", "set-store", str(M), "--stages-days", "14,3", "--min-points", "25", "--timezone", "Asia/Dubai"]) == 0
     assert json.loads(capsys.readouterr().out)["stages_days"] == "14,3"
 
 
