@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test test-fast demo email-previews config-reference clean
+.PHONY: run test test-fast demo email-previews config-reference docs clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11 or newer is needed (set PYTHON=python3.11)")'
@@ -15,7 +15,7 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet -e '.[dev,local]'
 	@touch $(STAMP)
 
-## Start web, worker, beat and Flower (embedded Redis when REDIS_URL is unset).
+## Start the Procfile's seven processes: web, four workers, beat and Flower (embedded Redis when REDIS_URL is unset).
 run: $(STAMP)
 	$(BIN)/python -m devkit.run
 
@@ -31,7 +31,7 @@ test-fast: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/python -m devkit.demo
 
-## The Arabic and English reminder e-mails rendered by headless Chromium into docs/ (the README shows them).
+## The Arabic and English reminder e-mails rendered by headless Chromium into docs/ (docs/templates.md shows them).
 email-previews: $(STAMP)
 	$(BIN)/python -m devkit.email_preview docs
 
@@ -39,5 +39,9 @@ email-previews: $(STAMP)
 config-reference: $(STAMP)
 	$(BIN)/python -m service.config_reference docs/configuration.md
 
+## The docs site into site/ (mkdocs-material; --strict: a broken link or anchor fails, as in the tests).
+docs: $(STAMP)
+	$(BIN)/mkdocs build --strict --site-dir site
+
 clean:
-	rm -rf $(VENV) var .pytest_cache .hypothesis *.egg-info
+	rm -rf $(VENV) var site .pytest_cache .hypothesis *.egg-info

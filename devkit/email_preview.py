@@ -2,7 +2,7 @@
 layout measured in the browser (is the Arabic body really laid out right to left?).
 
 `python -m devkit.email_preview [OUT_DIR]` (default docs/) writes email-ar.png and email-en.png
-(the README shows them). The tests call the same functions (tests/integration/test_email_rendering.py).
+(docs/templates.md shows them). The tests call the same functions (tests/integration/test_email_rendering.py).
 
 Chromium is Debian's `chromium` package; `ensure_chromium()` installs it with apt-get when it is
 missing and we are root, and otherwise says why not. It runs with `--headless --no-sandbox
