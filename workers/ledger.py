@@ -14,9 +14,18 @@ go out.
                                                            failed later; on to the next: workers/fallback.py)
     sent --> dead                                         (... and no channel is left)
 
-A record is a hash `reminder:<id>` under the store's hash tag: merchant_id, customer_id,
-stage, state, attempts, last_error, created_at, updated_at, sent_at, body (the reminder as
-JSON), and per channel `ch:<name>` = sent | failed:<reason>: <why> | retry:<why> | sending:<attempt>:<deadline>.
+A record is a hash `reminder:<id>` under the store's hash tag: customer_id, stage, state,
+attempts, last_error, created_at, updated_at, sent_at, body (the reminder as JSON), and per
+channel `ch:<name>` = sent | failed:<reason>: <why> | retry:<why> | sending:<attempt>:<deadline>.
+(The merchant is the key's hash tag; records of the previous format also hold `merchant_id`.)
+
+Once a reminder is sent (settle_sent) its body goes: it was 63 % of Redis's memory, kept until
+the lots expired (issue 18). The record is rewritten without it, with what a body is rendered
+again from (full_reminder: the customer's profile and last read's lots give the rest) under
+short names: `l` the lot keys (comma-separated), `p` points expiring, `x` earliest expiry,
+`lg` language, `v` value in SAR (absent: none). Every value then fits 64 bytes, so Redis keeps
+the hash as a listpack (hash-max-listpack-value) instead of a hash table, a third of the size.
+A sent reminder reopened by a late failure, or replayed, is delivered from that rendering.
 
 Once a channel has sent, the provider's word on it follows, as in Notify's status callbacks:
 `st:<name>` = sent | delivered | read | failed:<reason>, `st_at:<name>` its provider timestamp.
@@ -43,22 +52,39 @@ from __future__ import annotations
 import json
 import time
 from dataclasses import dataclass
+from datetime import datetime, timezone
 
 import redis
 
 from service.keys import Keys
+from service.messages import plain_message
 
 SCHEDULED, SENDING, RETRYING, SENT, DEAD, DROPPED, CANCELLED = (
     "scheduled", "sending", "retrying", "sent", "dead", "dropped", "cancelled")
 LIVE = frozenset({SCHEDULED, SENDING, RETRYING})  # still on its way: a timer in the due set watches it
 STAGE_FIELD, CLAIM_FIELD, DROP_FIELD = "stage:", "p:", "d:"
+SHORT_FIELDS = ("l", "p", "x", "lg", "v")  # a sent record's, in place of its body
+
+# The lot keys a record names: from its body, or from `l` once the body went (settle_sent).
+_LOT_KEYS = """
+local function lot_keys(record)
+  local keys = {}
+  local body = redis.call('HGET', record, 'body')
+  if body then
+    for _, lot in ipairs(cjson.decode(body)['lots']) do table.insert(keys, lot['key']) end
+  else
+    for key in string.gmatch(redis.call('HGET', record, 'l') or '', '[^,]+') do table.insert(keys, key) end
+  end
+  return keys
+end
+"""
 
 # KEYS: record, marks. ARGV: id, merchant, customer, stage, now, keep, body, claim.
 _CREATE = """
 local state = redis.call('HGET', KEYS[1], 'state')
 if state and state ~= 'cancelled' then return state end
 redis.call('DEL', KEYS[1])  -- cancelled (an opt-out since undone): it starts over
-redis.call('HSET', KEYS[1], 'merchant_id', ARGV[2], 'customer_id', ARGV[3], 'stage', ARGV[4],
+redis.call('HSET', KEYS[1], 'customer_id', ARGV[3], 'stage', ARGV[4],
            'state', 'scheduled', 'attempts', 0, 'created_at', ARGV[5], 'updated_at', ARGV[5], 'body', ARGV[7])
 redis.call('EXPIRE', KEYS[1], ARGV[6])
 redis.call('HSET', KEYS[2], 'p:' .. ARGV[1], ARGV[8], 'stage:' .. ARGV[4], ARGV[5])
@@ -88,18 +114,19 @@ return 'ok'
 # The first channel that sends makes the reminder reach the shopper (`sent_at`): its lots are
 # marked at its stage, and it is counted, once, here and nowhere else. Its state becomes `sent`
 # once no channel is left to retry (settle_sent).
-_MARK_SENT = """
+_MARK_SENT = _LOT_KEYS + """
 if redis.call('EXISTS', KEYS[1]) == 0 or redis.call('HEXISTS', KEYS[1], 'sent_at') == 1 then return 0 end
 redis.call('HSET', KEYS[1], 'sent_at', ARGV[2], 'updated_at', ARGV[2])
 redis.call('ZREM', KEYS[5], ARGV[1])
 local stage = tonumber(redis.call('HGET', KEYS[1], 'stage'))
-local body = cjson.decode(redis.call('HGET', KEYS[1], 'body'))
-for _, lot in ipairs(body['lots']) do
-  local current = tonumber(redis.call('HGET', KEYS[2], lot['key']) or '1000000')
-  if stage < current then redis.call('HSET', KEYS[2], lot['key'], stage) end
+for _, key in ipairs(lot_keys(KEYS[1])) do
+  local current = tonumber(redis.call('HGET', KEYS[2], key) or '1000000')
+  if stage < current then redis.call('HSET', KEYS[2], key, stage) end
 end
+local body = redis.call('HGET', KEYS[1], 'body')
+local points = body and cjson.decode(body)['points_expiring'] or redis.call('HGET', KEYS[1], 'p') or 0
 redis.call('HINCRBY', KEYS[3], stage .. ':reminders_sent', 1)
-redis.call('HINCRBY', KEYS[3], stage .. ':points_reminded', body['points_expiring'])
+redis.call('HINCRBY', KEYS[3], stage .. ':points_reminded', points)
 redis.call('HINCRBY', KEYS[4], 'reminders_sent', 1)
 return 1
 """
@@ -121,7 +148,7 @@ end
 # KEYS: record, marks, counters, dead. ARGV: id, now, new state, error, counter.
 # dead: the claim stays (the stage is not queued again while an operator decides);
 # dropped: the claim becomes drop marks; cancelled: the claim goes.
-_FINISH = _ADD_DEAD + """
+_FINISH = _ADD_DEAD + _LOT_KEYS + """
 local state = redis.call('HGET', KEYS[1], 'state')
 if not state or state == 'sent' or state == ARGV[3] then return 0 end
 if ARGV[3] ~= 'cancelled' then
@@ -141,10 +168,9 @@ else
 end
 if ARGV[3] == 'dropped' then
   local stage = tonumber(redis.call('HGET', KEYS[1], 'stage'))
-  local body = cjson.decode(redis.call('HGET', KEYS[1], 'body'))
-  for _, lot in ipairs(body['lots']) do
-    local current = tonumber(redis.call('HGET', KEYS[2], 'd:' .. lot['key']) or '1000000')
-    if stage < current then redis.call('HSET', KEYS[2], 'd:' .. lot['key'], stage) end
+  for _, key in ipairs(lot_keys(KEYS[1])) do
+    local current = tonumber(redis.call('HGET', KEYS[2], 'd:' .. key) or '1000000')
+    if stage < current then redis.call('HSET', KEYS[2], 'd:' .. key, stage) end
   end
   redis.call('HDEL', KEYS[2], claim)
 elseif ARGV[3] == 'cancelled' then
@@ -155,20 +181,69 @@ return 1
 """
 
 
+# A hash once converted to a hash table stays one, even when every value is short again:
+# rewritten, it is a listpack again (a third of the size). Only when every field fits.
+_AS_LISTPACK = """
+local function as_listpack(key, fields)
+  if #fields == 0 or #fields > 256 then return end
+  for i = 1, #fields do if string.len(fields[i]) > 64 then return end end
+  local ttl = redis.call('PTTL', key)
+  redis.call('DEL', key)
+  redis.call('HSET', key, unpack(fields))
+  if ttl > 0 then redis.call('PEXPIRE', key, ttl) end
+end
+"""
+
 # KEYS: record, marks. ARGV: id, now.
 # Every channel is done: `sent` if one still stands as sent (its claim goes, its lots are marked).
 # None does when a late failure took back the only one while this attempt ran (workers/fallback.py):
 # the record stays on its way, for the next attempt.
-_SETTLE = """
+# Sent, the record keeps no body (see the module's docstring): rewritten from its other fields
+# and the short ones taken from the body. The marks, once the claim is gone, are rewritten too
+# when a long claim had made them a hash table.
+_SETTLE = _AS_LISTPACK + """
 local fields = redis.call('HGETALL', KEYS[1])
+local sent = false
 for i = 1, #fields, 2 do
-  if string.sub(fields[i], 1, 3) == 'ch:' and fields[i + 1] == 'sent' then
-    redis.call('HSET', KEYS[1], 'state', 'sent', 'updated_at', ARGV[2])
-    redis.call('HDEL', KEYS[2], 'p:' .. ARGV[1])
-    return 1
+  if string.sub(fields[i], 1, 3) == 'ch:' and fields[i + 1] == 'sent' then sent = true end
+end
+if not sent then return 0 end
+local kept, body = {}, nil
+for i = 1, #fields, 2 do
+  local name = fields[i]
+  if name == 'body' then body = cjson.decode(fields[i + 1])
+  elseif name ~= 'merchant_id' and name ~= 'state' and name ~= 'updated_at' then
+    table.insert(kept, name)
+    table.insert(kept, fields[i + 1])
   end
 end
-return 0
+for _, pair in ipairs({{'state', 'sent'}, {'updated_at', ARGV[2]}}) do
+  table.insert(kept, pair[1])
+  table.insert(kept, pair[2])
+end
+if body then
+  local keys = {}
+  for _, lot in ipairs(body['lots'] or {}) do table.insert(keys, lot['key']) end
+  local short = {l = table.concat(keys, ','), p = body['points_expiring'], x = body['earliest_expiry'],
+                 lg = body['language'], v = body['value_sar']}
+  for _, name in ipairs({'l', 'p', 'x', 'lg', 'v'}) do
+    local value = short[name]
+    if value ~= nil and value ~= cjson.null then
+      table.insert(kept, name)
+      table.insert(kept, tostring(value))
+    end
+  end
+  local ttl = redis.call('PTTL', KEYS[1])
+  redis.call('DEL', KEYS[1])
+  redis.call('HSET', KEYS[1], unpack(kept))
+  if ttl > 0 then redis.call('PEXPIRE', KEYS[1], ttl) end
+else
+  redis.call('HSET', KEYS[1], 'state', 'sent', 'updated_at', ARGV[2])
+end
+redis.call('HDEL', KEYS[2], 'p:' .. ARGV[1])
+local ok, encoding = pcall(redis.call, 'OBJECT', 'ENCODING', KEYS[2])
+if ok and encoding == 'hashtable' then as_listpack(KEYS[2], redis.call('HGETALL', KEYS[2])) end
+return 1
 """
 
 # KEYS: record, marks, counters, dead. ARGV: channel, failed outcome, action (move_on | dead |
@@ -296,12 +371,23 @@ class Record:
     updated_at: float
     sent_at: float | None
     channels: dict[str, str]
-    body: str
+    body: str  # "" once sent: `short` keeps what it is rendered again from (full_reminder)
     statuses: dict[str, dict] = None  # channel -> {"status", "at"} (provider statuses)
+    short: dict[str, str] = None  # l, p, x, lg, v: see the module's docstring
 
     @property
     def reminder(self) -> dict:
-        return json.loads(self.body)
+        """The body; once sent, the reminder as far as the record itself tells: its lots are keys
+        only, without the customer and the message (full_reminder adds them)."""
+        if self.body:
+            return json.loads(self.body)
+        short = self.short or {}
+        return {"reminder_id": self.reminder_id, "merchant_id": self.merchant_id, "customer_id": self.customer_id,
+                "stage_days": self.stage, "points_expiring": int(short.get("p") or 0),
+                "earliest_expiry": short.get("x"), "language": short.get("lg"),
+                "value_sar": float(short["v"]) if short.get("v") else None,
+                "lots": [{"key": key} for key in (short.get("l") or "").split(",") if key],
+                "generated_at": datetime.fromtimestamp(round(self.created_at, 6), timezone.utc).isoformat()}
 
     def view(self) -> dict:
         """What an operator sees (the message, never the shopper's address)."""
@@ -312,6 +398,22 @@ class Record:
                 "sent_at": self.sent_at,
                 "channels": self.channels, "statuses": self.statuses or {}, "points_expiring": reminder.get("points_expiring"),
                 "lots": len(reminder.get("lots", []))}
+
+
+def full_reminder(record: Record, customer, lots, store_name: str = "") -> dict:
+    """The reminder as it went out: its body while it has one, else rendered again from the
+    record's short fields, the customer (`service.events.Customer`, the profile now) and the
+    lots of the last read (a lot no longer in it is named by its key only). Pure."""
+    if record.body:
+        return record.reminder
+    reminder = record.reminder
+    by_key = {lot.key: lot for lot in lots or ()}
+    reminder["lots"] = [by_key[lot["key"]].to_dict() if lot["key"] in by_key else lot for lot in reminder["lots"]]
+    reminder["customer"] = {"name": getattr(customer, "name", None), "mobile": getattr(customer, "mobile", None),
+                            "email": getattr(customer, "email", None)}
+    reminder["message"] = ""
+    reminder["message"] = plain_message(reminder, store_name)
+    return reminder
 
 
 @dataclass(frozen=True)
@@ -371,8 +473,9 @@ class Ledger:
         Returns 'created', or the state of the record that already exists (same id)."""
         m, c, rid = reminder["merchant_id"], reminder["customer_id"], reminder["reminder_id"]
         k = self.keys.store(m)
+        # Compact: a claim of up to a lot or two fits 64 bytes, and the marks stay a listpack.
         claim = json.dumps({"stage": reminder["stage_days"], "lots": [lot["key"] for lot in reminder["lots"]],
-                            "at": round(now, 3)})
+                            "at": round(now, 3)}, separators=(",", ":"))
         result = self._create(keys=[k.reminder(rid), k.marks(c)], args=[
             # Full precision: the pause between two reminders of a stage is measured from this
             # time, and a value rounded down let the next one out a fraction of a ms early.
@@ -386,12 +489,13 @@ class Ledger:
             return None
         raw = {(k.decode() if isinstance(k, bytes) else k): (v.decode() if isinstance(v, bytes) else v)
                for k, v in raw.items()}
-        return Record(reminder_id=reminder_id, merchant_id=int(raw["merchant_id"]),
+        return Record(reminder_id=reminder_id, merchant_id=int(merchant_id),
                       customer_id=int(raw["customer_id"]), stage=int(raw["stage"]), state=raw["state"],
                       attempts=int(raw.get("attempts", 0)), last_error=raw.get("last_error", ""),
                       created_at=float(raw.get("created_at", 0)), updated_at=float(raw.get("updated_at", 0)),
                       sent_at=float(raw["sent_at"]) if raw.get("sent_at") else None,
-                      channels={k[3:]: v for k, v in raw.items() if k.startswith("ch:")}, body=raw["body"],
+                      channels={k[3:]: v for k, v in raw.items() if k.startswith("ch:")}, body=raw.get("body", ""),
+                      short={name: raw[name] for name in SHORT_FIELDS if name in raw},
                       statuses={k[3:]: {"status": v, "at": raw.get("st_at:" + k[3:], ""),
                                         **({"failed_later": raw["stf:" + k[3:]]} if "stf:" + k[3:] in raw else {})}
                                 for k, v in raw.items() if k.startswith("st:")})

@@ -68,9 +68,14 @@ def _lots_keep(rt: Runtime, profile_ttl: int | None) -> int:
     return int(profile_ttl)
 
 
+# The last read's lots, kept for every customer: one short row per lot (issue 18, about half the
+# previous JSON of named fields, which is still read: a deployed Redis holds it).
+_LOT_ROW = ("key", "name", "points", "used_points", "status", "created_at", "expires_at", "order_id", "reference_id")
+
+
 def _lots_json(lots: list[Lot], read_at: datetime) -> str:
-    return json.dumps({"read_at": read_at.timestamp(), "lots": [_lot_record(lot) for lot in lots]},
-                      ensure_ascii=False)
+    rows = [[item[name] for name in _LOT_ROW] for item in map(_lot_record, lots)]
+    return json.dumps({"r": read_at.timestamp(), "l": rows}, ensure_ascii=False, separators=(",", ":"))
 
 
 def load_lots(rt: Runtime, m: int, c: int) -> tuple[float, list[Lot]] | None:
@@ -81,7 +86,9 @@ def _lots_from_json(raw: str | None) -> tuple[float, list[Lot]] | None:
     if raw is None:
         return None
     record = json.loads(raw)
-    return record["read_at"], [_lot_from(item) for item in record["lots"]]
+    if "l" in record:
+        return record["r"], [_lot_from(dict(zip(_LOT_ROW, row))) for row in record["l"]]
+    return record["read_at"], [_lot_from(item) for item in record["lots"]]  # the previous format
 
 
 def _lot_record(lot: Lot) -> dict:
