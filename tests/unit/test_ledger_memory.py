@@ -147,3 +147,13 @@ def test_lots_are_kept_in_a_shorter_form():
                      ensure_ascii=False)
     assert len(new.encode()) < 0.6 * len(old.encode())
     assert reminding._lots_from_json(new) == (NOW.timestamp(), lots)
+
+
+def test_one_wake_up_waits_per_customer_the_earliest():
+    """Issue 18 goal 1 (nothing kept past its use): of the plan's wake-ups only the earliest
+    waits in the due set; it plans again and schedules the next."""
+    rt = runtime()
+    two_sent(rt, [Recorder("log")])
+    [entry] = rt.due.customer_entries(M, C)
+    # lot0003 was reminded at 7 days: it enters the 1-day stage in two days, before the others.
+    assert entry["stage_days"] == 1 and entry["due_at"] == (NOW + timedelta(days=2)).timestamp()
