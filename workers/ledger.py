@@ -63,19 +63,46 @@ SCHEDULED, SENDING, RETRYING, SENT, DEAD, DROPPED, CANCELLED = (
     "scheduled", "sending", "retrying", "sent", "dead", "dropped", "cancelled")
 LIVE = frozenset({SCHEDULED, SENDING, RETRYING})  # still on its way: a timer in the due set watches it
 STAGE_FIELD, CLAIM_FIELD, DROP_FIELD = "stage:", "p:", "d:"
-SHORT_FIELDS = ("l", "p", "x", "lg", "v")  # a sent record's, in place of its body
+SHORT_FIELDS = ("l", "p", "x", "lg", "v", "o")  # a sent record's, in place of its body (and `o:<n>`)
 
-# The lot keys a record names: from its body, or from `l` once the body went (settle_sent).
-_LOT_KEYS = """
-local function lot_keys(record)
+# Every stage a record names, with its lot keys and points: from its body (its own stage, then
+# `other_stages` when one message names several), or from its short fields once the body went
+# (settle_sent): `l`/`p` its own, `o:<n>` = stage|points|expiry|value|lot keys the n-th other one.
+_PARTS = """
+local function split(text, sep)
+  local found = {}
+  for piece in string.gmatch(text or '', '([^' .. sep .. ']+)') do table.insert(found, piece) end
+  return found
+end
+local function keys_of(lots)
   local keys = {}
+  for _, lot in ipairs(lots or {}) do table.insert(keys, lot['key']) end
+  return keys
+end
+local function parts(record)
+  local stage = tonumber(redis.call('HGET', record, 'stage'))
   local body = redis.call('HGET', record, 'body')
   if body then
-    for _, lot in ipairs(cjson.decode(body)['lots']) do table.insert(keys, lot['key']) end
-  else
-    for key in string.gmatch(redis.call('HGET', record, 'l') or '', '[^,]+') do table.insert(keys, key) end
+    body = cjson.decode(body)
+    local found = {{stage = stage, keys = keys_of(body['lots']), points = body['points_expiring']}}
+    if type(body['other_stages']) == 'table' then
+      for _, other in ipairs(body['other_stages']) do
+        table.insert(found, {stage = tonumber(other['stage_days']), keys = keys_of(other['lots']),
+                             points = other['points_expiring']})
+      end
+    end
+    return found
   end
-  return keys
+  local found = {{stage = stage, keys = split(redis.call('HGET', record, 'l'), ','),
+                  points = tonumber(redis.call('HGET', record, 'p') or '0')}}
+  local fields = redis.call('HGETALL', record)
+  for i = 1, #fields, 2 do
+    if string.sub(fields[i], 1, 2) == 'o:' then
+      local stage, points, _, _, keys = string.match(fields[i + 1], '^([^|]*)|([^|]*)|([^|]*)|([^|]*)|(.*)$')
+      table.insert(found, {stage = tonumber(stage), points = tonumber(points), keys = split(keys, ',')})
+    end
+  end
+  return found
 end
 """
 
@@ -114,19 +141,18 @@ return 'ok'
 # The first channel that sends makes the reminder reach the shopper (`sent_at`): its lots are
 # marked at its stage, and it is counted, once, here and nowhere else. Its state becomes `sent`
 # once no channel is left to retry (settle_sent).
-_MARK_SENT = _LOT_KEYS + """
+_MARK_SENT = _PARTS + """
 if redis.call('EXISTS', KEYS[1]) == 0 or redis.call('HEXISTS', KEYS[1], 'sent_at') == 1 then return 0 end
 redis.call('HSET', KEYS[1], 'sent_at', ARGV[2], 'updated_at', ARGV[2])
 redis.call('ZREM', KEYS[5], ARGV[1])
-local stage = tonumber(redis.call('HGET', KEYS[1], 'stage'))
-for _, key in ipairs(lot_keys(KEYS[1])) do
-  local current = tonumber(redis.call('HGET', KEYS[2], key) or '1000000')
-  if stage < current then redis.call('HSET', KEYS[2], key, stage) end
+for _, part in ipairs(parts(KEYS[1])) do
+  for _, key in ipairs(part.keys) do
+    local current = tonumber(redis.call('HGET', KEYS[2], key) or '1000000')
+    if part.stage < current then redis.call('HSET', KEYS[2], key, part.stage) end
+  end
+  redis.call('HINCRBY', KEYS[3], part.stage .. ':reminders_sent', 1)
+  redis.call('HINCRBY', KEYS[3], part.stage .. ':points_reminded', part.points or 0)
 end
-local body = redis.call('HGET', KEYS[1], 'body')
-local points = body and cjson.decode(body)['points_expiring'] or redis.call('HGET', KEYS[1], 'p') or 0
-redis.call('HINCRBY', KEYS[3], stage .. ':reminders_sent', 1)
-redis.call('HINCRBY', KEYS[3], stage .. ':points_reminded', points)
 redis.call('HINCRBY', KEYS[4], 'reminders_sent', 1)
 return 1
 """
@@ -148,7 +174,7 @@ end
 # KEYS: record, marks, counters, dead. ARGV: id, now, new state, error, counter.
 # dead: the claim stays (the stage is not queued again while an operator decides);
 # dropped: the claim becomes drop marks; cancelled: the claim goes.
-_FINISH = _ADD_DEAD + _LOT_KEYS + """
+_FINISH = _ADD_DEAD + _PARTS + """
 local state = redis.call('HGET', KEYS[1], 'state')
 if not state or state == 'sent' or state == ARGV[3] then return 0 end
 if ARGV[3] ~= 'cancelled' then
@@ -167,10 +193,11 @@ else
   redis.call('ZREM', KEYS[4], ARGV[1])
 end
 if ARGV[3] == 'dropped' then
-  local stage = tonumber(redis.call('HGET', KEYS[1], 'stage'))
-  for _, key in ipairs(lot_keys(KEYS[1])) do
-    local current = tonumber(redis.call('HGET', KEYS[2], 'd:' .. key) or '1000000')
-    if stage < current then redis.call('HSET', KEYS[2], 'd:' .. key, stage) end
+  for _, part in ipairs(parts(KEYS[1])) do
+    for _, key in ipairs(part.keys) do
+      local current = tonumber(redis.call('HGET', KEYS[2], 'd:' .. key) or '1000000')
+      if part.stage < current then redis.call('HSET', KEYS[2], 'd:' .. key, part.stage) end
+    end
   end
   redis.call('HDEL', KEYS[2], claim)
 elseif ARGV[3] == 'cancelled' then
@@ -201,7 +228,7 @@ end
 # Sent, the record keeps no body (see the module's docstring): rewritten from its other fields
 # and the short ones taken from the body. The marks, once the claim is gone, are rewritten too
 # when a long claim had made them a hash table.
-_SETTLE = _AS_LISTPACK + """
+_SETTLE = _AS_LISTPACK + _PARTS + """
 local fields = redis.call('HGETALL', KEYS[1])
 local sent = false
 for i = 1, #fields, 2 do
@@ -222,15 +249,23 @@ for _, pair in ipairs({{'state', 'sent'}, {'updated_at', ARGV[2]}}) do
   table.insert(kept, pair[2])
 end
 if body then
-  local keys = {}
-  for _, lot in ipairs(body['lots'] or {}) do table.insert(keys, lot['key']) end
-  local short = {l = table.concat(keys, ','), p = body['points_expiring'], x = body['earliest_expiry'],
-                 lg = body['language'], v = body['value_sar']}
+  local function text(value) return (value == nil or value == cjson.null) and '' or tostring(value) end
+  local short = {l = table.concat(keys_of(body['lots']), ','), p = body['points_expiring'],
+                 x = body['earliest_expiry'], lg = body['language'], v = body['value_sar']}
   for _, name in ipairs({'l', 'p', 'x', 'lg', 'v'}) do
-    local value = short[name]
-    if value ~= nil and value ~= cjson.null then
+    if text(short[name]) ~= '' then
       table.insert(kept, name)
-      table.insert(kept, tostring(value))
+      table.insert(kept, text(short[name]))
+    end
+  end
+  if type(body['other_stages']) == 'table' then  -- `o`: how many, so that an empty list comes back too
+    table.insert(kept, 'o')
+    table.insert(kept, tostring(#body['other_stages']))
+    for n, other in ipairs(body['other_stages']) do
+      table.insert(kept, 'o:' .. n)
+      table.insert(kept, text(other['stage_days']) .. '|' .. text(other['points_expiring']) .. '|' ..
+                         text(other['earliest_expiry']) .. '|' .. text(other['value_sar']) .. '|' ..
+                         table.concat(keys_of(other['lots']), ','))
     end
   end
   local ttl = redis.call('PTTL', KEYS[1])
@@ -382,12 +417,19 @@ class Record:
         if self.body:
             return json.loads(self.body)
         short = self.short or {}
-        return {"reminder_id": self.reminder_id, "merchant_id": self.merchant_id, "customer_id": self.customer_id,
-                "stage_days": self.stage, "points_expiring": int(short.get("p") or 0),
-                "earliest_expiry": short.get("x"), "language": short.get("lg"),
-                "value_sar": float(short["v"]) if short.get("v") else None,
-                "lots": [{"key": key} for key in (short.get("l") or "").split(",") if key],
-                "generated_at": datetime.fromtimestamp(round(self.created_at, 6), timezone.utc).isoformat()}
+        reminder = {"reminder_id": self.reminder_id, "merchant_id": self.merchant_id,
+                    "customer_id": self.customer_id, "stage_days": self.stage,
+                    "points_expiring": int(short.get("p") or 0), "earliest_expiry": short.get("x"),
+                    "language": short.get("lg"), "value_sar": _number(short.get("v")), "lots": _keys(short.get("l")),
+                    "generated_at": datetime.fromtimestamp(round(self.created_at, 6), timezone.utc).isoformat()}
+        if "o" in short:  # stages due at once, in one message: each with its own figures
+            reminder["other_stages"] = []
+            for n in range(1, int(short["o"]) + 1):
+                stage, points, expiry, value, keys = short.get(f"o:{n}", "||||").split("|", 4)
+                reminder["other_stages"].append({"stage_days": int(stage or 0), "points_expiring": int(points or 0),
+                                                 "earliest_expiry": expiry or None, "value_sar": _number(value),
+                                                 "lots": _keys(keys)})
+        return reminder
 
     def view(self) -> dict:
         """What an operator sees (the message, never the shopper's address)."""
@@ -400,6 +442,14 @@ class Record:
                 "lots": len(reminder.get("lots", []))}
 
 
+def _number(text: str | None) -> float | None:
+    return float(text) if text else None
+
+
+def _keys(text: str | None) -> list[dict]:
+    return [{"key": key} for key in (text or "").split(",") if key]
+
+
 def full_reminder(record: Record, customer, lots, store_name: str = "") -> dict:
     """The reminder as it went out: its body while it has one, else rendered again from the
     record's short fields, the customer (`service.events.Customer`, the profile now) and the
@@ -408,7 +458,8 @@ def full_reminder(record: Record, customer, lots, store_name: str = "") -> dict:
         return record.reminder
     reminder = record.reminder
     by_key = {lot.key: lot for lot in lots or ()}
-    reminder["lots"] = [by_key[lot["key"]].to_dict() if lot["key"] in by_key else lot for lot in reminder["lots"]]
+    for part in [reminder, *reminder.get("other_stages", [])]:
+        part["lots"] = [by_key[lot["key"]].to_dict() if lot["key"] in by_key else lot for lot in part["lots"]]
     reminder["customer"] = {"name": getattr(customer, "name", None), "mobile": getattr(customer, "mobile", None),
                             "email": getattr(customer, "email", None)}
     reminder["message"] = ""
@@ -495,7 +546,7 @@ class Ledger:
                       created_at=float(raw.get("created_at", 0)), updated_at=float(raw.get("updated_at", 0)),
                       sent_at=float(raw["sent_at"]) if raw.get("sent_at") else None,
                       channels={k[3:]: v for k, v in raw.items() if k.startswith("ch:")}, body=raw.get("body", ""),
-                      short={name: raw[name] for name in SHORT_FIELDS if name in raw},
+                      short={name: value for name, value in raw.items() if name in SHORT_FIELDS or name.startswith("o:")},
                       statuses={k[3:]: {"status": v, "at": raw.get("st_at:" + k[3:], ""),
                                         **({"failed_later": raw["stf:" + k[3:]]} if "stf:" + k[3:] in raw else {})}
                                 for k, v in raw.items() if k.startswith("st:")})

@@ -157,3 +157,37 @@ def test_one_wake_up_waits_per_customer_the_earliest():
     [entry] = rt.due.customer_entries(M, C)
     # lot0003 was reminded at 7 days: it enters the 1-day stage in two days, before the others.
     assert entry["stage_days"] == 1 and entry["due_at"] == (NOW + timedelta(days=2)).timestamp()
+
+
+def test_a_reminder_naming_several_stages_keeps_each_stage_short_and_comes_back_whole():
+    """Issue 18 goal 1, with stages due at once in one message (`other_stages`, the engine's):
+    each stage's lots are marked and counted at their own stage, the body goes once sent, and
+    the reminder comes back whole, every stage with its own figures."""
+    from service.expiry import StageGroup
+    from service.reminders import build_reminder
+    from workers.ledger import full_reminder
+
+    rt = runtime()
+    rt.channels = [Recorder("log")]
+    customer = Customer(C, "سارة", "+966500000001", "s@x.sa", True, lang="ar")
+    rt.profiles.save(M, customer, NOW.timestamp())
+    lots = [lot(3), lot(20)]
+    reminding.save_lots(rt, M, C, lots, NOW)
+    reminder = build_reminder(M, customer, StageGroup(7, [lots[0]]), "ar", NOW, 0.05)
+    reminder["other_stages"] = [{"stage_days": 30, "points_expiring": 90, "earliest_expiry": lots[1].expires_at.isoformat(),
+                                 "value_sar": 4.5, "lots": [lots[1].to_dict()]}]
+    delivery.queue_reminder(rt, reminder, 40 * 86400, NOW.timestamp(), lambda *a: None)
+    assert delivery.deliver(rt, M, C, reminder["reminder_id"], NOW.timestamp()) == "sent"
+    k = rt.keys.store(M)
+    assert rt.ledger.marks(M, C).sent == {"lot0003": 7, "lot0020": 30}
+    assert rt.store.hgetall(k.stats) == {"7:reminders_sent": "1", "7:points_reminded": "90",
+                                         "30:reminders_sent": "1", "30:points_reminded": "90"}
+    raw = rt.store.hgetall(k.reminder(reminder["reminder_id"]))
+    assert "body" not in raw and raw["o"] == "1" and raw["o:1"].startswith("30|90|")
+    record = rt.ledger.get(M, reminder["reminder_id"])
+    assert full_reminder(record, customer, lots) == json.loads(json.dumps(reminder, ensure_ascii=False))
+    # Dropped later (a late failure made it a dead letter): every stage's lots get drop marks.
+    rt.store.hset(k.reminder(reminder["reminder_id"]), mapping={"state": "dead", "ch:log": "failed:x: late"})
+    assert rt.ledger.finish(M, C, reminder["reminder_id"], "dropped", NOW.timestamp())
+    assert {f: v for f, v in rt.store.hgetall(k.marks(C)).items() if f.startswith("d:")} == \
+        {"d:lot0003": "7", "d:lot0020": "30"}
