@@ -68,7 +68,7 @@ SHORT_FIELDS = ("l", "p", "x", "lg", "v", "o")  # a sent record's, in place of i
 # Every stage a record names, with its lot keys and points: from its body (its own stage, then
 # `other_stages` when one message names several), or from its short fields once the body went
 # (settle_sent): `l`/`p` its own, `o:<n>` = stage|points|expiry|value|lot keys the n-th other one.
-_PARTS = """
+_RECORD_PARTS = """
 local function split(text, sep)
   local found = {}
   for piece in string.gmatch(text or '', '([^' .. sep .. ']+)') do table.insert(found, piece) end
@@ -79,7 +79,7 @@ local function keys_of(lots)
   for _, lot in ipairs(lots or {}) do table.insert(keys, lot['key']) end
   return keys
 end
-local function parts(record)
+local function record_parts(record)
   local stage = tonumber(redis.call('HGET', record, 'stage'))
   local body = redis.call('HGET', record, 'body')
   if body then
@@ -141,11 +141,11 @@ return 'ok'
 # The first channel that sends makes the reminder reach the shopper (`sent_at`): its lots are
 # marked at its stage, and it is counted, once, here and nowhere else. Its state becomes `sent`
 # once no channel is left to retry (settle_sent).
-_MARK_SENT = _PARTS + """
+_MARK_SENT = _RECORD_PARTS + """
 if redis.call('EXISTS', KEYS[1]) == 0 or redis.call('HEXISTS', KEYS[1], 'sent_at') == 1 then return 0 end
 redis.call('HSET', KEYS[1], 'sent_at', ARGV[2], 'updated_at', ARGV[2])
 redis.call('ZREM', KEYS[5], ARGV[1])
-for _, part in ipairs(parts(KEYS[1])) do
+for _, part in ipairs(record_parts(KEYS[1])) do
   for _, key in ipairs(part.keys) do
     local current = tonumber(redis.call('HGET', KEYS[2], key) or '1000000')
     if part.stage < current then redis.call('HSET', KEYS[2], key, part.stage) end
@@ -174,7 +174,7 @@ end
 # KEYS: record, marks, counters, dead. ARGV: id, now, new state, error, counter.
 # dead: the claim stays (the stage is not queued again while an operator decides);
 # dropped: the claim becomes drop marks; cancelled: the claim goes.
-_FINISH = _ADD_DEAD + _PARTS + """
+_FINISH = _ADD_DEAD + _RECORD_PARTS + """
 local state = redis.call('HGET', KEYS[1], 'state')
 if not state or state == 'sent' or state == ARGV[3] then return 0 end
 if ARGV[3] ~= 'cancelled' then
@@ -193,7 +193,7 @@ else
   redis.call('ZREM', KEYS[4], ARGV[1])
 end
 if ARGV[3] == 'dropped' then
-  for _, part in ipairs(parts(KEYS[1])) do
+  for _, part in ipairs(record_parts(KEYS[1])) do
     for _, key in ipairs(part.keys) do
       local current = tonumber(redis.call('HGET', KEYS[2], 'd:' .. key) or '1000000')
       if part.stage < current then redis.call('HSET', KEYS[2], 'd:' .. key, part.stage) end
@@ -228,7 +228,7 @@ end
 # Sent, the record keeps no body (see the module's docstring): rewritten from its other fields
 # and the short ones taken from the body. The marks, once the claim is gone, are rewritten too
 # when a long claim had made them a hash table.
-_SETTLE = _AS_LISTPACK + _PARTS + """
+_SETTLE = _AS_LISTPACK + _RECORD_PARTS + """
 local fields = redis.call('HGETALL', KEYS[1])
 local sent = false
 for i = 1, #fields, 2 do
