@@ -42,13 +42,14 @@ def lot(days, points=100):
 
 
 def two_sent(rt, channels):
-    """A customer with three lots: a stage-7 and a stage-30 reminder go out, one lot waits."""
+    """A customer with three lots: its stage-7 and stage-30 lots are reminded (in two messages, or
+    in one when the engine sends stages due at once together), one lot waits."""
     rt.channels = channels
     customer = Customer(C, "سارة", "+966500000001", "s@x.sa", True, lang="ar")
     rt.profiles.save(M, customer, NOW.timestamp())
     queued = reminding.after_read(rt, M, customer, [lot(3), lot(20), lot(120)], NOW,
                                   lambda m, c, rid: delivery.deliver(rt, m, c, rid, NOW.timestamp()))
-    assert len(queued) == 2
+    assert 1 <= len(queued) <= 2 and rt.ledger.marks(M, C).sent == {"lot0003": 7, "lot0020": 30}
     return {reminder["reminder_id"]: reminder for reminder in queued}
 
 
@@ -164,6 +165,7 @@ def test_a_reminder_naming_several_stages_keeps_each_stage_short_and_comes_back_
     each stage's lots are marked and counted at their own stage, the body goes once sent, and
     the reminder comes back whole, every stage with its own figures."""
     from service.expiry import StageGroup
+    from service.messages import plain_message
     from service.reminders import build_reminder
     from workers.ledger import full_reminder
 
@@ -176,6 +178,7 @@ def test_a_reminder_naming_several_stages_keeps_each_stage_short_and_comes_back_
     reminder = build_reminder(M, customer, StageGroup(7, [lots[0]]), "ar", NOW, 0.05)
     reminder["other_stages"] = [{"stage_days": 30, "points_expiring": 90, "earliest_expiry": lots[1].expires_at.isoformat(),
                                  "value_sar": 4.5, "lots": [lots[1].to_dict()]}]
+    reminder["message"] = plain_message({**reminder, "message": ""})  # the text names every stage it can
     delivery.queue_reminder(rt, reminder, 40 * 86400, NOW.timestamp(), lambda *a: None)
     assert delivery.deliver(rt, M, C, reminder["reminder_id"], NOW.timestamp()) == "sent"
     k = rt.keys.store(M)
