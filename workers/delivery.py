@@ -27,7 +27,7 @@ from workers.channels import DeliveryPermanentError, DeliveryTransientError
 from workers.providers.base import RETRIES_USED_UP
 from workers.due_set import DueEntry
 from workers.fallback import failure_of, handle_late_failure, reopen_at
-from workers.ledger import CANCELLED, DEAD, DROPPED, LIVE, count_stat
+from workers.ledger import CANCELLED, DEAD, DROPPED, LIVE, count_stat, full_reminder
 
 log = logging.getLogger(__name__)
 
@@ -105,7 +105,7 @@ def deliver(rt, merchant_id: int, customer_id: int, reminder_id: str, now: float
         broken = ""
     attempt = rt.ledger.begin_attempt(m, reminder_id, now)
     arm(rt, timer, now + DELIVERY_LEASE_SECONDS)  # if this worker dies now, the sweep takes over
-    reminder = record.reminder
+    reminder = _full_reminder(rt, record)
     # A channel that sent and failed later is `failed:` again (workers/fallback.py): the reminder
     # counts as reaching nobody, so that `first` goes on to the next channel.
     sent = any(outcome == "sent" for outcome in record.channels.values())
@@ -178,6 +178,18 @@ def deliver(rt, merchant_id: int, customer_id: int, reminder_id: str, now: float
         arm(rt, timer, reopen_at(now, reminder, *_send_window(rt, m)))
         return "reopened"
     return "sent"
+
+
+def _full_reminder(rt, record) -> dict:
+    """The whole reminder: its body, or (a sent one reopened or replayed: the body went once it
+    was sent) rendered again from the profile and the last read's lots (workers/ledger.py)."""
+    if record.body:
+        return record.reminder
+    from workers.reminding import load_lots  # reminding imports this module
+    m, c = record.merchant_id, record.customer_id
+    lots = load_lots(rt, m, c)
+    return full_reminder(record, rt.profiles.load(m, c), lots[1] if lots else [],
+                         policy_for(rt.settings, rt.registry.config(m)).store_name)
 
 
 def _send_window(rt, m: int) -> tuple:

@@ -16,9 +16,18 @@ go out.
     held_out                                              (the customer is in the store's holdout:
                                                            nothing goes out; service/holdout.py)
 
-A record is a hash `reminder:<id>` under the store's hash tag: merchant_id, customer_id,
-stage, state, attempts, last_error, created_at, updated_at, sent_at, body (the reminder as
-JSON), and per channel `ch:<name>` = sent | failed:<reason>: <why> | retry:<why> | sending:<attempt>:<deadline>.
+A record is a hash `reminder:<id>` under the store's hash tag: customer_id, stage, state,
+attempts, last_error, created_at, updated_at, sent_at, body (the reminder as JSON), and per
+channel `ch:<name>` = sent | failed:<reason>: <why> | retry:<why> | sending:<attempt>:<deadline>.
+(The merchant is the key's hash tag; records of the previous format also hold `merchant_id`.)
+
+Once a reminder is sent (settle_sent) its body goes: it was 63 % of Redis's memory, kept until
+the lots expired (issue 18). The record is rewritten without it, with what a body is rendered
+again from (full_reminder: the customer's profile and last read's lots give the rest) under
+short names: `l` the lot keys (comma-separated), `p` points expiring, `x` earliest expiry,
+`lg` language, `v` value in SAR (absent: none). Every value then fits 64 bytes, so Redis keeps
+the hash as a listpack (hash-max-listpack-value) instead of a hash table, a third of the size.
+A sent reminder reopened by a late failure, or replayed, is delivered from that rendering.
 
 Once a channel has sent, the provider's word on it follows, as in Notify's status callbacks:
 `st:<name>` = sent | delivered | read | failed:<reason>, `st_at:<name>` its provider timestamp.
@@ -52,11 +61,13 @@ from __future__ import annotations
 import json
 import time
 from dataclasses import dataclass
+from datetime import datetime, timezone
 
 import redis
 
 from service import store_figures
 from service.keys import Keys
+from service.messages import plain_message
 
 SCHEDULED, SENDING, RETRYING, SENT, DEAD, DROPPED, CANCELLED = (
     "scheduled", "sending", "retrying", "sent", "dead", "dropped", "cancelled")
@@ -65,13 +76,55 @@ LIVE = frozenset({SCHEDULED, SENDING, RETRYING})  # still on its way: a timer in
 STAGE_FIELD, CLAIM_FIELD, DROP_FIELD = "stage:", "p:", "d:"
 HELD_FIELD = "h:"
 NOT_MARKS = ("r:", "c:")  # the holdout's accounting, in the same hash (service/holdout.py)
+SHORT_FIELDS = ("l", "p", "x", "lg", "v", "o")  # a sent record's, in place of its body (and `o:<n>`)
+
+# Every stage a record names, with its lot keys and points: from its body (its own stage, then
+# `other_stages` when one message names several), or from its short fields once the body went
+# (settle_sent): `l`/`p` its own, `o:<n>` = stage|points|expiry|value|lot keys the n-th other one.
+_RECORD_PARTS = """
+local function split(text, sep)
+  local found = {}
+  for piece in string.gmatch(text or '', '([^' .. sep .. ']+)') do table.insert(found, piece) end
+  return found
+end
+local function keys_of(lots)
+  local keys = {}
+  for _, lot in ipairs(lots or {}) do table.insert(keys, lot['key']) end
+  return keys
+end
+local function record_parts(record)
+  local stage = tonumber(redis.call('HGET', record, 'stage'))
+  local body = redis.call('HGET', record, 'body')
+  if body then
+    body = cjson.decode(body)
+    local found = {{stage = stage, keys = keys_of(body['lots']), points = body['points_expiring']}}
+    if type(body['other_stages']) == 'table' then
+      for _, other in ipairs(body['other_stages']) do
+        table.insert(found, {stage = tonumber(other['stage_days']), keys = keys_of(other['lots']),
+                             points = other['points_expiring']})
+      end
+    end
+    return found
+  end
+  local found = {{stage = stage, keys = split(redis.call('HGET', record, 'l'), ','),
+                  points = tonumber(redis.call('HGET', record, 'p') or '0')}}
+  local fields = redis.call('HGETALL', record)
+  for i = 1, #fields, 2 do
+    if string.sub(fields[i], 1, 2) == 'o:' then
+      local stage, points, _, _, keys = string.match(fields[i + 1], '^([^|]*)|([^|]*)|([^|]*)|([^|]*)|(.*)$')
+      table.insert(found, {stage = tonumber(stage), points = tonumber(points), keys = split(keys, ',')})
+    end
+  end
+  return found
+end
+"""
 
 # KEYS: record, marks. ARGV: id, merchant, customer, stage, now, keep, body, claim, other stages...
 _CREATE = """
 local state = redis.call('HGET', KEYS[1], 'state')
 if state and state ~= 'cancelled' then return state end
 redis.call('DEL', KEYS[1])  -- cancelled (an opt-out since undone): it starts over
-redis.call('HSET', KEYS[1], 'merchant_id', ARGV[2], 'customer_id', ARGV[3], 'stage', ARGV[4],
+redis.call('HSET', KEYS[1], 'customer_id', ARGV[3], 'stage', ARGV[4],
            'state', 'scheduled', 'attempts', 0, 'created_at', ARGV[5], 'updated_at', ARGV[5], 'body', ARGV[7])
 redis.call('EXPIRE', KEYS[1], ARGV[6])
 redis.call('HSET', KEYS[2], 'p:' .. ARGV[1], ARGV[8], 'stage:' .. ARGV[4], ARGV[5])
@@ -98,36 +151,21 @@ redis.call('HSET', KEYS[1], field, 'sending:' .. ARGV[2] .. ':' .. string.format
 return 'ok'
 """
 
-# Every stage a reminder's body names, with its lots and points: its own, then `other_stages`.
-_PARTS = """
-local function parts(stage, body)
-  local found = {{stage = stage, lots = body['lots'], points = body['points_expiring']}}
-  if type(body['other_stages']) == 'table' then
-    for _, other in ipairs(body['other_stages']) do
-      found[#found + 1] = {stage = tonumber(other['stage_days']), lots = other['lots'], points = other['points_expiring']}
-    end
-  end
-  return found
-end
-"""
-
 # KEYS: record, marks, stats, counters, dead. ARGV: id, now.
 # The first channel that sends makes the reminder reach the shopper (`sent_at`): its lots are
 # marked at its stage, and it is counted, once, here and nowhere else. Its state becomes `sent`
 # once no channel is left to retry (settle_sent).
-_MARK_SENT = _PARTS + """
+_MARK_SENT = _RECORD_PARTS + """
 if redis.call('EXISTS', KEYS[1]) == 0 or redis.call('HEXISTS', KEYS[1], 'sent_at') == 1 then return 0 end
 redis.call('HSET', KEYS[1], 'sent_at', ARGV[2], 'updated_at', ARGV[2])
 redis.call('ZREM', KEYS[5], ARGV[1])
-local body = cjson.decode(redis.call('HGET', KEYS[1], 'body'))
-for _, part in ipairs(parts(tonumber(redis.call('HGET', KEYS[1], 'stage')), body)) do
-  local stage = part.stage
-  for _, lot in ipairs(part.lots) do
-    local current = tonumber(redis.call('HGET', KEYS[2], lot['key']) or '1000000')
-    if stage < current then redis.call('HSET', KEYS[2], lot['key'], stage) end
+for _, part in ipairs(record_parts(KEYS[1])) do
+  for _, key in ipairs(part.keys) do
+    local current = tonumber(redis.call('HGET', KEYS[2], key) or '1000000')
+    if part.stage < current then redis.call('HSET', KEYS[2], key, part.stage) end
   end
-  redis.call('HINCRBY', KEYS[3], stage .. ':reminders_sent', 1)
-  redis.call('HINCRBY', KEYS[3], stage .. ':points_reminded', part.points)
+  redis.call('HINCRBY', KEYS[3], part.stage .. ':reminders_sent', 1)
+  redis.call('HINCRBY', KEYS[3], part.stage .. ':points_reminded', part.points or 0)
 end
 redis.call('HINCRBY', KEYS[4], 'reminders_sent', 1)
 return 1
@@ -150,7 +188,7 @@ end
 # KEYS: record, marks, counters, dead. ARGV: id, now, new state, error, counter.
 # dead: the claim stays (the stage is not queued again while an operator decides);
 # dropped: the claim becomes drop marks; cancelled: the claim goes.
-_FINISH = _ADD_DEAD + """
+_FINISH = _ADD_DEAD + _RECORD_PARTS + """
 local state = redis.call('HGET', KEYS[1], 'state')
 if not state or state == 'sent' or state == ARGV[3] then return 0 end
 if ARGV[3] ~= 'cancelled' then
@@ -169,12 +207,10 @@ else
   redis.call('ZREM', KEYS[4], ARGV[1])
 end
 if ARGV[3] == 'dropped' then
-  local body = cjson.decode(redis.call('HGET', KEYS[1], 'body'))
-""" + _PARTS + """
-  for _, part in ipairs(parts(tonumber(redis.call('HGET', KEYS[1], 'stage')), body)) do
-    for _, lot in ipairs(part.lots) do
-      local current = tonumber(redis.call('HGET', KEYS[2], 'd:' .. lot['key']) or '1000000')
-      if part.stage < current then redis.call('HSET', KEYS[2], 'd:' .. lot['key'], part.stage) end
+  for _, part in ipairs(record_parts(KEYS[1])) do
+    for _, key in ipairs(part.keys) do
+      local current = tonumber(redis.call('HGET', KEYS[2], 'd:' .. key) or '1000000')
+      if part.stage < current then redis.call('HSET', KEYS[2], 'd:' .. key, part.stage) end
     end
   end
   redis.call('HDEL', KEYS[2], claim)
@@ -186,20 +222,77 @@ return 1
 """
 
 
+# A hash once converted to a hash table stays one, even when every value is short again:
+# rewritten, it is a listpack again (a third of the size). Only when every field fits.
+_AS_LISTPACK = """
+local function as_listpack(key, fields)
+  if #fields == 0 or #fields > 256 then return end
+  for i = 1, #fields do if string.len(fields[i]) > 64 then return end end
+  local ttl = redis.call('PTTL', key)
+  redis.call('DEL', key)
+  redis.call('HSET', key, unpack(fields))
+  if ttl > 0 then redis.call('PEXPIRE', key, ttl) end
+end
+"""
+
 # KEYS: record, marks. ARGV: id, now.
 # Every channel is done: `sent` if one still stands as sent (its claim goes, its lots are marked).
 # None does when a late failure took back the only one while this attempt ran (workers/fallback.py):
 # the record stays on its way, for the next attempt.
-_SETTLE = """
+# Sent, the record keeps no body (see the module's docstring): rewritten from its other fields
+# and the short ones taken from the body. The marks, once the claim is gone, are rewritten too
+# when a long claim had made them a hash table.
+_SETTLE = _AS_LISTPACK + _RECORD_PARTS + """
 local fields = redis.call('HGETALL', KEYS[1])
+local sent = false
 for i = 1, #fields, 2 do
-  if string.sub(fields[i], 1, 3) == 'ch:' and fields[i + 1] == 'sent' then
-    redis.call('HSET', KEYS[1], 'state', 'sent', 'updated_at', ARGV[2])
-    redis.call('HDEL', KEYS[2], 'p:' .. ARGV[1])
-    return 1
+  if string.sub(fields[i], 1, 3) == 'ch:' and fields[i + 1] == 'sent' then sent = true end
+end
+if not sent then return 0 end
+local kept, body = {}, nil
+for i = 1, #fields, 2 do
+  local name = fields[i]
+  if name == 'body' then body = cjson.decode(fields[i + 1])
+  elseif name ~= 'merchant_id' and name ~= 'state' and name ~= 'updated_at' then
+    table.insert(kept, name)
+    table.insert(kept, fields[i + 1])
   end
 end
-return 0
+for _, pair in ipairs({{'state', 'sent'}, {'updated_at', ARGV[2]}}) do
+  table.insert(kept, pair[1])
+  table.insert(kept, pair[2])
+end
+if body then
+  local function text(value) return (value == nil or value == cjson.null) and '' or tostring(value) end
+  local short = {l = table.concat(keys_of(body['lots']), ','), p = body['points_expiring'],
+                 x = body['earliest_expiry'], lg = body['language'], v = body['value_sar']}
+  for _, name in ipairs({'l', 'p', 'x', 'lg', 'v'}) do
+    if text(short[name]) ~= '' then
+      table.insert(kept, name)
+      table.insert(kept, text(short[name]))
+    end
+  end
+  if type(body['other_stages']) == 'table' then  -- `o`: how many, so that an empty list comes back too
+    table.insert(kept, 'o')
+    table.insert(kept, tostring(#body['other_stages']))
+    for n, other in ipairs(body['other_stages']) do
+      table.insert(kept, 'o:' .. n)
+      table.insert(kept, text(other['stage_days']) .. '|' .. text(other['points_expiring']) .. '|' ..
+                         text(other['earliest_expiry']) .. '|' .. text(other['value_sar']) .. '|' ..
+                         table.concat(keys_of(other['lots']), ','))
+    end
+  end
+  local ttl = redis.call('PTTL', KEYS[1])
+  redis.call('DEL', KEYS[1])
+  redis.call('HSET', KEYS[1], unpack(kept))
+  if ttl > 0 then redis.call('PEXPIRE', KEYS[1], ttl) end
+else
+  redis.call('HSET', KEYS[1], 'state', 'sent', 'updated_at', ARGV[2])
+end
+redis.call('HDEL', KEYS[2], 'p:' .. ARGV[1])
+local ok, encoding = pcall(redis.call, 'OBJECT', 'ENCODING', KEYS[2])
+if ok and encoding == 'hashtable' then as_listpack(KEYS[2], redis.call('HGETALL', KEYS[2])) end
+return 1
 """
 
 # KEYS: record, marks, counters, dead. ARGV: channel, failed outcome, action (move_on | dead |
@@ -350,12 +443,30 @@ class Record:
     updated_at: float
     sent_at: float | None
     channels: dict[str, str]
-    body: str
+    body: str  # "" once sent: `short` keeps what it is rendered again from (full_reminder)
     statuses: dict[str, dict] = None  # channel -> {"status", "at"} (provider statuses)
+    short: dict[str, str] = None  # l, p, x, lg, v: see the module's docstring
 
     @property
     def reminder(self) -> dict:
-        return json.loads(self.body)
+        """The body; once sent, the reminder as far as the record itself tells: its lots are keys
+        only, without the customer and the message (full_reminder adds them)."""
+        if self.body:
+            return json.loads(self.body)
+        short = self.short or {}
+        reminder = {"reminder_id": self.reminder_id, "merchant_id": self.merchant_id,
+                    "customer_id": self.customer_id, "stage_days": self.stage,
+                    "points_expiring": int(short.get("p") or 0), "earliest_expiry": short.get("x"),
+                    "language": short.get("lg"), "value_sar": _number(short.get("v")), "lots": _keys(short.get("l")),
+                    "generated_at": datetime.fromtimestamp(round(self.created_at, 6), timezone.utc).isoformat()}
+        if "o" in short:  # stages due at once, in one message: each with its own figures
+            reminder["other_stages"] = []
+            for n in range(1, int(short["o"]) + 1):
+                stage, points, expiry, value, keys = short.get(f"o:{n}", "||||").split("|", 4)
+                reminder["other_stages"].append({"stage_days": int(stage or 0), "points_expiring": int(points or 0),
+                                                 "earliest_expiry": expiry or None, "value_sar": _number(value),
+                                                 "lots": _keys(keys)})
+        return reminder
 
     def view(self) -> dict:
         """What an operator sees (the message, never the shopper's address)."""
@@ -366,6 +477,31 @@ class Record:
                 "sent_at": self.sent_at,
                 "channels": self.channels, "statuses": self.statuses or {}, "points_expiring": reminder.get("points_expiring"),
                 "lots": len(reminder.get("lots", []))}
+
+
+def _number(text: str | None) -> float | None:
+    return float(text) if text else None
+
+
+def _keys(text: str | None) -> list[dict]:
+    return [{"key": key} for key in (text or "").split(",") if key]
+
+
+def full_reminder(record: Record, customer, lots, store_name: str = "") -> dict:
+    """The reminder as it went out: its body while it has one, else rendered again from the
+    record's short fields, the customer (`service.events.Customer`, the profile now) and the
+    lots of the last read (a lot no longer in it is named by its key only). Pure."""
+    if record.body:
+        return record.reminder
+    reminder = record.reminder
+    by_key = {lot.key: lot for lot in lots or ()}
+    for part in [reminder, *reminder.get("other_stages", [])]:
+        part["lots"] = [by_key[lot["key"]].to_dict() if lot["key"] in by_key else lot for lot in part["lots"]]
+    reminder["customer"] = {"name": getattr(customer, "name", None), "mobile": getattr(customer, "mobile", None),
+                            "email": getattr(customer, "email", None)}
+    reminder["message"] = ""
+    reminder["message"] = plain_message(reminder, store_name)
+    return reminder
 
 
 @dataclass(frozen=True)
@@ -393,7 +529,8 @@ def claim_json(reminder: dict, now: float) -> str:
     claim = {"stage": stage, "lots": lots, "at": round(now, 3)}
     if others:
         claim["other_stages"] = [{"stage": other, "lots": keys} for other, keys in others]
-    return json.dumps(claim)
+    # Compact: a claim of up to a lot or two fits 64 bytes, and the marks stay a listpack.
+    return json.dumps(claim, separators=(",", ":"))
 
 
 def parse_marks(raw: dict) -> Marks:
@@ -473,12 +610,13 @@ class Ledger:
             return None
         raw = {(k.decode() if isinstance(k, bytes) else k): (v.decode() if isinstance(v, bytes) else v)
                for k, v in raw.items()}
-        return Record(reminder_id=reminder_id, merchant_id=int(raw["merchant_id"]),
+        return Record(reminder_id=reminder_id, merchant_id=int(merchant_id),
                       customer_id=int(raw["customer_id"]), stage=int(raw["stage"]), state=raw["state"],
                       attempts=int(raw.get("attempts", 0)), last_error=raw.get("last_error", ""),
                       created_at=float(raw.get("created_at", 0)), updated_at=float(raw.get("updated_at", 0)),
                       sent_at=float(raw["sent_at"]) if raw.get("sent_at") else None,
-                      channels={k[3:]: v for k, v in raw.items() if k.startswith("ch:")}, body=raw["body"],
+                      channels={k[3:]: v for k, v in raw.items() if k.startswith("ch:")}, body=raw.get("body", ""),
+                      short={name: value for name, value in raw.items() if name in SHORT_FIELDS or name.startswith("o:")},
                       statuses={k[3:]: {"status": v, "at": raw.get("st_at:" + k[3:], ""),
                                         **({"failed_later": raw["stf:" + k[3:]]} if "stf:" + k[3:] in raw else {})}
                                 for k, v in raw.items() if k.startswith("st:")})

@@ -19,7 +19,9 @@ import json
 import redis
 
 from service.keys import Keys
+from service.stores import StoreRegistry
 from workers.due_set import DueSet
+from workers.ledger import Ledger, full_reminder
 from workers.profiles import Profiles
 
 ERASURES_KEPT = 1000
@@ -67,11 +69,18 @@ def export(store: redis.Redis, prefix: str, merchant_id: int, customer_id: int, 
     marks = _text(store.hgetall(k.marks(customer_id)))
     recheck = sorted(_text(store.smembers(k.recheck(customer_id))))
     records = _ledger_records(store, keys, merchant_id, customer_id)
-    reminders = []
+    from workers.reminding import _lot_record, _lots_from_json  # the lots' stored shape lives there
+    last_read = _lots_from_json(_text(lots_raw))
+    ledger, reminders = Ledger(store, prefix), []
     for key, record in sorted(records.items()):
-        body = record.pop("body", None)
-        reminders.append({"reminder_id": key.rsplit(":", 1)[-1], **record,
-                          "body": json.loads(body) if body else None})
+        # A sent reminder keeps no body: rendered again, as delivery would (workers/ledger.py).
+        found = ledger.get(merchant_id, key.rsplit(":", 1)[-1])
+        body = full_reminder(found, Profiles(store, prefix).load(merchant_id, customer_id),
+                             last_read[1] if last_read else [], StoreRegistry(store, prefix).config(merchant_id)
+                             .get("store_name", "")) if found else None
+        record.pop("body", None)
+        reminders.append({"reminder_id": key.rsplit(":", 1)[-1], "merchant_id": str(merchant_id), **record,
+                          "body": body})
     due = DueSet(store, prefix, shards=due_set_shards).customer_entries(merchant_id, customer_id)
     pipe = store.pipeline()
     pipe.zscore(k.pending, c)
@@ -91,7 +100,7 @@ def export(store: redis.Redis, prefix: str, merchant_id: int, customer_id: int, 
         "merchant_id": merchant_id,
         "customer_id": customer_id,
         "profile": profile or None,
-        "lots": json.loads(lots_raw) if lots_raw else None,
+        "lots": {"read_at": last_read[0], "lots": [_lot_record(lot) for lot in last_read[1]]} if last_read else None,
         "marks": marks,
         "recheck_stages": recheck,
         "reminders": reminders,

@@ -22,7 +22,7 @@ from service.settings import CHANNELS, LANGUAGES
 from service.stores import ConfigError
 from workers.channels import (ChannelDirectory, DeliveryPermanentError, LogChannel, UnconfiguredChannel,
                               WebhookChannel)
-from workers.ledger import Ledger
+from workers.ledger import Ledger, full_reminder
 from workers.profiles import Profiles
 from workers.providers.base import email_address, mobile_digits
 from workers.providers.email import EmailChannel
@@ -30,7 +30,7 @@ from workers.providers.sms import SmsChannel
 from workers.providers.whatsapp import WhatsAppChannel
 
 
-def latest_reminder(ledger: Ledger, merchant_id: int, customer_id: int) -> dict | None:
+def latest_reminder(ledger: Ledger, merchant_id: int, customer_id: int, store_name: str = "") -> dict | None:
     pattern = ledger.keys.store(merchant_id).reminder("*")
     best = None
     for key in ledger.redis.scan_iter(match=pattern, count=500):
@@ -38,16 +38,23 @@ def latest_reminder(ledger: Ledger, merchant_id: int, customer_id: int) -> dict 
         record = ledger.get(merchant_id, key.rsplit(":", 1)[-1])
         if record is not None and record.customer_id == customer_id and (best is None or record.created_at > best.created_at):
             best = record
-    return best.reminder if best else None
+    if best is None:
+        return None
+    if best.body:
+        return best.reminder
+    from workers.reminding import _lots_from_json  # sent: its body is rendered again (workers/ledger.py)
+    last_read = _lots_from_json(ledger.redis.get(ledger.keys.store(merchant_id).lots(customer_id)))
+    return full_reminder(best, Profiles(ledger.redis, ledger.keys.prefix).load(merchant_id, customer_id),
+                         last_read[1] if last_read else [], store_name)
 
 
 def _from_last_read(store, keys, settings, directory: ChannelDirectory, merchant_id: int, customer: Customer,
                     language: str, now: datetime) -> dict | None:
-    from workers.reminding import _lot_from  # the lots' stored shape lives there
-    raw = store.get(keys.store(merchant_id).lots(customer.id))
-    if raw is None:
+    from workers.reminding import _lots_from_json  # the lots' stored shape lives there
+    last_read = _lots_from_json(store.get(keys.store(merchant_id).lots(customer.id)))
+    if last_read is None:
         return None
-    lots = [_lot_from(item) for item in json.loads(raw)["lots"]]
+    lots = last_read[1]
     policy = policy_for(settings, directory.registry.config(merchant_id))
     groups = due_groups(lots, now, policy.stages_days, policy.min_points)
     if not groups:
@@ -114,7 +121,7 @@ def preview(store, settings, directory: ChannelDirectory, merchant_id: int, cust
     customer = Profiles(store, settings.redis_key_prefix).load(merchant_id, customer_id)
     config = directory.registry.config(merchant_id)
     chosen = language or customer.lang or config.get("language") or settings.reminder_language
-    reminder, source = latest_reminder(ledger, merchant_id, customer_id), "ledger"
+    reminder, source = latest_reminder(ledger, merchant_id, customer_id, config.get("store_name", "")), "ledger"
     if reminder is None:
         reminder, source = _from_last_read(store, ledger.keys, settings, directory, merchant_id, customer, chosen,
                                            now), "last read"

@@ -72,9 +72,22 @@ def _lots_keep(rt: Runtime, profile_ttl: int | None) -> int:
     return int(profile_ttl)
 
 
+# The last read's lots, kept for every customer: one short row per lot (issue 18, about half the
+# previous JSON of named fields, which is still read: a deployed Redis holds it).
+_LOT_ROW = ("key", "name", "points", "used_points", "status", "created_at", "expires_at", "order_id", "reference_id")
+
+
 def _lots_json(lots: list[Lot], read_at: datetime) -> str:
-    return json.dumps({"read_at": read_at.timestamp(), "lots": [_lot_record(lot) for lot in lots]},
-                      ensure_ascii=False)
+    # created_at only made the lot's key (service/loyalty.py): unix seconds do, in the expiry's zone.
+    rows = [[int(lot.created_at.timestamp()) if name == "created_at" else item[name] for name in _LOT_ROW]
+            for lot, item in zip(lots, map(_lot_record, lots))]
+    return json.dumps({"r": read_at.timestamp(), "l": rows}, ensure_ascii=False, separators=(",", ":"))
+
+
+def _lot_from_row(row: list) -> Lot:
+    item = dict(zip(_LOT_ROW, row))
+    zone = datetime.fromisoformat(item["expires_at"]).tzinfo
+    return _lot_from({**item, "created_at": datetime.fromtimestamp(item["created_at"], zone).isoformat()})
 
 
 def load_lots(rt: Runtime, m: int, c: int) -> tuple[float, list[Lot]] | None:
@@ -85,7 +98,9 @@ def _lots_from_json(raw: str | None) -> tuple[float, list[Lot]] | None:
     if raw is None:
         return None
     record = json.loads(raw)
-    return record["read_at"], [_lot_from(item) for item in record["lots"]]
+    if "l" in record:
+        return record["r"], [_lot_from_row(row) for row in record["l"]]
+    return record["read_at"], [_lot_from(item) for item in record["lots"]]  # the previous format
 
 
 def _lot_record(lot: Lot) -> dict:
@@ -224,7 +239,10 @@ def evaluate(rt: Runtime, m: int, customer: Customer, lots: list[Lot], now: date
         # Many holds open at the same minute: earliest expiry first (a few seconds apart at most).
         tiebreak = min(max((group.earliest_expiry - send_at).total_seconds(), 0.0) / 1e6, TIEBREAK_MAX_SECONDS)
         entries.append((send_at.timestamp() + tiebreak, DueEntry.for_reminder(m, customer.id, group.stage_days, held_id)))
-    entries += [(when.timestamp(), DueEntry(m, customer.id, stage, WAKEUP_KEY)) for when, stage in decision.wakeups]
+    # The earliest wake-up only: it plans again from the lots and schedules the next one, so the
+    # later ones would wait in the due set (~240 bytes each, issue 18) for nothing.
+    entries += [(when.timestamp(), DueEntry(m, customer.id, stage, WAKEUP_KEY))
+                for when, stage in sorted(decision.wakeups)[:1]]
     if entries:
         rt.due.schedule(entries)
     planned = {entry for _, entry in entries}

@@ -20,3 +20,25 @@ def test_memory_bench_reports_per_customer_and_leaves_nothing(redis_url, capsys)
         assert f"\n{kind} " in out, out
     assert "B per customer" in out and "INFO used_memory delta" in out
     assert client.dbsize() == before  # its own prefix, deleted at the end
+
+
+def test_a_sent_reminders_record_and_the_marks_are_listpacks(redis_url):
+    """Issue 18 goal 1: small hashes that Redis keeps as listpacks (at its default
+    hash-max-listpack-value, 64 bytes): a sent reminder's record and the customer's marks."""
+    spec = importlib.util.spec_from_file_location("bench_memory", Path("bench/memory.py"))
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    client = redis.Redis.from_url(redis_url, decode_responses=True)
+    prefix = bench.free_prefix(client)
+    rt = bench.build_runtime(bench.settings_for(redis_url, prefix), client, bench.requests.Session())
+    try:
+        bench.load(rt, 3, 3)
+        records = list(client.scan_iter(match=prefix + "*:reminder:*"))
+        marks = list(client.scan_iter(match=prefix + "*:marks:*"))
+        assert len(records) in (3, 6) and len(marks) == 3  # two reminders each, or one naming both stages
+        for key in records + marks:
+            assert client.object("encoding", key) == "listpack", key
+        assert all("body" not in client.hkeys(key) for key in records)
+    finally:
+        for key in client.scan_iter(match=prefix + "*"):
+            client.delete(key)

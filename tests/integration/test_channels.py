@@ -19,6 +19,7 @@ from celery import Celery
 from devkit.providers import SmtpFake, TaqnyatFake, UnifonicFake, WhatsAppFake
 from devkit.sandbox import serve_in_thread
 from service.celery_config import DELIVER_TASK, celery_config
+from service.events import Customer
 from service.settings import Settings
 from service.signatures import sign
 from tests.conftest import WEBHOOK_SECRET, sample
@@ -56,6 +57,15 @@ def reminder(merchant: int, customer: int, mobile: str | None, email: str | None
             "stage_days": 7, "points_expiring": points, "earliest_expiry": expiry.isoformat(), "language": lang,
             "value_sar": 7.5, "message": "", "lots": [{"key": f"lot{customer}", "expires_at": expiry.isoformat()}],
             "generated_at": datetime.now(timezone.utc).isoformat()}
+
+
+def queue(rt, item: dict, publish) -> str:
+    """Queue a reminder with the profile a webhook would have saved: a sent reminder keeps no
+    body, and a fallback renders it again from the profile and the lots (workers/ledger.py
+    full_reminder)."""
+    rt.profiles.save(item["merchant_id"], Customer(item["customer_id"], notifications_enabled=True,
+                                                   lang=item["language"], **item["customer"]))
+    return queue_reminder(rt, item, 86400, rt.clock(), publish)
 
 
 def test_channels_per_store_fallbacks_retries_statuses_and_dead_letters(service_env, web, worker, beat, fakes,
@@ -106,7 +116,7 @@ def test_channels_per_store_fallbacks_retries_statuses_and_dead_letters(service_
         3001: reminder(STORE_B, 3001, "+966500000031", None, points=11),
     }
     for item in direct.values():
-        assert queue_reminder(rt, item, 86400, rt.clock(), publish) == "created"
+        assert queue(rt, item, publish) == "created"
 
     def state(m, c):
         record = rt.ledger.get(m, direct[c]["reminder_id"])
@@ -209,7 +219,7 @@ def test_a_late_failure_moves_the_reminder_on_to_the_next_channel_once(service_e
         5001: reminder(STORE_B, 5001, "+966500000051", None),            # policy `all`: both sent already
     }
     for item in items.values():
-        assert queue_reminder(rt, item, 86400, rt.clock(), publish) == "created"
+        assert queue(rt, item, publish) == "created"
 
     def record(c):
         return rt.ledger.get(STORE_B if c >= 5000 else STORE_A, items[c]["reminder_id"])
