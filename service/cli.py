@@ -41,19 +41,20 @@ import json
 import sys
 import time
 
-from service.admin import (channels_view, dead_letters, outcome_stats, start_backfill,  # the same views as /admin/*
-                           store_summary, templates_view)
-from service.channel_settings import ChannelSettings
-from service.alarms import Alarms
-from service.keys import Keys
-from service.redis_client import connect
-from service.settings import Settings, SettingsError
-from service.stores import ACTIVE, ConfigError, StoreRegistry
-from service.tokens import TokenStore
-from workers import delivery, preview as previews
-from workers.channels import ChannelDirectory, DeliveryPermanentError, DeliveryTransientError
-from workers.due_set import MAX_SHARDS, DueSet
-from workers.ledger import Ledger, status_counts
+from service.ops.admin_views import (channels_view, dead_letters, outcome_stats, start_backfill,  # the same views as /admin/*
+                                     store_summary, templates_view)
+from service.state.channel_settings import ChannelSettings
+from service.state.alarms import Alarms
+from service.state.keys import Keys
+from service.state.redis_client import connect
+from service.config.settings import Settings, SettingsError
+from service.state.stores import ACTIVE, ConfigError, StoreRegistry
+from service.state.tokens import TokenStore
+from service.ops import dead_letters as dead_letter_actions
+from service.ops import preview as previews
+from service.clients.channels import ChannelDirectory, DeliveryPermanentError, DeliveryTransientError
+from service.state.due_set import MAX_SHARDS, DueSet
+from service.state.ledger import Ledger, status_counts
 
 
 class CommandError(Exception):
@@ -190,7 +191,7 @@ def run(args, settings: Settings):
             return {m: letters for m, letters in dead_letters(ledger, merchants).items() if letters}
         if args.merchant_id is None or not args.reminder_id:
             raise CommandError(f"dead-letters {args.action} needs a merchant id and a reminder id")
-        act = delivery.replay if args.action == "replay" else delivery.drop
+        act = dead_letter_actions.replay if args.action == "replay" else dead_letter_actions.drop
         if not act(ledger, DueSet(store, prefix, shards=settings.due_set_shards), args.merchant_id, args.reminder_id, time.time()):
             raise CommandError(f"no dead letter {args.reminder_id} for merchant {args.merchant_id}")
         return {"merchant_id": args.merchant_id, "reminder_id": args.reminder_id, "done": args.action}
@@ -283,7 +284,7 @@ def _directory(settings, store, registry):
 def _audited_read(settings, store, command: str, read):
     """A read of a customer's personal data, audited as the admin API's are (admin_guard) before
     anything is printed (Redis down: nothing is shown); a failed read is recorded with status 2."""
-    from service.admin_guard import AuditLog, cli_entry
+    from service.ops.admin_guard import AuditLog, cli_entry
     audit = AuditLog(store, settings.redis_key_prefix, settings.admin_audit_keep)
     try:
         result = read()
@@ -319,8 +320,8 @@ CHANNEL_COMMANDS = {"set-channels": _set_channels, "channels": _channels, "templ
 
 
 def _backfill(args, settings, store, registry):
-    from service.celery_config import PUMP_TASK
-    from service.queue import EventQueue, QueueUnavailable
+    from service.config.celery_config import PUMP_TASK
+    from service.clients.queue import EventQueue, QueueUnavailable
     started = start_backfill(registry, args.merchant_id, time.time())
     note = "started" if started.get("started") == "1" else "already running"
     try:
@@ -332,7 +333,7 @@ def _backfill(args, settings, store, registry):
 
 
 def _progress(settings, registry, merchant_id):
-    from workers import backfill
+    from service.ops import backfill
     return backfill.progress(registry.redis, registry.keys, settings, registry.config(merchant_id), merchant_id)
 
 
@@ -341,7 +342,7 @@ def _backfill_status(args, settings, store, registry):
 
 
 def _export_customer(args, settings, store, registry):
-    from workers import personal_data
+    from service.ops import personal_data
 
     def read():
         try:
@@ -353,7 +354,7 @@ def _export_customer(args, settings, store, registry):
 
 
 def _forget_customer(args, settings, store, registry):
-    from workers import personal_data
+    from service.ops import personal_data
     try:
         return personal_data.forget(store, settings.redis_key_prefix, args.merchant_id, args.customer_id, time.time(),
                                     due_set_shards=settings.due_set_shards, secrets=settings.token_encryption_keys)
@@ -363,10 +364,10 @@ def _forget_customer(args, settings, store, registry):
 
 def _subscribe_webhooks(args, settings, store, registry):
     import requests
-    from workers.oauth import OperatorActionNeeded, StoreNotAuthorized
-    from workers.runtime import build_runtime
-    from workers.salla_client import SallaError, SallaUnauthorized
-    from workers.webhook_subscriptions import SubscriptionError, subscribe
+    from service.clients.oauth import OperatorActionNeeded, StoreNotAuthorized
+    from service.ops.runtime import build_runtime
+    from service.clients.salla_client import SallaError, SallaUnauthorized
+    from service.clients.webhook_subscriptions import SubscriptionError, subscribe
     rt = build_runtime(settings, store, requests.Session())
     try:
         token = rt.provider.access_token(args.merchant_id)

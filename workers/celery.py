@@ -5,13 +5,13 @@ Settings are read at import, so a wrong value stops the worker before it takes a
 """
 from __future__ import annotations
 
-# First: it sets PROMETHEUS_MULTIPROC_DIR before prometheus_client is imported (service/metrics.py).
-from service import metrics  # noqa: F401  isort: skip
+# First: it sets PROMETHEUS_MULTIPROC_DIR before prometheus_client is imported (service/config/metrics.py).
+from service.config import metrics  # noqa: F401  isort: skip
 from celery import Celery
 
-from service.celery_config import celery_config
-from service.logs import configure_logging
-from service.settings import Settings
+from service.config.celery_config import celery_config
+from service.config.logs import configure_logging
+from service.config.settings import Settings
 
 settings = Settings.from_env()
 configure_logging(settings.log_level)

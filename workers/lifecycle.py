@@ -2,7 +2,7 @@
 
 forget_store  after app.uninstalled: every key of the store goes (tokens, budget windows,
               queues, profiles, lots, marks, the ledger), by construction: all of them share
-              the store's key pattern (service/keys.py). What an operator needs to see what
+              the store's key pattern (service/state/keys.py). What an operator needs to see what
               happened stays: state, settings, counters, outcome statistics.
 erase_uninstalled  beat's safety net: forget_store is published once, by the web, at
               app.uninstalled; with the broker down through Salla's retries it never runs, and
@@ -13,9 +13,9 @@ from __future__ import annotations
 
 import logging
 
-from service.stores import UNINSTALLED
-from service.tokens import token_lock
-from workers.runtime import Runtime
+from service.state.stores import UNINSTALLED
+from service.state.tokens import token_lock
+from service.ops.runtime import Runtime
 
 log = logging.getLogger(__name__)
 

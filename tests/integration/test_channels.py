@@ -18,13 +18,13 @@ from celery import Celery
 
 from devkit.providers import SmtpFake, TaqnyatFake, UnifonicFake, WhatsAppFake
 from devkit.sandbox import serve_in_thread
-from service.celery_config import DELIVER_TASK, celery_config
-from service.settings import Settings
-from service.signatures import sign
+from service.config.celery_config import DELIVER_TASK, celery_config
+from service.config.settings import Settings
+from service.domain.signatures import sign
 from tests.conftest import WEBHOOK_SECRET, sample
 from tests.integration.conftest import REMINDER_SECRET, wait_until
 from workers.delivery import queue_reminder
-from workers.runtime import build_runtime
+from service.ops.runtime import build_runtime
 
 pytestmark = pytest.mark.integration
 
