@@ -137,7 +137,7 @@ STORE_LIFETIMES: dict[str, Lifetime] = {
     "recheck:*": expires("1 day"),
     "reminder:*": expires("past the last lot's expiry (service/state/ledger.py)"),
     "msgid:*": expires("as its reminder's record"),
-    "backfill": owned("workers/backfill.py start replaces it; " + UNINSTALL),
+    "backfill": owned("service/ops/backfill.py start replaces it; " + UNINSTALL),
     "backfill:pending": owned("service/state/budget.py dispatch takes each customer; " + UNINSTALL),
     "backfill:reading": owned("workers/backfill.py read_done removes each read"),
     "backfill:seen": owned("workers/backfill.py deletes it when the run ends (done or failed)"),

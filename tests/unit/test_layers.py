@@ -41,3 +41,40 @@ def test_a_service_module_that_imports_workers_breaks_the_contracts(tmp_path):
     assert result.returncode == 1, result.stdout + result.stderr
     assert "service never imports workers BROKEN" in result.stdout, result.stdout
     assert "config > domain BROKEN" in result.stdout, result.stdout
+
+
+# The task names as they were before the move (main at 97d365e): messages already in a broker and
+# a web of the old release must keep finding their task after a deploy of the new layout.
+WIRE_NAMES = {"workers.tasks." + name for name in (
+    "handle_event", "drain_intake", "forget_store", "heartbeat", "pump_store", "pump_backlog", "recover_intake",
+    "sync_customer", "deliver_reminder", "sweep", "store_authorized", "backfill_list", "resync",
+    "erase_uninstalled")}
+
+
+def test_the_task_names_on_the_wire_did_not_follow_the_move(monkeypatch):
+    """Issue 16 item 1 ("Task names on the wire (`workers.tasks.*`) do not change"): the workers
+    register exactly the old names, and every route and beat entry names one of them."""
+    from tests.conftest import TOKEN_KEY, make_settings
+    monkeypatch.setenv("SALLA_WEBHOOK_SECRET", "x")
+    monkeypatch.setenv("TOKEN_ENCRYPTION_KEY", TOKEN_KEY)
+    from service.config.celery_config import celery_config
+    from workers.celery import app
+    app.loader.import_default_modules()
+    assert {name for name in app.tasks if not name.startswith("celery.")} == WIRE_NAMES
+    conf = celery_config(make_settings())
+    assert set(conf["task_routes"]) <= WIRE_NAMES
+    assert {entry["task"] for entry in conf["beat_schedule"].values()} <= WIRE_NAMES
+    assert conf["beat_scheduler"] == "workers.beat:LivenessScheduler"
+
+
+PARTS = ("config", "domain", "state", "clients", "ops", "web")
+
+
+def test_each_package_says_in_two_lines_what_lives_there():
+    """Issue 16 item 1 ("Each package's `__init__.py` says in two lines what lives there"):
+    service, workers and each part of service open with a two-line docstring."""
+    import ast
+    for init in [ROOT / "service" / "__init__.py", ROOT / "workers" / "__init__.py",
+                 *(ROOT / "service" / part / "__init__.py" for part in PARTS)]:
+        doc = ast.get_docstring(ast.parse(init.read_text()))
+        assert doc and len(doc.splitlines()) == 2, init
