@@ -46,4 +46,4 @@ EXPOSE 8000
 # the container starts; `exec` so that gunicorn is PID 1 and gets `docker stop`'s
 # SIGTERM itself (graceful shutdown). Mind that gunicorn also reads WEB_CONCURRENCY
 # on its own and fails on an empty value: unset it rather than set it to "".
-CMD ["sh", "-c", "exec gunicorn -c python:service.gunicorn_conf --workers ${WEB_CONCURRENCY:-2} \"service.app:create_app()\""]
+CMD ["sh", "-c", "exec gunicorn -c python:service.web.gunicorn_conf --workers ${WEB_CONCURRENCY:-2} \"service.web.app:create_app()\""]

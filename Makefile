@@ -37,7 +37,7 @@ email-previews: $(STAMP)
 
 ## docs/configuration.md from the settings module (tests/unit/test_config_reference.py checks it is current).
 config-reference: $(STAMP)
-	$(BIN)/python -m service.config_reference docs/configuration.md
+	$(BIN)/python -m service.config.reference docs/configuration.md
 
 ## The docs site into site/ (mkdocs-material; --strict: a broken link or anchor fails, as in the tests).
 docs: $(STAMP)

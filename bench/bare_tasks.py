@@ -7,8 +7,8 @@ import threading
 import requests
 from celery import Celery
 
-from service.celery_config import celery_config
-from service.settings import Settings
+from service.config.celery_config import celery_config
+from service.config.settings import Settings
 
 app = Celery("bare")
 app.conf.update(celery_config(Settings.from_env()))

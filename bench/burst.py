@@ -78,10 +78,10 @@ from cryptography.fernet import Fernet  # noqa: E402
 from devkit.processes import celery_worker  # noqa: E402
 from devkit.redis_server import RedisServer  # noqa: E402
 from devkit.sandbox import StoreSpec, create_app as create_sandbox, serve_in_thread  # noqa: E402
-from service.app import create_app  # noqa: E402
-from service.celery_config import INTAKE_QUEUE  # noqa: E402
-from service.settings import Settings  # noqa: E402
-from service.signatures import sign  # noqa: E402
+from service.web.app import create_app  # noqa: E402
+from service.config.celery_config import INTAKE_QUEUE  # noqa: E402
+from service.config.settings import Settings  # noqa: E402
+from service.domain.signatures import sign  # noqa: E402
 
 LOYALTY_PATH = "/customers/loyalty/points"
 WEBHOOK_SECRET = "burst-webhook-secret"

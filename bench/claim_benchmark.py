@@ -21,7 +21,7 @@ import redis
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from workers.due_set import DueEntry, DueSet  # noqa: E402
+from service.state.due_set import DueEntry, DueSet  # noqa: E402
 
 TARGET_CLAIMS_PER_SECOND = 20_000
 TARGET_BYTES_PER_REMINDER = 300

@@ -29,13 +29,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import redis  # noqa: E402
 from cryptography.fernet import Fernet  # noqa: E402
 
-from service import store_figures  # noqa: E402
-from service.alarms import Alarms  # noqa: E402
-from service.app import create_app  # noqa: E402
-from service.embedded_session import COOKIE, Sessions  # noqa: E402
-from service.keys import Keys  # noqa: E402
-from service.settings import Settings  # noqa: E402
-from workers.ledger import Ledger  # noqa: E402
+from service.state import store_figures  # noqa: E402
+from service.state.alarms import Alarms  # noqa: E402
+from service.web.app import create_app  # noqa: E402
+from service.web.embedded_session import COOKIE, Sessions  # noqa: E402
+from service.state.keys import Keys  # noqa: E402
+from service.config.settings import Settings  # noqa: E402
+from service.state.ledger import Ledger  # noqa: E402
 
 MERCHANT = 1305146709
 TARGET_P95_MS = 100.0

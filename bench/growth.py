@@ -5,7 +5,7 @@
 For each history length, customers with that many rows are read through the service's own
 read (`workers.sync.sync_customer`: token, the budget for every page, every page, the parse,
 the plan, the lots and marks kept, the reminders queued in the ledger and the due set) and,
-apart, planned (`service.schedule.plan` over the parsed lots). Salla's answers come from an
+apart, planned (`service.domain.schedule.plan` over the parsed lots). Salla's answers come from an
 in-process transport that hands out pages built beforehand (60 rows a page, the contract's
 shape), so the CPU counted is ours, not a server's. Redis is a throwaway redis-server; its
 CPU is reported apart (INFO), per read.
@@ -44,12 +44,12 @@ from requests.adapters import BaseAdapter  # noqa: E402
 
 from devkit.redis_server import RedisServer  # noqa: E402
 from devkit.sandbox_seed import lot_row  # noqa: E402
-from service.events import Customer  # noqa: E402
-from service.loyalty import parse_history  # noqa: E402
-from service.schedule import plan  # noqa: E402
-from service.settings import Settings  # noqa: E402
+from service.domain.events import Customer  # noqa: E402
+from service.domain.loyalty import parse_history  # noqa: E402
+from service.domain.schedule import plan  # noqa: E402
+from service.config.settings import Settings  # noqa: E402
 from workers import sync  # noqa: E402
-from workers.runtime import build_runtime  # noqa: E402
+from service.ops.runtime import build_runtime  # noqa: E402
 
 MERCHANT = 1305146709
 PER_PAGE = 60

@@ -99,8 +99,8 @@ def _ms(value: str) -> float:
 def serve(kind: str, env: dict, workdir: Path, port: int) -> ManagedProcess:
     web = next(e for e in read_procfile(ROOT / "Procfile") if e.name == "web").command
     if kind == "floor":
-        web = web.replace('"service.app:create_app()"', '"bench.ingest_floor:create_app()"')
-        assert "bench.ingest_floor" in web, "the Procfile's web command no longer names service.app:create_app()"
+        web = web.replace('"service.web.app:create_app()"', '"bench.ingest_floor:create_app()"')
+        assert "bench.ingest_floor" in web, "the Procfile's web command no longer names service.web.app:create_app()"
     return ManagedProcess(["sh", "-c", web], dict(env, PORT=str(port)), workdir / f"{kind}.log",
                           ready_text="Booting worker").start(wait_seconds=60)
 

@@ -42,14 +42,14 @@ from cryptography.fernet import Fernet  # noqa: E402
 
 from devkit.redis_server import RedisServer  # noqa: E402
 from devkit.sandbox_seed import lot_row  # noqa: E402
-from service.events import Customer  # noqa: E402
-from service.loyalty import parse_history  # noqa: E402
-from service.settings import Settings  # noqa: E402
+from service.domain.events import Customer  # noqa: E402
+from service.domain.loyalty import parse_history  # noqa: E402
+from service.config.settings import Settings  # noqa: E402
 from workers import delivery, reminding  # noqa: E402
-from workers.runtime import build_runtime  # noqa: E402
+from service.ops.runtime import build_runtime  # noqa: E402
 
 MERCHANT = 1305146709
-# Kinds of key, by the part after the store's `{store:M}:` (service/keys.py).
+# Kinds of key, by the part after the store's `{store:M}:` (service/state/keys.py).
 STEADY = ("profile", "lots", "marks", "ledger", "due set", "store-wide")
 KIND_OF = {"customer": "profile", "lots": "lots", "marks": "marks", "reminder": "ledger", "seen": "intake seen",
            "inbox": "intake inbox", "recheck": "recheck"}

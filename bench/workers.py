@@ -42,8 +42,8 @@ from devkit.procfile import process_env, read_procfile  # noqa: E402
 from devkit.redis_server import RedisServer  # noqa: E402
 from devkit.sandbox import Faults, create_app as create_sandbox, serve_in_thread  # noqa: E402
 from devkit.sandbox_seed import lot_row  # noqa: E402
-from service.celery_config import DRAIN_TASK, PUMP_TASK, SYNC_TASK  # noqa: E402
-from service.intake import Intake  # noqa: E402
+from service.config.celery_config import DRAIN_TASK, PUMP_TASK, SYNC_TASK  # noqa: E402
+from service.state.intake import Intake  # noqa: E402
 
 TOKEN = "bench-token"
 TOKEN_KEY = "YmVuY2gtb25seS1rZXktZG8tbm90LXVzZS1pdCEhISE="
@@ -122,8 +122,8 @@ def wait_for(predicate, timeout: float = 300.0) -> float:
 
 def celery_producer(env: dict):
     from celery import Celery
-    from service.celery_config import celery_config
-    from service.settings import Settings
+    from service.config.celery_config import celery_config
+    from service.config.settings import Settings
     app = Celery("bench-producer", set_as_current=False)
     app.conf.update(celery_config(Settings.from_env(env)))
     return app
@@ -174,7 +174,7 @@ def reads_run(env, client, workdir, pool, count, sandbox_url, baseline: bool) ->
                                                  TOKEN], queue="bare", headers={})
         command = with_pool("celery -A bench.bare_tasks worker -Q bare -n bare@%h --loglevel=INFO", pool)
     else:
-        from workers.budget import Budget
+        from service.state.budget import Budget
         budget = Budget(client, "lpr:")
         for n in range(count):
             budget.enqueue(MERCHANT, 50_000 + n, time.time())

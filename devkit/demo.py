@@ -27,7 +27,7 @@ from devkit.redis_server import RedisServer, free_port
 from devkit.sandbox import create_app as create_sandbox, serve_in_thread
 from devkit.sandbox_embedded import INTROSPECT_PATH, dashboard_app, dashboard_page_url
 from devkit.sandbox_seed import EXPECTED_STAGE_POINTS, SEEDED
-from service.signatures import sign
+from service.domain.signatures import sign
 
 SAMPLES = Path(__file__).resolve().parent.parent / "tests" / "fixtures" / "salla" / "samples"
 WEBHOOK_SECRET = "demo-webhook-secret"
@@ -65,7 +65,7 @@ def deliveries() -> list[tuple[str, bytes, str]]:
 
 def main() -> int:
     language = os.environ.get("REMINDER_LANGUAGE", "ar")
-    # One message per customer: the stages due at once go out together (service/reminders.py).
+    # One message per customer: the stages due at once go out together (service/domain/reminders.py).
     expected = sum(1 for stages in EXPECTED_STAGE_POINTS.values() if stages)
     whatsapp, unifonic = WhatsAppFake(), UnifonicFake()
     with tempfile.TemporaryDirectory(prefix="reminder-demo-") as tmp, \
@@ -96,7 +96,7 @@ def main() -> int:
             env["PUBLIC_BASE_URL"] = web_url
             dashboard_page = dashboard_page_url(dashboard_host, dashboard.url, web_url, MERCHANT)
             web = ManagedProcess([sys.executable, "-m", "gunicorn", "--bind", f"127.0.0.1:{port}", "--workers", "1",
-                                  "service.app:create_app()"], env, Path(tmp) / "web.log", ready_text="Booting worker")
+                                  "service.web.app:create_app()"], env, Path(tmp) / "web.log", ready_text="Booting worker")
             worker = celery_worker(env, Path(tmp) / "worker.log", concurrency=2, name="demo")
             print(f"Salla sandbox at {sandbox.url}, seeded customers:")
             for customer_id, what in SEEDED.items():

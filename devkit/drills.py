@@ -44,7 +44,7 @@ from devkit.receiver import ReminderLog, create_receiver
 from devkit.redis_server import RedisServer, free_port
 from devkit.sandbox import Faults, create_app as create_sandbox, serve_in_thread
 from devkit.sandbox_seed import lot_row
-from service.signatures import sign
+from service.domain.signatures import sign
 
 ROOT = Path(__file__).resolve().parent.parent
 TOKEN = "drill-token"

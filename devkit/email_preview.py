@@ -27,7 +27,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from service.messages import SAMPLE_REMINDER, Renderer
+from service.domain.messages import SAMPLE_REMINDER, Renderer
 
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
          "--disable-background-networking", "--disable-component-update", "--disable-sync",

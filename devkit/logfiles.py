@@ -1,4 +1,4 @@
-"""Reading the JSON log lines (service/logs.py) back: for tests, drills and `make demo`."""
+"""Reading the JSON log lines (service/config/logs.py) back: for tests, drills and `make demo`."""
 from __future__ import annotations
 
 import json
@@ -21,5 +21,5 @@ def json_lines(text: str) -> list[dict]:
 
 
 def reminders_in(text: str) -> list[dict]:
-    """The `log` channel's reminders (workers/channels.py LogChannel), in order."""
+    """The `log` channel's reminders (service/clients/channels.py LogChannel), in order."""
     return [line["data"] for line in json_lines(text) if line.get("logger") == "reminders" and "data" in line]

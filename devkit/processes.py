@@ -77,7 +77,7 @@ class ManagedProcess:
         self.stop()
 
 
-# Every queue (service/celery_config.py): one worker that does it all, for tests and the demo.
+# Every queue (service/config/celery_config.py): one worker that does it all, for tests and the demo.
 ALL_QUEUES = "intake,events,reads,deliveries,sweep"
 
 

@@ -10,7 +10,7 @@ import threading
 
 from flask import Flask, jsonify, request
 
-from service.signatures import signature_matches
+from service.domain.signatures import signature_matches
 
 
 class ReminderLog:

@@ -26,7 +26,7 @@ from dotenv import load_dotenv
 from devkit.procfile import ProcfileError, process_env, read_procfile
 from devkit.redis_server import RedisServer, redis_answers
 from devkit.supervisor import Supervisor
-from service.settings import Settings, SettingsError
+from service.config.settings import Settings, SettingsError
 
 log = logging.getLogger("devkit.run")
 DEFAULT_EMBEDDED_REDIS_PORT = 6389

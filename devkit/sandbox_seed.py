@@ -1,7 +1,7 @@
 """Rows for the Salla sandbox, in the shape `GET /customers/loyalty/points` returns. Pure.
 
 Seeded customers (times relative to the `now` given to `default_customers`, stages 30/7/1 days;
-"stage" = what `service.expiry.due_groups` puts where):
+"stage" = what `service.domain.expiry.due_groups` puts where):
 
 | id   | what it is                                                        | 30-day | 7-day | 1-day |
 |------|-------------------------------------------------------------------|--------|-------|-------|
@@ -45,7 +45,7 @@ SEEDED: dict[int, str] = {
           "previous): 7-day stage 250 pts on the last row (page 2 at per_page=15)",
 }
 
-# Points per reminder stage (days) at the seeding `now`, as service.expiry.due_groups sees them.
+# Points per reminder stage (days) at the seeding `now`, as service.domain.expiry.due_groups sees them.
 EXPECTED_STAGE_POINTS: dict[int, dict[int, int]] = {
     1001: {7: 400},
     1002: {},
@@ -134,7 +134,7 @@ _NEAR_1003 = {10: (25, 6), 40: (35, 25), 70: (45, 29)}
 def _many_lots(now: datetime) -> list[dict[str, Any]]:
     rows = []
     for i in range(75):
-        # Distinct creation times keep each row's identity (service.loyalty key) unique.
+        # Distinct creation times keep each row's identity (service.domain.loyalty key) unique.
         created = now - timedelta(days=i + 1, minutes=7 * i)
         points, expires = 10 + (i * 7) % 90, created + timedelta(days=365)
         if i in _NEAR_1003:

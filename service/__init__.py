@@ -1,1 +1,2 @@
-"""The web side of the loyalty-points reminder service, and the domain logic both processes share."""
+"""The shared library and the HTTP face: config, domain, state, clients, ops, web (+ cli.py, the operator CLI).
+Layers import downwards only (web|cli > ops > clients > state > config > domain) and never workers/ (import-linter)."""

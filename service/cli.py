@@ -53,21 +53,22 @@ from urllib.parse import urlparse
 import redis
 from cryptography.fernet import InvalidToken
 
-from service.admin import (channels_view, dead_letters, outcome_stats, start_backfill,  # the same views as /admin/*
+from service.ops.admin_views import (channels_view, dead_letters, outcome_stats, start_backfill,  # the same views as /admin/*
                            store_summary, templates_view)
-from service.channel_settings import ChannelSettings
+from service.state.channel_settings import ChannelSettings
 from service.cli_output import progress_bar, show
-from service.alarms import Alarms
-from service import deployment_secrets, holdout
-from service.keys import Keys
-from service.redis_client import connect
-from service.settings import Settings, SettingsError
-from service.stores import ACTIVE, ConfigError, StoreRegistry
-from service.tokens import TokenStore
-from workers import delivery, preview as previews
-from workers.channels import ChannelDirectory, DeliveryPermanentError, DeliveryTransientError
-from workers.due_set import MAX_SHARDS, DueSet
-from workers.ledger import Ledger, status_counts
+from service.state.alarms import Alarms
+from service.state import deployment_secrets, holdout
+from service.state.keys import Keys
+from service.state.redis_client import connect
+from service.config.settings import Settings, SettingsError
+from service.state.stores import ACTIVE, ConfigError, StoreRegistry
+from service.state.tokens import TokenStore
+from service.ops import dead_letters as dead_letter_actions
+from service.ops import preview as previews
+from service.clients.channels import ChannelDirectory, DeliveryPermanentError, DeliveryTransientError
+from service.state.due_set import MAX_SHARDS, DueSet
+from service.state.ledger import Ledger, status_counts
 
 
 class CommandError(Exception):
@@ -283,7 +284,7 @@ def _stats(args, ctx):
 
 @command("holdout")
 def _holdout(args, ctx):
-    """What reminders cause, measured against the store's holdout: effect, 95 % interval, points saved."""
+    """What reminders cause, measured against the store's holdout: the effect, its 95-percent interval, points saved."""
     merchants = [args.merchant_id] if args.merchant_id else ctx.registry.merchants()
     return {str(m): holdout.store_report(ctx.store, ctx.prefix, m, ctx.settings, time.time()) for m in merchants}
 
@@ -318,7 +319,7 @@ def _dead_letters(args, ctx):
         return {m: letters for m, letters in dead_letters(ctx.ledger, merchants).items() if letters}
     if args.merchant_id is None or not args.reminder_id:
         raise CommandError(f"dead-letters {args.action} needs a merchant id and a reminder id")
-    act = delivery.replay if args.action == "replay" else delivery.drop
+    act = dead_letter_actions.replay if args.action == "replay" else dead_letter_actions.drop
     due = DueSet(ctx.store, ctx.prefix, shards=ctx.settings.due_set_shards)
     if not act(ctx.ledger, due, args.merchant_id, args.reminder_id, time.time()):
         raise CommandError(f"no dead letter {args.reminder_id} for merchant {args.merchant_id}")
@@ -471,7 +472,7 @@ def _directory(settings, store, registry):
 def _audited_read(settings, store, command: str, read):
     """A read of a customer's personal data, audited as the admin API's are (admin_guard) before
     anything is printed (Redis down: nothing is shown); a failed read is recorded with status 2."""
-    from service.admin_guard import AuditLog, cli_entry
+    from service.ops.admin_guard import AuditLog, cli_entry
     audit = AuditLog(store, settings.redis_key_prefix, settings.admin_audit_keep)
     try:
         result = read()
@@ -511,8 +512,8 @@ CHANNEL_COMMANDS = {"set-channels": _set_channels, "channels": _channels, "templ
 
 def _backfill(args, settings, store, registry):
     """Read every existing customer of the store (low priority, resumable); --watch shows its progress."""
-    from service.celery_config import PUMP_TASK
-    from service.queue import EventQueue, QueueUnavailable
+    from service.config.celery_config import PUMP_TASK
+    from service.clients.queue import EventQueue, QueueUnavailable
     started = start_backfill(registry, args.merchant_id, time.time())
     note = "started" if started.get("started") == "1" else "already running"
     try:
@@ -542,7 +543,7 @@ def _watch(settings, registry, merchant_id, shown: bool, every: float = 2.0) -> 
 
 
 def _progress(settings, registry, merchant_id):
-    from workers import backfill
+    from service.ops import backfill
     return backfill.progress(registry.redis, registry.keys, settings, registry.config(merchant_id), merchant_id)
 
 
@@ -553,7 +554,7 @@ def _backfill_status(args, settings, store, registry):
 
 def _export_customer(args, settings, store, registry):
     """Everything held about one customer, as JSON (PDPL; audited)."""
-    from workers import personal_data
+    from service.ops import personal_data
 
     def read():
         try:
@@ -566,7 +567,7 @@ def _export_customer(args, settings, store, registry):
 
 def _forget_customer(args, settings, store, registry):
     """Erase one customer's personal data (a tombstone that names nobody stays); --dry-run counts it."""
-    from workers import personal_data
+    from service.ops import personal_data
     try:
         return personal_data.forget(store, settings.redis_key_prefix, args.merchant_id, args.customer_id, time.time(),
                                     due_set_shards=settings.due_set_shards, secrets=settings.token_encryption_keys,
@@ -578,10 +579,10 @@ def _forget_customer(args, settings, store, registry):
 def _subscribe_webhooks(args, settings, store, registry):
     """Subscribe the store's events to PUBLIC_WEBHOOK_URL through Salla's API; list what is missing."""
     import requests
-    from workers.oauth import OperatorActionNeeded, StoreNotAuthorized
-    from workers.runtime import build_runtime
-    from workers.salla_client import SallaError, SallaUnauthorized
-    from workers.webhook_subscriptions import SubscriptionError, subscribe
+    from service.clients.oauth import OperatorActionNeeded, StoreNotAuthorized
+    from service.ops.runtime import build_runtime
+    from service.clients.salla_client import SallaError, SallaUnauthorized
+    from service.clients.webhook_subscriptions import SubscriptionError, subscribe
     rt = build_runtime(settings, store, requests.Session())
     try:
         token = rt.provider.access_token(args.merchant_id)

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from service.settings import Settings
+from service.config.settings import Settings
 
 FIXTURES = Path(__file__).parent / "fixtures" / "salla"
 SAMPLES = FIXTURES / "samples"

@@ -1,4 +1,2 @@
-"""Celery workers: read loyalty histories from Salla and deliver reminders.
-
-`celery -A workers ...` finds the app in workers/celery.py.
-"""
+"""The Celery face: app, beat, signals, thin tasks, and the flow on top (sync, reminding, delivery, backfill, lifecycle).
+Imports service (never service.web or service.cli); `celery -A workers ...` finds the app in workers/celery.py."""

@@ -1,15 +1,15 @@
 """After app.store.authorize: the merchant's app-settings form, read from Salla's App API
 (`GET /apps/{SALLA_APP_ID}/settings` with the store's token) and applied with the same checks
-as app.settings.updated (service/stores.py apply_form). Without SALLA_APP_ID nothing is read:
+as app.settings.updated (service/state/stores.py apply_form). Without SALLA_APP_ID nothing is read:
 the store keeps the environment's defaults until the merchant saves the form.
 """
 from __future__ import annotations
 
 import logging
 
-from workers.oauth import OperatorActionNeeded, StoreNotAuthorized
-from workers.runtime import Runtime
-from workers.salla_client import SallaPermanentError, SallaTransientError, SallaUnauthorized
+from service.clients.oauth import OperatorActionNeeded, StoreNotAuthorized
+from service.ops.runtime import Runtime
+from service.clients.salla_client import SallaPermanentError, SallaTransientError, SallaUnauthorized
 
 log = logging.getLogger(__name__)
 

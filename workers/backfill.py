@@ -2,11 +2,11 @@
 at a lower priority than event-driven reads, through the store's one budget.
 
 start        a new run (after app.store.authorize, or `backfill M` / POST /admin/stores/M/backfill);
-             a run already going is left alone
+             a run already going is left alone (service/ops/backfill.py, with progress)
 want_page    asked by every pump: should the next page of customers be listed now? (only when
              the backfill's own queue runs low, and one page at a time: a lock)
 list_page    one page: its customers' profiles saved, each customer queued once per run
-             (`backfill:seen`), the cursor moved on. Everything is in Redis (service/keys.py:
+             (`backfill:seen`), the cursor moved on. Everything is in Redis (service/state/keys.py:
              `backfill`, `backfill:pending`, `backfill:seen`), so a restarted worker resumes
              where the last one stopped: beat's pump-backlog pumps every store whose backfill runs.
 read_done    a read the dispatch took from `backfill:pending` finished: counted in the progress
@@ -15,7 +15,7 @@ progress     customers listed, read, reminders queued, what is left and how long
 resync       beat, hourly: customers not read for RESYNC_AFTER_DAYS go into the same
              low-priority queue; read times older than DATA_RETENTION_DAYS are forgotten
 
-Priority: the dispatch script (workers/budget.py) serves due event-driven customers first and
+Priority: the dispatch script (service/state/budget.py) serves due event-driven customers first and
 gives the backfill only what budget they leave; a page of customers is listed only while no
 event-driven customer is due. A customer an event-driven read already holds is not read again
 by the backfill ("covered").
@@ -23,18 +23,16 @@ by the backfill ("covered").
 from __future__ import annotations
 
 import logging
-import math
-import uuid
 
-from service.events import EventError, customer_from
-from workers.oauth import OperatorActionNeeded, StoreNotAuthorized, usable
-from workers.runtime import Runtime
-from workers.salla_client import SallaForbidden, SallaPermanentError, SallaTransientError, SallaUnauthorized
-from workers.salla_refusals import BLOCKED, FORBIDDEN_HOLD_SECONDS, forbidden_reason
+from service.domain.events import EventError, customer_from
+from service.clients.oauth import OperatorActionNeeded, StoreNotAuthorized, usable
+from service.ops.runtime import Runtime
+from service.clients.salla_client import SallaForbidden, SallaPermanentError, SallaTransientError, SallaUnauthorized
+from service.clients.salla_refusals import BLOCKED, FORBIDDEN_HOLD_SECONDS, forbidden_reason
+from service.ops.backfill import DONE, FAILED, RUNNING, _text, start, state  # noqa: F401  (start: for the tasks)
 
 log = logging.getLogger(__name__)
 
-RUNNING, DONE, FAILED = "running", "done", "failed"
 LISTING_LOCK_SECONDS = 60
 MAX_LIST_FAILURES = 12  # transient failures of one page in a row before the run gives up
 RESYNC_BATCH = 5000  # customers queued by one resync tick per store, at most
@@ -50,32 +48,6 @@ for i = 2, #ARGV do
 end
 return added
 """
-
-
-def _text(value):
-    return value.decode() if isinstance(value, bytes) else value
-
-
-def state(store, keys, merchant_id: int) -> dict:
-    return {_text(k): _text(v) for k, v in store.hgetall(keys.store(merchant_id).backfill).items()}
-
-
-def start(store, keys, merchant_id: int, now: float, reason: str) -> dict:
-    """Begin a run, unless one is going. Returns the backfill's state."""
-    k = keys.store(merchant_id)
-    current = state(store, keys, merchant_id)
-    if current.get("state") == RUNNING:
-        return {**current, "started": "0"}
-    pipe = store.pipeline()
-    pipe.delete(k.backfill, k.backfill_seen, k.backfill_listing)
-    pipe.hset(k.backfill, mapping={"state": RUNNING, "run": uuid.uuid4().hex[:12], "reason": reason,
-                                   "started_at": f"{now:.0f}", "next_page": 1, "listing_done": 0, "listed": 0,
-                                   "read": 0, "covered": 0, "failed": 0, "reminders": 0, "list_failures": 0})
-    pipe.sadd(keys.backlog, merchant_id)  # beat's pump-backlog looks after it from now on
-    pipe.sadd(keys.stores, merchant_id)
-    pipe.execute()
-    log.info("merchant=%s: backfill started (%s)", merchant_id, reason)
-    return {**state(store, keys, merchant_id), "started": "1"}
 
 
 def low_water(rt: Runtime) -> int:
@@ -147,7 +119,7 @@ def _list_page(rt: Runtime, merchant_id: int) -> str:
     except SallaPermanentError as exc:
         answered_before = page > 1 or bool(rt.store.exists(k.loyalty_ok))
         if isinstance(exc, SallaForbidden) and forbidden_reason(exc.code, exc.detail, answered_before) == BLOCKED:
-            # Salla blocked the store for now (workers/salla_refusals.py): the same page after the
+            # Salla blocked the store for now (service/clients/salla_refusals.py): the same page after the
             # hold the reads wait out too, the run goes on.
             rt.budget.block_until(merchant_id, now + FORBIDDEN_HOLD_SECONDS, now)
             rt.store.hset(k.backfill, "last_error", str(exc)[:300])
@@ -240,48 +212,6 @@ def read_done(rt: Runtime, merchant_id: int, customer_id: int, outcome: str, rem
 def count_covered(rt: Runtime, merchant_id: int, covered: int) -> None:
     if covered:
         rt.store.hincrby(rt.keys.store(merchant_id).backfill, "covered", covered)
-
-
-def progress(store, keys, settings, config: dict, merchant_id: int, now: float | None = None) -> dict:
-    """What an operator sees: the run's state, its counts, and the time left at the store's budget."""
-    k = keys.store(merchant_id)
-    current = state(store, keys, merchant_id)
-    if not current:
-        return {"state": "never"}
-    number = {name: int(current.get(name, 0) or 0) for name in
-              ("listed", "read", "covered", "failed", "reminders", "next_page", "total_pages", "total")}
-    waiting, reading = int(store.zcard(k.backfill_pending)), int(store.scard(k.backfill_reading))
-    pages_left = 0
-    unlisted = 0
-    if current.get("listing_done") != "1" and current.get("state") == RUNNING:
-        if number["total_pages"]:
-            pages_left = max(number["total_pages"] - number["next_page"] + 1, 0)
-            unlisted = max(number["total"] - number["listed"], 0) if number["total"] else \
-                pages_left * settings.salla_page_size
-        else:
-            pages_left, unlisted = 1, settings.salla_page_size  # nothing listed yet: at least a page
-    # The store's budget: both limits, the tighter one paces us (requests a second).
-    plan_limit = config.get("plan_limit", settings.plan_limit)
-    rate = min(plan_limit / settings.plan_window_seconds, settings.customer_limit / settings.customer_window_seconds)
-    requests_left = waiting + reading + unlisted + pages_left if current.get("state") == RUNNING else 0
-    return {
-        "state": current.get("state"),
-        "reason": current.get("reason"),
-        "started_at": int(current["started_at"]) if current.get("started_at") else None,
-        "finished_at": int(current["finished_at"]) if current.get("finished_at") else None,
-        "customers_listed": number["listed"],
-        "customers_read": number["read"],
-        "covered_by_events": number["covered"],
-        "reads_failed": number["failed"],
-        "reminders_scheduled": number["reminders"],
-        "waiting": waiting,
-        "reading": reading,
-        "pages_listed": number["next_page"] - 1,
-        "total_pages": number["total_pages"] or None,
-        "estimated_seconds_left": math.ceil(requests_left / rate) if rate > 0 else None,
-        "budget_requests_per_second": round(rate, 3),
-        "error": current.get("error") or current.get("last_error"),
-    }
 
 
 def resync(rt: Runtime, now: float) -> dict:

@@ -3,11 +3,11 @@ from __future__ import annotations
 
 import random
 
-from service.celery_config import MAX_TASK_COUNTDOWN_SECONDS  # noqa: F401  (re-exported for the tasks)
+from service.config.celery_config import MAX_TASK_COUNTDOWN_SECONDS  # noqa: F401  (re-exported for the tasks)
 
 # Waits held in Redis (a read back in the store's queue, a delivery's timer in the due set)
 # may be long. Waits held by the broker (a task's retry countdown) never pass
-# MAX_TASK_COUNTDOWN_SECONDS (service/celery_config.py says why).
+# MAX_TASK_COUNTDOWN_SECONDS (service/config/celery_config.py says why).
 MAX_BACKOFF_SECONDS = 900
 
 

@@ -4,7 +4,7 @@ ticks, at most every BEAT_ALIVE_EVERY_SECONDS.
 `beat:last` (the heartbeat task) says more and less: a worker wrote it, so it also needs the
 broker and the sweep worker to be up. With both, /admin/health and the metrics tell "beat is down"
 (beat:alive old) from "beat ticks but nothing runs its tasks" (beat:alive fresh, beat:last old).
-Configured as `beat_scheduler` in service/celery_config.py, so `celery -A workers beat` needs
+Configured as `beat_scheduler` in service/config/celery_config.py, so `celery -A workers beat` needs
 no extra option.
 """
 from __future__ import annotations
@@ -40,9 +40,9 @@ class LivenessScheduler(PersistentScheduler):
             return
         try:
             if self._redis is None:
-                from service.keys import Keys
-                from service.redis_client import connect
-                from service.settings import Settings
+                from service.state.keys import Keys
+                from service.state.redis_client import connect
+                from service.config.settings import Settings
 
                 settings = Settings.from_env()
                 self._redis, self._key = connect(settings), Keys(settings.redis_key_prefix).beat_alive

@@ -5,13 +5,13 @@ Settings are read at import, so a wrong value stops the worker before it takes a
 """
 from __future__ import annotations
 
-# First: it sets PROMETHEUS_MULTIPROC_DIR before prometheus_client is imported (service/metrics.py).
-from service import metrics  # noqa: F401  isort: skip
+# First: it sets PROMETHEUS_MULTIPROC_DIR before prometheus_client is imported (service/config/metrics.py).
+from service.config import metrics  # noqa: F401  isort: skip
 from celery import Celery
 
-from service.celery_config import celery_config
-from service.logs import configure_logging
-from service.settings import settings_or_exit
+from service.config.celery_config import celery_config
+from service.config.logs import configure_logging
+from service.config.settings import settings_or_exit
 
 settings = settings_or_exit()
 configure_logging(settings.log_level, log_format=settings.log_format)

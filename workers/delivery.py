@@ -13,21 +13,21 @@ deliver         one attempt: re-check (uninstalled, opted out, paused), then the
                 once). Transient failures come back through the timer with backoff; out of
                 attempts, or refused by every channel, it is a dead letter. A channel that sent
                 and reported a failure later is reopened from the next channel by
-                workers/fallback.py and delivered here like any attempt.
+                service/ops/fallback.py and delivered here like any attempt.
 """
 from __future__ import annotations
 
 import logging
 
-from service import metrics
-from service.message_index import MessageIndex, Sent, send_handles
-from service.store_policy import policy_for
+from service.config import metrics
+from service.state.message_index import MessageIndex, Sent, send_handles
+from service.domain.store_policy import policy_for
 from workers.backoff import retry_countdown
-from workers.channels import DeliveryPermanentError, DeliveryTransientError
-from workers.providers.base import RETRIES_USED_UP
-from workers.due_set import DueEntry
-from workers.fallback import failure_of, handle_late_failure, reopen_at
-from workers.ledger import CANCELLED, DEAD, DROPPED, LIVE, count_stat, full_reminder
+from service.clients.channels import DeliveryPermanentError, DeliveryTransientError
+from service.clients.providers.base import RETRIES_USED_UP
+from service.state.due_set import DueEntry
+from service.ops.fallback import failure_of, handle_late_failure, reopen_at
+from service.state.ledger import CANCELLED, DEAD, LIVE, count_stat, full_reminder
 
 log = logging.getLogger(__name__)
 
@@ -36,8 +36,8 @@ log = logging.getLogger(__name__)
 DELIVERY_LEASE_SECONDS = 90
 MAX_ATTEMPTS = 12  # with backoff doubling from 2 s up to 15 min: about 45 minutes in all
 PAUSED_RETRY_SECONDS = 3600
-FIRST, ALL = "first", "all"  # a store's channel policy (service/channel_settings.py)
-REPORTING_CHANNELS = ("whatsapp", "sms")  # their providers report statuses later (service/callbacks.py)
+FIRST, ALL = "first", "all"  # a store's channel policy (service/state/channel_settings.py)
+REPORTING_CHANNELS = ("whatsapp", "sms")  # their providers report statuses later (service/web/callbacks.py)
 
 
 def _timer(reminder: dict) -> DueEntry:
@@ -106,7 +106,7 @@ def deliver(rt, merchant_id: int, customer_id: int, reminder_id: str, now: float
     attempt = rt.ledger.begin_attempt(m, reminder_id, now)
     arm(rt, timer, now + DELIVERY_LEASE_SECONDS)  # if this worker dies now, the sweep takes over
     reminder = _full_reminder(rt, record)
-    # A channel that sent and failed later is `failed:` again (workers/fallback.py): the reminder
+    # A channel that sent and failed later is `failed:` again (service/ops/fallback.py): the reminder
     # counts as reaching nobody, so that `first` goes on to the next channel.
     sent = any(outcome == "sent" for outcome in record.channels.values())
     transient, refused, busy_until, wait = ([broken] if broken else []), [], 0.0, 0.0
@@ -142,7 +142,7 @@ def deliver(rt, merchant_id: int, customer_id: int, reminder_id: str, now: float
             wait = max(wait, getattr(exc, "retry_after", None) or 0.0)
             continue
         # The send and the provider's message id in one step: a status callback that finds the id
-        # finds the send (service/message_index.py keeps the statuses that come before it).
+        # finds the send (service/state/message_index.py keeps the statuses that come before it).
         lifetime = rt.ledger.record_send(m, reminder_id, channel.name, message_id or "", now)
         metrics.REMINDERS.labels("sent", channel.name).inc()
         log.info("reminder %s of merchant=%s customer=%s sent by %s (attempt %d)", reminder_id, m, c, channel.name,
@@ -171,7 +171,7 @@ def deliver(rt, merchant_id: int, customer_id: int, reminder_id: str, now: float
         return _stop(rt, record, timer, DEAD, now, ("refused: " if refused else "") + why, "reminders_dead")
     if not rt.ledger.settle_sent(m, c, reminder_id, now):
         # The channel that sent reported a failure while this attempt ran: its timer (set by
-        # workers/fallback.py) brings the next attempt, which goes on to the next channel.
+        # service/ops/fallback.py) brings the next attempt, which goes on to the next channel.
         return "reopened"
     rt.due.remove([timer])
     if rt.ledger.state(m, reminder_id) in LIVE:  # a late failure reopened it between the two lines above
@@ -182,7 +182,7 @@ def deliver(rt, merchant_id: int, customer_id: int, reminder_id: str, now: float
 
 def _full_reminder(rt, record) -> dict:
     """The whole reminder: its body, or (a sent one reopened or replayed: the body went once it
-    was sent) rendered again from the profile and the last read's lots (workers/ledger.py)."""
+    was sent) rendered again from the profile and the last read's lots (service/state/ledger.py)."""
     if record.body:
         return record.reminder
     from workers.reminding import load_lots  # reminding imports this module
@@ -200,7 +200,7 @@ def _send_window(rt, m: int) -> tuple:
 
 def _index_send(rt, m: int, reminder_id: str, channel, message_id: str, lifetime_ms: int, order: list[str],
                 policy: str, now: float) -> None:
-    """The send in the cross-store index (after the ledger: see service/message_index.py), then
+    """The send in the cross-store index (after the ledger: see service/state/message_index.py), then
     every status that arrived before it, applied now: an early failure moves on as a late one does."""
     index = MessageIndex(rt.store, rt.settings.redis_key_prefix)
     provider = getattr(channel, "provider", channel.name)
@@ -250,22 +250,3 @@ def _stop(rt, record, timer: DueEntry, state: str, now: float, why: str, counter
                   record.merchant_id, record.customer_id, why)
     return state
 
-
-def replay(ledger, due, merchant_id: int, reminder_id: str, now: float) -> bool:
-    """An operator sends a dead letter again (`dead-letters replay`): back to `scheduled`, its
-    timer due now, so the next sweep publishes it. Plain Redis: the web and the CLI call it."""
-    record = ledger.replay(merchant_id, reminder_id, now)
-    if record is None:
-        return False
-    due.schedule([(now, _record_timer(record))])
-    return True
-
-
-def drop(ledger, due, merchant_id: int, reminder_id: str, now: float) -> bool:
-    """An operator gives up on a dead letter: its lots count as handled at its stage, not as reminded."""
-    record = ledger.get(merchant_id, reminder_id)
-    if record is None or record.state != DEAD:
-        return False
-    ledger.finish(merchant_id, record.customer_id, reminder_id, DROPPED, now, counter="dead_letters_dropped")
-    due.remove([_record_timer(record)])
-    return True

@@ -2,7 +2,7 @@
 
 forget_store  after app.uninstalled: every key of the store goes (tokens, budget windows,
               queues, profiles, lots, marks, the ledger), by construction: all of them share
-              the store's key pattern (service/keys.py). What an operator needs to see what
+              the store's key pattern (service/state/keys.py). What an operator needs to see what
               happened stays: state, settings, counters, outcome statistics.
 erase_uninstalled  beat's safety net: forget_store is published once, by the web, at
               app.uninstalled; with the broker down through Salla's retries it never runs, and
@@ -13,9 +13,9 @@ from __future__ import annotations
 
 import logging
 
-from service.stores import UNINSTALLED
-from service.tokens import token_lock
-from workers.runtime import Runtime
+from service.state.stores import UNINSTALLED
+from service.state.tokens import token_lock
+from service.ops.runtime import Runtime
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +50,7 @@ def forget_store(rt: Runtime, merchant_id: int, uninstalled_at: float | None = N
 
 def _keep_opt_outs(rt: Runtime, merchant_id: int, doomed: list[str]) -> int:
     """Before the profiles go: a suppression entry for every customer who opted out. An opt-out
-    made today writes its entry at once (workers/profiles.py); one recorded only in the profile,
+    made today writes its entry at once (service/state/profiles.py); one recorded only in the profile,
     before entries existed, would otherwise be erased with it, and a reinstall would remind them."""
     head = rt.keys.store(merchant_id).profile("")
     customers = [int(key[len(head):]) for key in doomed if key.startswith(head) and key[len(head):].isdigit()]

@@ -1,14 +1,14 @@
 """Logs, metrics and correlation ids in the Celery processes (worker, beat), through Celery's signals.
 
 - Logging: `setup_logging` is connected, so Celery leaves the root logger alone and every line
-  is our JSON (service/logs.py). Run the commands with `celery -q` so that the startup banner
+  is our JSON (service/config/logs.py). Run the commands with `celery -q` so that the startup banner
   (printed, not logged) is not written either.
 - Correlation ids: a task published while one is set (a webhook's event being handled, a read
   started for it) carries it in the message header `lpr_cid`; the task that runs sets it again
   for its log lines and for what it publishes in turn. Headers carry ids only.
 - Metrics: the worker's main process empties the metrics directory and serves METRICS_PORT
   (`worker_init`, before the pool forks); a prefork child that exits marks itself dead
-  (`worker_process_shutdown`). See service/metrics.py.
+  (`worker_process_shutdown`). See service/config/metrics.py.
 
 https://docs.celeryq.dev/en/stable/userguide/signals.html
 """
@@ -21,8 +21,8 @@ import sys
 from celery import signals
 from celery.apps import worker as celery_worker_app
 
-from service import metrics
-from service.logs import configure_logging, correlation_id, current_task, json_line
+from service.config import metrics
+from service.config.logs import configure_logging, correlation_id, current_task, json_line
 
 log = logging.getLogger(__name__)
 CID_HEADER = "lpr_cid"

@@ -2,8 +2,8 @@
 
 after_read  a fresh read: settle points saved/lost against the previous read, remember the
             lots, then evaluate
-evaluate    plan (service/schedule.py) and act: queue what is due for delivery
-            (workers/delivery.py), put holds and wake-ups into the due set (workers/due_set.py);
+evaluate    plan (service/domain/schedule.py) and act: queue what is due for delivery
+            (workers/delivery.py), put holds and wake-ups into the due set (service/state/due_set.py);
             opt-out and paused stores queue nothing
 sweep       Celery beat's job: claim due entries atomically and act on each customer's:
             - a delivery's timer ran out (its worker died, its message was lost, or it waits
@@ -15,7 +15,7 @@ sweep       Celery beat's job: claim due entries atomically and act on each cust
               has, the entries it answered are done (the plan schedules again what is still
               due), so an entry is re-read once per re-check, and counted once.
 
-Keys (service/keys.py): `lots:<c>` the last read's lots and when it was read; `recheck:<c>`
+Keys (service/state/keys.py): `lots:<c>` the last read's lots and when it was read; `recheck:<c>`
 the entries (`<stage>:<reminder key>`) waiting for a fresh read; `stats` the outcome counters,
 per stage.
 """
@@ -27,20 +27,22 @@ import time
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 
-from service import holdout, metrics, store_figures
-from service.events import Customer
-from service.expiry import stage_of
-from service.loyalty import Lot
-from service.outcomes import settle, snapshot
-from service.reminders import build_reminder, reminder_id
-from service.schedule import SETTLE_STAGE, eligible, plan
-from service.settings import RECHECK_WAIT_SECONDS
-from service.store_policy import policy_for
+from service.state import holdout, store_figures
+from service.config import metrics
+from service.domain.events import Customer
+from service.domain.expiry import stage_of
+from service.domain.loyalty import Lot, _lot_from, _lot_record, _lots_from_json, _lots_json
+from service.ops.cancel import cancel_pending
+from service.domain.outcomes import settle, snapshot
+from service.domain.reminders import build_reminder, reminder_id
+from service.domain.schedule import SETTLE_STAGE, eligible, plan
+from service.config.settings import RECHECK_WAIT_SECONDS
+from service.domain.store_policy import policy_for
 from workers.delivery import DELIVERY_LEASE_SECONDS, PAUSED_RETRY_SECONDS, arm, queue_reminder
-from workers.due_set import REMINDER_KEY_HEX, DueEntry
-from workers.ledger import CANCELLED, LIVE, Marks, count_stat, parse_marks
-from workers.oauth import usable
-from workers.runtime import Runtime
+from service.state.due_set import REMINDER_KEY_HEX, DueEntry
+from service.state.ledger import CANCELLED, LIVE, Marks, count_stat, parse_marks
+from service.clients.oauth import usable
+from service.ops.runtime import Runtime
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +51,7 @@ WAKEUP_KEY = "0" * 12  # due-set entries that only say "look again"; holds and d
 # Held reminders opening at the same minute are spread over at most this many seconds, earliest
 # expiry first; the sweep claims that far ahead so that none waits for the next tick.
 TIEBREAK_MAX_SECONDS = 5.0
-# An entry waiting for a re-check read comes back RECHECK_WAIT_SECONDS (service/settings.py,
+# An entry waiting for a re-check read comes back RECHECK_WAIT_SECONDS (service/config/settings.py,
 # which bounds REMINDER_RECHECK_MAX_AGE by it) after asking for it, in case the read never plans
 # again (dropped, failed for good, its store paused meanwhile).
 KEEP_SECONDS = 400 * 24 * 3600
@@ -72,48 +74,8 @@ def _lots_keep(rt: Runtime, profile_ttl: int | None) -> int:
     return int(profile_ttl)
 
 
-# The last read's lots, kept for every customer: one short row per lot (issue 18, about half the
-# previous JSON of named fields, which is still read: a deployed Redis holds it).
-_LOT_ROW = ("key", "name", "points", "used_points", "status", "created_at", "expires_at", "order_id", "reference_id")
-
-
-def _lots_json(lots: list[Lot], read_at: datetime) -> str:
-    # created_at only made the lot's key (service/loyalty.py): unix seconds do, in the expiry's zone.
-    rows = [[int(lot.created_at.timestamp()) if name == "created_at" else item[name] for name in _LOT_ROW]
-            for lot, item in zip(lots, map(_lot_record, lots))]
-    return json.dumps({"r": read_at.timestamp(), "l": rows}, ensure_ascii=False, separators=(",", ":"))
-
-
-def _lot_from_row(row: list) -> Lot:
-    item = dict(zip(_LOT_ROW, row))
-    zone = datetime.fromisoformat(item["expires_at"]).tzinfo
-    return _lot_from({**item, "created_at": datetime.fromtimestamp(item["created_at"], zone).isoformat()})
-
-
 def load_lots(rt: Runtime, m: int, c: int) -> tuple[float, list[Lot]] | None:
     return _lots_from_json(rt.store.get(rt.keys.store(m).lots(c)))
-
-
-def _lots_from_json(raw: str | None) -> tuple[float, list[Lot]] | None:
-    if raw is None:
-        return None
-    record = json.loads(raw)
-    if "l" in record:
-        return record["r"], [_lot_from_row(row) for row in record["l"]]
-    return record["read_at"], [_lot_from(item) for item in record["lots"]]  # the previous format
-
-
-def _lot_record(lot: Lot) -> dict:
-    return {"key": lot.key, "name": lot.name, "points": lot.points, "used_points": lot.used_points,
-            "status": lot.status, "created_at": lot.created_at.isoformat(), "expires_at": lot.expires_at.isoformat(),
-            "order_id": lot.order_id, "reference_id": lot.reference_id}
-
-
-def _lot_from(item: dict) -> Lot:
-    return Lot(key=item["key"], name=item["name"], points=item["points"], used_points=item["used_points"],
-               status=item["status"], created_at=datetime.fromisoformat(item["created_at"]),
-               expires_at=datetime.fromisoformat(item["expires_at"]), order_id=item["order_id"],
-               reference_id=item["reference_id"])
 
 
 def reminded_marks(rt: Runtime, m: int, c: int) -> dict[str, int]:
@@ -196,7 +158,7 @@ def evaluate(rt: Runtime, m: int, customer: Customer, lots: list[Lot], now: date
         return []
     known = known_marks or rt.ledger.marks(m, customer.id)
     # The store's own zone, quiet hours, stages, minimum and exclusions; the environment's
-    # where it set none (service/store_policy.py).
+    # where it set none (service/domain/store_policy.py).
     policy = policy_for(settings, config)
     decision = plan(lots, now, policy.stages_days, policy.timezone, policy.quiet_hours,
                     known.named, policy.min_points, policy.excluded_statuses,
@@ -206,7 +168,7 @@ def evaluate(rt: Runtime, m: int, customer: Customer, lots: list[Lot], now: date
     queued = []
     # The holdout decides here, where a reminder is queued, and nowhere else: both groups have
     # gone through the same planning (stages, lots, quiet hours, pauses), so what they would
-    # get is the same and both are counted the same way (service/holdout.py).
+    # get is the same and both are counted the same way (service/state/holdout.py).
     held_out = bool(decision.send_now) and holdout.is_held_out(rt.store, settings, m, customer.id,
                                                                policy.holdout_percent)
     if held_out:
@@ -263,18 +225,6 @@ def evaluate(rt: Runtime, m: int, customer: Customer, lots: list[Lot], now: date
 def cancel_customer(rt: Runtime, m: int, c: int, now: float) -> int:
     """Opted out: every scheduled entry and every reminder on its way is cancelled (and counted)."""
     return cancel_pending(rt.ledger, rt.due, rt.store, rt.keys, m, c, now)
-
-
-def cancel_pending(ledger, due, store, keys, m: int, c: int, now: float) -> int:
-    """The same over plain Redis parts, for the web process (the unsubscribe link)."""
-    cancelled = due.cancel_customer(m, c)
-    for rid in ledger.live_claims(m, c):
-        record = ledger.get(m, rid)
-        if record is not None and record.state in LIVE:
-            ledger.finish(m, c, rid, CANCELLED, now, error="the customer opted out", counter="deliveries_cancelled")
-            cancelled += 1
-    count_stat(store, keys, m, 0, "opted_out_cancelled", cancelled)
-    return cancelled
 
 
 def _stage_has_lots(lots, now, stage, policy) -> bool:

@@ -16,18 +16,19 @@ from datetime import datetime, timezone
 
 import redis
 
-from service.events import Customer, event_time
-from service.loyalty import Lot, parse_history
-from workers import backfill, reminding, salla_refusals
+from service.domain.events import Customer, event_time
+from service.domain.loyalty import Lot, parse_history
+from workers import backfill, reminding
+from service.clients import salla_refusals
 from workers.backoff import retry_countdown
-from workers.oauth import OperatorActionNeeded, StoreNotAuthorized, usable
-from workers.runtime import Runtime
-from workers.salla_client import (BudgetExhausted, SallaForbidden, SallaNotFound, SallaPermanentError,
+from service.clients.oauth import OperatorActionNeeded, StoreNotAuthorized, usable
+from service.ops.runtime import Runtime
+from service.clients.salla_client import (BudgetExhausted, SallaForbidden, SallaNotFound, SallaPermanentError,
                                   SallaTransientError, SallaUnauthorized)
 
 log = logging.getLogger(__name__)
 
-ALARM_RETRY_SECONDS = 300  # a read waiting for an operator (service/alarms.py) looks again this often
+ALARM_RETRY_SECONDS = 300  # a read waiting for an operator (service/state/alarms.py) looks again this often
 FORBIDDEN_HOLD_SECONDS = salla_refusals.FORBIDDEN_HOLD_SECONDS  # a 403 read as a temporary block
 
 
@@ -307,7 +308,7 @@ def _hold(rt: Runtime, merchant_id: int, customer_id: int, exc: SallaForbidden, 
 def _permanent(rt: Runtime, merchant_id: int, customer_id: int, exc: SallaPermanentError) -> None:
     registry = rt.registry
     loyalty_ok = rt.store.exists(rt.keys.store(merchant_id).loyalty_ok)
-    # A 403 that workers/salla_refusals.py reads as "no app", or a 404 from a store whose loyalty
+    # A 403 that service/clients/salla_refusals.py reads as "no app", or a 404 from a store whose loyalty
     # endpoint never answered: the Customer Loyalty app is missing (Salla does not document
     # that answer). Stop polling the store a while.
     if isinstance(exc, SallaForbidden) or (isinstance(exc, SallaNotFound) and not loyalty_ok):

@@ -1,8 +1,8 @@
 """Thin Celery tasks: unpack, call plain functions, publish follow-up tasks.
 
 Nothing waits in the broker for long. Reads are paced by the store's budget
-(workers/budget.py): a read that cannot happen now goes back into the store's queue in Redis.
-Delivery retries, held reminders and wake-ups wait in the due set (workers/due_set.py) for
+(service/state/budget.py): a read that cannot happen now goes back into the store's queue in Redis.
+Delivery retries, held reminders and wake-ups wait in the due set (service/state/due_set.py) for
 the sweep. The only countdowns are a pump's next look and a retry after a Redis outage, both
 capped at MAX_TASK_COUNTDOWN_SECONDS, far under the Redis broker's visibility timeout: a
 message held past it would be delivered twice.
@@ -20,14 +20,14 @@ from datetime import datetime, timezone
 import redis
 from celery import shared_task
 
-from service.celery_config import (BACKFILL_LIST_TASK, DELIVER_TASK, DRAIN_TASK, ERASE_UNINSTALLED_TASK,
+from service.config.celery_config import (BACKFILL_LIST_TASK, DELIVER_TASK, DRAIN_TASK, ERASE_UNINSTALLED_TASK,
                                    FORGET_STORE_TASK, HANDLE_EVENT_TASK,
                                    HEARTBEAT_TASK, PUMP_BACKLOG_TASK, PUMP_TASK, RECOVER_INTAKE_TASK, RESYNC_TASK,
                                    STORE_AUTHORIZED_TASK, SWEEP_TASK, SYNC_TASK)
 from workers import app_settings, backfill, delivery, lifecycle, reminding, sync
 from workers.backoff import MAX_TASK_COUNTDOWN_SECONDS
-from service.logs import correlation_id
-from workers.runtime import runtime
+from service.config.logs import correlation_id
+from service.ops.runtime import runtime
 
 log = logging.getLogger(__name__)
 
@@ -80,7 +80,7 @@ def _request_read(merchant_id: int, customer_id: int) -> None:
 @shared_task(name=DRAIN_TASK, acks_late=True, ignore_result=True, **REDIS_RETRY)
 def drain_intake(message: dict) -> int:
     """Handle a store's accepted webhooks, batch after batch, from its inbox in Redis
-    (service/intake.py); one pump for them all. Returns how many were handled."""
+    (service/state/intake.py); one pump for them all. Returns how many were handled."""
     rt = runtime()
     merchant_id = int(message["merchant_id"])
     started, handled, to_read = time.monotonic(), 0, False

@@ -34,7 +34,7 @@ from devkit.redis_server import free_port, redis_answers
 from devkit.sandbox import create_app as create_sandbox, serve_in_thread
 from devkit.supervisor import group_alive
 from tests.integration.test_end_to_end import order_created
-from service.signatures import sign
+from service.domain.signatures import sign
 
 pytestmark = [pytest.mark.drill, pytest.mark.slow]
 

@@ -17,8 +17,8 @@ from devkit.processes import celery_beat, celery_worker
 from devkit.receiver import ReminderLog, create_receiver
 from devkit.redis_server import RedisServer, redis_answers
 from devkit.sandbox import create_app as create_sandbox, serve_in_thread
-from service.app import create_app
-from service.settings import Settings
+from service.web.app import create_app
+from service.config.settings import Settings
 from tests.conftest import TOKEN_KEY, WEBHOOK_SECRET
 
 SANDBOX_TOKEN = "sandbox-token"

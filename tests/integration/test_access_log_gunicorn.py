@@ -1,5 +1,5 @@
 """gunicorn's access log with WEB_ACCESS_LOG=1, from a real gunicorn process started as the
-Procfile starts it (`-c python:service.gunicorn_conf`): every request has its line, and no URL
+Procfile starts it (`-c python:service.web.gunicorn_conf`): every request has its line, and no URL
 secret is in any line (issue 15 item 5)."""
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import requests
 
 from devkit.processes import ManagedProcess
 from devkit.redis_server import free_port
-from service.unsubscribe import callback_token, make_token
+from service.domain.unsubscribe import callback_token, make_token
 from tests.conftest import TOKEN_KEY
 from tests.integration.conftest import wait_until
 
@@ -24,8 +24,8 @@ def test_the_access_log_of_a_real_gunicorn_has_no_url_secret(service_env, tmp_pa
     port = free_port()
     env = dict(service_env, PORT=str(port), BIND_ADDRESS="127.0.0.1", WEB_ACCESS_LOG="1",
                WHATSAPP_VERIFY_TOKEN="meta-verify-token-0123456789")
-    web = ManagedProcess([sys.executable, "-m", "gunicorn", "-c", "python:service.gunicorn_conf", "--workers", "1",
-                          "service.app:create_app()"], env, tmp_path / "web.log", ready_text="Booting worker")
+    web = ManagedProcess([sys.executable, "-m", "gunicorn", "-c", "python:service.web.gunicorn_conf", "--workers", "1",
+                          "service.web.app:create_app()"], env, tmp_path / "web.log", ready_text="Booting worker")
     web.start()
     url = f"http://127.0.0.1:{port}"
     unsubscribe, dlr = make_token((TOKEN_KEY,), M, 42), callback_token((TOKEN_KEY,), M)

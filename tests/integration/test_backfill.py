@@ -12,9 +12,9 @@ import requests
 
 from devkit.processes import celery_beat, celery_worker
 from devkit.sandbox import DEFAULT_MERCHANT_ID, StoreSpec, create_app as create_sandbox, serve_in_thread
-from service.app import create_app
-from service.settings import Settings
-from service.signatures import sign
+from service.web.app import create_app
+from service.config.settings import Settings
+from service.domain.signatures import sign
 from tests.conftest import WEBHOOK_SECRET, sample
 from tests.integration.conftest import SANDBOX_TOKEN, wait_until
 

@@ -24,8 +24,8 @@ from devkit.processes import ManagedProcess, celery_worker
 from devkit.rabbitmq import rabbitmqctl
 from devkit.redis_server import RedisServer
 from devkit.sandbox import serve_in_thread
-from service.app import create_app
-from service.settings import Settings
+from service.web.app import create_app
+from service.config.settings import Settings
 from tests.integration.conftest import wait_until
 from tests.integration.test_end_to_end import deliver, order_created, reads_of
 
@@ -278,7 +278,7 @@ def _consumer_cleanup_after_a_redis_loss(data_dir: str) -> str:
 
 
 def test_the_guard_lets_the_consumer_clean_up_after_a_redis_loss(tmp_path):
-    from service.kombu_workarounds import guard_detached_redis_channels
+    from service.config.kombu_workarounds import guard_detached_redis_channels
 
     guard_detached_redis_channels()
     assert _consumer_cleanup_after_a_redis_loss(str(tmp_path)) == "ok"
@@ -286,7 +286,7 @@ def test_the_guard_lets_the_consumer_clean_up_after_a_redis_loss(tmp_path):
 
 def test_kombu_still_needs_the_guard(tmp_path):
     """The same steps without the guard, in a fresh interpreter. When a kombu/celery upgrade
-    fixes the bug this skips, saying that service/kombu_workarounds.py can go."""
+    fixes the bug this skips, saying that service/config/kombu_workarounds.py can go."""
     code = ("import sys; from tests.integration.test_brokers import _consumer_cleanup_after_a_redis_loss as f; "
             "print(f(sys.argv[1]))")
     result = subprocess.run([sys.executable, "-c", code, str(tmp_path)], capture_output=True, text=True, timeout=60,
@@ -294,5 +294,5 @@ def test_kombu_still_needs_the_guard(tmp_path):
     assert result.returncode == 0, result.stderr[-2000:]
     outcome = result.stdout.strip().splitlines()[-1]
     if outcome == "ok":
-        pytest.skip("kombu no longer crashes here: service/kombu_workarounds.py can be removed")
+        pytest.skip("kombu no longer crashes here: service/config/kombu_workarounds.py can be removed")
     assert outcome == "AttributeError(\"'NoneType' object has no attribute 'hostname'\")"

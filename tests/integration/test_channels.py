@@ -18,14 +18,14 @@ from celery import Celery
 
 from devkit.providers import SmtpFake, TaqnyatFake, UnifonicFake, WhatsAppFake
 from devkit.sandbox import serve_in_thread
-from service.celery_config import DELIVER_TASK, celery_config
-from service.events import Customer
-from service.settings import Settings
-from service.signatures import sign
+from service.config.celery_config import DELIVER_TASK, celery_config
+from service.domain.events import Customer
+from service.config.settings import Settings
+from service.domain.signatures import sign
 from tests.conftest import WEBHOOK_SECRET, sample
 from tests.integration.conftest import REMINDER_SECRET, wait_until
 from workers.delivery import queue_reminder
-from workers.runtime import build_runtime
+from service.ops.runtime import build_runtime
 
 pytestmark = pytest.mark.integration
 
@@ -61,7 +61,7 @@ def reminder(merchant: int, customer: int, mobile: str | None, email: str | None
 
 def queue(rt, item: dict, publish) -> str:
     """Queue a reminder with the profile a webhook would have saved: a sent reminder keeps no
-    body, and a fallback renders it again from the profile and the lots (workers/ledger.py
+    body, and a fallback renders it again from the profile and the lots (service/state/ledger.py
     full_reminder)."""
     rt.profiles.save(item["merchant_id"], Customer(item["customer_id"], notifications_enabled=True,
                                                    lang=item["language"], **item["customer"]))

@@ -12,7 +12,7 @@ import pytest
 import redis
 
 from devkit.redis_server import RedisServer
-from service.stores import StoreRegistry
+from service.state.stores import StoreRegistry
 from tests.conftest import TOKEN_KEY
 
 pytestmark = pytest.mark.integration

@@ -13,8 +13,8 @@ import requests
 
 from devkit.providers import SmtpFake, UnifonicFake, WhatsAppFake
 from devkit.sandbox import serve_in_thread
-from service import arabic
-from service.signatures import sign
+from service.domain import arabic
+from service.domain.signatures import sign
 from tests.conftest import WEBHOOK_SECRET, sample
 from tests.integration.conftest import REMINDER_SECRET, wait_until
 

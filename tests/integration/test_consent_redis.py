@@ -1,4 +1,4 @@
-"""Profile fields in event-time order on a real Redis (the Lua script of workers/profiles.py)."""
+"""Profile fields in event-time order on a real Redis (the Lua script of service/state/profiles.py)."""
 from __future__ import annotations
 
 import threading
@@ -7,10 +7,10 @@ import pytest
 import redis
 import requests
 
-from service.events import Customer
+from service.domain.events import Customer
 from tests.conftest import make_settings
 from workers import sync
-from workers.runtime import build_runtime
+from service.ops.runtime import build_runtime
 
 pytestmark = pytest.mark.integration
 

@@ -17,7 +17,7 @@ import redis
 
 from devkit.redis_server import RedisServer, redis_answers
 from tests.integration.conftest import database_number
-from workers.due_set import DueEntry, DueSet
+from service.state.due_set import DueEntry, DueSet
 
 pytestmark = pytest.mark.integration
 

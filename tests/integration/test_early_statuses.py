@@ -1,7 +1,7 @@
 """A provider's failure that arrives before the worker has recorded the send, on a real Redis.
 
 The provider answers our POST and may send its status webhook before our worker has the HTTP
-answer back. The status is kept (service/message_index.py) and applied when the send lands: the
+answer back. The status is kept (service/state/message_index.py) and applied when the send lands: the
 reminder moves on to the next channel as for any late failure. Both orders of the race are run:
 the whole send recorded between the callback's keep and its second look, and the callback first.
 """
@@ -10,15 +10,15 @@ from __future__ import annotations
 import pytest
 import requests
 
-from service.app import create_app
-from service.message_index import MessageIndex
-from service.unsubscribe import shared_dlr_url
+from service.web.app import create_app
+from service.state.message_index import MessageIndex
+from service.domain.unsubscribe import shared_dlr_url
 from tests.conftest import TOKEN_KEY, make_settings
 from tests.unit.test_message_index import (APP_SECRET, STORE_A, ProviderFake, reminder_of, sent_by, signed,
                                            unifonic_dlr, whatsapp_failed)
 from tests.unit.test_shopper_channels import Clock, Fake
 from workers.delivery import deliver
-from workers.runtime import build_runtime
+from service.ops.runtime import build_runtime
 
 pytestmark = pytest.mark.integration
 

@@ -18,12 +18,12 @@ from flask import Flask
 
 from devkit.sandbox import create_app as create_sandbox, serve_in_thread
 from devkit.sandbox_embedded import INTROSPECT_PATH, dashboard_app, dashboard_page_url, page_address
-from service import store_figures
-from service.alarms import Alarms
-from service.app import create_app
-from service.keys import Keys
+from service.state import store_figures
+from service.state.alarms import Alarms
+from service.web.app import create_app
+from service.state.keys import Keys
 from tests.conftest import make_settings
-from workers.ledger import Ledger
+from service.state.ledger import Ledger
 
 pytestmark = pytest.mark.integration
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")

@@ -7,7 +7,7 @@ import time
 import pytest
 import requests
 
-from service.signatures import sign
+from service.domain.signatures import sign
 from tests.conftest import WEBHOOK_SECRET, sample
 from tests.integration.conftest import wait_until
 
@@ -98,8 +98,8 @@ def test_bad_signature_is_refused_over_http(web, store):
 
 def test_redis_outage_answers_503_quickly(service_env):
     from devkit.redis_server import free_port
-    from service.app import create_app
-    from service.settings import Settings
+    from service.web.app import create_app
+    from service.config.settings import Settings
     from devkit.sandbox import serve_in_thread
 
     env = dict(service_env, REDIS_URL=f"redis://127.0.0.1:{free_port()}/0")

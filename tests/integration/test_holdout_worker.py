@@ -12,9 +12,9 @@ import redis
 
 from devkit.processes import celery_worker
 from devkit.sandbox_seed import lot_row
-from service import deployment_secrets, holdout
-from service.app import create_app
-from service.settings import Settings
+from service.state import deployment_secrets, holdout
+from service.web.app import create_app
+from service.config.settings import Settings
 from tests.conftest import TOKEN_KEY
 from tests.integration.conftest import wait_until
 from tests.integration.test_end_to_end import deliver, order_created, reads_of

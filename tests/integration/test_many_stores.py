@@ -16,9 +16,9 @@ import requests
 
 from devkit.processes import celery_worker
 from devkit.sandbox import StoreSpec, create_app as create_sandbox, serve_in_thread
-from service.signatures import sign
+from service.domain.signatures import sign
 from tests.conftest import TOKEN_KEY, WEBHOOK_SECRET, sample
-from service.keys import KEPT_AFTER_UNINSTALL, Keys
+from service.state.keys import KEPT_AFTER_UNINSTALL, Keys
 from tests.integration.conftest import wait_until
 
 pytestmark = pytest.mark.integration
@@ -132,7 +132,7 @@ def test_rotation_then_a_reused_refresh_token_marks_the_store_and_stops(web, wor
         "expires": first["access_expires_at"] - 10, "scope": "customers.read offline_access"}})
     assert stale.json()["status"] == "ignored"
     # ...but if our store ever held a spent refresh token, Salla revokes the store: we stop.
-    from service.tokens import StoreTokens, TokenStore
+    from service.state.tokens import StoreTokens, TokenStore
     TokenStore(store, "lpr:", [TOKEN_KEY]).save(A, StoreTokens(first["access_token"], first["refresh_token"], 0, "customers.read"))
     order(web, A, 1001, order_id=2)
     wait_until(lambda: admin_store(web, A)["state"] == "needs_reauth", message="store marked for re-authorization")
@@ -175,7 +175,7 @@ def test_uninstall_erases_the_stores_data_and_keeps_only_its_counters(web, worke
     for customer in range(3001, 3006):
         order(web, A, customer)
     wait_until(lambda: store.zcard(keys.pending) == 5, message="five reads waiting")
-    from workers.due_set import DueEntry, DueSet
+    from service.state.due_set import DueEntry, DueSet
     due = DueSet(store, "lpr:")
     due.schedule([(time.time() + 3600, DueEntry(A, c, 7, "0" * 12)) for c in (3001, 3002)])  # held reminders
     before = set(store.scan_iter(match=keys.pattern))

@@ -19,7 +19,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from devkit.logfiles import json_lines
 from devkit.processes import ManagedProcess, celery_beat, celery_worker
 from devkit.redis_server import free_port
-from service.signatures import sign
+from service.domain.signatures import sign
 from tests.conftest import TOKEN_KEY, WEBHOOK_SECRET, sample
 from tests.integration.conftest import REMINDER_SECRET, SANDBOX_TOKEN, wait_until
 
@@ -70,8 +70,8 @@ def gunicorn_web(service_env, tmp_path):
     port, metrics_port = free_port(), free_port()
     env = dict(service_env, PORT=str(port), BIND_ADDRESS="127.0.0.1", METRICS_PORT=str(metrics_port),
                METRICS_ADDRESS="127.0.0.1")
-    process = ManagedProcess([sys.executable, "-m", "gunicorn", "-c", "python:service.gunicorn_conf", "--workers", "2",
-                              "service.app:create_app()"], env, tmp_path / "web.log", ready_text="Booting worker")
+    process = ManagedProcess([sys.executable, "-m", "gunicorn", "-c", "python:service.web.gunicorn_conf", "--workers", "2",
+                              "service.web.app:create_app()"], env, tmp_path / "web.log", ready_text="Booting worker")
     process.start()
     process.url, process.metrics_port = f"http://127.0.0.1:{port}", metrics_port
     wait_until(lambda: _answers(process.url + "/healthz"), message="gunicorn answering")

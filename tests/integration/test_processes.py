@@ -17,7 +17,7 @@ pytestmark = pytest.mark.integration
 
 
 @pytest.mark.parametrize("command", [
-    [sys.executable, "-m", "gunicorn", "--bind", "127.0.0.1:0", "service.app:create_app()"],
+    [sys.executable, "-m", "gunicorn", "--bind", "127.0.0.1:0", "service.web.app:create_app()"],
     [sys.executable, "-m", "celery", "-A", "workers", "worker", "--pool=solo"],
     [sys.executable, "-m", "celery", "-A", "workers", "beat"],
 ])

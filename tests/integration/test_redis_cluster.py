@@ -23,18 +23,18 @@ import requests
 from devkit.processes import celery_worker
 from devkit.redis_cluster import ClusterUnavailable, RedisCluster, binaries
 from devkit.sandbox_seed import lot_row
-from service.app import create_app
-from service.keys import Keys
-from service.redis_client import connect, is_cluster
-from service.settings import Settings
-from service.signatures import sign
-from service.tokens import StoreTokens
+from service.web.app import create_app
+from service.state.keys import Keys
+from service.state.redis_client import connect, is_cluster
+from service.config.settings import Settings
+from service.domain.signatures import sign
+from service.state.tokens import StoreTokens
 from tests.conftest import WEBHOOK_SECRET, sample
 from tests.integration.conftest import wait_until
 from workers import delivery, lifecycle, reminding, sync
-from workers.budget import Budget, Limits
-from workers.due_set import DueEntry, DueSet
-from workers.runtime import build_runtime
+from service.state.budget import Budget, Limits
+from service.state.due_set import DueEntry, DueSet
+from service.ops.runtime import build_runtime
 
 pytestmark = pytest.mark.integration
 FIRST_MERCHANT = 1305146709  # the samples' merchant; the others are the next ids on other nodes

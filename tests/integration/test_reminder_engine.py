@@ -15,11 +15,11 @@ import requests
 
 from devkit.processes import ManagedProcess, celery_worker
 from devkit.sandbox_seed import lot_row
-from service.settings import Settings
+from service.config.settings import Settings
 from workers import reminding, sync
 from workers.delivery import deliver
-from workers.due_set import DueEntry
-from workers.runtime import build_runtime
+from service.state.due_set import DueEntry
+from service.ops.runtime import build_runtime
 from tests.integration.conftest import wait_until
 
 pytestmark = pytest.mark.integration
@@ -73,7 +73,7 @@ class Engine:
         return reminding.sweep(self.rt, self.clock.at(moment), self.send, self.read_now)
 
     def stats(self):
-        from service.admin import outcome_stats
+        from service.ops.admin_views import outcome_stats
         return outcome_stats(self.rt.store, self.rt.keys, M)
 
 
@@ -181,8 +181,8 @@ def test_two_beat_processes_and_a_worker_deliver_thousands_of_due_reminders_once
     engine = Engine(env, Clock(datetime.now(timezone.utc)))
     now = datetime.now(timezone.utc)
     due = engine.rt.due
-    from service.events import Customer
-    from service.loyalty import parse_history
+    from service.domain.events import Customer
+    from service.domain.loyalty import parse_history
     entries = []
     for customer_id in range(10_000, 10_000 + count):
         lots, _ = parse_history(rows([(now + timedelta(days=3), 100 + customer_id % 7, 0)]))

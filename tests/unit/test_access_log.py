@@ -10,9 +10,9 @@ from types import SimpleNamespace
 import fakeredis
 import pytest
 
-from service.access_log import MASK, scrub_atoms, scrub_path, scrub_query, scrub_url
-from service.app import create_app
-from service.unsubscribe import callback_token, make_token
+from service.web.access_log import MASK, scrub_atoms, scrub_path, scrub_query, scrub_url
+from service.web.app import create_app
+from service.domain.unsubscribe import callback_token, make_token
 from tests.conftest import TOKEN_KEY, make_settings
 from tests.unit.test_metrics_and_logs import _loggers_restored
 
@@ -82,7 +82,7 @@ def test_gunicorns_access_line_has_no_token(monkeypatch):
     """Issue 15 item 5, end to end: the line gunicorn writes with our config and WEB_ACCESS_LOG=1."""
     from gunicorn.config import Config
 
-    from service import gunicorn_conf
+    from service.web import gunicorn_conf
 
     monkeypatch.setenv("WEB_ACCESS_LOG", "1")
     conf = importlib.reload(gunicorn_conf)

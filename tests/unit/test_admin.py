@@ -3,9 +3,9 @@ import json
 import fakeredis
 import pytest
 
-from service.app import create_app
+from service.web.app import create_app
 from service.cli import main as cli
-from service.tokens import StoreTokens
+from service.state.tokens import StoreTokens
 from tests.conftest import TOKEN_KEY, make_settings
 
 
@@ -65,9 +65,9 @@ def test_cli_lists_stores_and_rotates_keys(server, monkeypatch, capsys):
     monkeypatch.setattr("service.cli.connect", lambda settings: store)
     monkeypatch.setenv("SALLA_WEBHOOK_SECRET", "x")
     monkeypatch.setenv("TOKEN_ENCRYPTION_KEY", TOKEN_KEY)
-    from service.tokens import TokenStore
+    from service.state.tokens import TokenStore
     TokenStore(store, "lpr:", [TOKEN_KEY]).save(9, StoreTokens("a", "r", 2e9))
-    from service import deployment_secrets
+    from service.state import deployment_secrets
     deployment_secrets.forget_cache()
     holdout_key = deployment_secrets.secret(store, "lpr:", [TOKEN_KEY], "holdout")
     assert cli(["--json", "set-store", "9", "--plan-limit", "720", "--paused"]) == 0
@@ -137,9 +137,9 @@ def _dead_letter(store):
     """A reminder whose every channel refused it, through the real delivery code."""
     import requests
     from tests.unit.test_channels_and_delivery import REMINDER, RID, Recorder
-    from workers.channels import DeliveryPermanentError
+    from service.clients.channels import DeliveryPermanentError
     from workers.delivery import deliver, queue_reminder
-    from workers.runtime import build_runtime
+    from service.ops.runtime import build_runtime
     rt = build_runtime(make_settings(), store, requests.Session())
     rt.channels = [Recorder("webhook", failures=[DeliveryPermanentError("422 unknown shopper")])]
     queue_reminder(rt, REMINDER, 86400, 1e9, lambda *a: None)
@@ -210,7 +210,7 @@ def test_a_setting_named_like_an_argument_is_a_400_not_a_500(server, body):
 @pytest.mark.parametrize("body", [{"channel": 5}, {"channel": ["sms"]}, {"channel": {"a": 1}}, {"channel": True},
                                   {"channel": "pigeon"}, {"lang": 3}, {"lang": "fr"}, [1], "x", 5])
 def test_preview_and_send_test_refuse_a_channel_or_language_they_do_not_know(server, path, body):
-    """Issue 15 item 6: `preview` with a non-string `channel` was a 500 (workers/preview.py);
+    """Issue 15 item 6: `preview` with a non-string `channel` was a 500 (service/ops/preview.py);
     a channel or language that is not one of ours, or a body that is not an object, is a 400."""
     client = app_for(server, ADMIN_TOKEN=ADMIN).test_client()
     if isinstance(body, dict):

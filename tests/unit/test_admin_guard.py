@@ -7,8 +7,8 @@ import logging
 import fakeredis
 import pytest
 
-from service import admin_guard
-from service.app import create_app
+from service.ops import admin_guard
+from service.web.app import create_app
 from tests.conftest import make_settings
 
 TOKEN = "a-long-enough-admin-token-0123456789"
@@ -30,7 +30,7 @@ def app_for(store, **env):
 
 
 def test_a_short_token_turns_the_admin_api_off_and_says_why(store, caplog):
-    with caplog.at_level(logging.ERROR, logger="service.app"):
+    with caplog.at_level(logging.ERROR, logger="service.web.app"):
         client = app_for(store, ADMIN_TOKEN="x" * 31).test_client()
     assert client.get("/admin/stores", headers={"Authorization": "Bearer " + "x" * 31}).status_code == 404
     [record] = [r for r in caplog.records if "admin API off" in r.getMessage()]
@@ -64,7 +64,7 @@ def test_with_an_admin_port_admin_answers_there_only(store):
 
 
 def test_admin_port_must_be_a_port():
-    from service.settings import SettingsError
+    from service.config.settings import SettingsError
 
     with pytest.raises(SettingsError, match="ADMIN_PORT='x' is not a TCP port"):
         make_settings(ADMIN_PORT="x")
@@ -100,7 +100,7 @@ def test_failures_leave_the_window_after_a_minute(store):
 def test_every_change_is_audited_without_values(store, caplog):
     client = app_for(store, ADMIN_TOKEN=TOKEN).test_client()
     secret = "wa-access-token-value-never-logged"
-    with caplog.at_level(logging.INFO, logger="service.admin_guard"):
+    with caplog.at_level(logging.INFO, logger="service.ops.admin_guard"):
         client.put("/admin/stores/7", json={"paused": True, "point_value_sar": 0.05}, headers=AUTH,
                    environ_overrides={"REMOTE_ADDR": "10.0.0.5"})
         client.put("/admin/stores/7/channels", json={"whatsapp": {"access_token": secret}}, headers=AUTH)
@@ -144,7 +144,7 @@ def test_every_read_of_personal_data_is_audited_without_the_data(store, caplog, 
     answer; never the name, mobile or e-mail it returned."""
     _shopper(store)
     client = app_for(store, ADMIN_TOKEN=TOKEN).test_client()
-    with caplog.at_level(logging.INFO, logger="service.admin_guard"):
+    with caplog.at_level(logging.INFO, logger="service.ops.admin_guard"):
         exported = client.get("/admin/stores/7/customers/5/export", headers=AUTH,
                               environ_overrides={"REMOTE_ADDR": "10.0.0.9"})
         missing = client.get("/admin/stores/7/customers/6/export", headers=AUTH)

@@ -2,7 +2,7 @@
 import fakeredis
 import pytest
 
-from workers.budget import Budget, Limits
+from service.state.budget import Budget, Limits
 
 M = 42
 LIMITS = Limits(plan_limit=120, plan_window=60, customer_limit=5, customer_window=10)

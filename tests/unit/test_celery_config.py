@@ -10,13 +10,13 @@ import pytest
 import redis
 
 from devkit.redis_server import free_port
-from service.app import create_app
-from service.celery_config import (MAX_TASK_COUNTDOWN_SECONDS, REDIS_RESTORE_INTERVAL_SECONDS,
+from service.web.app import create_app
+from service.config.celery_config import (MAX_TASK_COUNTDOWN_SECONDS, REDIS_RESTORE_INTERVAL_SECONDS,
                                    VISIBILITY_TIMEOUT_SECONDS, broker_is_redis, celery_config,
                                    kombu_broker_url)
-from service.queue import EventQueue, QueueUnavailable
-from service.settings import SettingsError
-from service.signatures import sign
+from service.clients.queue import EventQueue, QueueUnavailable
+from service.config.settings import SettingsError
+from service.domain.signatures import sign
 from tests.conftest import WEBHOOK_SECRET, make_settings, sample_bytes
 
 
@@ -98,7 +98,7 @@ def test_the_rest_does_not_depend_on_the_broker():
 
 
 def test_a_redis_broker_installs_the_kombu_guard():
-    from service import kombu_workarounds
+    from service.config import kombu_workarounds
 
     celery_config(make_settings())
     assert kombu_workarounds.guarded()

@@ -6,12 +6,12 @@ import pytest
 import requests
 import responses
 
-from service.signatures import sign
-from workers.channels import DeliveryPermanentError, DeliveryTransientError, LogChannel, WebhookChannel
+from service.domain.signatures import sign
+from service.clients.channels import DeliveryPermanentError, DeliveryTransientError, LogChannel, WebhookChannel
 from tests.conftest import make_settings
 from workers.delivery import DELIVERY_LEASE_SECONDS, MAX_ATTEMPTS, deliver, queue_reminder
-from workers.due_set import DueEntry
-from workers.runtime import build_runtime
+from service.state.due_set import DueEntry
+from service.ops.runtime import build_runtime
 
 RID = "c0ffee00c0ffee00c0ffee00c0ffee00"
 REMINDER = {
@@ -27,9 +27,9 @@ def test_log_channel_writes_one_structured_line_without_contact_data(caplog):
     with caplog.at_level(logging.INFO, logger="reminders"):
         LogChannel().send(REMINDER)
     [record] = caplog.records
-    line = record.lpr_data  # the JSON log line's `data` (service/logs.py)
+    line = record.lpr_data  # the JSON log line's `data` (service/config/logs.py)
     assert line["reminder_id"] == RID and line["points_expiring"] == 400 and line["stage_days"] == 7
-    from service.logs import JsonFormatter
+    from service.config.logs import JsonFormatter
 
     formatted = JsonFormatter("worker").format(record)
     assert json.loads(formatted)["data"] == line
@@ -156,8 +156,8 @@ def test_a_refusal_everywhere_is_a_dead_letter_not_a_reminder(rt):
     # The stage is not queued again while an operator decides...
     assert rt.ledger.marks(1, 2).named == {"a": 7}
     # ...and a replay delivers it.
-    from workers import delivery
-    assert delivery.replay(rt.ledger, rt.due, 1, RID, rt.clock())
+    from service.ops import dead_letters
+    assert dead_letters.replay(rt.ledger, rt.due, 1, RID, rt.clock())
     assert deliver(rt, 1, 2, RID, rt.clock()) == "sent"
     assert rt.ledger.dead_letters(1) == [] and stats(rt)["7:reminders_sent"] == "1"
 
@@ -171,12 +171,12 @@ def test_retries_used_up_make_a_dead_letter_and_drop_gives_up_on_it(rt):
         rt.clock.now += 3600
     assert outcomes == ["retrying"] * (MAX_ATTEMPTS - 1) + ["dead"]
     assert rt.registry.counters(1)["reminders_dead"] == 1
-    from workers import delivery
-    assert delivery.drop(rt.ledger, rt.due, 1, RID, rt.clock())
+    from service.ops import dead_letters
+    assert dead_letters.drop(rt.ledger, rt.due, 1, RID, rt.clock())
     assert rt.ledger.get(1, RID).state == "dropped" and rt.ledger.dead_letters(1) == []
     marks = rt.ledger.marks(1, 2)
     assert marks.sent == {} and marks.named == {"a": 7}  # handled at its stage, not counted as reminded
-    assert not delivery.drop(rt.ledger, rt.due, 1, RID, rt.clock())
+    assert not dead_letters.drop(rt.ledger, rt.due, 1, RID, rt.clock())
 
 
 def test_a_publish_failure_loses_nothing_the_timer_publishes_it(rt):
@@ -201,7 +201,7 @@ def test_a_paused_store_keeps_the_reminder_and_sends_it_after_resuming(rt):
 
 def test_an_opt_out_since_cancels_the_delivery(rt):
     queue(rt)
-    from service.events import Customer
+    from service.domain.events import Customer
     rt.profiles.save(1, Customer(2, "سارة", None, None, False))
     assert deliver(rt, 1, 2, RID, rt.clock()) == "cancelled"
     assert rt.ledger.marks(1, 2).claims == {} and [c.sent for c in rt.channels] == [[], []]

@@ -9,10 +9,10 @@ import pytest
 import redis
 
 from service.cli import main as cli
-from service.stores import StoreRegistry
-from service.tokens import StoreTokens, TokenStore
+from service.state.stores import StoreRegistry
+from service.state.tokens import StoreTokens, TokenStore
 from tests.conftest import TOKEN_KEY
-from workers.due_set import DueSet
+from service.state.due_set import DueSet
 from tests.unit.test_due_set_shards import entry
 
 
@@ -106,8 +106,8 @@ def test_progress_bars_only_for_a_person_at_a_terminal(store, monkeypatch):
     assert cli(["rotate-token-keys"]) == 0
     assert cli(["--json", "rotate-token-keys"]) == 0
     assert seen == [("shards", True), ("stores", True), ("stores", False)]
-    monkeypatch.setattr("service.queue.EventQueue.publish", lambda self, task, args: None)
-    monkeypatch.setattr("workers.backfill.progress", lambda *a, **k: {"state": "done", "customers_read": 3,
+    monkeypatch.setattr("service.clients.queue.EventQueue.publish", lambda self, task, args: None)
+    monkeypatch.setattr("service.ops.backfill.progress", lambda *a, **k: {"state": "done", "customers_read": 3,
                                                                       "customers_listed": 3})
     assert cli(["backfill", "7", "--watch"]) == 0
     assert seen[-1] == ("customers read", True)
@@ -115,7 +115,7 @@ def test_progress_bars_only_for_a_person_at_a_terminal(store, monkeypatch):
 
 def test_forget_customer_dry_run_counts_and_erases_nothing(store, capsys):
     """Issue 16 item 5: --dry-run on forget-customer."""
-    from service.keys import Keys
+    from service.state.keys import Keys
     StoreRegistry(store, "lpr:").set_state(7, "active")
     store.hset(Keys("lpr:").store(7).profile(5), mapping={"customer_id": "5", "points": "100"})
     keys_before = sorted(store.keys("*"))

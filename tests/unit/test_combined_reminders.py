@@ -15,19 +15,20 @@ import pytest
 import requests
 import responses
 
-from service.events import Customer
-from service.expiry import StageGroup
-from service.loyalty import Lot
-from service.messages import Renderer, whatsapp_parameters
-from service.reminders import build_reminder
+from service.domain.events import Customer
+from service.domain.expiry import StageGroup
+from service.domain.loyalty import Lot
+from service.domain.messages import Renderer, whatsapp_parameters
+from service.domain.reminders import build_reminder
 from tests.conftest import make_settings
-from workers.channels import WebhookChannel
-from workers.delivery import deliver, drop
-from workers.ledger import DEAD, parse_marks
-from workers.providers.email import EmailChannel
-from workers.providers.sms import SmsChannel
+from service.clients.channels import WebhookChannel
+from workers.delivery import deliver
+from service.ops.dead_letters import drop
+from service.state.ledger import DEAD, parse_marks
+from service.clients.providers.email import EmailChannel
+from service.clients.providers.sms import SmsChannel
 from workers.reminding import after_read
-from workers.runtime import build_runtime
+from service.ops.runtime import build_runtime
 
 RIYADH = ZoneInfo("Asia/Riyadh")
 NOON = datetime(2026, 11, 25, 12, 0, tzinfo=RIYADH)
@@ -171,8 +172,8 @@ def test_the_webhook_keeps_its_fields_and_adds_the_other_stages_as_a_list():
 def test_the_preview_from_the_last_read_shows_every_stage_in_one_message(rt):
     """Issue 15 item 15: `preview` of a customer known only by a read shows what the engine sends:
     one message naming both stages."""
-    from workers.channels import ChannelDirectory
-    from workers.preview import preview
+    from service.clients.channels import ChannelDirectory
+    from service.ops.preview import preview
     from workers.reminding import save_lots
 
     save_lots(rt, M, C, LOTS, NOON)
@@ -188,7 +189,7 @@ def test_the_preview_from_the_last_read_shows_every_stage_in_one_message(rt):
 def test_a_store_template_is_checked_with_other_stages_too():
     """Issue 15 item 15: an override is tried at save time on a message naming two stages too, so
     one that breaks only on `others` is refused there, not at send time."""
-    from service.messages import TemplateProblem, check_template
+    from service.domain.messages import TemplateProblem, check_template
 
     check_template("sms.en.txt", "{{ points_text }}{% for o in others %}, {{ o.points_text }} on {{ o.expiry }}{% endfor %}")
     with pytest.raises(TemplateProblem, match="sms.en.txt"):

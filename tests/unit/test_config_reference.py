@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from service import config_reference
-from service.config_reference import ALL_APP, reference, render, settings_definitions
+from service.config import reference as config_reference
+from service.config.reference import ALL_APP, reference, render, settings_definitions
 
 ROOT = Path(__file__).resolve().parents[2]
 APP_SERVICES = ("web", "intake", "reads", "deliveries", "sweeper", "beat", "flower")
@@ -107,7 +107,7 @@ def test_base_images_are_pinned_to_a_version(compose):
 
 
 @pytest.mark.parametrize("code", ["import workers.celery",
-                                  "from service import gunicorn_conf; gunicorn_conf.on_starting(None)"])
+                                  "from service.web import gunicorn_conf; gunicorn_conf.on_starting(None)"])
 def test_an_empty_token_key_is_one_clear_line_not_a_traceback(code, tmp_path):
     """Issue 16 item 3: `cp .env.example .env` leaves TOKEN_ENCRYPTION_KEY empty; web and workers
     stop with one line naming it and the command that makes one (exit 2), not a traceback."""

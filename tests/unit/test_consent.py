@@ -10,18 +10,18 @@ import fakeredis
 import pytest
 import requests
 
-from service.app import create_app
-from service.events import Customer
-from service.keys import KEPT_AFTER_UNINSTALL
-from service.loyalty import Lot
-from service.stores import UNINSTALLED
-from service.tokens import StoreTokens
-from service.unsubscribe import make_token
+from service.web.app import create_app
+from service.domain.events import Customer
+from service.state.keys import KEPT_AFTER_UNINSTALL
+from service.domain.loyalty import Lot
+from service.state.stores import UNINSTALLED
+from service.state.tokens import StoreTokens
+from service.domain.unsubscribe import make_token
 from tests.conftest import make_settings
 from tests.unit.test_channels_and_delivery import Recorder
 from workers import lifecycle, reminding, sync
 from workers.delivery import deliver
-from workers.runtime import build_runtime
+from service.ops.runtime import build_runtime
 
 M, C = 1305146709, 1001
 NOW = datetime(2026, 11, 25, 12, 0, tzinfo=timezone.utc)
@@ -208,7 +208,7 @@ def test_a_queued_reminder_is_not_sent_to_a_suppressed_customer_whose_profile_is
 def test_suppression_digests_are_keyed_and_survive_a_key_rotation(secrets):
     """Issue 15 item 9: entries are HMACs under the deployment's key (TOKEN_ENCRYPTION_KEY):
     written under the first, found under any listed, so a rotation keeps them."""
-    from service import suppression
+    from service.domain import suppression
     written = suppression.digests("k1", M, C, "+966 50 000 0001", "Sara@Example.SA ")
     assert written == suppression.digests("k1", M, C, "+966500000001", "sara@example.sa")
     assert set(written) <= set(suppression.lookups(secrets, M, C, "+966500000001", "sara@example.sa"))

@@ -1,14 +1,14 @@
 """Issue 17, section 1 (holdout): the assignment's key is a deployment secret that a rotation of
 TOKEN_ENCRYPTION_KEY (`new,old`, rotate-token-keys, then drop `old`) never changes, or customers
-would switch groups. service/deployment_secrets.py."""
+would switch groups. service/state/deployment_secrets.py."""
 from __future__ import annotations
 
 import fakeredis
 import pytest
 from cryptography.fernet import Fernet
 
-from service import deployment_secrets
-from service.keys import Keys, lifetime
+from service.state import deployment_secrets
+from service.state.keys import Keys, lifetime
 from tests.conftest import TOKEN_KEY
 
 PREFIX = "lpr:"

@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings, strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
-from workers.due_set import REMINDER_KEY_HEX, DueEntry, DueSet, customer_prefix, lex_range
+from service.state.due_set import REMINDER_KEY_HEX, DueEntry, DueSet, customer_prefix, lex_range
 
 RID = "cc700ffe4cb0720126c625280ab43958"
 LEASE = 10.0

@@ -9,9 +9,9 @@ import pytest
 from hypothesis import given, strategies as st
 
 from service.cli import main as cli
-from service.keys import Keys
+from service.state.keys import Keys
 from tests.conftest import TOKEN_KEY
-from workers.due_set import DueEntry, DueSet, shard_of, split_quota
+from service.state.due_set import DueEntry, DueSet, shard_of, split_quota
 
 LEASE = 10.0
 
@@ -242,7 +242,7 @@ def test_a_customers_entries_are_found_in_the_stores_shard():
     """The PDPL export lists a customer's entries: they are in the store's shard, not shard 0."""
     import fakeredis
 
-    from workers.due_set import DueEntry, DueSet
+    from service.state.due_set import DueEntry, DueSet
 
     store = fakeredis.FakeRedis()
     due = DueSet(store, "x:", shards=4)

@@ -1,5 +1,5 @@
 """Issue 15 item 18: a shopper's e-mail address is one plain addr-spec, or the e-mail channel
-fails for good at once (workers/providers/base.py email_address), never a retried ValueError
+fails for good at once (service/clients/providers/base.py email_address), never a retried ValueError
 and never a second recipient. A real SMTP server on loopback receives what is sent."""
 from __future__ import annotations
 
@@ -11,12 +11,12 @@ import requests
 from hypothesis import given, settings, strategies as st
 
 from devkit.providers import SmtpFake
-from service.messages import Renderer
+from service.domain.messages import Renderer
 from tests.conftest import make_settings
 from workers.delivery import deliver, queue_reminder
-from workers.providers.base import DeliveryPermanentError, single_address
-from workers.providers.email import EmailChannel
-from workers.runtime import build_runtime
+from service.clients.providers.base import DeliveryPermanentError, single_address
+from service.clients.providers.email import EmailChannel
+from service.ops.runtime import build_runtime
 
 RID = "cd" * 16
 M, C = 77, 5

@@ -10,15 +10,15 @@ import fakeredis
 import pytest
 import responses
 
-from service.app import create_app
-from service.embedded_session import COOKIE
+from service.web.app import create_app
+from service.web.embedded_session import COOKIE
 from tests.conftest import FIXTURES, make_settings
-from workers.ledger import Ledger
+from service.state.ledger import Ledger
 
 INTROSPECT = "https://api.salla.dev/exchange-authority/v1/introspect"
 EXAMPLES = json.loads((FIXTURES / "introspect.json").read_text(encoding="utf-8"))
 APP_ID = "513499943"
-D1, D2 = "a1" * 16, "b2" * 16  # reminder ids, as service/reminders.py makes them
+D1, D2 = "a1" * 16, "b2" * 16  # reminder ids, as service/domain/reminders.py makes them
 
 
 def app_for(**env):
@@ -39,7 +39,7 @@ def salla_says(merchant_id: int | None, exp: str = "2999-01-19T12:00:00Z"):
 
 def seed_month(app, merchant_id: int, sent: int):
     deps = app.extensions["reminder_service"]
-    from service import store_figures
+    from service.state import store_figures
     import time
     for n in range(sent):
         store_figures.record_sent(deps.redis, deps.keys, merchant_id, 1000 + n, [(7, 100)], f"r{merchant_id}-{n}",

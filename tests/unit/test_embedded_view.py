@@ -1,11 +1,11 @@
-"""Issue 17 §2: what the embedded page shows, from plain dicts (service/embedded_view.py)."""
+"""Issue 17 §2: what the embedded page shows, from plain dicts (service/web/embedded_view.py)."""
 import re
 
 import fakeredis
 import pytest
 
-from service import embedded_view as view
-from service.holdout import store_report
+from service.web import embedded_view as view
+from service.state.holdout import store_report
 from tests.conftest import make_settings
 
 STAGE = {"customers": 0, "points": 0, "used_share": None, "lost_share": None}
@@ -19,7 +19,7 @@ OK = {"percent": 10, "status": "ok", "customers_needed": None, "effect": 0.152, 
 
 
 def test_a_store_without_a_holdout_reports_the_agreed_off_shape():
-    """Issue 17 §2: the page reads service/holdout.py store_report's contract; a store with no
+    """Issue 17 §2: the page reads service/state/holdout.py store_report's contract; a store with no
     holdout and no held-out data says off."""
     contract = {"percent": 0, "status": "off", "customers_needed": None, "effect": None, "ci95": None,
                 "points_reminded": 0, "points_saved": None, "sar_saved": None}
@@ -83,8 +83,8 @@ def test_channels_show_set_up_rates_and_what_needs_the_merchant():
 
 def test_the_store_alarms_read_are_the_ones_the_providers_raise():
     """The page reads each store's alarms by name; the names are the providers' own."""
-    from workers.channels import template_alarm
-    from workers.providers import email, sms, whatsapp
+    from service.clients.channels import template_alarm
+    from service.clients.providers import email, sms, whatsapp
     raised = {whatsapp.token_alarm(7), whatsapp.setup_alarm(7), sms.account_alarm(7), email.account_alarm(7),
               template_alarm(7)}
     assert raised == {f"{prefix}_7" for prefix in view.STORE_ALARMS}

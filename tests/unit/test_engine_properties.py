@@ -24,12 +24,12 @@ import fakeredis
 import requests
 from hypothesis import HealthCheck, example, given, settings as hsettings, strategies as st
 
-from service.events import Customer
-from service.loyalty import Lot
+from service.domain.events import Customer
+from service.domain.loyalty import Lot
 from tests.conftest import make_settings
 from workers import reminding
 from workers.delivery import deliver
-from workers.runtime import build_runtime
+from service.ops.runtime import build_runtime
 
 RIYADH = ZoneInfo("Asia/Riyadh")
 T0 = datetime(2026, 11, 25, 12, 0, tzinfo=RIYADH)
@@ -205,8 +205,8 @@ plan_lots = st.lists(st.tuples(st.integers(1, 40 * 24 * 60),     # expires in (m
 
 
 def _planned(lot_specs, quiet: str, since_minutes: int | None):
-    from service.schedule import plan
-    from service.send_window import parse_quiet_hours
+    from service.domain.schedule import plan
+    from service.domain.send_window import parse_quiet_hours
 
     lots = [TrueLot(f"l{i}", T0 - timedelta(days=60), T0 + minutes * timedelta(minutes=1), points, None).at(T0)
             for i, (minutes, points, _) in enumerate(lot_specs)]

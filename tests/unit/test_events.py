@@ -3,7 +3,7 @@ import json
 import pytest
 from hypothesis import given, strategies as st
 
-from service.events import Customer, EventError, customer_of, e164, is_handled, parse_envelope
+from service.domain.events import Customer, EventError, customer_of, e164, is_handled, parse_envelope
 from tests.conftest import SAMPLES, sample_bytes
 
 

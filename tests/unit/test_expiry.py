@@ -2,8 +2,8 @@ from datetime import datetime, timedelta, timezone
 
 from hypothesis import given, strategies as st
 
-from service.expiry import due_groups, stage_of
-from service.loyalty import Lot
+from service.domain.expiry import due_groups, stage_of
+from service.domain.loyalty import Lot
 
 NOW = datetime(2026, 11, 25, 12, 0, tzinfo=timezone.utc)
 STAGES = (30, 7, 1)

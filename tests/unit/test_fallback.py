@@ -8,16 +8,16 @@ import hmac
 import pytest
 
 from devkit.providers import WhatsAppFake
-from service.channel_settings import ChannelSettings
-from service.unsubscribe import dlr_url
+from service.state.channel_settings import ChannelSettings
+from service.domain.unsubscribe import dlr_url
 from tests.conftest import TOKEN_KEY
 from tests.unit.test_shopper_channels import (C, M, RID, WA, Fake, queue, rt, web,  # noqa: F401 (fixtures)
                                               with_channels)
-from workers import delivery
+from service.ops import dead_letters
 from workers.delivery import deliver
-from workers.fallback import (DEAD, MOVE_ON, NONE, RECORD, LateFailure, classify_sms, classify_whatsapp, decide,
+from service.ops.fallback import (DEAD, MOVE_ON, NONE, RECORD, LateFailure, classify_sms, classify_whatsapp, decide,
                               handle_late_failure, reopen_at)
-from workers.ledger import Record
+from service.state.ledger import Record
 
 UNDELIVERABLE = LateFailure("undeliverable", True, "WhatsApp error 131026")
 ORDER = ["whatsapp", "sms", "email"]
@@ -110,7 +110,7 @@ def test_sms_report_words():
 
 
 def test_reopen_waits_for_the_end_of_quiet_hours():
-    from service.send_window import parse_quiet_hours
+    from service.domain.send_window import parse_quiet_hours
     quiet = parse_quiet_hours("21:00-09:00")
     at_11_riyadh = 1_800_000_000.0  # 2027-01-15 08:00 UTC
     far = {"earliest_expiry": "2027-02-01T00:00:00+03:00"}
@@ -194,7 +194,7 @@ def test_every_channel_failing_late_ends_a_dead_letter_that_can_be_replayed_or_d
     assert counters(rt)["reminders_dead"] == 1 and counters(rt)["reminders_sent"] == 1
     assert counters(rt)["fallbacks_after_failure"] == 2
     # An operator replays it: every channel again, still counted once as sent.
-    assert delivery.replay(rt.ledger, rt.due, M, RID, rt.clock())
+    assert dead_letters.replay(rt.ledger, rt.due, M, RID, rt.clock())
     assert deliver(rt, M, C, RID, rt.clock()) == "sent" and wa.sent == [RID, RID]
     assert counters(rt)["reminders_sent"] == 1
     assert late(rt, "whatsapp") == "moved_on"  # and once more, down the list
@@ -202,7 +202,7 @@ def test_every_channel_failing_late_ends_a_dead_letter_that_can_be_replayed_or_d
     late(rt, "sms")
     deliver(rt, M, C, RID, rt.clock())
     assert late(rt, "email") == "dead"
-    assert delivery.drop(rt.ledger, rt.due, M, RID, rt.clock()) and rt.ledger.get(M, RID).state == "dropped"
+    assert dead_letters.drop(rt.ledger, rt.due, M, RID, rt.clock()) and rt.ledger.get(M, RID).state == "dropped"
 
 
 def test_a_late_failure_while_the_attempt_runs_is_not_lost(rt):  # noqa: F811
@@ -221,7 +221,7 @@ def test_a_late_failure_while_the_attempt_runs_is_not_lost(rt):  # noqa: F811
 
 
 def test_quiet_hours_hold_the_fallback_until_the_window_opens(rt):  # noqa: F811
-    from service.send_window import parse_quiet_hours
+    from service.domain.send_window import parse_quiet_hours
     wa, sms = with_channels(rt, "first", Fake("whatsapp"), Fake("sms"))
     queue(rt)
     deliver(rt, M, C, RID, rt.clock())

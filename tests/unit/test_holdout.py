@@ -13,15 +13,15 @@ import fakeredis
 import pytest
 import requests
 
-from service import deployment_secrets, holdout
-from service.events import Customer
-from service.holdout_effect import (MIN_CUSTOMERS_PER_GROUP, GroupSums, cluster_increments, customers_needed,
+from service.state import deployment_secrets, holdout
+from service.domain.events import Customer
+from service.domain.holdout_effect import (MIN_CUSTOMERS_PER_GROUP, GroupSums, cluster_increments, customers_needed,
                                     effect)
-from service.loyalty import Lot
-from service.stores import CONFIG_FIELDS, ConfigError
+from service.domain.loyalty import Lot
+from service.state.stores import CONFIG_FIELDS, ConfigError
 from tests.conftest import TOKEN_KEY, make_settings
 from workers import reminding
-from workers.runtime import build_runtime
+from service.ops.runtime import build_runtime
 
 M = 1305146709
 NOW = datetime(2026, 11, 25, 8, 0, tzinfo=timezone.utc)  # 11:00 in Riyadh: outside quiet hours
@@ -59,7 +59,7 @@ def test_assignment_is_keyed_per_store_and_raising_the_share_only_adds_customers
 
 
 def test_the_key_is_the_deployment_secret_and_no_customer_is_stored():
-    """Issue 17 §1: the assignment's key is service/deployment_secrets.py's "holdout" secret; deciding
+    """Issue 17 §1: the assignment's key is service/state/deployment_secrets.py's "holdout" secret; deciding
     writes nothing per customer."""
     settings = make_settings()
     store = fakeredis.FakeRedis()
@@ -74,7 +74,7 @@ def synthetic_store(seed: int, reminded_use: float, held_out_use: float = 0.30, 
                     percent: int = 10) -> tuple[GroupSums, GroupSums]:
     """A store whose customers each use their lots with their own propensity (mean 30 % held out,
     `reminded_use` reminded; strongly clustered: Beta with a+b = 2), 1-4 lots each of lognormal
-    points. The sums are those over customers' totals (equal to the running sums service/holdout.py
+    points. The sums are those over customers' totals (equal to the running sums service/state/holdout.py
     keeps: test_the_running_sums_equal_the_sums_over_customers)."""
     rng = random.Random(seed)
     groups: dict[bool, list] = {True: [], False: []}
@@ -198,10 +198,10 @@ def test_the_holdout_percent_is_checked_like_every_store_setting(bad):
 def test_the_setting_from_the_environment_the_admin_api_the_cli_and_the_salla_form(monkeypatch, capsys):
     """Issue 17 §1: HOLDOUT_PERCENT (default 0) for stores that set nothing; holdout_percent in the
     admin API, set-store and Salla's app-settings form, refused with a 4xx / exit 2 when out of bounds."""
-    from service.app import create_app
+    from service.web.app import create_app
     from service.cli import main as cli
-    from service.settings import SettingsError
-    from service.store_policy import policy_for
+    from service.config.settings import SettingsError
+    from service.domain.store_policy import policy_for
 
     assert make_settings().holdout_percent == 0 and make_settings(HOLDOUT_PERCENT="15").holdout_percent == 15
     with pytest.raises(SettingsError, match="HOLDOUT_PERCENT"):
@@ -307,9 +307,9 @@ def test_outcomes_settle_for_both_groups_when_their_lots_are_over():
 def test_the_admin_api_the_cli_and_prometheus_show_the_figures(monkeypatch, capsys):
     """Issue 17 §1: the same figures in the admin API, the CLI and Prometheus (per stage only: no
     store or customer label)."""
-    from service.app import create_app
+    from service.web.app import create_app
     from service.cli import main as cli
-    from service.metrics import RedisStateCollector
+    from service.state.gauges import RedisStateCollector
 
     server = fakeredis.FakeServer()
     store = fakeredis.FakeRedis(server=server, decode_responses=True)

@@ -3,10 +3,10 @@ import fakeredis
 import pytest
 import requests
 
-from service.intake import CLAIM_SECONDS, NUDGE_SECONDS, PUBLISH, RECOVER_AFTER_SECONDS, REPEAT, STORED, Intake
+from service.state.intake import CLAIM_SECONDS, NUDGE_SECONDS, PUBLISH, RECOVER_AFTER_SECONDS, REPEAT, STORED, Intake
 from tests.conftest import make_settings
 from workers import tasks
-from workers.runtime import build_runtime
+from service.ops.runtime import build_runtime
 
 M = 1305146709
 EVENT = {"event": "order.created", "merchant_id": M, "event_created_at": "", "received_at": "",

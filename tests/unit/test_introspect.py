@@ -1,10 +1,10 @@
-"""Issue 17 §2: Salla's Token Introspect answer, read strictly (service/introspect.py)."""
+"""Issue 17 §2: Salla's Token Introspect answer, read strictly (service/clients/introspect.py)."""
 import json
 
 import pytest
 from hypothesis import given, strategies as st
 
-from service.introspect import Introspection, IntrospectUnavailable, TokenRefused, introspect, parse_answer
+from service.clients.introspect import Introspection, IntrospectUnavailable, TokenRefused, introspect, parse_answer
 from tests.conftest import FIXTURES
 
 EXAMPLES = json.loads((FIXTURES / "introspect.json").read_text(encoding="utf-8"))

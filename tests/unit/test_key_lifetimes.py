@@ -1,5 +1,5 @@
 """Issue 15 item 19: every Redis key has a lifetime or an owner that deletes it, as
-service/keys.py says (LIFETIMES). The service's flows run here on fakeredis (a webhook through
+service/state/keys.py says (LIFETIMES). The service's flows run here on fakeredis (a webhook through
 the web app, its read, the reminders, their delivery, a dead letter, a backfill, an alarm, the
 admin API); every key they leave must be documented, and those documented as expiring must carry
 a TTL. tests/integration/test_end_to_end.py checks the same after a real run on real Redis."""
@@ -14,12 +14,13 @@ import pytest
 import requests
 import responses
 
-from service.app import create_app
-from service.keys import lifetime
-from service.signatures import sign
+from service.web.app import create_app
+from service.state.keys import lifetime
+from service.domain.signatures import sign
 from tests.conftest import WEBHOOK_SECRET, make_settings, sample
+from service.ops import backfill as backfill_runs  # start, state, progress
 from workers import backfill, delivery, sync
-from workers.runtime import build_runtime
+from service.ops.runtime import build_runtime
 
 M, C = 1305146709, 225167971
 LOYALTY = "https://api.salla.dev/admin/v2/customers/loyalty/points"
@@ -35,7 +36,7 @@ def undocumented_or_immortal(store, prefix: str) -> list[str]:
         key = key.decode() if isinstance(key, bytes) else key
         found = lifetime(prefix, key)
         if found is None:
-            problems.append(f"{key}: not in service/keys.py LIFETIMES")
+            problems.append(f"{key}: not in service/state/keys.py LIFETIMES")
         elif found.expires and store.ttl(key) < 0:
             problems.append(f"{key}: documented to expire ({found.ends}) but has no TTL")
     return problems
@@ -98,13 +99,13 @@ def test_every_key_a_full_run_leaves_has_a_ttl_or_a_documented_owner():
             sync.forget_correlation(rt, m, c)  # as workers/tasks.py does once a read is over
 
     read_all()
-    backfill.start(rt.store, rt.keys, M, time.time(), "test")
+    backfill_runs.start(rt.store, rt.keys, M, time.time(), "test")
     assert backfill.list_page(rt, M) == "listed"
     read_all()
     assert published, "the reads queued reminders"
     for m, c, rid in published:
         delivery.deliver(rt, m, c, rid, time.time())
-    assert backfill.state(rt.store, rt.keys, M)["state"] == "done"
+    assert backfill_runs.state(rt.store, rt.keys, M)["state"] == "done"
     # A dead letter, an alarm, and the admin API (audit, auth failures).
     dead_id = "d" * 32
     rt.ledger.create({**rt.ledger.get(*published[0][::2]).reminder, "reminder_id": dead_id}, 3600, time.time())
@@ -148,7 +149,7 @@ def test_an_expired_dead_letter_no_longer_counts_and_the_dead_set_expires(monkey
 
 
 def test_a_late_failure_that_kills_a_sent_reminder_lists_it_for_as_long_as_its_record():
-    """Issue 15 item 19: the other way into `dead` (workers/fallback.py) scores it the same way."""
+    """Issue 15 item 19: the other way into `dead` (service/ops/fallback.py) scores it the same way."""
     rt = bare_runtime()
     k = rt.keys.store(M)
     rid = "f" * 32
@@ -200,15 +201,15 @@ def test_backfill_seen_goes_when_the_run_ends():
     responses.get(CUSTOMERS, json=page([{"id": C, "first_name": "x", "last_name": "y", "mobile": 501111111,
                                          "mobile_code": "+966", "email": "c@example.com"}]))
     responses.get(LOYALTY, json=page([]))
-    backfill.start(rt.store, rt.keys, M, time.time(), "test")
+    backfill_runs.start(rt.store, rt.keys, M, time.time(), "test")
     assert backfill.list_page(rt, M) == "listed" and rt.store.exists(k.backfill_seen)
     reads = []
     sync.pump(rt, M, lambda m, c, pages, lease: reads.append((c, pages, lease)), lambda m, wait: None)
     for c, pages, lease in reads:
         sync.sync_customer(rt, M, c, pages, lambda *a: None, lease=lease)
-    assert backfill.state(rt.store, rt.keys, M)["state"] == "done" and not rt.store.exists(k.backfill_seen)
+    assert backfill_runs.state(rt.store, rt.keys, M)["state"] == "done" and not rt.store.exists(k.backfill_seen)
     # A run that fails lets it go too.
-    backfill.start(rt.store, rt.keys, M, time.time(), "test")
+    backfill_runs.start(rt.store, rt.keys, M, time.time(), "test")
     rt.store.sadd(k.backfill_seen, C)
     responses.replace(responses.GET, CUSTOMERS, status=422, json=sample("errors.json")["422_missing_customer_id"])
     assert backfill.list_page(rt, M) == "failed" and not rt.store.exists(k.backfill_seen)
@@ -217,7 +218,7 @@ def test_backfill_seen_goes_when_the_run_ends():
 def test_an_alarm_goes_by_itself_a_while_after_its_last_raise(monkeypatch):
     """Issue 15 item 19: `alarm:*` lived until an operator cleared it, also when its cause had
     gone (a store uninstalled, a provider fixed)."""
-    from service.alarms import ALARM_KEEP_SECONDS
+    from service.state.alarms import ALARM_KEEP_SECONDS
     rt = bare_runtime()
     rt.alarms.raise_("sms_account_1", "the account refused us")
     key = rt.keys.alarm("sms_account_1")

@@ -7,12 +7,14 @@ from datetime import datetime, timedelta, timezone
 import fakeredis
 import requests
 
-from service.events import Customer
-from service.loyalty import Lot
+from service.domain.events import Customer
+from service.domain import loyalty
+from service.domain.loyalty import Lot
 from tests.conftest import make_settings
-from workers import delivery, personal_data, reminding
-from workers.fallback import LateFailure, handle_late_failure
-from workers.runtime import build_runtime
+from workers import delivery, reminding
+from service.ops import dead_letters, personal_data
+from service.ops.fallback import LateFailure, handle_late_failure
+from service.ops.runtime import build_runtime
 
 M = 1305146709
 C = 5
@@ -100,7 +102,7 @@ def test_a_sent_reminder_that_failed_later_goes_out_in_full_again_and_a_replay_s
                                  ["whatsapp", "sms"], "first", NOW.timestamp(), "Asia/Riyadh", None,
                                  lambda *a: None)
     assert result == "dead"  # no channel left: a dead letter
-    replayed = delivery.replay(rt.ledger, rt.due, M, rid, NOW.timestamp())
+    replayed = dead_letters.replay(rt.ledger, rt.due, M, rid, NOW.timestamp())
     assert replayed
     assert delivery.deliver(rt, M, C, rid, NOW.timestamp()) == "sent"
     assert [sent["reminder_id"] for sent in second.sent] == [rid]
@@ -144,10 +146,10 @@ def test_lots_are_kept_in_a_shorter_form():
     """Issue 18 goal 1: the last read's lots take less room than the previous JSON."""
     lots = [lot(3), lot(20), lot(120)]
     new = reminding._lots_json(lots, NOW)
-    old = json.dumps({"read_at": NOW.timestamp(), "lots": [reminding._lot_record(x) for x in lots]},
+    old = json.dumps({"read_at": NOW.timestamp(), "lots": [loyalty._lot_record(x) for x in lots]},
                      ensure_ascii=False)
     assert len(new.encode()) < 0.6 * len(old.encode())
-    assert reminding._lots_from_json(new) == (NOW.timestamp(), lots)
+    assert loyalty._lots_from_json(new) == (NOW.timestamp(), lots)
 
 
 def test_one_wake_up_waits_per_customer_the_earliest():
@@ -164,10 +166,10 @@ def test_a_reminder_naming_several_stages_keeps_each_stage_short_and_comes_back_
     """Issue 18 goal 1, with stages due at once in one message (`other_stages`, the engine's):
     each stage's lots are marked and counted at their own stage, the body goes once sent, and
     the reminder comes back whole, every stage with its own figures."""
-    from service.expiry import StageGroup
-    from service.messages import plain_message
-    from service.reminders import build_reminder
-    from workers.ledger import full_reminder
+    from service.domain.expiry import StageGroup
+    from service.domain.messages import plain_message
+    from service.domain.reminders import build_reminder
+    from service.state.ledger import full_reminder
 
     rt = runtime()
     rt.channels = [Recorder("log")]

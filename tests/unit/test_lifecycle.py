@@ -1,20 +1,20 @@
-"""A store's keys: one pattern per store (service/keys.py), erased by construction at uninstall."""
+"""A store's keys: one pattern per store (service/state/keys.py), erased by construction at uninstall."""
 from datetime import datetime, timedelta, timezone
 
 import fakeredis
 import requests
 
-from service.events import Customer
-from service.keys import KEPT_AFTER_UNINSTALL, Keys
-from service.loyalty import Lot
-from service.stores import UNINSTALLED
-from service.tokens import StoreTokens
+from service.domain.events import Customer
+from service.state.keys import KEPT_AFTER_UNINSTALL, Keys
+from service.domain.loyalty import Lot
+from service.state.stores import UNINSTALLED
+from service.state.tokens import StoreTokens
 from tests.conftest import make_settings
 from tests.unit.test_channels_and_delivery import Recorder
 from workers import lifecycle, reminding, sync
-from workers.channels import DeliveryPermanentError
+from service.clients.channels import DeliveryPermanentError
 from workers.delivery import deliver
-from workers.runtime import build_runtime
+from service.ops.runtime import build_runtime
 
 M, OTHER = 1305146709, 42
 NOW = datetime(2026, 11, 25, 12, 0, tzinfo=timezone.utc)
@@ -89,7 +89,7 @@ def test_an_erasure_queued_before_a_reinstall_leaves_the_new_install_alone():
 
 class BrokerDown:
     def enqueue(self, message, task=None):
-        from service.queue import QueueUnavailable
+        from service.clients.queue import QueueUnavailable
         raise QueueUnavailable("broker down")
 
 
@@ -101,7 +101,7 @@ def test_an_uninstall_whose_erasure_was_never_published_is_erased_by_beat():
     import hmac
     import json as _json
 
-    from service.app import create_app
+    from service.web.app import create_app
     from tests.conftest import WEBHOOK_SECRET, sample
     server = fakeredis.FakeServer()
     rt = build_runtime(make_settings(), fakeredis.FakeRedis(server=server, decode_responses=True), requests.Session())
@@ -136,7 +136,7 @@ def test_an_uninstall_whose_erasure_was_never_published_is_erased_by_beat():
 
 def test_erase_uninstalled_runs_in_beat():
     """Issue 15 item 10: beat schedules the safety net."""
-    from service.celery_config import ERASE_UNINSTALLED_TASK, TASK_ROUTES, celery_config
+    from service.config.celery_config import ERASE_UNINSTALLED_TASK, TASK_ROUTES, celery_config
     schedule = celery_config(make_settings())["beat_schedule"]
     assert any(entry["task"] == ERASE_UNINSTALLED_TASK for entry in schedule.values())
     assert ERASE_UNINSTALLED_TASK in TASK_ROUTES

@@ -3,7 +3,7 @@ from datetime import datetime, timedelta, timezone
 import pytest
 from hypothesis import given, strategies as st
 
-from service.loyalty import LotError, parse_history, parse_lot
+from service.domain.loyalty import LotError, parse_history, parse_lot
 from tests.conftest import sample
 
 

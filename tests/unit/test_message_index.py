@@ -23,13 +23,13 @@ import fakeredis
 import pytest
 import requests
 
-from service.app import create_app
-from service.channel_settings import ChannelSettings
-from service.unsubscribe import dlr_url, shared_dlr_url
+from service.web.app import create_app
+from service.state.channel_settings import ChannelSettings
+from service.domain.unsubscribe import dlr_url, shared_dlr_url
 from tests.conftest import TOKEN_KEY, make_settings
 from tests.unit.test_shopper_channels import REMINDER, WA, Clock, Fake
 from workers.delivery import deliver, queue_reminder
-from workers.runtime import build_runtime
+from service.ops.runtime import build_runtime
 
 APP_SECRET = "app-secret-1"
 ADMIN_TOKEN = "adm-token-for-the-tests-0123456789abcdef"

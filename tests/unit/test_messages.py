@@ -3,13 +3,13 @@ from datetime import date, datetime, timedelta, timezone
 
 import pytest
 
-from service import arabic
-from service.events import Customer
-from service.expiry import StageGroup
-from service.loyalty import Lot
-from service.messages import (SAMPLE_REMINDER, Renderer, TemplateProblem, check_template, plain_message,
+from service.domain import arabic
+from service.domain.events import Customer
+from service.domain.expiry import StageGroup
+from service.domain.loyalty import Lot
+from service.domain.messages import (SAMPLE_REMINDER, Renderer, TemplateProblem, check_template, plain_message,
                               whatsapp_parameters)
-from service.reminders import build_reminder
+from service.domain.reminders import build_reminder
 
 RIYADH = timezone(timedelta(hours=3))
 
@@ -126,7 +126,7 @@ def test_a_store_override_is_used_and_a_bad_one_is_refused_naming_the_line():
     with pytest.raises(TemplateProblem, match="empty"):
         check_template("sms.en.txt", "  ")
     for name in ("sms.ar.txt", "email.en.html", "email_subject.ar.txt", "email.ar.txt"):
-        check_template(name, open(f"service/templates/{name}", encoding="utf-8").read())  # the shipped ones pass
+        check_template(name, open(f"service/domain/templates/{name}", encoding="utf-8").read())  # the shipped ones pass
 
 
 def test_build_reminder_message_has_no_iso_date():

@@ -12,11 +12,12 @@ import fakeredis
 import pytest
 from prometheus_client import REGISTRY
 
-from service import metrics
-from service.app import create_app
-from service.keys import Keys
-from service.logs import JsonFormatter, configure_logging, correlation_id, gunicorn_logconfig, process_role, scrub
-from service.signatures import sign
+from service.config import metrics
+from service.state.gauges import RedisStateCollector
+from service.web.app import create_app
+from service.state.keys import Keys
+from service.config.logs import JsonFormatter, configure_logging, correlation_id, gunicorn_logconfig, process_role, scrub
+from service.domain.signatures import sign
 from tests.conftest import WEBHOOK_SECRET, make_settings, sample
 
 
@@ -83,7 +84,7 @@ def test_webhook_outcomes_are_counted():
 
 
 def _seed(store, now):
-    from workers.due_set import DueEntry, DueSet
+    from service.state.due_set import DueEntry, DueSet
 
     keys = Keys("lpr:")
     store.sadd(keys.stores, 7)
@@ -103,7 +104,7 @@ def test_the_redis_collector_reads_the_state_at_scrape_time():
     store = fakeredis.FakeRedis(decode_responses=True)
     now = 1_800_000_000.0
     _seed(store, now)
-    collector = metrics.RedisStateCollector(store, make_settings(), clock=lambda: now)
+    collector = RedisStateCollector(store, make_settings(), clock=lambda: now)
     got = {(s.name, tuple(sorted(s.labels.items()))): s.value for family in collector.collect() for s in family.samples}
     assert got[("lpr_redis_up", ())] == 1
     assert got[("lpr_due_scheduled", ())] == 2 and got[("lpr_due_now", ())] == 1
@@ -122,7 +123,7 @@ def test_a_redis_that_does_not_answer_is_one_gauge_not_a_failed_scrape():
     import redis
 
     dead = redis.Redis(host="127.0.0.1", port=1, socket_connect_timeout=0.2)
-    families = list(metrics.RedisStateCollector(dead, make_settings()).collect())
+    families = list(RedisStateCollector(dead, make_settings()).collect())
     assert [(f.name, f.samples[0].value) for f in families] == [("lpr_redis_up", 0.0)]
 
 
@@ -190,7 +191,7 @@ def test_the_access_log_is_written_only_when_asked(monkeypatch, setting, written
 
     from gunicorn.config import Config
 
-    from service import gunicorn_conf
+    from service.web import gunicorn_conf
 
     if setting is None:
         monkeypatch.delenv("WEB_ACCESS_LOG", raising=False)
@@ -274,7 +275,7 @@ def test_readyz_shows_beats_own_liveness():
 def test_the_due_set_gauges_add_up_every_shard():
     """With DUE_SET_SHARDS > 1 the due set is several key sets: counts are summed and the oldest
     entry is the oldest of all shards (stores 7 and 8 fall on different shards of 4)."""
-    from workers.due_set import DueEntry, DueSet
+    from service.state.due_set import DueEntry, DueSet
 
     store = fakeredis.FakeRedis(decode_responses=True)
     now = 1_800_000_000.0
@@ -283,7 +284,7 @@ def test_the_due_set_gauges_add_up_every_shard():
     due.schedule([(now - 10, DueEntry.for_reminder(7, 1, 7, "a" * 32)),
                   (now - 90, DueEntry.for_reminder(8, 1, 7, "b" * 32)),
                   (now + 600, DueEntry.for_reminder(8, 2, 7, "c" * 32))])
-    collector = metrics.RedisStateCollector(store, make_settings(DUE_SET_SHARDS="4"), clock=lambda: now)
+    collector = RedisStateCollector(store, make_settings(DUE_SET_SHARDS="4"), clock=lambda: now)
     got = {s.name: s.value for family in collector.collect() for s in family.samples if not s.labels}
     assert got["lpr_due_scheduled"] == 3 and got["lpr_due_now"] == 2 and got["lpr_due_processing"] == 0
     assert got["lpr_due_oldest_age_seconds"] == pytest.approx(90)  # store 8's, in the other shard

@@ -20,13 +20,13 @@ from schemathesis.checks import not_a_server_error
 from schemathesis.specs.openapi.checks import (content_type_conformance, response_schema_conformance,
                                                status_code_conformance)
 
-from service.app import create_app
-from service.channel_settings import ChannelSettings
-from service.events import Customer
-from service.signatures import sign
-from service.unsubscribe import callback_token, make_token
+from service.web.app import create_app
+from service.state.channel_settings import ChannelSettings
+from service.domain.events import Customer
+from service.domain.signatures import sign
+from service.domain.unsubscribe import callback_token, make_token
 from tests.conftest import TOKEN_KEY, WEBHOOK_SECRET, make_settings
-from workers.profiles import Profiles
+from service.state.profiles import Profiles
 
 DOCUMENT = Path(__file__).resolve().parents[2] / "docs" / "openapi.yaml"
 RAW = yaml.safe_load(DOCUMENT.read_text(encoding="utf-8"))

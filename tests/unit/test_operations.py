@@ -9,17 +9,19 @@ import requests
 import responses
 
 from devkit.sandbox import create_app as create_sandbox, serve_in_thread
-from service.app import create_app
+from service.web.app import create_app
 from service.cli import main as cli
-from service.events import Customer
-from service.loyalty import Lot
-from service.signatures import sign, verify_delivery
-from service.stores import UNINSTALLED
+from service.domain.events import Customer
+from service.domain.loyalty import Lot
+from service.domain.signatures import sign, verify_delivery
+from service.state.stores import UNINSTALLED
 from tests.conftest import TOKEN_KEY, WEBHOOK_SECRET, make_settings, sample, sample_bytes
-from workers import backfill, lifecycle, personal_data, reminding, sync
-from workers.budget import Limits
-from workers.runtime import build_runtime
-from workers.webhook_subscriptions import NEEDED_EVENTS, SubscriptionError, subscribe
+from service.ops import backfill as backfill_runs  # start, state, progress
+from workers import backfill, lifecycle, reminding, sync
+from service.ops import personal_data
+from service.state.budget import Limits
+from service.ops.runtime import build_runtime
+from service.clients.webhook_subscriptions import NEEDED_EVENTS, SubscriptionError, subscribe
 
 M = 1305146709
 NOW = datetime(2026, 11, 25, 12, 0, tzinfo=timezone.utc)
@@ -51,15 +53,15 @@ def test_event_driven_customers_are_dispatched_before_the_backfills():
 
 def test_a_backfill_starts_once_and_its_progress_estimates_the_time_left():
     rt = runtime(SALLA_PLAN_LIMIT="120", SALLA_CUSTOMER_LIMIT="500")
-    first = backfill.start(rt.store, rt.keys, M, NOW.timestamp(), "operator")
+    first = backfill_runs.start(rt.store, rt.keys, M, NOW.timestamp(), "operator")
     assert first["started"] == "1" and M in rt.budget.backlog()
-    assert backfill.start(rt.store, rt.keys, M, NOW.timestamp(), "operator")["started"] == "0"
+    assert backfill_runs.start(rt.store, rt.keys, M, NOW.timestamp(), "operator")["started"] == "0"
     rt.store.hset(rt.keys.store(M).backfill, mapping={"next_page": 3, "total_pages": 10, "total": 600, "listed": 120})
     rt.store.zadd(rt.keys.store(M).backfill_pending, {str(c): c for c in range(50)})
-    view = backfill.progress(rt.store, rt.keys, rt.settings, {}, M)
+    view = backfill_runs.progress(rt.store, rt.keys, rt.settings, {}, M)
     # 50 waiting + 480 not listed + 8 pages, at min(120/60, 500/600) = 0.833 requests a second
     assert view["state"] == "running" and view["estimated_seconds_left"] == 646
-    assert backfill.progress(rt.store, rt.keys, rt.settings, {}, 99) == {"state": "never"}
+    assert backfill_runs.progress(rt.store, rt.keys, rt.settings, {}, 99) == {"state": "never"}
 
 
 @pytest.fixture
@@ -72,7 +74,7 @@ def sandbox():
 
 def test_listing_a_page_saves_profiles_and_queues_each_customer_once(sandbox):
     rt = runtime(SALLA_API_BASE_URL=sandbox.url)
-    backfill.start(rt.store, rt.keys, M, NOW.timestamp(), "test")
+    backfill_runs.start(rt.store, rt.keys, M, NOW.timestamp(), "test")
     assert backfill.want_page(rt, M) and not backfill.want_page(rt, M)  # one page at a time (a lock)
     assert backfill.list_page(rt, M) == "listed"
     k = rt.keys.store(M)
@@ -80,7 +82,7 @@ def test_listing_a_page_saves_profiles_and_queues_each_customer_once(sandbox):
     rt.store.hset(k.backfill, "next_page", 1)  # listing page 1 again queues nobody twice
     assert backfill.list_page(rt, M) == "listed" and rt.store.zcard(k.backfill_pending) == 60
     assert backfill.list_page(rt, M) == "listed"
-    assert rt.store.zcard(k.backfill_pending) == 70 and backfill.state(rt.store, rt.keys, M)["listing_done"] == "1"
+    assert rt.store.zcard(k.backfill_pending) == 70 and backfill_runs.state(rt.store, rt.keys, M)["listing_done"] == "1"
     # An event-driven customer due now: the next page would wait for it.
     rt.budget.enqueue(M, 1, NOW.timestamp() - 1)
     rt.store.hset(k.backfill, "listing_done", 0)
@@ -93,9 +95,9 @@ def test_listing_a_page_saves_profiles_and_queues_each_customer_once(sandbox):
 def test_salla_errors_on_the_customer_list(sandbox, status, outcome, state):
     requests.put(f"{sandbox.url}/_sandbox/route-faults", json={"customers": [status]}).raise_for_status()
     rt = runtime(SALLA_API_BASE_URL=sandbox.url)
-    backfill.start(rt.store, rt.keys, M, NOW.timestamp(), "test")
+    backfill_runs.start(rt.store, rt.keys, M, NOW.timestamp(), "test")
     assert backfill.list_page(rt, M) == outcome
-    current = backfill.state(rt.store, rt.keys, M)
+    current = backfill_runs.state(rt.store, rt.keys, M)
     assert current["state"] == state and str(status) in (current.get("error") or current.get("last_error"))
     if status >= 500:  # the same page again, and it goes on
         assert backfill.list_page(rt, M) == "listed" and current["next_page"] == "1"
@@ -108,15 +110,15 @@ def test_a_403_block_on_the_customer_list_holds_the_backfill_instead_of_failing_
     """Issue 15 item 21, for the backfill's GET /customers: Salla's "blocked" 403 is a hold."""
     responses.get("https://api.salla.dev/admin/v2/customers", status=403, json=sample("errors.json")["403_blocked"])
     rt = runtime()
-    backfill.start(rt.store, rt.keys, M, NOW.timestamp(), "test")
+    backfill_runs.start(rt.store, rt.keys, M, NOW.timestamp(), "test")
     assert backfill.list_page(rt, M) == "retry"
-    assert backfill.state(rt.store, rt.keys, M)["state"] == "running" and rt.budget.blocked(M, NOW.timestamp() + 299)
+    assert backfill_runs.state(rt.store, rt.keys, M)["state"] == "running" and rt.budget.blocked(M, NOW.timestamp() + 299)
     assert not rt.budget.blocked(M, NOW.timestamp() + sync.FORBIDDEN_HOLD_SECONDS + 1)
 
 
 def test_a_wrong_token_fails_the_backfill_and_the_admin_api_refuses_uninstalled_stores(sandbox):
     rt = runtime(SALLA_API_BASE_URL=sandbox.url, SALLA_ACCESS_TOKEN="wrong")
-    backfill.start(rt.store, rt.keys, M, NOW.timestamp(), "test")
+    backfill_runs.start(rt.store, rt.keys, M, NOW.timestamp(), "test")
     assert backfill.list_page(rt, M) == "failed"
     server = fakeredis.FakeServer()
     app = create_app(make_settings(ADMIN_TOKEN="ops-admin-token-for-the-tests-0123456789"), redis_client=fakeredis.FakeRedis(server=server, decode_responses=True),
@@ -221,7 +223,7 @@ def test_export_and_forget_one_customer_listing_the_keys_before_and_after(monkey
 
 def test_uninstall_deletes_the_backfill_keys(sandbox):
     rt = runtime(SALLA_API_BASE_URL=sandbox.url)
-    backfill.start(rt.store, rt.keys, M, NOW.timestamp(), "test")
+    backfill_runs.start(rt.store, rt.keys, M, NOW.timestamp(), "test")
     backfill.list_page(rt, M)
     rt.store.sadd(rt.keys.store(M).backfill_reading, "500")
     rt.store.zadd(rt.keys.store(M).read_at, {"500": 1})
@@ -317,7 +319,7 @@ def test_subscribe_webhooks_needs_a_public_url_and_salla_refuses_a_local_one(san
         subscribe(rt.client, "sandbox-token", rt.settings)
     local = build_runtime(make_settings(SALLA_API_BASE_URL=sandbox.url, PUBLIC_WEBHOOK_URL="http://localhost:8000/x"),
                           fakeredis.FakeRedis(), requests.Session())
-    from workers.salla_client import SallaPermanentError
+    from service.clients.salla_client import SallaPermanentError
     with pytest.raises(SallaPermanentError, match="422"):
         subscribe(local.client, "sandbox-token", local.settings)
 

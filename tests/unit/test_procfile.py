@@ -40,7 +40,7 @@ def test_a_malformed_procfile_says_where(text, reason):
 def test_the_projects_procfile_has_a_worker_per_queue():
     entries = {entry.name: entry.command for entry in read_procfile(ROOT / "Procfile")}
     assert list(entries) == ["web", "intake", "reads", "deliveries", "sweeper", "beat", "flower"]
-    from service.celery_config import TASK_ROUTES
+    from service.config.celery_config import TASK_ROUTES
     consumed = {queue for name in ("intake", "reads", "deliveries", "sweeper")
                 for queue in entries[name].split(" -Q ")[1].split()[0].split(",")}
     assert {route["queue"] for route in TASK_ROUTES.values()} <= consumed  # every queue has a worker

@@ -10,19 +10,19 @@ import requests
 import responses
 
 from devkit.providers import FIXTURES, TaqnyatFake, UnifonicFake, WhatsAppFake, documented
-from service.channel_settings import ChannelSettings
-from service.messages import Renderer
-from service.sms_reports import read_report
-from service.stores import ConfigError
+from service.state.channel_settings import ChannelSettings
+from service.domain.messages import Renderer
+from service.domain.sms_reports import read_report
+from service.state.stores import ConfigError
 from tests.unit.test_fallback import _sent_by_sms
 from tests.unit.test_shopper_channels import (C, M, REMINDER, RID, WA, WA_URL, Fake, queue, redis_store,  # noqa: F401
                                               rt, settings_store, web, with_channels)
 from workers.delivery import deliver
-from workers.fallback import classify_sms, classify_whatsapp
-from workers.providers import base
-from workers.providers.base import DeliveryPermanentError
-from workers.providers.sms import SmsChannel
-from workers.providers.whatsapp import WhatsAppChannel
+from service.ops.fallback import classify_sms, classify_whatsapp
+from service.clients.providers import base
+from service.clients.providers.base import DeliveryPermanentError
+from service.clients.providers.sms import SmsChannel
+from service.clients.providers.whatsapp import WhatsAppChannel
 
 UNIFONIC_URL = "https://uni.example/rest/SMS/messages"
 UNI = {"provider": "unifonic", "api_url": "https://uni.example", "api_key": "appsid-123456", "sender": "MyStore"}
@@ -56,7 +56,7 @@ EXPECTED = {  # our reading of each documented state: (ledger status, failure re
 
 def test_every_documented_sms_state_is_read():
     """Issue 15 item 20: every state Unifonic (and Taqnyat) documents maps to delivered, sent or
-    failed (with a reason of workers/providers/base.py), in either of the console's field names."""
+    failed (with a reason of service/clients/providers/base.py), in either of the console's field names."""
     documented_states = documented("unifonic")["states"] + documented("taqnyat")["states"]
     assert set(documented_states) == set(EXPECTED)
     for state in documented_states:
@@ -100,7 +100,7 @@ def test_the_unifonic_fake_reports_in_the_documented_form(web):
     with_channels(rt, "all", Fake("sms", message_id="3000"))
     queue(rt)
     deliver(rt, M, C, RID, rt.clock())
-    from service.unsubscribe import dlr_url
+    from service.domain.unsubscribe import dlr_url
     from tests.conftest import TOKEN_KEY
     url = dlr_url("http://x", (TOKEN_KEY,), M).replace("http://x", "")
     fake = UnifonicFake()

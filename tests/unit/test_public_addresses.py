@@ -1,5 +1,5 @@
 """Issue 15 item 2: a store's channel addresses reach public addresses only, and signed posts
-are never redirected (service/public_address.py, workers/providers/public_only.py)."""
+are never redirected (service/domain/public_address.py, service/clients/providers/public_only.py)."""
 from __future__ import annotations
 
 import socket
@@ -12,13 +12,13 @@ from flask import Flask, redirect, request
 
 from devkit.providers import SmtpFake
 from devkit.sandbox import serve_in_thread
-from service.app import create_app
-from service.channel_settings import ChannelSettings
-from service.stores import ConfigError, StoreRegistry
+from service.web.app import create_app
+from service.state.channel_settings import ChannelSettings
+from service.state.stores import ConfigError, StoreRegistry
 from tests.conftest import make_settings
-from workers.channels import ChannelDirectory, WebhookChannel
-from workers.providers.base import DeliveryPermanentError
-from workers.providers.whatsapp import WhatsAppChannel
+from service.clients.channels import ChannelDirectory, WebhookChannel
+from service.clients.providers.base import DeliveryPermanentError
+from service.clients.providers.whatsapp import WhatsAppChannel
 
 M = 77
 PUBLIC = "93.184.215.14"  # a public address (example.com's, once); DNS answers are faked here

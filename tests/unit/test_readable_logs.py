@@ -9,8 +9,8 @@ import re
 
 import pytest
 
-from service import logs
-from service.settings import Settings, SettingsError
+from service.config import logs
+from service.config.settings import Settings, SettingsError
 from tests.conftest import TOKEN_KEY
 
 
@@ -53,7 +53,7 @@ def test_json_stays_the_default_and_text_is_chosen_by_log_format(monkeypatch):
             root.handlers = saved
         assert check(stream.getvalue().strip()), (chosen, stream.getvalue())
         formatter = logs.gunicorn_logconfig("INFO")["formatters"]["json"]["()"]
-        assert formatter == {"json": "service.logs.JsonFormatter", "text": "service.logs.TextFormatter"}[chosen]
+        assert formatter == {"json": "service.config.logs.JsonFormatter", "text": "service.config.logs.TextFormatter"}[chosen]
 
 
 def test_make_run_sets_text_unless_env_says_otherwise():

@@ -9,13 +9,13 @@ import fakeredis
 import pytest
 import requests
 
-from service.events import Customer
-from service.loyalty import Lot
-from service.settings import SettingsError
+from service.domain.events import Customer
+from service.domain.loyalty import Lot
+from service.config.settings import SettingsError
 from tests.conftest import make_settings
 from workers import reminding
 from workers.delivery import deliver
-from workers.runtime import build_runtime
+from service.ops.runtime import build_runtime
 
 RIYADH = ZoneInfo("Asia/Riyadh")
 NIGHT = datetime(2026, 11, 25, 22, 0, tzinfo=RIYADH)  # inside the quiet hours (21:00-09:00)

@@ -5,8 +5,8 @@ import sys
 import pytest
 from redis.cluster import RedisCluster
 
-from service.redis_client import connect, is_cluster
-from service.settings import Settings, SettingsError
+from service.state.redis_client import connect, is_cluster
+from service.config.settings import Settings, SettingsError
 from tests.conftest import TOKEN_KEY
 
 BASE = {"TOKEN_ENCRYPTION_KEY": TOKEN_KEY, "SALLA_WEBHOOK_SECRET": "x"}

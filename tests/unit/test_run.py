@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 
 from devkit.run import embedded_redis_port
-from service.settings import SettingsError
+from service.config.settings import SettingsError
 
 
 @pytest.mark.parametrize("env, port", [({}, 6389), ({"EMBEDDED_REDIS_PORT": ""}, 6389),

@@ -7,7 +7,7 @@ import responses
 from responses import matchers
 
 from tests.conftest import sample
-from workers.salla_client import (BudgetExhausted, SallaClient, SallaForbidden, SallaNotFound, SallaPermanentError,
+from service.clients.salla_client import (BudgetExhausted, SallaClient, SallaForbidden, SallaNotFound, SallaPermanentError,
                                   SallaTransientError, SallaUnauthorized)
 
 BASE = "https://api.salla.dev/admin/v2"

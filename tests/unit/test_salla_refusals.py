@@ -1,8 +1,8 @@
-"""What a Salla 403 means (workers/salla_refusals.py), over Salla's documented bodies."""
+"""What a Salla 403 means (service/clients/salla_refusals.py), over Salla's documented bodies."""
 import pytest
 
 from tests.conftest import sample
-from workers.salla_refusals import BLOCKED, NO_LOYALTY_APP, forbidden_reason
+from service.clients.salla_refusals import BLOCKED, NO_LOYALTY_APP, forbidden_reason
 
 ERRORS = sample("errors.json")
 

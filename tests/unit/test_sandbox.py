@@ -43,8 +43,8 @@ from devkit.sandbox_seed import (
     default_customers,
     lot_row,
 )
-from service.expiry import due_groups
-from service.loyalty import parse_history, parse_lot
+from service.domain.expiry import due_groups
+from service.domain.loyalty import parse_history, parse_lot
 
 ROOT = Path(__file__).resolve().parents[2]
 FIXTURES = ROOT / "tests" / "fixtures" / "salla"

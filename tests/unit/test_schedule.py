@@ -2,10 +2,10 @@
 from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
 
-from service.loyalty import Lot
-from service.outcomes import settle, snapshot
-from service.schedule import SETTLE_STAGE, plan
-from service.send_window import parse_quiet_hours
+from service.domain.loyalty import Lot
+from service.domain.outcomes import settle, snapshot
+from service.domain.schedule import SETTLE_STAGE, plan
+from service.domain.send_window import parse_quiet_hours
 
 RIYADH = ZoneInfo("Asia/Riyadh")
 QUIET = parse_quiet_hours("21:00-09:00")

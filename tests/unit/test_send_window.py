@@ -6,7 +6,7 @@ from zoneinfo import ZoneInfo
 import pytest
 from hypothesis import assume, given, settings, strategies as st
 
-from service.send_window import (CLOSING_MARGIN, QuietHours, in_quiet_hours, last_send_time, next_send_time,
+from service.domain.send_window import (CLOSING_MARGIN, QuietHours, in_quiet_hours, last_send_time, next_send_time,
                                  parse_quiet_hours)
 
 RIYADH = ZoneInfo("Asia/Riyadh")

@@ -1,6 +1,6 @@
 import pytest
 
-from service.settings import Settings, SettingsError
+from service.config.settings import Settings, SettingsError
 from tests.conftest import TOKEN_KEY
 
 BASE = {"TOKEN_ENCRYPTION_KEY": TOKEN_KEY}
@@ -83,7 +83,7 @@ def test_redis_password_is_not_echoed_in_errors():
 def test_every_variable_is_documented():
     from pathlib import Path
     import re
-    source = Path("service/settings.py").read_text()
+    source = Path("service/config/settings.py").read_text()
     variables = set(re.findall(r'env\.\w+\("([A-Z][A-Z0-9_]+)"', source))
     assert len(variables) >= 15
     example = Path(".env.example").read_text()

@@ -11,18 +11,18 @@ import pytest
 import requests
 import responses
 
-from service.app import create_app
-from service.channel_settings import ChannelSettings
-from service.stores import ConfigError
-from service.unsubscribe import dlr_url, make_token, read_token, unsubscribe_url
+from service.web.app import create_app
+from service.state.channel_settings import ChannelSettings
+from service.state.stores import ConfigError
+from service.domain.unsubscribe import dlr_url, make_token, read_token, unsubscribe_url
 from tests.conftest import TOKEN_KEY, make_settings
 from workers.delivery import MAX_ATTEMPTS, deliver, queue_reminder
-from workers.providers.base import DeliveryPermanentError, DeliveryTransientError
-from workers.providers.email import EmailChannel
-from workers.providers.sms import SmsChannel
-from workers.providers.whatsapp import WhatsAppChannel
-from workers.runtime import build_runtime
-from service.messages import Renderer
+from service.clients.providers.base import DeliveryPermanentError, DeliveryTransientError
+from service.clients.providers.email import EmailChannel
+from service.clients.providers.sms import SmsChannel
+from service.clients.providers.whatsapp import WhatsAppChannel
+from service.ops.runtime import build_runtime
+from service.domain.messages import Renderer
 
 RID = "ab" * 16
 M, C = 77, 5
@@ -109,7 +109,7 @@ def test_unifonic_form_fields_recipient_without_plus_and_arabic_within_the_segme
     assert form["Recipient"] == "966501234567" and form["AppSid"] == "appsid-123456" and form["SenderID"] == "MyStore"
     assert form["responseType"] == "JSON" and form["CorrelationID"] == RID
     assert form["Body"].startswith("\u200fسارة، لديك 400 نقطة")
-    from service.arabic import sms_segments
+    from service.domain.arabic import sms_segments
     assert sms_segments(form["Body"]).parts <= 2
     one = SmsChannel(M, {**UNI, "max_segments": 1}, requests.Session(), 2, Renderer(), "متجر الورد").text(REMINDER)
     assert sms_segments(one).parts == 1 and one.endswith("…")
@@ -345,9 +345,9 @@ def test_all_refused_is_a_dead_letter_and_template_alarm_is_raised(rt):
     assert "whatsapp_template" in rt.alarms.active()
     assert rt.store.hgetall(rt.keys.store(M).statuses) == {"whatsapp:failed:template": "1", "email:failed:no_address": "1"}
     # A replay after the fix tries the refused channels again.
-    from workers import delivery
+    from service.ops import dead_letters
     rt.channels_for = lambda m: ([Fake("whatsapp"), Fake("email")], "first")
-    assert delivery.replay(rt.ledger, rt.due, M, RID, rt.clock())
+    assert dead_letters.replay(rt.ledger, rt.due, M, RID, rt.clock())
     assert deliver(rt, M, C, RID, rt.clock()) == "sent"
 
 
@@ -370,7 +370,7 @@ def test_statuses_apply_in_any_order_and_never_go_backwards(rt):
     record = ledger.get(M, RID)
     assert record.statuses["whatsapp"]["status"] == "read" and record.statuses["whatsapp"]["at"] == "10"
     assert record.statuses["whatsapp"]["failed_later"] == "undeliverable@11"
-    from workers.ledger import status_counts
+    from service.state.ledger import status_counts
     counts = status_counts(rt.store, rt.keys, M)
     assert counts["channels"]["whatsapp"] == {"sent": 1, "delivered": 1, "read": 1, "failed": {}}
     assert ledger.record_status(M, "f" * 32, "whatsapp", "read") == "missing"
@@ -383,7 +383,7 @@ def test_a_failure_then_delivered_replaces_the_failure(rt):
     assert rt.ledger.record_status(M, RID, "sms", "failed", reason="undeliverable") == "failed"
     assert rt.ledger.record_status(M, RID, "sms", "failed", reason="undeliverable") == "same"
     assert rt.ledger.record_status(M, RID, "sms", "delivered") == "delivered"
-    from workers.ledger import status_counts
+    from service.state.ledger import status_counts
     assert status_counts(rt.store, rt.keys, M)["total"] == {"sent": 1, "delivered": 1, "read": 0,
                                                             "failed": {"undeliverable": 0}}
 
@@ -401,7 +401,7 @@ def test_channels_for_builds_per_store_and_sees_a_change_within_seconds(rt):
 
 
 def test_a_listed_channel_without_settings_fails_as_not_configured(rt):
-    from workers.channels import ChannelDirectory
+    from service.clients.channels import ChannelDirectory
     directory = ChannelDirectory(make_settings(REMINDER_CHANNELS="sms,log"), rt.store, requests.Session(), rt.registry)
     channels, _ = directory.build(M)
     with pytest.raises(DeliveryPermanentError) as info:
@@ -487,7 +487,7 @@ def test_unsubscribe_page_and_one_click_post_record_the_opt_out(web):
     assert client.post(f"/unsubscribe/{token}", data={"List-Unsubscribe": "One-Click"}).status_code == 200
     assert rt.profiles.load(M, C).notifications_enabled is False
     assert rt.ledger.get(M, RID).state == "cancelled"
-    from service.events import Customer
+    from service.domain.events import Customer
     rt.profiles.save(M, Customer(C, "x", None, None, True))  # Salla's flag later does not undo it
     assert rt.profiles.load(M, C).notifications_enabled is False
     assert rt.registry.counters(M)["unsubscribed"] == 1
@@ -509,7 +509,7 @@ def test_admin_channels_templates_statuses_preview(web, smtp):
                       headers=auth).status_code == 200
     listed = client.get(f"/admin/stores/{M}/templates", headers=auth).get_json()["templates"]
     assert listed["email_subject.ar.txt"]["overridden"] and not listed["sms.ar.txt"]["overridden"]
-    from service.events import Customer
+    from service.domain.events import Customer
     rt.profiles.save(M, Customer(C, "سارة", "+966501234567", "sara@example.com", True))
     before = len(smtp.messages)
     shown = client.post(f"/admin/stores/{M}/preview", json={"customer_id": C}, headers=auth).get_json()
@@ -525,7 +525,7 @@ def test_admin_channels_templates_statuses_preview(web, smtp):
 
 # -- the customer's language, and the CLI ------------------------------------------------------------
 def test_salla_lang_is_read_when_present_and_kept_in_the_profile(rt):
-    from service.events import Customer, customer_of, parse_envelope
+    from service.domain.events import Customer, customer_of, parse_envelope
     from tests.conftest import sample
     body = sample("customer.updated.json")
     body["data"]["lang"] = "EN"
@@ -541,8 +541,8 @@ def test_salla_lang_is_read_when_present_and_kept_in_the_profile(rt):
 
 def test_language_is_the_customer_s_else_the_store_s_else_reminder_language(rt):
     from datetime import datetime, timezone
-    from service.events import Customer
-    from service.loyalty import Lot
+    from service.domain.events import Customer
+    from service.domain.loyalty import Lot
     from workers import reminding
     now = datetime(2026, 11, 25, 9, tzinfo=timezone.utc)
     lot = Lot(key="k1", name="n", points=30, used_points=0, status="مؤكدة", created_at=now,

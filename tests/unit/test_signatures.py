@@ -3,7 +3,7 @@ import hmac
 
 from hypothesis import given, strategies as st
 
-from service.signatures import sign, signature_matches, token_matches, verify_delivery
+from service.domain.signatures import sign, signature_matches, token_matches, verify_delivery
 from tests.conftest import sample_bytes
 
 

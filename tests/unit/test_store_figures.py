@@ -5,12 +5,12 @@ from datetime import datetime, timezone
 import fakeredis
 import requests
 
-from service import store_figures
-from service.keys import Keys, lifetime
+from service.state import store_figures
+from service.state.keys import Keys, lifetime
 from tests.conftest import make_settings
 from tests.unit.test_channels_and_delivery import REMINDER, RID, Clock, Recorder, queue
 from workers.delivery import deliver
-from workers.runtime import build_runtime
+from service.ops.runtime import build_runtime
 
 KEYS = Keys("lpr:")
 NOW = 1_800_000_000.0  # 2027-01-15, a Friday in Riyadh
@@ -71,8 +71,8 @@ def test_points_used_after_a_reminder_are_counted_where_the_read_settles_them():
     """Issue 17 §2: points saved are incremented where outcomes are recorded (reminding.after_read)."""
     from datetime import timedelta
 
-    from service.events import Customer
-    from service.loyalty import Lot
+    from service.domain.events import Customer
+    from service.domain.loyalty import Lot
     from workers import reminding
 
     rt = build_runtime(make_settings(QUIET_HOURS="off"), fakeredis.FakeRedis(decode_responses=True), requests.Session())

@@ -10,15 +10,15 @@ import pytest
 import requests
 
 from devkit.sandbox import create_app as create_sandbox, serve_in_thread
-from service.app import create_app
+from service.web.app import create_app
 from service.cli import main as cli
-from service.events import Customer
-from service.loyalty import Lot
-from service.stores import CONFIG_FIELDS, ConfigError, StoreRegistry, form_value
-from service.store_policy import policy_for
+from service.domain.events import Customer
+from service.domain.loyalty import Lot
+from service.state.stores import CONFIG_FIELDS, ConfigError, StoreRegistry, form_value
+from service.domain.store_policy import policy_for
 from tests.conftest import WEBHOOK_SECRET, make_settings
 from workers import app_settings, reminding
-from workers.runtime import build_runtime
+from service.ops.runtime import build_runtime
 
 M, C = 1305146709, 1001
 # 20:00 UTC = 23:00 in Riyadh: inside the default quiet hours (21:00-09:00 Asia/Riyadh).

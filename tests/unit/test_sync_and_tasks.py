@@ -7,14 +7,14 @@ import pytest
 import requests
 import responses
 
-from service.celery_config import HANDLE_EVENT_TASK, SYNC_TASK, VISIBILITY_TIMEOUT_SECONDS, celery_config
-from service.reminders import reminder_id
-from service.stores import NEEDS_REAUTH
-from service.tokens import StoreTokens
+from service.config.celery_config import HANDLE_EVENT_TASK, SYNC_TASK, VISIBILITY_TIMEOUT_SECONDS, celery_config
+from service.domain.reminders import reminder_id
+from service.state.stores import NEEDS_REAUTH
+from service.state.tokens import StoreTokens
 from tests.conftest import make_settings, sample
 from workers import sync
 from workers.backoff import MAX_BACKOFF_SECONDS, MAX_TASK_COUNTDOWN_SECONDS, retry_countdown
-from workers.runtime import build_runtime
+from service.ops.runtime import build_runtime
 
 RIYADH = ZoneInfo("Asia/Riyadh")
 T0 = datetime(2026, 11, 25, 9, 0, tzinfo=timezone.utc)
@@ -351,7 +351,7 @@ def test_an_unexpected_error_in_a_read_puts_the_customer_back(rt, clock, monkeyp
 
 @responses.activate
 def test_a_read_whose_worker_died_comes_back_and_its_stale_copy_steps_aside(rt, clock):
-    from workers.budget import Budget
+    from service.state.budget import Budget
     rec = Recorder(rt)
     sync.accept_event(rt, event())
     sync.pump(rt, M, rec.send_sync, rec.schedule_pump)
@@ -371,7 +371,7 @@ def test_a_read_whose_worker_died_comes_back_and_its_stale_copy_steps_aside(rt, 
 
 def test_opt_out_counts_even_while_the_store_needs_reauthorization(rt):
     from workers import reminding
-    from workers.due_set import DueEntry
+    from service.state.due_set import DueEntry
     rt.registry.set_state(M, NEEDS_REAUTH, "x")
     rt.due.schedule([(1e10, DueEntry(M, C, 7, "0" * 12))])
     assert sync.accept_event(rt, event(dict(CUSTOMER, notifications_enabled=False))) == "dropped"
@@ -502,7 +502,7 @@ def test_no_tokens_for_a_store_drops_the_read_and_counts_it(clock):
 
 
 def test_an_uninstalled_store_gets_no_work(multi):
-    from service.stores import UNINSTALLED
+    from service.state.stores import UNINSTALLED
     sync.accept_event(multi, event())
     multi.registry.set_state(M, UNINSTALLED)
     rec = Recorder(multi)
@@ -556,7 +556,7 @@ def test_task_options_are_pinned(monkeypatch):
 @pytest.mark.parametrize("state", ["needs_reauth", "paused", "no_loyalty"])
 def test_the_sweep_keeps_entries_of_stores_it_cannot_serve_now(rt, clock, state):
     from workers import reminding
-    from workers.due_set import DueEntry
+    from service.state.due_set import DueEntry
     if state == "needs_reauth":
         rt.registry.set_state(M, NEEDS_REAUTH, "x")
     elif state == "paused":
@@ -574,7 +574,7 @@ def test_the_sweep_keeps_entries_of_stores_it_cannot_serve_now(rt, clock, state)
 
 def test_a_customer_that_fails_in_the_sweep_does_not_stop_the_others(rt, clock, monkeypatch):
     from workers import reminding
-    from workers.due_set import DueEntry
+    from service.state.due_set import DueEntry
     due = rt.due
     due.schedule([(clock() - 1, DueEntry(M, c, 7, "0" * 12)) for c in (1, 2, 3)])
 
@@ -629,7 +629,7 @@ def test_an_order_event_handled_with_an_opt_out_never_writes_the_old_flag_back(r
 
 def test_a_held_reminder_whose_read_is_dropped_stays_in_the_due_set(rt, clock):
     from workers import reminding
-    from workers.due_set import DueEntry
+    from service.state.due_set import DueEntry
     held = DueEntry(M, C, 7, "ab" * 6)
     rt.due.schedule([(clock() - 1, held)])
     asked = []
@@ -648,7 +648,7 @@ def test_a_read_whose_message_arrives_after_its_lease_ran_out_steps_aside(rt, cl
     """The message waited in the queue past its lease (behind a worker's slow warm shutdown).
     Not yet reaped, the lease still matches; reading now would race the next dispatch, which
     reaps it and hands the customer out again: read twice (test_backfill saw it under load)."""
-    from workers.budget import Budget
+    from service.state.budget import Budget
     rec = Recorder(rt)
     sync.accept_event(rt, event())
     sync.pump(rt, M, rec.send_sync, rec.schedule_pump)
@@ -666,7 +666,7 @@ def test_a_read_whose_message_arrives_after_its_lease_ran_out_steps_aside(rt, cl
 def test_every_accepted_event_gets_one_info_line_whatever_becomes_of_it(rt, caplog):
     """The web logs an accepted webhook at DEBUG only: the drain's line is where an operator
     finds it by its correlation id, for a dropped or skipped event too."""
-    from service.stores import UNINSTALLED
+    from service.state.stores import UNINSTALLED
 
     def lines_for(customer_id):
         return [r for r in caplog.records if r.levelname == "INFO" and f"customer={customer_id}:" in r.getMessage()]

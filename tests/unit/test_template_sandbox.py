@@ -15,13 +15,13 @@ import pytest
 import requests
 from hypothesis import HealthCheck, example, given, settings, strategies as st
 
-import service.messages
-from service.app import create_app
-from service.events import Customer
-from service.messages import (SAMPLE_REMINDER, TEMPLATE_NAMES, TEMPLATE_VARIABLES, Renderer, TemplateProblem,
+import service.domain.messages
+from service.web.app import create_app
+from service.domain.events import Customer
+from service.domain.messages import (SAMPLE_REMINDER, TEMPLATE_NAMES, TEMPLATE_VARIABLES, Renderer, TemplateProblem,
                               check_template, context)
 from tests.conftest import TOKEN_KEY, make_settings
-from workers.runtime import build_runtime
+from service.ops.runtime import build_runtime
 
 M, C = 77, 5
 ADMIN = "adm-token-for-the-tests-0123456789abcdef"
@@ -75,7 +75,7 @@ def secrets_planted():
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("LPR_SENTINEL", SENTINEL)
         patch.setattr(jinja2.utils, "LPR_SENTINEL", SENTINEL, raising=False)
-        patch.setattr(service.messages, "LPR_SENTINEL", SENTINEL, raising=False)
+        patch.setattr(service.domain.messages, "LPR_SENTINEL", SENTINEL, raising=False)
         yield
 
 
@@ -174,7 +174,7 @@ def test_huge_loops_and_strings_are_refused_quickly(source, reason):
 
 def test_a_render_has_a_time_budget(monkeypatch):
     """Issue 15 item 1: many cheap steps that stay under every size bound still stop at the time budget."""
-    import service.template_sandbox as sandbox
+    import service.domain.template_sandbox as sandbox
     monkeypatch.setattr(sandbox, "MAX_RENDER_SECONDS", 0.2)
     body = "{% set t = s ~ s ~ s %}" + "{% set u = t|upper|lower|upper|lower|e %}" * 60
     source = "{% set s = '" + "x" * 15_000 + "' %}{% for a in s %}" + body + "{% endfor %}"
@@ -204,9 +204,9 @@ def test_what_a_store_legitimately_writes_still_works():
     check_template("email.en.html", source)
     html = Renderer({"email.en.html": source}).render({**EN, "customer": {"name": "Sam"}}).html
     assert html.startswith("123 SAM 800 Sam! a, b ") and '<span dir="ltr">' in html
-    assert service.messages._DEFAULT_ENV.globals == {}  # no range, dict, cycler, joiner, namespace, lipsum
+    assert service.domain.messages._DEFAULT_ENV.globals == {}  # no range, dict, cycler, joiner, namespace, lipsum
     for name in TEMPLATE_NAMES:  # the shipped ones pass the sandbox
-        check_template(name, (Path(service.messages.TEMPLATE_DIR) / name).read_text(encoding="utf-8"))
+        check_template(name, (Path(service.domain.messages.TEMPLATE_DIR) / name).read_text(encoding="utf-8"))
 
 
 def test_the_documented_variables_are_exactly_what_templates_get_and_what_the_docs_list():

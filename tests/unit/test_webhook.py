@@ -5,9 +5,9 @@ import json
 import fakeredis
 import pytest
 
-from service.app import create_app
-from service.queue import QueueUnavailable
-from service.signatures import sign
+from service.web.app import create_app
+from service.clients.queue import QueueUnavailable
+from service.domain.signatures import sign
 from tests.conftest import WEBHOOK_SECRET, make_settings, sample_bytes
 
 

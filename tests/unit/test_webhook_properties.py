@@ -11,12 +11,12 @@ import pytest
 import requests
 from hypothesis import HealthCheck, event, example, given, settings as hsettings, strategies as st
 
-from service.app import create_app
-from service.signatures import sign
+from service.web.app import create_app
+from service.domain.signatures import sign
 from tests.conftest import WEBHOOK_SECRET, make_settings, sample
 from tests.unit.test_webhook import ListQueue
 from workers import tasks
-from workers.runtime import build_runtime
+from service.ops.runtime import build_runtime
 
 # Real Salla event shapes (tests/fixtures/salla/samples, from Salla's documentation).
 SAMPLES = ("order.created.json", "customer.updated.json", "order.status.updated.json", "app.store.authorize.json")

@@ -1,0 +1,186 @@
+"""Reads rows of Salla's loyalty-points history into lots. Pure functions.
+
+One row per earning lot, with no row id (see the OpenAPI contract in
+tests/fixtures/salla/loyalty-points.openapi.yaml). Observed value shapes that we accept:
+order_id/reference_id as int, string or null; used_at as {}, null or a date string;
+notes absent; expiry_date "YYYY-MM-DD HH:MM:SS" with no zone, read in the zone that
+created_at names (else the store's zone).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+_DATE_FORMATS = ("%Y-%m-%d %H:%M:%S.%f", "%Y-%m-%d %H:%M:%S", "%Y-%m-%dT%H:%M:%S.%f", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%d")
+
+
+class LotError(ValueError):
+    """A history row we cannot read; the message says which field."""
+
+
+@dataclass(frozen=True)
+class Lot:
+    key: str  # stable identity of the lot across reads (Salla gives rows no id)
+    name: str
+    points: int
+    used_points: int
+    status: str
+    created_at: datetime
+    expires_at: datetime  # timezone-aware
+    order_id: str | None
+    reference_id: str | None
+
+    @property
+    def remaining(self) -> int:
+        """Points still usable; rows recording deductions may carry other signs, so never below 0."""
+        return max(self.points - self.used_points, 0)
+
+    def to_dict(self) -> dict:
+        return {
+            "key": self.key,
+            "name": self.name,
+            "points": self.points,
+            "used_points": self.used_points,
+            "remaining_points": self.remaining,
+            "status": self.status,
+            "expires_at": self.expires_at.isoformat(),
+            "order_id": self.order_id,
+            "reference_id": self.reference_id,
+        }
+
+
+def parse_lot(row: Any, default_zone: str = "Asia/Riyadh") -> Lot:
+    if not isinstance(row, dict):
+        raise LotError("row is not an object")
+    zone_name, created_at = _created_at(row.get("created_at"), default_zone)
+    expiry_text = row.get("expiry_date")
+    if not isinstance(expiry_text, str):
+        raise LotError("expiry_date is missing")
+    expires_at = _parse_local(expiry_text, zone_name, "expiry_date")
+    name = row.get("name") if isinstance(row.get("name"), str) else ""
+    order_id = _optional_id(row.get("order_id"))
+    reference_id = _optional_id(row.get("reference_id"))
+    points = _whole(row.get("points"), "points")
+    identity = "|".join([created_at.isoformat(), expiry_text.strip(), str(points), order_id or "", reference_id or "", name])
+    return Lot(
+        key=hashlib.sha256(identity.encode("utf-8")).hexdigest()[:16],
+        name=name,
+        points=points,
+        used_points=_whole(row.get("used_points", 0), "used_points"),
+        status=row.get("status") if isinstance(row.get("status"), str) else "",
+        created_at=created_at,
+        expires_at=expires_at,
+        order_id=order_id,
+        reference_id=reference_id,
+    )
+
+
+def parse_history(rows: list, default_zone: str = "Asia/Riyadh") -> tuple[list[Lot], list[str]]:
+    """All readable lots, plus one message per row that could not be read (never raises)."""
+    lots, problems = [], []
+    for index, row in enumerate(rows):
+        try:
+            lots.append(parse_lot(row, default_zone))
+        except LotError as exc:
+            problems.append(f"row {index}: {exc}")
+    return lots, problems
+
+
+def _created_at(value: Any, default_zone: str) -> tuple[str, datetime]:
+    zone_name = default_zone
+    if isinstance(value, dict):
+        if isinstance(value.get("timezone"), str) and _zone(value["timezone"]) is not None:
+            zone_name = value["timezone"]
+        text = value.get("date")
+    else:
+        text = value
+    if not isinstance(text, str):
+        raise LotError("created_at is missing")
+    return zone_name, _parse_local(text, zone_name, "created_at")
+
+
+def _parse_local(text: str, zone_name: str, field: str) -> datetime:
+    text = text.strip()
+    for fmt in _DATE_FORMATS:
+        try:
+            naive = datetime.strptime(text, fmt)
+        except ValueError:
+            continue
+        return naive.replace(tzinfo=_zone(zone_name))
+    raise LotError(f"{field} {text!r} is not a date")
+
+
+def _zone(name: str) -> ZoneInfo | None:
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        return None
+
+
+def _optional_id(value: Any) -> str | None:
+    if value is None or isinstance(value, (bool, dict, list)):
+        return None
+    text = str(value).strip()
+    return text or None
+
+
+def _whole(value: Any, field: str) -> int:
+    if isinstance(value, bool):
+        raise LotError(f"{field} is not a number")
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, str):
+        try:
+            number = float(value)
+        except ValueError:
+            number = None
+        if number is not None and number.is_integer():
+            return int(number)
+    raise LotError(f"{field} is not a whole number")
+
+
+# -- a lot as stored with the customer's last read (workers/reminding.py), and back -----------
+# The last read's lots, kept for every customer: one short row per lot (issue 18, about half the
+# previous JSON of named fields, which is still read: a deployed Redis holds it).
+_LOT_ROW = ("key", "name", "points", "used_points", "status", "created_at", "expires_at", "order_id", "reference_id")
+
+
+def _lots_json(lots: list[Lot], read_at: datetime) -> str:
+    # created_at only made the lot's key (service/domain/loyalty.py): unix seconds do, in the expiry's zone.
+    rows = [[int(lot.created_at.timestamp()) if name == "created_at" else item[name] for name in _LOT_ROW]
+            for lot, item in zip(lots, map(_lot_record, lots))]
+    return json.dumps({"r": read_at.timestamp(), "l": rows}, ensure_ascii=False, separators=(",", ":"))
+
+
+def _lot_from_row(row: list) -> Lot:
+    item = dict(zip(_LOT_ROW, row))
+    zone = datetime.fromisoformat(item["expires_at"]).tzinfo
+    return _lot_from({**item, "created_at": datetime.fromtimestamp(item["created_at"], zone).isoformat()})
+
+
+def _lots_from_json(raw: str | None) -> tuple[float, list[Lot]] | None:
+    if raw is None:
+        return None
+    record = json.loads(raw)
+    if "l" in record:
+        return record["r"], [_lot_from_row(row) for row in record["l"]]
+    return record["read_at"], [_lot_from(item) for item in record["lots"]]  # the previous format
+
+
+def _lot_record(lot: Lot) -> dict:
+    return {"key": lot.key, "name": lot.name, "points": lot.points, "used_points": lot.used_points,
+            "status": lot.status, "created_at": lot.created_at.isoformat(), "expires_at": lot.expires_at.isoformat(),
+            "order_id": lot.order_id, "reference_id": lot.reference_id}
+
+
+def _lot_from(item: dict) -> Lot:
+    return Lot(key=item["key"], name=item["name"], points=item["points"], used_points=item["used_points"],
+               status=item["status"], created_at=datetime.fromisoformat(item["created_at"]),
+               expires_at=datetime.fromisoformat(item["expires_at"]), order_id=item["order_id"],
+               reference_id=item["reference_id"])

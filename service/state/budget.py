@@ -1,0 +1,385 @@
+"""Salla's request budget per store, and the per-store queue of customers waiting to be read.
+
+Salla limits each store twice: the plan limit (120 requests a minute on the smallest plan)
+and 500 requests per 10 minutes on customer endpoints, where the loyalty endpoint lives.
+Both are kept here as sliding-window logs (a sorted set of request times per store and
+limit): at most N requests in ANY window of the given length, which also keeps us inside
+whatever window alignment Salla uses. Salla's own answers override us: a 429's Retry-After,
+or X-RateLimit-Remaining 0 until X-RateLimit-Reset, block the store until then.
+
+Backfill (and resync) customers wait in `backfill:pending`, at a lower priority: dispatch takes
+them only with the budget the due event-driven customers left (workers/backfill.py).
+
+Customers wait in the store's `pending` sorted set, scored by the earliest time they may be
+read. ZADD NX is the coalescing: 50 events for one customer are one member, one read. The
+dispatch script takes as many customers as the budget allows right now, spends one slot per
+page we expect their history to have, and moves each one to `inflight` with a lease (the
+score is the lease's deadline, which also serves as the read's token). An event arriving
+during the read waits for it and then causes exactly one more read. A read whose worker died
+(its lease ran out) goes back to `pending` on the next dispatch: nothing waits for a broker's
+redelivery, and a stale redelivered read sees that its lease is gone and steps aside.
+All in one Lua script whose keys are all the store's own (one cluster slot), so every
+worker process shares one budget without races.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import redis
+
+from service.state.keys import Keys
+
+# Shared by both scripts: the two sliding-window logs of a store (plan, customer endpoints).
+_WINDOWS = """
+local function trim(plan, plan_window, cust, cust_window, now)
+  redis.call('ZREMRANGEBYSCORE', plan, '-inf', now - plan_window)
+  redis.call('ZREMRANGEBYSCORE', cust, '-inf', now - cust_window)
+end
+
+local function available(plan, plan_limit, cust, cust_limit)
+  return math.min(plan_limit - redis.call('ZCARD', plan), cust_limit - redis.call('ZCARD', cust))
+end
+
+local function spend(plan, cust, now, tag, need, plan_window, cust_window)
+  for i = 1, need do
+    local member = string.format('%.6f:%s:%d', now, tag, i)
+    redis.call('ZADD', plan, now, member)
+    redis.call('ZADD', cust, now, member)
+  end
+  -- the logs only matter for one window: they go by themselves once a store falls silent
+  redis.call('EXPIRE', plan, math.ceil(plan_window) + 1)
+  redis.call('EXPIRE', cust, math.ceil(cust_window) + 1)
+end
+"""
+
+_DISPATCH = _WINDOWS + """
+local plan, cust, blocked, pending, pages, inflight = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
+local bpending, breading = KEYS[7], KEYS[8]
+local now = tonumber(ARGV[1])
+local plan_limit, plan_window = tonumber(ARGV[2]), tonumber(ARGV[3])
+local cust_limit, cust_window = tonumber(ARGV[4]), tonumber(ARGV[5])
+local max_batch = tonumber(ARGV[6])
+local lease_base, lease_per_page = tonumber(ARGV[7]), tonumber(ARGV[8])
+
+-- Reads whose lease ran out (their worker died): back in line, keeping an earlier due time.
+local reaped = redis.call('ZRANGEBYSCORE', inflight, '-inf', now)
+for _, customer in ipairs(reaped) do
+  redis.call('ZREM', inflight, customer)
+  redis.call('ZADD', pending, 'LT', now, customer)
+end
+
+trim(plan, plan_window, cust, cust_window, now)
+
+local function slot_wait(key, limit, window, need)
+  local used = redis.call('ZCARD', key)
+  if used + need <= limit then return 0 end
+  -- `need` slots are free once the (used + need - limit) oldest requests left the window
+  local index = used + need - limit - 1
+  local oldest = redis.call('ZRANGE', key, index, index, 'WITHSCORES')
+  return tonumber(oldest[2]) + window - now
+end
+
+local taken = {}
+local blocked_until = tonumber(redis.call('GET', blocked) or '0')
+local skipped = 0
+local waiting_need = 1
+local covered = 0
+local avail = 0
+local due = {}
+
+-- Hand `customer` out from `queue` if the budget left covers its pages: its lease, its spend.
+-- False (and waiting_need set) when it does not fit: the caller stops there.
+local function hand_out(customer, queue)
+  -- never more than a whole window: a longer history is read across windows
+  local need = math.min(tonumber(redis.call('HGET', pages, customer) or '1'), plan_limit, cust_limit)
+  if need > avail then
+    waiting_need = need
+    return false
+  end
+  avail = avail - need
+  local lease = string.format('%.6f', now + lease_base + lease_per_page * need)
+  redis.call('ZREM', queue, customer)
+  redis.call('ZADD', inflight, lease, customer)
+  spend(plan, cust, now, customer, need, plan_window, cust_window)
+  table.insert(taken, customer)
+  table.insert(taken, tostring(need))
+  table.insert(taken, lease)
+  return true
+end
+
+if blocked_until <= now then
+  avail = available(plan, plan_limit, cust, cust_limit)
+  if avail > 0 then
+    due = redis.call('ZRANGEBYSCORE', pending, '-inf', now, 'LIMIT', 0, max_batch)
+    for _, customer in ipairs(due) do
+      if redis.call('ZSCORE', inflight, customer) then
+        skipped = skipped + 1
+      elseif not hand_out(customer, pending) then
+        break
+      end
+    end
+  end
+end
+
+-- The backfill's customers (and the resync's) get what the event-driven ones left: only when
+-- no event-driven customer is due and waiting for budget. A customer an event-driven read
+-- already has (queued or in flight) is left to it: read once, not twice.
+local room = max_batch - #taken / 3
+if blocked_until <= now and avail > 0 and waiting_need == 1 and #due < max_batch and room > 0 then
+  local listed = redis.call('ZRANGE', bpending, 0, room - 1)
+  for _, customer in ipairs(listed) do
+    if redis.call('ZSCORE', inflight, customer) or redis.call('ZSCORE', pending, customer) then
+      redis.call('ZREM', bpending, customer)
+      covered = covered + 1
+    elseif hand_out(customer, bpending) then
+      redis.call('SADD', breading, customer)
+    else
+      break
+    end
+  end
+end
+
+local low = redis.call('ZCARD', bpending)
+local left = redis.call('ZCARD', pending) + low
+local busy = redis.call('ZCARD', inflight)
+if left == 0 then
+  return {taken, '-1', busy, #reaped, covered}
+end
+local wait = math.max(slot_wait(plan, plan_limit, plan_window, waiting_need),
+                      slot_wait(cust, cust_limit, cust_window, waiting_need), blocked_until - now)
+if low == 0 then
+  -- only event-driven customers wait: the first of them may not be due yet (debounce, backoff)
+  local first = redis.call('ZRANGE', pending, 0, 0, 'WITHSCORES')
+  wait = math.max(wait, tonumber(first[2]) - now)
+end
+if wait <= 0 then
+  -- due customers are waiting only for reads in flight: look again shortly
+  wait = (skipped > 0) and 1 or 0
+end
+return {taken, tostring(wait), left + busy, #reaped, covered}
+"""
+
+# KEYS: inflight, pending, pages. ARGV: customer, lease ('' = whatever lease), then the mode:
+# 'done' (pages: remember how many the history took) or 'retry' (not_before, pages).
+# Only the holder of the current lease may finish it: a stale redelivered read must not free
+# (or requeue) a customer that a newer dispatch is reading.
+_FINISH = """
+local inflight, pending, pages = KEYS[1], KEYS[2], KEYS[3]
+local customer, lease, mode = ARGV[1], ARGV[2], ARGV[3]
+local current = redis.call('ZSCORE', inflight, customer)
+if lease ~= '' and current and tonumber(current) ~= tonumber(lease) then return 0 end
+redis.call('ZREM', inflight, customer)
+if mode == 'done' then
+  local n = tonumber(ARGV[4])
+  if n and n > 1 then redis.call('HSET', pages, customer, n)
+  elseif n == 1 then redis.call('HDEL', pages, customer) end
+else
+  local n = tonumber(ARGV[5])
+  if n and n > 0 then redis.call('HSET', pages, customer, n) end
+  redis.call('ZADD', pending, ARGV[4], customer)
+end
+return 1
+"""
+
+_ACQUIRE = _WINDOWS + """
+local plan, cust, blocked = KEYS[1], KEYS[2], KEYS[3]
+local now, need = tonumber(ARGV[1]), tonumber(ARGV[2])
+local plan_limit, plan_window = tonumber(ARGV[3]), tonumber(ARGV[4])
+local cust_limit, cust_window = tonumber(ARGV[5]), tonumber(ARGV[6])
+trim(plan, plan_window, cust, cust_window, now)
+if tonumber(redis.call('GET', blocked) or '0') > now then return 0 end
+if available(plan, plan_limit, cust, cust_limit) < need then return 0 end
+spend(plan, cust, now, ARGV[7], need, plan_window, cust_window)
+return 1
+"""
+
+_BLOCK = """
+local current = tonumber(redis.call('GET', KEYS[1]) or '0')
+local until_ = tonumber(ARGV[1])
+if until_ > current then
+  redis.call('SET', KEYS[1], ARGV[1], 'EX', math.max(1, math.ceil(until_ - tonumber(ARGV[2])) + 60))
+  return 1
+end
+return 0
+"""
+
+
+# KEYS: the store's pump flag. ARGV: due (unix seconds), ttl ms. A pump may be scheduled when
+# none is, or when this one is due sooner than the one that is (a read waiting a second must
+# not wait behind a pump scheduled for later).
+_CLAIM_PUMP = """
+local current = tonumber(redis.call('GET', KEYS[1]) or 'inf')
+if tonumber(ARGV[1]) < current - 0.5 then
+  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+  return 1
+end
+return 0
+"""
+
+
+@dataclass(frozen=True)
+class Limits:
+    plan_limit: int
+    plan_window: int
+    customer_limit: int
+    customer_window: int
+
+
+@dataclass(frozen=True)
+class Read:
+    customer_id: int
+    pages: int  # pages paid for
+    lease: str  # the read's token: its lease deadline as dispatch wrote it
+
+
+@dataclass(frozen=True)
+class Dispatch:
+    reads: list[Read]
+    wait: float | None  # seconds until dispatch can take more; None: nothing pending
+    reaped: int = 0  # reads whose lease ran out, put back in line
+    covered: int = 0  # backfill customers left to the event-driven read that already had them
+
+    @property
+    def customers(self) -> list[tuple[int, int]]:
+        return [(read.customer_id, read.pages) for read in self.reads]
+
+
+class Budget:
+    # A read's lease: long enough for a read of that many pages at Salla's slowest (each page
+    # has its own timeout). When it runs out the worker is taken for dead and the read goes
+    # back in line; a read that was only slow then finds its lease gone and steps aside.
+    LEASE_BASE_SECONDS = 30
+    LEASE_PER_PAGE_SECONDS = 15
+    MAX_BATCH = 500
+
+    def __init__(self, store: redis.Redis, prefix: str):
+        self.redis = store
+        self.keys = Keys(prefix)
+        self._dispatch = store.register_script(_DISPATCH)
+        self._acquire = store.register_script(_ACQUIRE)
+        self._block = store.register_script(_BLOCK)
+        self._finish = store.register_script(_FINISH)
+        self._claim_pump = store.register_script(_CLAIM_PUMP)
+
+    def _window_keys(self, merchant_id: int) -> list[str]:
+        k = self.keys.store(merchant_id)
+        return [k.budget_plan, k.budget_customer, k.blocked_until]
+
+    # -- the pending queue -----------------------------------------------------------------
+    def enqueue(self, merchant_id: int, customer_id: int, not_before: float) -> bool:
+        """Add a customer to the store's queue. False: already waiting (coalesced)."""
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.zadd(self.keys.store(merchant_id).pending, {str(customer_id): not_before}, nx=True)
+        pipe.sadd(self.keys.backlog, merchant_id)
+        added, _ = pipe.execute()
+        return bool(added)
+
+    def holds(self, merchant_id: int, customer_id: int, lease: str | None, now: float | None = None) -> bool:
+        """Does this read still hold its lease? False: it was taken for dead and handed out
+        again, or its lease has run out, so that the next dispatch may hand it out again at any
+        moment (a message that waited in the queue past its lease, e.g. behind a worker's slow
+        shutdown: reading now would race that dispatch and read the customer twice)."""
+        if not lease:
+            return True
+        if now is not None and float(lease) <= now:
+            return False
+        current = self.redis.zscore(self.keys.store(merchant_id).inflight, str(customer_id))
+        return current is not None and float(current) == float(lease)
+
+    def retry_later(self, merchant_id: int, customer_id: int, not_before: float, pages: int | None = None,
+                    lease: str | None = None) -> bool:
+        """Put a customer back (transient failure, 429, budget ran out mid-read)."""
+        k = self.keys.store(merchant_id)
+        done = self._finish(keys=[k.inflight, k.pending, k.pages],
+                            args=[str(customer_id), lease or "", "retry", f"{not_before:.6f}", pages or 0])
+        self.redis.sadd(self.keys.backlog, merchant_id)
+        return bool(done)
+
+    def done(self, merchant_id: int, customer_id: int, pages: int | None = None, lease: str | None = None) -> bool:
+        """The read is over: remember how many pages it took, and free the customer."""
+        k = self.keys.store(merchant_id)
+        return bool(self._finish(keys=[k.inflight, k.pending, k.pages],
+                                 args=[str(customer_id), lease or "", "done", pages or 0]))
+
+    def dispatch(self, merchant_id: int, limits: Limits, now: float, max_batch: int | None = None) -> Dispatch:
+        k = self.keys.store(merchant_id)
+        taken, wait, left, reaped, covered = self._dispatch(
+            keys=[k.budget_plan, k.budget_customer, k.blocked_until, k.pending, k.pages, k.inflight,
+                  k.backfill_pending, k.backfill_reading],
+            args=[f"{now:.6f}", limits.plan_limit, limits.plan_window, limits.customer_limit,
+                  limits.customer_window, max_batch or self.MAX_BATCH, self.LEASE_BASE_SECONDS,
+                  self.LEASE_PER_PAGE_SECONDS])
+        reads = [Read(int(taken[i]), int(taken[i + 1]), _text(taken[i + 2])) for i in range(0, len(taken), 3)]
+        # The backlog set lists stores with reads waiting or in flight (a dead read's lease is
+        # reaped by a later dispatch). It is a key of its own slot, so it is kept here, not in
+        # the script: drop the store, then look again, since an enqueue may have come between.
+        if int(left) == 0:
+            self.redis.srem(self.keys.backlog, merchant_id)
+            if self.redis.zcard(k.pending) or self.redis.zcard(k.inflight) or self.redis.zcard(k.backfill_pending):
+                self.redis.sadd(self.keys.backlog, merchant_id)
+        else:
+            self.redis.sadd(self.keys.backlog, merchant_id)
+        wait = float(wait)
+        return Dispatch(reads=reads, wait=None if wait < 0 else wait, reaped=int(reaped), covered=int(covered))
+
+    def drop_store(self, merchant_id: int) -> int:
+        """Forget every customer waiting for this store; returns how many."""
+        k = self.keys.store(merchant_id)
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.zcard(k.pending)
+        pipe.delete(k.pending, k.pages, k.inflight, k.backfill_pending, k.backfill_reading, k.correlation)
+        dropped = pipe.execute()[0]
+        self.redis.srem(self.keys.backlog, merchant_id)
+        return int(dropped)
+
+    def claim_pump(self, merchant_id: int, due: float, ttl_seconds: float) -> bool:
+        """May a pump due at `due` be scheduled? (At most one per store, unless sooner.)"""
+        return bool(self._claim_pump(keys=[self.keys.store(merchant_id).pump],
+                                     args=[f"{due:.3f}", int(ttl_seconds * 1000)]))
+
+    def pump_started(self, merchant_id: int) -> None:
+        self.redis.delete(self.keys.store(merchant_id).pump)
+
+    def waiting(self, merchant_id: int) -> int:
+        return int(self.redis.zcard(self.keys.store(merchant_id).pending))
+
+    def backlog(self) -> list[int]:
+        return sorted(int(m) for m in self.redis.smembers(self.keys.backlog))
+
+    # -- spending outside dispatch ---------------------------------------------------------
+    def acquire(self, merchant_id: int, limits: Limits, now: float, need: int = 1, tag: str = "x") -> bool:
+        """Take `need` slots now if there are that many; never waits."""
+        return bool(self._acquire(keys=self._window_keys(merchant_id), args=[
+            f"{now:.6f}", need, limits.plan_limit, limits.plan_window, limits.customer_limit,
+            limits.customer_window, tag]))
+
+    def blocked(self, merchant_id: int, now: float) -> bool:
+        """Salla told us to wait and the time is not up yet."""
+        until = self.redis.get(self.keys.store(merchant_id).blocked_until)
+        return until is not None and float(until) > now
+
+    # -- what Salla told us ----------------------------------------------------------------
+    def block_until(self, merchant_id: int, until: float, now: float) -> None:
+        self._block(keys=[self.keys.store(merchant_id).blocked_until], args=[f"{until:.3f}", f"{now:.3f}"])
+
+    def observe(self, merchant_id: int, headers, now: float) -> None:
+        """Obey Salla's rate headers: Retry-After (on 429), or Remaining 0 until Reset."""
+        retry_after = _number(headers.get("Retry-After"))
+        if retry_after is not None:
+            self.block_until(merchant_id, now + max(retry_after, 1.0), now)
+            return
+        remaining = _number(headers.get("X-RateLimit-Remaining"))
+        reset = _number(headers.get("X-RateLimit-Reset"))
+        if remaining is not None and remaining <= 0 and reset is not None and reset > now:
+            self.block_until(merchant_id, reset, now)
+
+
+def _text(value) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _number(value) -> float | None:
+    try:
+        return float(value) if value is not None else None
+    except (TypeError, ValueError):
+        return None
