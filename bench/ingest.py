@@ -101,9 +101,9 @@ def _ms(value: str) -> float:
 
 
 # granian with the Procfile's workers, on its defaults otherwise (threads, backpressure); its
-# own log lines at WARNING, as gunicorn's access log is off by default.
+# access log off (its default), as gunicorn's is; GRANIAN_* variables tune the rest.
 GRANIAN = ("granian --interface wsgi --factory --workers ${WEB_CONCURRENCY:-2} --host 127.0.0.1 --port ${PORT} "
-           "--log-level warning {app}")
+           "--log-level info {app}")
 READY = {"gunicorn": "Booting worker", "granian": "Started worker-"}
 
 
