@@ -10,6 +10,8 @@
   with Redis as the broker, on a Redis server of the benchmark's own.
 - They run alternately, `--rounds` times each, on the same port settings and the same bodies;
   the script prints req/s and p50/p99 of each run, the medians and the ratio ours/floor.
+- `--close` sends each webhook on a new connection (gunicorn's sync workers close every
+  connection anyway; granian keeps them open unless told).
 - `--server granian` serves both apps with granian (Rust, WSGI) instead, with the same
   workers (WEB_CONCURRENCY); `both` alternates the four in each round and prints
   granian/gunicorn for each app.
@@ -57,12 +59,14 @@ function init(args)
   end
   counter = tonumber(args[2]) or 0
   step = tonumber(args[3]) or 1
+  close = args[4] == "close"
 end
 function request()
   counter = counter + 1
   local i = ((counter * step) % #bodies) + 1
-  return wrk.format("POST", "/webhooks/salla", {["Content-Type"] = "application/json",
-    ["X-Salla-Signature"] = signatures[i]}, bodies[i])
+  local headers = {["Content-Type"] = "application/json", ["X-Salla-Signature"] = signatures[i]}
+  if close then headers["Connection"] = "close" end
+  return wrk.format("POST", "/webhooks/salla", headers, bodies[i])
 end
 """
 
@@ -80,10 +84,11 @@ def make_bodies(path: Path, count: int) -> None:
             handle.write(hmac.new(SECRET.encode(), raw, hashlib.sha256).hexdigest() + "\t" + raw.decode() + "\n")
 
 
-def wrk(url: str, script: Path, bodies: Path, connections: int, seconds: int, offset: int) -> dict:
+def wrk(url: str, script: Path, bodies: Path, connections: int, seconds: int, offset: int,
+        close: bool = False) -> dict:
     # One wrk thread per core: the server has the rest of the machine.
     out = subprocess.run(["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency", "-s", str(script), url,
-                          "--", str(bodies), str(offset), "1"], capture_output=True, text=True, timeout=seconds + 60)
+                          "--", str(bodies), str(offset), "1", "close" if close else "keep"], capture_output=True, text=True, timeout=seconds + 60)
     text = out.stdout
     requests_ = int(re.search(r"(\d+) requests in", text).group(1))
     non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", text)
@@ -158,6 +163,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=int, default=12)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--server", choices=("gunicorn", "granian", "both"), default="gunicorn")
+    parser.add_argument("--close", action="store_true",
+                        help="a new connection per webhook (Connection: close), as a sender that keeps none "
+                             "open sends them; gunicorn's sync workers close every connection anyway")
     args = parser.parse_args(argv)
     servers = ("gunicorn", "granian") if args.server == "both" else (args.server,)
     if not shutil.which("wrk"):
@@ -182,7 +190,8 @@ def main(argv: list[str] | None = None) -> int:
                     web = serve(kind, env, workdir, port, server)
                     try:
                         time.sleep(1)
-                        run = wrk(f"http://127.0.0.1:{port}", script, bodies, args.connections, args.seconds, offset)
+                        run = wrk(f"http://127.0.0.1:{port}", script, bodies, args.connections, args.seconds, offset,
+                                  args.close)
                     finally:
                         web.stop()
                     offset += run["requests"]
