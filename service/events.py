@@ -67,7 +67,7 @@ def parse_envelope(body: bytes) -> Envelope:
     if not isinstance(payload, dict):
         raise EventError("body must be a JSON object")
     # Only a \uD800-\uDFFF escape makes a surrogate (UTF-8 bytes cannot hold one): a body
-    # without one, nearly every body, is not walked (a tenth of the web's Python time a webhook).
+    # without one, nearly every body, is not walked (about 10 µs a webhook: as long as json.loads).
     if not isinstance(body, (bytes, bytearray)) or _SURROGATE_ESCAPE.search(body):
         payload = without_lone_surrogates(payload)
     missing = [key for key in ("event", "merchant", "data") if key not in payload]
