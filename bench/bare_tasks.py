@@ -29,3 +29,11 @@ def get(url: str, token: str | None = None) -> int:
     session = getattr(_local, "session", None) or setattr(_local, "session", requests.Session()) or _local.session
     headers = {"Authorization": f"Bearer {token}"} if token else {}
     return session.get(url, headers=headers, timeout=10).status_code
+
+
+@app.task(name="bare.post", acks_late=True, ignore_result=True)
+def post(url: str, body: str, headers: dict) -> int:
+    # The signed body and headers a delivery's webhook channel sends (made by bench/workers.py
+    # with the channel's own code), POSTed as the channel does: the baseline of a delivery.
+    session = getattr(_local, "session", None) or setattr(_local, "session", requests.Session()) or _local.session
+    return session.post(url, data=body.encode("utf-8"), headers=headers, timeout=10, allow_redirects=False).status_code

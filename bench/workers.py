@@ -16,6 +16,11 @@
 4. p50/p99 of the run time of the task that does the item (`sync_customer` against `bare.get`,
    `drain_intake` against `bare.noop`; a drain handles a batch of events), from the workers'
    own "succeeded in" log lines.
+5. Deliveries (`--parts deliveries`): `--deliveries` reminders queued by a read's own code
+   (`reminding.after_read`), delivered by the Procfile's `deliveries` worker (its pool and
+   concurrency) through the `webhook` channel to a local receiver answering after
+   `--latency-ms`. Baseline: bare tasks that POST the same signed body (made by the channel's
+   own code) to the same receiver, on the same pool and concurrency (`bare.post`).
 Everything on a Redis server and ports of the benchmark's own; the ratios are what to read.
 """
 from __future__ import annotations
@@ -30,6 +35,7 @@ import tempfile
 import time
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
+from types import SimpleNamespace
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -44,6 +50,9 @@ from devkit.sandbox import Faults, create_app as create_sandbox, serve_in_thread
 from devkit.sandbox_seed import lot_row  # noqa: E402
 from service.config.celery_config import DRAIN_TASK, PUMP_TASK, SYNC_TASK  # noqa: E402
 from service.state.intake import Intake  # noqa: E402
+from service.config.celery_config import DELIVER_TASK  # noqa: E402
+from devkit.receiver import ReminderLog, create_receiver  # noqa: E402
+from service.clients.channels import WebhookChannel  # noqa: E402
 
 TOKEN = "bench-token"
 TOKEN_KEY = "YmVuY2gtb25seS1rZXktZG8tbm90LXVzZS1pdCEhISE="
@@ -192,13 +201,141 @@ def reads_run(env, client, workdir, pool, count, sandbox_url, baseline: bool) ->
     return (*result, task_seconds(log, "bare.get" if baseline else SYNC_TASK))
 
 
+RECEIVER_SECRET = "bench-receiver-secret"
+
+
+def slowed(app, seconds: float):
+    """The receiver answering after `seconds`, as a merchant's system or a provider's API would
+    (a thread each: the sleep holds no lock)."""
+    def answer(environ, start_response):
+        time.sleep(seconds)
+        return app(environ, start_response)
+    return answer
+
+
+class _Capture:
+    """A session that keeps what the channel would POST instead of sending it."""
+
+    def post(self, url, data=None, headers=None, **_):
+        self.sent = (url, data, headers)
+        return SimpleNamespace(status_code=200)
+
+
+def signed_post(reminder: dict, url: str, secret: str, clock=time.time) -> tuple[str, bytes, dict]:
+    """The URL, body and headers the `webhook` channel POSTs for `reminder`, made by the channel
+    itself: what the baseline sends, byte for byte but for the signed timestamp."""
+    capture = _Capture()
+    WebhookChannel(url, secret, capture, 10.0, clock=clock).send(reminder)
+    return capture.sent
+
+
+def queue_reminders(env: dict, count: int) -> list[dict]:
+    """`count` customers of one store, each with a lot expiring in 3 days, through a read's own
+    code (`reminding.after_read`: lots, ledger record, timer): one reminder each, waiting for its
+    delivery. Returns the reminders as the ledger keeps them."""
+    from service.domain.events import Customer
+    from service.domain.loyalty import parse_history
+    from service.state.redis_client import connect
+    from service.config.settings import Settings
+    from workers import reminding
+    from service.ops.runtime import build_runtime
+    settings = Settings.from_env(dict(env, QUIET_HOURS="off"))
+    rt = build_runtime(settings, connect(settings), requests.Session())
+    now = datetime.now(timezone.utc)
+    queued = []
+    for n in range(count):
+        customer = Customer(id=70_000 + n, name="محمد العتيبي", mobile=f"+9665{n:08d}", email=f"s{n}@example.com",
+                            notifications_enabled=True, lang="ar")
+        rt.profiles.save(MERCHANT, customer)
+        lots, problems = parse_history([lot_row(150, 0, now + timedelta(days=3), now - timedelta(days=200),
+                                                order_id=str(3_000_000 + n))], settings.store_timezone)
+        assert not problems, problems
+        reminding.after_read(rt, MERCHANT, customer, lots, now, lambda m, c, rid: queued.append((m, rid)))
+    assert len(queued) == count, f"{len(queued)} reminders queued for {count} customers"
+    reminders = [rt.ledger.get(m, rid).reminder for m, rid in queued]
+    rt.store.close()
+    return reminders
+
+
+def deliveries_run(env, client, workdir, pool, reminders, latency_ms, baseline: bool) -> tuple:
+    """One run: every reminder delivered (ours) or its signed body POSTed (bare), to a fresh
+    receiver; checks that each arrived once with a valid signature and, for ours, is `sent`."""
+    log_ = ReminderLog(RECEIVER_SECRET)
+    receiver = serve_in_thread(slowed(create_receiver(log_), latency_ms / 1000))
+    url = receiver.url + "/reminders"
+    env = dict(env, QUIET_HOURS="off", REMINDER_CHANNELS="webhook", REMINDER_WEBHOOK_URL=url, REMINDER_WEBHOOK_SECRET=RECEIVER_SECRET)
+    producer = celery_producer(env)
+    command = procfile_command("deliveries")
+    if pool:
+        command = with_pool(command, pool)
+    if baseline:
+        words = [w for w in command.split() if w.startswith(("--pool=", "--concurrency="))]
+        command = " ".join(["celery -A bench.bare_tasks worker -Q bare -n bare@%h --loglevel=INFO"] + words)
+        for reminder in reminders:
+            url_, body, headers = signed_post(reminder, url, RECEIVER_SECRET)
+            producer.send_task("bare.post", args=[url_, body.decode("utf-8"), headers], queue="bare")
+    else:
+        for reminder in reminders:
+            producer.send_task(DELIVER_TASK, args=[reminder["merchant_id"], reminder["customer_id"],
+                                                   reminder["reminder_id"]])
+    def states() -> set:
+        pipe = ledger.redis.pipeline(transaction=False)
+        for r in reminders:
+            pipe.hget(ledger.keys.store(r["merchant_id"]).reminder(r["reminder_id"]), "state")
+        return set(pipe.execute())
+
+    from service.state.ledger import Ledger
+    ledger = Ledger(redis.Redis.from_url(env["REDIS_URL"], decode_responses=True), "lpr:")
+    # A bare POST is done when the receiver has it; a delivery when the ledger says `sent`
+    # (its send recorded, its lots marked, its timer gone), which comes after the POST.
+    done = (lambda: len(log_.received) >= len(reminders)) if baseline else (lambda: states() == {"sent"})
+    log = workdir / f"deliveries-{pool}-{latency_ms}-{baseline}.log"
+    process = worker(command, env, log).start(wait_seconds=60)
+    try:
+        result = measured(process, client, len(reminders), done)
+    finally:
+        process.stop()
+        receiver.stop()
+    received = log_.received
+    assert len(received) == len(reminders) and all(r["signature_valid"] for r in received), \
+        f"{len(received)} POSTs for {len(reminders)} reminders, or a signature that does not match"
+    assert len({r["body"]["reminder_id"] for r in received}) == len(reminders), "a reminder arrived twice"
+    return (*result, task_seconds(log, "bare.post" if baseline else DELIVER_TASK))
+
+
+def deliveries_figures(env, client, workdir, count: int, latency_ms: float, repeat: int, pool: str | None) -> dict:
+    """Ours against bare POSTs, alternated `repeat` times on the same reminders; medians."""
+    runs: dict[str, list] = {"bare_posts": [], "deliveries": []}
+    for _ in range(repeat):
+        client.flushall()
+        reminders = queue_reminders(env, count)
+        runs["bare_posts"].append(deliveries_run(env, client, workdir, pool, reminders, latency_ms, baseline=True))
+        runs["deliveries"].append(deliveries_run(env, client, workdir, pool, reminders, latency_ms, baseline=False))
+    cpu = {k: round(statistics.median(c for _, c, _, _ in v), 2) for k, v in runs.items()}
+    redis_cpu = {k: round(statistics.median(c for _, _, c, _ in v), 2) for k, v in runs.items()}
+    times = {k: [t for *_, ts in v for t in ts] for k, v in runs.items()}
+    task_ms = {k: {"tasks": len(ts), "p50": round(1000 * percentile(ts, 0.5), 1),
+                   "p99": round(1000 * percentile(ts, 0.99), 1)} for k, ts in times.items()}
+    rates = {k: [rate for rate, *_ in v] for k, v in runs.items()}
+    bare, ours = statistics.median(rates["bare_posts"]), statistics.median(rates["deliveries"])
+    return {"deliveries_per_s": round(ours, 1), "bare_post_tasks_per_s": round(bare, 1),
+            "deliveries_ratio": round(ours / bare, 2), "latency_ms": latency_ms,
+            "worker_cpu_ms_per_item": cpu, "redis_cpu_ms_per_item": redis_cpu, "task_run_ms": task_ms,
+            "runs": {k: [round(v, 1) for v in vs] for k, vs in rates.items()}}
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--events", type=int, default=3000)
     parser.add_argument("--reads", type=int, default=600)
     parser.add_argument("--latency-ms", type=float, default=50)
     parser.add_argument("--repeat", type=int, default=3, help="alternated runs per figure; medians are kept")
+    parser.add_argument("--parts", default="events,reads,deliveries",
+                        help="which figures: events,reads (per pool) and deliveries (the Procfile's pool)")
+    parser.add_argument("--deliveries", type=int, default=600)
+    parser.add_argument("--delivery-pool", choices=POOLS, help="default: the Procfile's `deliveries` pool")
     args = parser.parse_args(argv)
+    parts = set(args.parts.split(","))
     results: dict = {}
     with tempfile.TemporaryDirectory(prefix="lpr-workers-") as tmp:
         workdir = Path(tmp)
@@ -214,7 +351,11 @@ def main(argv=None) -> int:
                     "SALLA_PLAN_LIMIT": "10000", "SALLA_CUSTOMER_LIMIT": "100000", "LOG_LEVEL": "INFO",
                     "PYTHONPATH": str(ROOT)})
         try:
-            for pool in POOLS:
+            if "deliveries" in parts:
+                results["deliveries"] = deliveries_figures(env, client, workdir, args.deliveries, args.latency_ms,
+                                                           args.repeat, args.delivery_pool)
+                print("deliveries", json.dumps(results["deliveries"]), flush=True)
+            for pool in POOLS if parts & {"events", "reads"} else ():
                 # Alternated, `--repeat` times, medians kept: the machine's other load moves
                 # each run, and a ratio of medians of interleaved runs moves much less.
                 runs: dict[str, list] = {"bare_events": [], "events": [], "bare_reads": [], "reads": []}

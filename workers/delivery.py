@@ -86,12 +86,13 @@ def deliver(rt, merchant_id: int, customer_id: int, reminder_id: str, now: float
         return record.state
     m, c = merchant_id, customer_id
     # Queued or retried deliveries check again: an uninstall, an opt-out or a pause since wins.
-    if rt.registry.is_uninstalled(m):
+    uninstalled, config = rt.registry.uninstalled_and_config(m)  # one round trip for both
+    if uninstalled:
         return _stop(rt, record, timer, CANCELLED, now, "the store uninstalled the app", "deliveries_cancelled")
     if rt.profiles.load(m, c).notifications_enabled is False:
         count_stat(rt.store, rt.keys, m, 0, "opted_out_cancelled")
         return _stop(rt, record, timer, CANCELLED, now, "the customer opted out", "deliveries_cancelled")
-    if rt.registry.config(m).get("paused"):
+    if config.get("paused"):
         arm(rt, timer, now + PAUSED_RETRY_SECONDS)  # kept, not lost: it goes out once the store resumes
         rt.registry.count(m, "deliveries_held_paused")
         return record.state
@@ -109,6 +110,7 @@ def deliver(rt, merchant_id: int, customer_id: int, reminder_id: str, now: float
     # A channel that sent and failed later is `failed:` again (service/ops/fallback.py): the reminder
     # counts as reaching nobody, so that `first` goes on to the next channel.
     sent = any(outcome == "sent" for outcome in record.channels.values())
+    marked = False  # this attempt marked it sent (the mark after the loop is for an earlier attempt's send)
     transient, refused, busy_until, wait = ([broken] if broken else []), [], 0.0, 0.0
     for channel in channels:
         if policy == FIRST and (sent or transient or busy_until):
@@ -148,12 +150,13 @@ def deliver(rt, merchant_id: int, customer_id: int, reminder_id: str, now: float
         log.info("reminder %s of merchant=%s customer=%s sent by %s (attempt %d)", reminder_id, m, c, channel.name,
                  attempt)
         rt.ledger.mark_sent(m, c, reminder_id, now)
+        marked = True
         if lifetime is not None and channel.name in REPORTING_CHANNELS:
             _index_send(rt, m, reminder_id, channel, message_id or "", lifetime, [ch.name for ch in channels], policy,
                         now)
         sent = True
-    if sent:
-        rt.ledger.mark_sent(m, c, reminder_id, now)  # a no-op unless an earlier attempt sent it
+    if sent and not marked:
+        rt.ledger.mark_sent(m, c, reminder_id, now)  # an earlier attempt sent it (a round trip saved otherwise)
 
     if transient or busy_until:
         if attempt < MAX_ATTEMPTS:
@@ -174,7 +177,10 @@ def deliver(rt, merchant_id: int, customer_id: int, reminder_id: str, now: float
         # service/ops/fallback.py) brings the next attempt, which goes on to the next channel.
         return "reopened"
     rt.due.remove([timer])
-    if rt.ledger.state(m, reminder_id) in LIVE:  # a late failure reopened it between the two lines above
+    # Only a provider that reports later (service/web/callbacks.py) can reopen it between the two
+    # lines above: without one, the check's round trip is saved (bench/workers.py).
+    may_report = any(name in REPORTING_CHANNELS for name in [*record.channels, *(ch.name for ch in channels)])
+    if may_report and rt.ledger.state(m, reminder_id) in LIVE:
         arm(rt, timer, reopen_at(now, reminder, *_send_window(rt, m)))
         return "reopened"
     return "sent"
