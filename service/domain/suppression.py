@@ -3,7 +3,7 @@
 A shopper who opted out (our unsubscribe link, or Salla's notifications flag) stays opted out
 after their profile is gone: forgotten on request (PDPL), expired after DATA_RETENTION_DAYS, or
 erased at uninstall. Each store keeps a suppression hash (service/state/keys.py `suppressed`) whose
-fields are keyed hashes, HMAC-SHA256 under a key derived from TOKEN_ENCRYPTION_KEY, of
+fields are keyed hashes, HMAC-SHA256 under the deployment's suppression key (below), of
   - the store and the customer id, and
   - the store and the customer's mobile (E.164 digits) and e-mail (trimmed, lower case).
 The contacts are in it so that a customer Salla re-creates under a new id, with the same mobile
@@ -14,8 +14,10 @@ shopper in two stores gives two unrelated hashes.
 
 The value says why and since when: `link:<unix time>` (our unsubscribe link: for good) or
 `flag:<unix time>` (Salla's flag: a newer event turning notifications on lifts it).
-Written under the first key, found under every listed one: a key rotation keeps them while the
-old key stays listed in TOKEN_ENCRYPTION_KEY.
+The key is the deployment's `suppression` secret (service/state/deployment_secrets.py): random,
+kept wrapped by TOKEN_ENCRYPTION_KEY and re-wrapped by `rotate-token-keys`, never changed, so
+an opt-out holds after the old token key is dropped (a key derived from TOKEN_ENCRYPTION_KEY
+would lose every entry at a rotation).
 """
 from __future__ import annotations
 

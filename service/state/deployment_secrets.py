@@ -9,7 +9,10 @@ kept in Redis (service/state/keys.py `secret:<purpose>`) encrypted with the toke
 are (MultiFernet: the first key encrypts, every listed one decrypts), and re-encrypted by
 `rotate-token-keys` along with them. The key itself never changes; only its wrapping does.
 
-Each process caches what it read: the value never changes, and the hash is on hot paths.
+`secret` caches what it read in the process: the value never changes, and the holdout's hash is
+on hot paths. `current` reads Redis each time (one GET; the decryption is cached by what it
+read), for the suppression list: a process that kept a key its Redis no longer holds (a test's
+emptied database, a restore) must never look an opt-out up under the wrong key.
 """
 from __future__ import annotations
 
@@ -80,6 +83,32 @@ def rotate_all(redis, prefix: str, fernet_keys, dry_run: bool = False) -> int:
     return count
 
 
+_decrypted: dict[bytes, bytes] = {}
+
+
+def current(redis, prefix: str, fernet_keys, purpose: str) -> bytes:
+    """The deployment's key for `purpose`, as Redis holds it now (created on first use)."""
+    _check(purpose)
+    name = Keys(prefix).deployment_secret(purpose)
+    blob = redis.get(name)
+    if blob is None:
+        redis.set(name, _fernet(fernet_keys).encrypt(os.urandom(KEY_BYTES)), nx=True)
+        blob = redis.get(name)
+    blob = blob if isinstance(blob, bytes) else blob.encode()
+    value = _decrypted.get(blob)
+    if value is None:
+        try:
+            value = _fernet(fernet_keys).decrypt(blob)
+        except InvalidToken:
+            raise SecretError(f"the deployment secret {purpose!r} cannot be decrypted with TOKEN_ENCRYPTION_KEY "
+                              "(was a key removed before rotate-token-keys ran?)") from None
+        if len(_decrypted) > 64:
+            _decrypted.clear()
+        _decrypted[blob] = value
+    return value
+
+
 def forget_cache() -> None:
     """Tests: a fresh Redis behind the same prefix."""
     _cache.clear()
+    _decrypted.clear()

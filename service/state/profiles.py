@@ -28,6 +28,7 @@ import time
 
 import redis
 
+from service.state import deployment_secrets
 from service.domain import suppression
 from service.domain.events import Customer
 from service.state.keys import Keys
@@ -102,7 +103,8 @@ class Profiles:
         # DATA_RETENTION_DAYS: a customer not seen for that long is forgotten (the TTL is
         # renewed at every event, and at every backfill that lists them).
         self.keep_seconds = keep_seconds
-        # TOKEN_ENCRYPTION_KEY's keys: the suppression entries' HMAC keys (the first writes).
+        # TOKEN_ENCRYPTION_KEY's keys: they unwrap the deployment's suppression key
+        # (service/state/deployment_secrets.py), which keys the entries and never changes.
         self.secrets = tuple(secrets)
         self._save = store.register_script(_SAVE)
 
@@ -185,8 +187,11 @@ class Profiles:
         return customer.notifications_enabled is False
 
     def _digests(self, merchant_id: int, customer: Customer) -> tuple[list[str], list[str]]:
-        """(the entries written, under the first key; every entry looked up, under every key)."""
+        """(the entries written, the entries looked up): one list, under the deployment's
+        suppression key, which a rotation of TOKEN_ENCRYPTION_KEY re-wraps but never changes, so
+        an opt-out holds after the old key is dropped."""
         if not self.secrets:
             return [], []
-        return (suppression.digests(self.secrets[0], merchant_id, customer.id, customer.mobile, customer.email),
-                suppression.lookups(self.secrets, merchant_id, customer.id, customer.mobile, customer.email))
+        key = deployment_secrets.current(self.redis, self.keys.prefix, self.secrets, "suppression").hex()
+        found = suppression.digests(key, merchant_id, customer.id, customer.mobile, customer.email)
+        return found, found

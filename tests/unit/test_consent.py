@@ -19,6 +19,7 @@ from service.state.tokens import StoreTokens
 from service.domain.unsubscribe import make_token
 from tests.conftest import make_settings
 from tests.unit.test_channels_and_delivery import Recorder
+from service.ops import personal_data
 from workers import lifecycle, reminding, sync
 from workers.delivery import deliver
 from service.ops.runtime import build_runtime
@@ -202,6 +203,30 @@ def test_a_queued_reminder_is_not_sent_to_a_suppressed_customer_whose_profile_is
     rt.store.delete(rt.keys.store(M).profile(C))  # DATA_RETENTION_DAYS passed
     assert deliver(rt, m, c, reminder_id, NOW.timestamp()) == "cancelled"
     assert rt.channels[0].sent == []
+
+
+def test_an_opt_out_holds_after_the_token_key_is_rotated_and_the_old_one_dropped(monkeypatch):
+    """Issue 15 item 9: the suppression entries are keyed by the deployment's suppression secret,
+    which rotate-token-keys re-wraps and never changes; keyed by TOKEN_ENCRYPTION_KEY itself, every
+    entry of a forgotten customer was lost when the old key was dropped, and reminders resumed."""
+    from cryptography.fernet import Fernet
+    from service.state import deployment_secrets
+    from tests.conftest import TOKEN_KEY
+    server = fakeredis.FakeServer()
+    rt = runtime(server)
+    sync.accept_event(rt, event("order.created", OLDER))
+    rt.profiles.unsubscribe(M, C, NOW.timestamp())
+    personal_data.forget(rt.store, rt.settings.redis_key_prefix, M, C, NOW.timestamp(),
+                         secrets=rt.settings.token_encryption_keys)
+    new = Fernet.generate_key().decode()
+    deployment_secrets.rotate_all(rt.store, rt.settings.redis_key_prefix, (new, TOKEN_KEY))  # new,old
+    deployment_secrets.forget_cache()
+    store = fakeredis.FakeRedis(server=server, decode_responses=True)
+    rotated = build_runtime(make_settings(QUIET_HOURS="off", TOKEN_ENCRYPTION_KEY=new), store, requests.Session(),
+                            clock=lambda: NOW.timestamp())  # old key dropped
+    rotated.channels = [Recorder("webhook")]
+    sync.accept_event(rotated, event("order.created", NEWER))
+    assert rotated.profiles.load(M, C).notifications_enabled is False and planned(rotated) == []
 
 
 @pytest.mark.parametrize("secrets", [("k1",), ("k2", "k1")])
