@@ -161,7 +161,8 @@ def test_make_run_in_a_fresh_clone_delivers_reminders_survives_kill_9_and_stops_
     with serve_in_thread(create_sandbox(token="sandbox-token")) as sandbox:
         env = fresh_env(PORT=str(web_port), FLOWER_PORT=str(flower_port), EMBEDDED_REDIS_PORT=str(redis_port),
                         SALLA_API_BASE_URL=sandbox.url, SALLA_ACCESS_TOKEN="sandbox-token", QUIET_HOURS="off",
-                        SYNC_DEBOUNCE_SECONDS="0.5")
+                        SYNC_DEBOUNCE_SECONDS="0.5",
+                        LOG_FORMAT="json")  # the drill reads the log channel's reminders back from JSON lines
         assert "VIRTUAL_ENV" not in env and "REDIS_URL" not in env
         make_started = time.monotonic()
         run = MakeRun(clone, env, tmp_path / "make-run.log")
