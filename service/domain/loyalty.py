@@ -166,7 +166,7 @@ def _lots_json(lots: list[Lot], read_at: datetime) -> str:
     rows = []
     for lot in lots:
         expires = lot.expires_at
-        compact = expires.utcoffset() == offset and expires.microsecond == 0
+        compact = offset is not None and expires.utcoffset() == offset and expires.microsecond == 0
         # created_at only made the lot's key (service/domain/loyalty.py): unix seconds do, in the expiry's zone.
         row = [lot.key, _word(lot.name), lot.points, lot.used_points, _word(lot.status),
                int(lot.created_at.timestamp()), int(expires.timestamp()) if compact else expires.isoformat(),
