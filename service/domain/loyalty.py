@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta, timezone
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -147,20 +147,49 @@ def _whole(value: Any, field: str) -> int:
 
 # -- a lot as stored with the customer's last read (workers/reminding.py), and back -----------
 # The last read's lots, kept for every customer: one short row per lot (issue 18, about half the
-# previous JSON of named fields, which is still read: a deployed Redis holds it).
+# previous JSON of named fields, which is still read: a deployed Redis holds it). Shorter still
+# since (issue 18 goal 1, memory2): the expiry as unix seconds in the record's zone offset `z`
+# (the ISO text only for a lot of another offset or with fractions of a second), the name and
+# status as their index in _WORDS when they are one of Salla's known words, trailing nulls left
+# off. Rows of the previous form (ISO text, words in full, every field) read as before.
 _LOT_ROW = ("key", "name", "points", "used_points", "status", "created_at", "expires_at", "order_id", "reference_id")
+# Append only: a stored row names a word by its index here.
+_WORDS = ("", "مخصصة", "مؤكدة")
+
+
+def _word(text: str) -> str | int:
+    return _WORDS.index(text) if text in _WORDS else text
 
 
 def _lots_json(lots: list[Lot], read_at: datetime) -> str:
-    # created_at only made the lot's key (service/domain/loyalty.py): unix seconds do, in the expiry's zone.
-    rows = [[int(lot.created_at.timestamp()) if name == "created_at" else item[name] for name in _LOT_ROW]
-            for lot, item in zip(lots, map(_lot_record, lots))]
-    return json.dumps({"r": read_at.timestamp(), "l": rows}, ensure_ascii=False, separators=(",", ":"))
+    offset = lots[0].expires_at.utcoffset() if lots else None
+    rows = []
+    for lot in lots:
+        expires = lot.expires_at
+        compact = offset is not None and expires.utcoffset() == offset and expires.microsecond == 0
+        # created_at only made the lot's key (service/domain/loyalty.py): unix seconds do, in the expiry's zone.
+        row = [lot.key, _word(lot.name), lot.points, lot.used_points, _word(lot.status),
+               int(lot.created_at.timestamp()), int(expires.timestamp()) if compact else expires.isoformat(),
+               lot.order_id, lot.reference_id]
+        while row[-1] is None:
+            row.pop()
+        rows.append(row)
+    record = {"r": read_at.timestamp(), "l": rows}
+    if offset is not None:
+        record["z"] = int(offset.total_seconds())
+    return json.dumps(record, ensure_ascii=False, separators=(",", ":"))
 
 
-def _lot_from_row(row: list) -> Lot:
-    item = dict(zip(_LOT_ROW, row))
-    zone = datetime.fromisoformat(item["expires_at"]).tzinfo
+def _lot_from_row(row: list, offset: int | None = None) -> Lot:
+    item = dict(zip(_LOT_ROW, list(row) + [None] * (len(_LOT_ROW) - len(row))))
+    for name in ("name", "status"):
+        if isinstance(item[name], int):
+            item[name] = _WORDS[item[name]]
+    if isinstance(item["expires_at"], str):
+        zone = datetime.fromisoformat(item["expires_at"]).tzinfo
+    else:
+        zone = timezone(timedelta(seconds=offset or 0))
+        item["expires_at"] = datetime.fromtimestamp(item["expires_at"], zone).isoformat()
     return _lot_from({**item, "created_at": datetime.fromtimestamp(item["created_at"], zone).isoformat()})
 
 
@@ -169,7 +198,7 @@ def _lots_from_json(raw: str | None) -> tuple[float, list[Lot]] | None:
         return None
     record = json.loads(raw)
     if "l" in record:
-        return record["r"], [_lot_from_row(row) for row in record["l"]]
+        return record["r"], [_lot_from_row(row, record.get("z")) for row in record["l"]]
     return record["read_at"], [_lot_from(item) for item in record["lots"]]  # the previous format
 
 

@@ -42,7 +42,8 @@ cross-store index of service/state/message_index.py follows it.
 The customer's `marks:<c>` hash (same slot) says which lots were named at which stage:
   <lot key>   -> nearest stage a *sent* reminder named it at (outcome accounting reads these)
   d:<lot key> -> nearest stage a reminder an operator *dropped* named it at
-  stage:<S>   -> when this customer's last S reminder was queued (the pause between two)
+  stage:<S>   -> when this customer's last S reminder was queued (the pause between two), in
+                 whole seconds rounded up (before issue 18's memory2: with fractions, still read)
   p:<id>      -> a reminder on its way (or a dead letter): {"stage", "lots", "at"}, and
                  "other_stages": [{"stage", "lots"}] when it names more stages (one message for
                  stages due at once: service/domain/reminders.py). Its lots count as named for planning,
@@ -127,8 +128,10 @@ redis.call('DEL', KEYS[1])  -- cancelled (an opt-out since undone): it starts ov
 redis.call('HSET', KEYS[1], 'customer_id', ARGV[3], 'stage', ARGV[4],
            'state', 'scheduled', 'attempts', 0, 'created_at', ARGV[5], 'updated_at', ARGV[5], 'body', ARGV[7])
 redis.call('EXPIRE', KEYS[1], ARGV[6])
-redis.call('HSET', KEYS[2], 'p:' .. ARGV[1], ARGV[8], 'stage:' .. ARGV[4], ARGV[5])
-for i = 9, #ARGV do redis.call('HSET', KEYS[2], 'stage:' .. ARGV[i], ARGV[5]) end
+-- A stage's time in whole seconds, rounded up (a pause never shorter): an integer in the listpack.
+local stage_at = string.format('%d', math.ceil(tonumber(ARGV[5])))
+redis.call('HSET', KEYS[2], 'p:' .. ARGV[1], ARGV[8], 'stage:' .. ARGV[4], stage_at)
+for i = 9, #ARGV do redis.call('HSET', KEYS[2], 'stage:' .. ARGV[i], stage_at) end
 if redis.call('TTL', KEYS[2]) < tonumber(ARGV[6]) then redis.call('EXPIRE', KEYS[2], ARGV[6]) end
 return 'created'
 """
@@ -379,7 +382,7 @@ for i = 8, #ARGV do
   local current = tonumber(redis.call('HGET', KEYS[2], 'h:' .. ARGV[i]) or '1000000')
   if stage < current then redis.call('HSET', KEYS[2], 'h:' .. ARGV[i], stage) end
 end
-redis.call('HSET', KEYS[2], 'stage:' .. ARGV[3], ARGV[4])
+redis.call('HSET', KEYS[2], 'stage:' .. ARGV[3], string.format('%d', math.ceil(tonumber(ARGV[4]))))  -- as in _CREATE
 if redis.call('TTL', KEYS[2]) < tonumber(ARGV[5]) then redis.call('EXPIRE', KEYS[2], ARGV[5]) end
 redis.call('HINCRBY', KEYS[3], ARGV[3] .. ':reminders_held_out', 1)
 redis.call('HINCRBY', KEYS[3], ARGV[3] .. ':points_held_out', ARGV[7])

@@ -9,9 +9,12 @@ same moment as a `customer.updated` that opts out can never write the old flag b
 goes for the language. `unsubscribed_at` is set by the unsubscribe link (service/domain/unsubscribe.py)
 and by nothing Salla sends: once there, the customer counts as opted out whatever Salla's flag says.
 
-Each field is written in event-time order: beside it, `t:<field>` holds the time of the event
-that wrote it (the envelope's created_at; a backfill listing's own time), and an older event
-never overwrites what a newer one set. Salla retries a delivery for about 15 minutes, so an
+Each field is written in event-time order: every field has the time of the event that wrote
+it (the envelope's created_at; a backfill listing's own time), and an older event never
+overwrites what a newer one set. The times are kept compactly (issue 18): `t` holds the newest
+event's time, the time of every field present without a `t:<field>` of its own; a field an
+older event wrote keeps its own `t:<field>`. Profiles written before this (a `t:<field>`
+beside every field, no `t`) read the same, and take the compact form as events write them. Salla retries a delivery for about 15 minutes, so an
 older customer.updated (notifications on) can arrive after a newer one (off): without the
 order it would turn notifications back on. The unsubscribe link writes the flag at its own
 time. One Lua script per save: two workers applying two events of one customer at once
@@ -61,15 +64,33 @@ if redis.call('EXISTS', KEYS[1]) == 0 and #digests > 0 then
     end
   end
 end
+-- A field's time: its own `t:<field>`, else `t` when the field is there (none: never written).
+local base = redis.call('HGET', KEYS[1], 't')
+local function time_of(field)
+  local t = redis.call('HGET', KEYS[1], 't:' .. field)
+  if not t and base and redis.call('HEXISTS', KEYS[1], field) == 1 then t = base end
+  return t
+end
+local newest = not base or tonumber(base) <= at
+if newest and base then
+  -- `t` moves to this event's time: the fields it leaves alone keep the time they had.
+  for _, field in ipairs({'name', 'mobile', 'email', 'notifications_enabled', 'lang'}) do
+    if redis.call('HEXISTS', KEYS[1], field) == 1 and redis.call('HEXISTS', KEYS[1], 't:' .. field) == 0 then
+      redis.call('HSET', KEYS[1], 't:' .. field, base)
+    end
+  end
+end
 local flag = ''
 for i = 0, n - 1 do
   local field, value = ARGV[4 + 2 * i], ARGV[5 + 2 * i]
-  local t = redis.call('HGET', KEYS[1], 't:' .. field)
+  local t = time_of(field)
   if not t or tonumber(t) <= at then
-    redis.call('HSET', KEYS[1], field, value, 't:' .. field, ARGV[1])
+    redis.call('HSET', KEYS[1], field, value)
+    if newest then redis.call('HDEL', KEYS[1], 't:' .. field) else redis.call('HSET', KEYS[1], 't:' .. field, ARGV[1]) end
     if field == 'notifications_enabled' then flag = value end
   end
 end
+if newest then redis.call('HSET', KEYS[1], 't', ARGV[1]) end
 if flag == '0' then
   for i = 1, w do
     local v = redis.call('HGET', KEYS[2], digests[i])
@@ -93,6 +114,14 @@ return flag
 
 def _text(value):
     return value.decode() if isinstance(value, bytes) else value
+
+
+def _time_of(raw: dict, field: str) -> str | None:
+    """The time of the event that wrote `field` in a stored profile: its own `t:<field>`, else
+    the profile's `t` (the compact form), None when the field was never written."""
+    if f"t:{field}" in raw:
+        return raw[f"t:{field}"]
+    return raw.get("t") if field in raw else None
 
 
 class Profiles:
@@ -141,7 +170,7 @@ class Profiles:
                             lang=raw.get("lang") or None)
         if enabled is not False and any_suppressed and self.secrets:
             _, looked_up = self._digests(merchant_id, customer)
-            flag_at = raw.get("t:notifications_enabled")
+            flag_at = _time_of(raw, "notifications_enabled")
             if suppression.blocks(self.redis.hmget(k.suppressed, looked_up), raw.get("notifications_enabled"),
                                   float(flag_at) if flag_at else None):
                 customer = Customer(id=customer.id, name=customer.name, mobile=customer.mobile, email=customer.email,
@@ -182,7 +211,7 @@ class Profiles:
         if raw.get("unsubscribed_at"):
             self.suppress(merchant_id, customer, suppression.LINK, float(raw["unsubscribed_at"]))
         elif raw.get("notifications_enabled") == "0":
-            at = raw.get("t:notifications_enabled")
+            at = _time_of(raw, "notifications_enabled")
             self.suppress(merchant_id, customer, suppression.FLAG, float(at) if at else now)
         return customer.notifications_enabled is False
 

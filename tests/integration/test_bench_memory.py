@@ -42,3 +42,26 @@ def test_a_sent_reminders_record_and_the_marks_are_listpacks(redis_url):
     finally:
         for key in client.scan_iter(match=prefix + "*"):
             client.delete(key)
+
+
+def test_the_profile_is_a_listpack_with_one_time_and_the_lots_hold_no_date_text(redis_url):
+    """Issue 18 goal 1 (memory2): in the benchmark's scenario a profile keeps one event time
+    (`t`), not one per field, and stays a listpack; the lots' row holds no ISO date."""
+    spec = importlib.util.spec_from_file_location("bench_memory", Path("bench/memory.py"))
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    client = redis.Redis.from_url(redis_url, decode_responses=True)
+    prefix = bench.free_prefix(client)
+    rt = bench.build_runtime(bench.settings_for(redis_url, prefix), client, bench.requests.Session())
+    try:
+        bench.load(rt, 3, 3)
+        profiles = list(client.scan_iter(match=prefix + "*:customer:*"))
+        assert len(profiles) == 3
+        for key in profiles:
+            assert client.object("encoding", key) == "listpack", key
+            assert [f for f in client.hkeys(key) if f.startswith("t")] == ["t"], client.hgetall(key)
+        for key in client.scan_iter(match=prefix + "*:lots:*"):
+            assert "T" not in client.get(key).replace('"r"', ""), client.get(key)
+    finally:
+        for key in client.scan_iter(match=prefix + "*"):
+            client.delete(key)

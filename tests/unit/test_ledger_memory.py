@@ -196,3 +196,19 @@ def test_a_reminder_naming_several_stages_keeps_each_stage_short_and_comes_back_
     assert rt.ledger.finish(M, C, reminder["reminder_id"], "dropped", NOW.timestamp())
     assert {f: v for f, v in rt.store.hgetall(k.marks(C)).items() if f.startswith("d:")} == \
         {"d:lot0003": "7", "d:lot0020": "30"}
+
+
+def test_a_stage_time_in_the_marks_is_whole_seconds_rounded_up():
+    """Issue 18 goal 1: the marks' `stage:<S>` times are integers (a listpack keeps them in a few
+    bytes), never earlier than the reminder was queued; marks with fractions still read."""
+    rt = runtime()
+    customer = Customer(C, "سارة", "+966500000001", "s@x.sa", True, lang="ar")
+    rt.profiles.save(M, customer, NOW.timestamp())
+    now = NOW + timedelta(seconds=0.25)
+    reminding.after_read(rt, M, customer, [lot(3), lot(20), lot(120)], now,
+                         lambda m, c, rid: delivery.deliver(rt, m, c, rid, now.timestamp()))
+    raw = rt.store.hgetall(rt.keys.store(M).marks(C))
+    assert {k: v for k, v in raw.items() if k.startswith("stage:")} == {
+        "stage:7": str(int(NOW.timestamp()) + 1), "stage:30": str(int(NOW.timestamp()) + 1)}
+    rt.store.hset(rt.keys.store(M).marks(C), "stage:7", "1796494471.609498")  # the previous form
+    assert rt.ledger.marks(M, C).stage_times[7] == 1796494471.609498
