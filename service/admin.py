@@ -341,21 +341,22 @@ def send_test(merchant_id: int):
 
 
 # -- backfill ------------------------------------------------------------------------------------
-def start_backfill(registry, merchant_id: int, now: float) -> dict:
-    """Start a backfill (unless one runs); ConfigError when the store cannot be read."""
+def start_backfill(registry, merchant_id: int, now: float, max_stores: int | None = None) -> dict:
+    """Start a backfill (unless one runs or waits for a slot of BACKFILL_MAX_STORES); ConfigError
+    when the store cannot be read."""
     state = registry.state(merchant_id).get("state")
     if state == UNINSTALLED:
         raise ConfigError(f"merchant {merchant_id} uninstalled the app: nothing to backfill")
     if state == "needs_reauth":
         raise ConfigError(f"merchant {merchant_id} needs to authorize the app again before a backfill")
-    return backfill.start(registry.redis, registry.keys, merchant_id, now, "operator")
+    return backfill.start(registry.redis, registry.keys, merchant_id, now, "operator", max_stores)
 
 
 @bp.post("/stores/<int:merchant_id>/backfill")
 def post_backfill(merchant_id: int):
     deps = _deps()
     try:
-        started = start_backfill(deps.registry, merchant_id, time.time())
+        started = start_backfill(deps.registry, merchant_id, time.time(), deps.settings.backfill_max_stores)
     except ConfigError as exc:
         return jsonify(error="conflict", message=str(exc)), 409
     try:
@@ -365,6 +366,17 @@ def post_backfill(merchant_id: int):
     view = backfill.progress(deps.redis, deps.keys, deps.settings, deps.registry.config(merchant_id), merchant_id)
     return jsonify(merchant_id=merchant_id, started=started.get("started") == "1", backfill=view), \
         (202 if started.get("started") == "1" else 200)
+
+
+@bp.get("/backfills")
+def get_backfills():
+    """Install storms: the stores backfilling now and those waiting for a slot, in the order they
+    will start; ?limit=N of the waiting ones (default 100, at most 10,000)."""
+    text = request.args.get("limit", "100")
+    if not text.isdigit() or not 0 < int(text) <= 10_000:
+        return jsonify(error="bad_request", message="limit must be a number from 1 to 10000"), 400
+    deps = _deps()
+    return jsonify(backfill.fleet(deps.redis, deps.keys, deps.settings, int(text)))
 
 
 @bp.get("/stores/<int:merchant_id>/backfill")

@@ -24,7 +24,8 @@
   send-test M --to ADDRESS [--channel X] [--lang ar|en]   send one sample reminder now
   statuses [M]                sent, delivered, read and failed by reason, per channel
   backfill M                  read every existing customer of the store (low priority, resumable)
-  backfill-status M           customers listed, read, reminders scheduled, time left at its budget
+  backfill-status [M]         customers listed, read, reminders scheduled, time left at its budget;
+                              without M: the stores backfilling and those queued (BACKFILL_MAX_STORES)
   export-customer M C         everything held about one customer, as JSON (PDPL)
   forget-customer M C         erase it (a tombstone that names nobody stays)
   subscribe-webhooks M        subscribe the store's events to PUBLIC_WEBHOOK_URL; list what is missing
@@ -125,10 +126,12 @@ def _parser() -> argparse.ArgumentParser:
     statuses = commands.add_parser("statuses", help="delivery statuses per store and channel")
     statuses.add_argument("merchant_id", type=int, nargs="?")
     for name, text in (("backfill", "read every existing customer of the store"),
-                       ("backfill-status", "the store's backfill progress"),
                        ("subscribe-webhooks", "subscribe the store's events through Salla's API")):
         command = commands.add_parser(name, help=text)
         command.add_argument("merchant_id", type=int)
+    status = commands.add_parser("backfill-status", help="a store's backfill progress; without M, every "
+                                 "store backfilling and the queue")
+    status.add_argument("merchant_id", type=int, nargs="?")
     for name, text in (("export-customer", "everything held about one customer (JSON)"),
                        ("forget-customer", "erase one customer's personal data")):
         command = commands.add_parser(name, help=text)
@@ -321,8 +324,9 @@ CHANNEL_COMMANDS = {"set-channels": _set_channels, "channels": _channels, "templ
 def _backfill(args, settings, store, registry):
     from service.celery_config import PUMP_TASK
     from service.queue import EventQueue, QueueUnavailable
-    started = start_backfill(registry, args.merchant_id, time.time())
-    note = "started" if started.get("started") == "1" else "already running"
+    started = start_backfill(registry, args.merchant_id, time.time(), settings.backfill_max_stores)
+    note = ("started" if started.get("state") == "running" else "queued for a slot") \
+        if started.get("started") == "1" else f"already {started.get('state')}"
     try:
         EventQueue(settings).publish(PUMP_TASK, [args.merchant_id])
     except QueueUnavailable:
@@ -337,6 +341,9 @@ def _progress(settings, registry, merchant_id):
 
 
 def _backfill_status(args, settings, store, registry):
+    if args.merchant_id is None:
+        from workers import backfill
+        return backfill.fleet(registry.redis, registry.keys, settings)
     return {"merchant_id": args.merchant_id, "backfill": _progress(settings, registry, args.merchant_id)}
 
 

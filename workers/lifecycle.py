@@ -15,6 +15,7 @@ import logging
 
 from service.stores import UNINSTALLED
 from service.tokens import token_lock
+from workers import backfill
 from workers.runtime import Runtime
 
 log = logging.getLogger(__name__)
@@ -40,6 +41,7 @@ def forget_store(rt: Runtime, merchant_id: int, uninstalled_at: float | None = N
         dropped["keys_erased"] = len(doomed)
         rt.registry.note_erased(merchant_id, state.get("since", ""))  # beat's erase_uninstalled looks no more
     rt.store.srem(rt.keys.backlog, merchant_id)
+    backfill.release(rt, merchant_id)  # its backfill slot (or place in line) goes to the next store
     for name, amount in dropped.items():
         rt.registry.count(merchant_id, name, amount)
     log.info("merchant=%s uninstalled: its data is erased %s", merchant_id, dropped)

@@ -47,6 +47,9 @@ class Runtime:
     intake: Intake
     clock: object = time.time
     channels: list | None = None  # tests only: these channels, policy `all`, for every store
+    # Pump this store now (a store given a backfill slot starts at once, not at beat's next
+    # pump-backlog); None: beat's tick does it. runtime() sets it in the workers.
+    wake: object = None
 
     def channels_for(self, merchant_id: int) -> tuple[list, str]:
         """The store's channels in its order, and its policy (`first` or `all`); built from its
@@ -103,4 +106,11 @@ def runtime() -> Runtime:
     if current is None:
         settings = _settings()
         current = _local.runtime = build_runtime(settings, connect(settings), requests.Session())
+        current.wake = _pump_now
     return current
+
+
+def _pump_now(merchant_id: int) -> None:
+    from workers.tasks import pump_store  # here: workers.tasks imports this module
+
+    pump_store.apply_async(args=[merchant_id])

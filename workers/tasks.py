@@ -141,6 +141,7 @@ def pump_backlog() -> int:
     lease is reaped here), whatever became of its own pump."""
     rt = runtime()
     total = 0
+    backfill.admit(rt, rt.clock())  # backfill slots whose lease ran out go to the stores queued
     for merchant_id in rt.budget.backlog():
         try:
             total += _pump(rt, merchant_id)
@@ -209,7 +210,8 @@ def store_authorized(message: dict) -> dict:
         return {"settings": settings_outcome}
     if not rt.settings.backfill_on_authorize:  # BACKFILL_ON_AUTHORIZE=off: operators start it
         return {"settings": settings_outcome, "backfill": "off"}
-    started = backfill.start(rt.store, rt.keys, merchant_id, rt.clock(), "app.store.authorize")
+    started = backfill.start(rt.store, rt.keys, merchant_id, rt.clock(), "app.store.authorize",
+                             rt.settings.backfill_max_stores)
     _schedule_pump(merchant_id, 0.05)
     return {"settings": settings_outcome, "backfill": started.get("state")}
 
