@@ -375,6 +375,8 @@ def read_done(rt: Runtime, merchant_id: int, customer_id: int, outcome: str, rem
             _finish_if_empty(rt, merchant_id)  # the last read of the run ends it
     else:
         rt.registry.count(merchant_id, "resync_reads" if outcome == "read" else "resync_reads_failed")
+    if rt.wake is not None:
+        rt.wake(merchant_id)  # its place among the store's backfill reads in flight is free
 
 
 def count_covered(rt: Runtime, merchant_id: int, covered: int) -> None:

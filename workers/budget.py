@@ -60,6 +60,7 @@ local plan_limit, plan_window = tonumber(ARGV[2]), tonumber(ARGV[3])
 local cust_limit, cust_window = tonumber(ARGV[4]), tonumber(ARGV[5])
 local max_batch = tonumber(ARGV[6])
 local lease_base, lease_per_page = tonumber(ARGV[7]), tonumber(ARGV[8])
+local backfill_in_flight = tonumber(ARGV[9])
 
 -- Reads whose lease ran out (their worker died): back in line, keeping an earlier due time.
 local reaped = redis.call('ZRANGEBYSCORE', inflight, '-inf', now)
@@ -124,7 +125,10 @@ end
 -- The backfill's customers (and the resync's) get what the event-driven ones left: only when
 -- no event-driven customer is due and waiting for budget. A customer an event-driven read
 -- already has (queued or in flight) is left to it: read once, not twice.
-local room = max_batch - #taken / 3
+-- At most `backfill_in_flight` of them at a time: the reads queue then holds at most that many
+-- of a store's backfill reads ahead of an event-driven read, however many stores backfill
+-- (BACKFILL_MAX_STORES x this, fleet-wide). Each one finished pumps the store again.
+local room = math.min(max_batch - #taken / 3, backfill_in_flight - redis.call('SCARD', breading))
 if blocked_until <= now and avail > 0 and waiting_need == 1 and #due < max_batch and room > 0 then
   local listed = redis.call('ZRANGE', bpending, 0, room - 1)
   for _, customer in ipairs(listed) do
@@ -139,6 +143,7 @@ if blocked_until <= now and avail > 0 and waiting_need == 1 and #due < max_batch
   end
 end
 
+local backfill_full = redis.call('SCARD', breading) >= backfill_in_flight
 local low = redis.call('ZCARD', bpending)
 local left = redis.call('ZCARD', pending) + low
 local busy = redis.call('ZCARD', inflight)
@@ -153,8 +158,9 @@ if low == 0 then
   wait = math.max(wait, tonumber(first[2]) - now)
 end
 if wait <= 0 then
-  -- due customers are waiting only for reads in flight: look again shortly
-  wait = (skipped > 0) and 1 or 0
+  -- due customers are waiting only for reads in flight: look again shortly (a backfill read
+  -- that finishes pumps its store itself; this is the safety net)
+  wait = (skipped > 0 or backfill_full) and 1 or 0
 end
 return {taken, tostring(wait), left + busy, #reaped, covered}
 """
@@ -251,6 +257,9 @@ class Budget:
     LEASE_BASE_SECONDS = 30
     LEASE_PER_PAGE_SECONDS = 15
     MAX_BATCH = 500
+    # A store's backfill reads in flight at once: at Salla's budget (0.83 reads/s) and latency
+    # (~0.3 s a page) one would do; two leave room for a slow read.
+    BACKFILL_IN_FLIGHT = 2
 
     def __init__(self, store: redis.Redis, prefix: str):
         self.redis = store
@@ -308,7 +317,7 @@ class Budget:
                   k.backfill_pending, k.backfill_reading],
             args=[f"{now:.6f}", limits.plan_limit, limits.plan_window, limits.customer_limit,
                   limits.customer_window, max_batch or self.MAX_BATCH, self.LEASE_BASE_SECONDS,
-                  self.LEASE_PER_PAGE_SECONDS])
+                  self.LEASE_PER_PAGE_SECONDS, self.BACKFILL_IN_FLIGHT])
         reads = [Read(int(taken[i]), int(taken[i + 1]), _text(taken[i + 2])) for i in range(0, len(taken), 3)]
         # The backlog set lists stores with reads waiting or in flight (a dead read's lease is
         # reaped by a later dispatch). It is a key of its own slot, so it is kept here, not in

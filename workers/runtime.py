@@ -111,6 +111,6 @@ def runtime() -> Runtime:
 
 
 def _pump_now(merchant_id: int) -> None:
-    from workers.tasks import pump_store  # here: workers.tasks imports this module
+    from workers.tasks import pump_soon  # here: workers.tasks imports this module
 
-    pump_store.apply_async(args=[merchant_id])
+    pump_soon(merchant_id)

@@ -59,6 +59,11 @@ def _schedule_pump(merchant_id: int, wait: float) -> None:
         pump_store.apply_async(args=[merchant_id], countdown=countdown)
 
 
+def pump_soon(merchant_id: int) -> None:
+    """Runtime.wake: a store given a backfill slot, or whose backfill read finished."""
+    _schedule_pump(merchant_id, 0.05)
+
+
 def _list_page(merchant_id: int) -> None:
     backfill_list.apply_async(args=[{"merchant_id": merchant_id}])
 

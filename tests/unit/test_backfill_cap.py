@@ -201,3 +201,25 @@ def test_no_slot_leaks_whatever_ends_the_runs():
     fleet = backfill.fleet(rt.store, rt.keys, rt.settings)
     assert fleet["running"] == [] and fleet["queued"] == []
     assert all(state in ("done", "failed", None) for state in states(rt, merchants).values())
+
+
+def test_a_store_has_at_most_two_backfill_reads_in_flight_and_each_finished_one_pumps_it_again():
+    """Issue 18 goal 4: event-driven reads keep their latency while backfills go on. However
+    many stores backfill, each has at most Budget.BACKFILL_IN_FLIGHT reads in the reads queue
+    ahead of an event-driven one; the next is handed out when one finishes, not in a burst."""
+    rt = runtime()
+    k = rt.keys.store(7)
+    start(rt, 7)
+    rt.store.zadd(k.backfill_pending, {str(c): c for c in range(100, 160)})
+    rt.store.sadd(k.backfill_seen, *[str(c) for c in range(100, 160)])
+    limits = rt.limits(7)
+    first = rt.budget.dispatch(7, limits, rt.clock())
+    assert [r.customer_id for r in first.reads] == [100, 101] and first.wait == 1  # a safety-net look
+    assert rt.budget.dispatch(7, limits, rt.clock()).reads == []  # full: nothing more until one ends
+    # An event-driven customer is not held back by them.
+    rt.budget.enqueue(7, 5, rt.clock() - 1)
+    assert [r.customer_id for r in rt.budget.dispatch(7, limits, rt.clock()).reads] == [5]
+    rt.budget.done(7, 100, lease=first.reads[0].lease)
+    backfill.read_done(rt, 7, 100, "read", 0)
+    assert rt.woken[-1] == 7  # the store is pumped again at once
+    assert [r.customer_id for r in rt.budget.dispatch(7, limits, rt.clock()).reads] == [102]
