@@ -105,6 +105,7 @@ local function hand_out(customer, queue)
   table.insert(taken, customer)
   table.insert(taken, tostring(need))
   table.insert(taken, lease)
+  table.insert(taken, (queue == bpending) and '1' or '0')  -- a backfill read: its own Celery queue
   return true
 end
 
@@ -128,7 +129,7 @@ end
 -- At most `backfill_in_flight` of them at a time: the reads queue then holds at most that many
 -- of a store's backfill reads ahead of an event-driven read, however many stores backfill
 -- (BACKFILL_MAX_STORES x this, fleet-wide). Each one finished pumps the store again.
-local room = math.min(max_batch - #taken / 3, backfill_in_flight - redis.call('SCARD', breading))
+local room = math.min(max_batch - #taken / 4, backfill_in_flight - redis.call('SCARD', breading))
 if blocked_until <= now and avail > 0 and waiting_need == 1 and #due < max_batch and room > 0 then
   local listed = redis.call('ZRANGE', bpending, 0, room - 1)
   for _, customer in ipairs(listed) do
@@ -236,6 +237,7 @@ class Read:
     customer_id: int
     pages: int  # pages paid for
     lease: str  # the read's token: its lease deadline as dispatch wrote it
+    backfill: bool = False  # from the backfill's (or resync's) queue: published to the backfill queue
 
 
 @dataclass(frozen=True)
@@ -318,7 +320,8 @@ class Budget:
             args=[f"{now:.6f}", limits.plan_limit, limits.plan_window, limits.customer_limit,
                   limits.customer_window, max_batch or self.MAX_BATCH, self.LEASE_BASE_SECONDS,
                   self.LEASE_PER_PAGE_SECONDS, self.BACKFILL_IN_FLIGHT])
-        reads = [Read(int(taken[i]), int(taken[i + 1]), _text(taken[i + 2])) for i in range(0, len(taken), 3)]
+        reads = [Read(int(taken[i]), int(taken[i + 1]), _text(taken[i + 2]), _text(taken[i + 3]) == "1")
+                 for i in range(0, len(taken), 4)]
         # The backlog set lists stores with reads waiting or in flight (a dead read's lease is
         # reaped by a later dispatch). It is a key of its own slot, so it is kept here, not in
         # the script: drop the store, then look again, since an enqueue may have come between.

@@ -20,7 +20,7 @@ from datetime import datetime, timezone
 import redis
 from celery import shared_task
 
-from service.celery_config import (BACKFILL_LIST_TASK, DELIVER_TASK, DRAIN_TASK, ERASE_UNINSTALLED_TASK,
+from service.celery_config import (BACKFILL_LIST_TASK, BACKFILL_QUEUE, DELIVER_TASK, DRAIN_TASK, ERASE_UNINSTALLED_TASK,
                                    FORGET_STORE_TASK, HANDLE_EVENT_TASK,
                                    HEARTBEAT_TASK, PUMP_BACKLOG_TASK, PUMP_TASK, RECOVER_INTAKE_TASK, RESYNC_TASK,
                                    STORE_AUTHORIZED_TASK, SWEEP_TASK, SYNC_TASK)
@@ -40,12 +40,15 @@ REDIS_RETRY = {"autoretry_for": (redis.ConnectionError, redis.TimeoutError), "re
                "retry_backoff_max": MAX_TASK_COUNTDOWN_SECONDS, "retry_jitter": True, "max_retries": 150}
 
 
-def _send_sync(merchant_id: int, customer_id: int, pages: int, lease: str) -> None:
+def _send_sync(merchant_id: int, customer_id: int, pages: int, lease: str, backfill: bool = False) -> None:
     # The read carries the correlation id of the webhook that queued it (a message header,
     # workers/observability.py), whatever task happens to pump the store.
     token = correlation_id.set(sync.correlation_of(runtime(), merchant_id, customer_id) or correlation_id.get())
     try:
-        sync_customer.apply_async(args=[merchant_id, customer_id, pages, lease])
+        # A backfill read goes to the backfill queue: the reads worker takes from both in turn,
+        # so an event-driven read waits behind at most one backfill read per process.
+        sync_customer.apply_async(args=[merchant_id, customer_id, pages, lease],
+                                  **({"queue": BACKFILL_QUEUE} if backfill else {}))
     finally:
         correlation_id.reset(token)
 

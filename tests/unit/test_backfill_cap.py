@@ -223,3 +223,22 @@ def test_a_store_has_at_most_two_backfill_reads_in_flight_and_each_finished_one_
     backfill.read_done(rt, 7, 100, "read", 0)
     assert rt.woken[-1] == 7  # the store is pumped again at once
     assert [r.customer_id for r in rt.budget.dispatch(7, limits, rt.clock()).reads] == [102]
+
+
+def test_backfill_reads_go_to_a_queue_of_their_own(monkeypatch):
+    """Issue 18 goal 4: event-driven reads never wait in line behind a storm's backfill reads:
+    those go to the `backfill` queue, which the reads worker takes from in turn with `reads`."""
+    from service.celery_config import BACKFILL_LIST_TASK, BACKFILL_QUEUE, TASK_ROUTES
+    from workers import sync, tasks
+
+    rt = runtime()
+    k = rt.keys.store(7)
+    start(rt, 7)
+    rt.store.zadd(k.backfill_pending, {"100": 0})
+    rt.budget.enqueue(7, 5, rt.clock() - 1)
+    published = []
+    monkeypatch.setattr(tasks, "runtime", lambda: rt)
+    monkeypatch.setattr(tasks.sync_customer, "apply_async", lambda args, **options: published.append((args[1], options)))
+    sync.pump(rt, 7, tasks._send_sync, lambda *a: None)
+    assert published == [(5, {}), (100, {"queue": BACKFILL_QUEUE})]
+    assert TASK_ROUTES[BACKFILL_LIST_TASK] == {"queue": BACKFILL_QUEUE}
