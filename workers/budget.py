@@ -159,9 +159,9 @@ if low == 0 then
   wait = math.max(wait, tonumber(first[2]) - now)
 end
 if wait <= 0 then
-  -- due customers are waiting only for reads in flight: look again shortly (a backfill read
-  -- that finishes pumps its store itself; this is the safety net)
-  wait = (skipped > 0 or backfill_full) and 1 or 0
+  -- due customers are waiting only for reads in flight: look again shortly. Backfill reads in
+  -- flight pump their store themselves as each finishes: a late look is only the safety net.
+  if skipped > 0 then wait = 1 elseif backfill_full then wait = lease_base else wait = 0 end
 end
 return {taken, tostring(wait), left + busy, #reaped, covered}
 """

@@ -63,8 +63,9 @@ def _schedule_pump(merchant_id: int, wait: float) -> None:
 
 
 def pump_soon(merchant_id: int) -> None:
-    """Runtime.wake: a store given a backfill slot, or whose backfill read finished."""
-    _schedule_pump(merchant_id, 0.05)
+    """Runtime.wake: a store given a backfill slot, or whose backfill read finished. Its pump
+    waits in the backfill queue, behind the backfill's own reads, never ahead of an event's."""
+    pump_store.apply_async(args=[merchant_id], queue=BACKFILL_QUEUE)
 
 
 def _list_page(merchant_id: int) -> None:
