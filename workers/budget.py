@@ -62,11 +62,16 @@ local max_batch = tonumber(ARGV[6])
 local lease_base, lease_per_page = tonumber(ARGV[7]), tonumber(ARGV[8])
 local backfill_in_flight = tonumber(ARGV[9])
 
--- Reads whose lease ran out (their worker died): back in line, keeping an earlier due time.
+-- Reads whose lease ran out (their worker died): back in line, keeping an earlier due time. A
+-- backfill read goes back to the backfill's line: it never jumps ahead of event-driven reads.
 local reaped = redis.call('ZRANGEBYSCORE', inflight, '-inf', now)
 for _, customer in ipairs(reaped) do
   redis.call('ZREM', inflight, customer)
-  redis.call('ZADD', pending, 'LT', now, customer)
+  if redis.call('SREM', breading, customer) == 1 and not redis.call('ZSCORE', pending, customer) then
+    redis.call('ZADD', bpending, 'NX', 0, customer)
+  else
+    redis.call('ZADD', pending, 'LT', now, customer)
+  end
 end
 
 trim(plan, plan_window, cust, cust_window, now)
@@ -98,7 +103,10 @@ local function hand_out(customer, queue)
     return false
   end
   avail = avail - need
-  local lease = string.format('%.6f', now + lease_base + lease_per_page * need)
+  -- A backfill read may wait in its queue behind the other stores' for minutes in a storm: a
+  -- lease ten times as long, so that waiting is not taken for a dead worker.
+  local base = (queue == bpending) and 10 * lease_base or lease_base
+  local lease = string.format('%.6f', now + base + lease_per_page * need)
   redis.call('ZREM', queue, customer)
   redis.call('ZADD', inflight, lease, customer)
   spend(plan, cust, now, customer, need, plan_window, cust_window)

@@ -242,3 +242,20 @@ def test_backfill_reads_go_to_a_queue_of_their_own(monkeypatch):
     sync.pump(rt, 7, tasks._send_sync, lambda *a: None)
     assert published == [(5, {}), (100, {"queue": BACKFILL_QUEUE})]
     assert TASK_ROUTES[BACKFILL_LIST_TASK] == {"queue": BACKFILL_QUEUE}
+
+
+def test_a_backfill_read_whose_lease_ran_out_goes_back_to_the_backfills_line():
+    """Issue 18 goal 4: in a storm a backfill read may wait in its queue a long time; its lease
+    is ten times an event-driven read's, and when it does run out the read goes back to the
+    backfill's line, not ahead of the event-driven reads."""
+    clock = Clock()
+    rt = runtime(clock=clock)
+    k = rt.keys.store(7)
+    start(rt, 7)
+    rt.store.zadd(k.backfill_pending, {"100": 0})
+    first = rt.budget.dispatch(7, rt.limits(7), clock.now)
+    assert float(first.reads[0].lease) == clock.now + 10 * rt.budget.LEASE_BASE_SECONDS + rt.budget.LEASE_PER_PAGE_SECONDS
+    clock.now = float(first.reads[0].lease) + 1
+    again = rt.budget.dispatch(7, rt.limits(7), clock.now)
+    assert again.reaped == 1 and [(r.customer_id, r.backfill) for r in again.reads] == [(100, True)]
+    assert rt.store.zcard(k.pending) == 0
