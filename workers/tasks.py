@@ -65,7 +65,7 @@ def _schedule_pump(merchant_id: int, wait: float) -> None:
 def pump_soon(merchant_id: int) -> None:
     """Runtime.wake: a store given a backfill slot, or whose backfill read finished. Its pump
     waits in the backfill queue, behind the backfill's own reads, never ahead of an event's."""
-    pump_store.apply_async(args=[merchant_id], queue=BACKFILL_QUEUE)
+    pump_store.apply_async(args=[merchant_id, True], queue=BACKFILL_QUEUE)
 
 
 def _list_page(merchant_id: int) -> None:
@@ -138,9 +138,10 @@ def recover_intake() -> int:
 
 
 @shared_task(name=PUMP_TASK, acks_late=True, ignore_result=True, **REDIS_RETRY)
-def pump_store(merchant_id: int) -> int:
+def pump_store(merchant_id: int, woken: bool = False) -> int:
     rt = runtime()
-    rt.budget.pump_started(merchant_id)
+    if not woken:  # a wake-up (pump_soon) was not scheduled through the store's pump flag:
+        rt.budget.pump_started(merchant_id)  # it must not free the flag of the pump that was
     return _pump(rt, merchant_id)
 
 

@@ -259,3 +259,22 @@ def test_a_backfill_read_whose_lease_ran_out_goes_back_to_the_backfills_line():
     again = rt.budget.dispatch(7, rt.limits(7), clock.now)
     assert again.reaped == 1 and [(r.customer_id, r.backfill) for r in again.reads] == [(100, True)]
     assert rt.store.zcard(k.pending) == 0
+
+
+def test_a_backfill_wake_up_pump_leaves_the_scheduled_pump_alone(monkeypatch):
+    """Issue 18 goal 4: a wake-up per backfill read must not free the store's pump flag, or every
+    backfill read would schedule one more pump in the reads queue, ahead of event-driven reads."""
+    from service.celery_config import BACKFILL_QUEUE
+    from workers import tasks
+
+    rt = runtime()
+    published = []
+    monkeypatch.setattr(tasks, "runtime", lambda: rt)
+    monkeypatch.setattr(tasks.pump_store, "apply_async", lambda args, **options: published.append((args, options)))
+    tasks.pump_soon(7)
+    assert published == [([7, True], {"queue": BACKFILL_QUEUE})]
+    assert rt.budget.claim_pump(7, rt.clock() + 30, 35)
+    tasks.pump_store.run(7, True)
+    assert not rt.budget.claim_pump(7, rt.clock() + 30, 35)  # the scheduled pump still holds it
+    tasks.pump_store.run(7)
+    assert rt.budget.claim_pump(7, rt.clock() + 30, 35)
