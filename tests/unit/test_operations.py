@@ -331,7 +331,7 @@ def test_a_403_block_from_the_sandbox_holds_the_store_over_http(sandbox):
     assert sync.accept_event(rt, {"event": "order.created", "merchant_id": M, "customer": customer}) == "queued"
 
     def read_all():
-        sync.pump(rt, M, lambda m, c, pages, lease: reads.append((c, pages, lease)), lambda m, wait: None)
+        sync.pump(rt, M, lambda m, c, pages, lease, backfill=False: reads.append((c, pages, lease)), lambda m, wait: None)
         outcomes = [sync.sync_customer(rt, M, c, pages, lambda *a: None, lease=lease).outcome for c, pages, lease in reads]
         reads.clear()
         return outcomes
