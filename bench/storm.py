@@ -16,6 +16,7 @@ customers to list and read, answering each request after `--latency-ms`.
 3. Storm: every store's backfill starts at once (what `store_authorized` does after each
    install, here through POST /admin/stores/M/backfill), and the same webhooks go on at the same
    rate until every backfill is done.
+The sandbox runs in a process of its own (`python -m devkit.sandbox`), set up over its control API.
 It prints p50/p99 of both, the ratio of the p99s (goal: at most 2), how many backfills finished,
 the most stores backfilling at once (BACKFILL_MAX_STORES = `--max-stores`) and Salla's 429s.
 `--debounce` is SYNC_DEBOUNCE_SECONDS: short by default, so that the figure is the queueing and
@@ -42,7 +43,6 @@ from bench.workers import percentile, procfile_command, worker  # noqa: E402
 from devkit.processes import ManagedProcess, celery_beat  # noqa: E402
 from devkit.procfile import process_env  # noqa: E402
 from devkit.redis_server import RedisServer, free_port  # noqa: E402
-from devkit.sandbox import Faults, StoreSpec, create_app as create_sandbox, serve_in_thread  # noqa: E402
 from service.keys import Keys  # noqa: E402
 from service.settings import Settings  # noqa: E402
 from service.signatures import sign  # noqa: E402
@@ -139,9 +139,18 @@ def main(argv=None) -> int:
         server = RedisServer(workdir / "redis", appendonly=False).start()
         client = redis.Redis.from_url(server.url)
         keys = Keys("lpr:")
-        specs = [StoreSpec(m, f"access-{m}", refresh_token=f"refresh-{m}", limits=True) for m in merchants]
-        sandbox = serve_in_thread(create_sandbox(customers={}, token=None, stores=specs,
-                                                 faults=Faults(latency_ms=args.latency_ms)))
+        # The sandbox in a process of its own, as Salla is: its answer time must not grow with
+        # this process's own work (sending webhooks, polling), which shares one interpreter lock.
+        sandbox_port = free_port()
+        sandbox = ManagedProcess([sys.executable, "-m", "devkit.sandbox", "--port", str(sandbox_port),
+                                  "--token", "bench-default-store-token"], process_env({**os.environ, "PYTHONPATH": str(ROOT)}),
+                                 workdir / "sandbox.log", ready_text="Salla sandbox at").start(wait_seconds=60)
+        sandbox.url = f"http://127.0.0.1:{sandbox_port}"
+        for merchant in merchants:
+            requests.put(f"{sandbox.url}/_sandbox/stores/{merchant}", timeout=10, json={
+                "access_token": f"access-{merchant}", "refresh_token": f"refresh-{merchant}",
+                "limits": True}).raise_for_status()
+        requests.put(f"{sandbox.url}/_sandbox/faults", json={"latency_ms": args.latency_ms}, timeout=10).raise_for_status()
         requests.put(f"{sandbox.url}/_sandbox/customers/seed", timeout=30,
                      json={"count": args.customers, "start_id": FIRST_CUSTOMER, "lots_every": 0}).raise_for_status()
         env = process_env({k: v for k, v in os.environ.items() if not k.startswith(("SALLA_", "REDIS_", "CELERY_"))})
@@ -154,8 +163,7 @@ def main(argv=None) -> int:
         if args.max_stores:
             env["BACKFILL_MAX_STORES"] = args.max_stores
         settings = Settings.from_env(env)
-        # The Procfile's web (gunicorn) in a process of its own: webhooks are not served by this
-        # process, which also runs the sandbox that the storm keeps busy.
+        # The Procfile's web (gunicorn) in a process of its own, as deployed.
         port = free_port()
         env.update({"PORT": str(port), "BIND_ADDRESS": "127.0.0.1"})
         web = SimpleNamespace(url=f"http://127.0.0.1:{port}")
