@@ -16,7 +16,7 @@ import requests
 from flask import Blueprint, abort, current_app, jsonify, request
 
 from service import admin_guard, metrics
-from service.celery_config import PUMP_TASK
+from service.celery_config import BACKFILL_QUEUE, PUMP_TASK
 from service.channel_settings import ChannelSettings
 from service.queue import QueueUnavailable
 from service.stores import UNINSTALLED
@@ -360,7 +360,10 @@ def post_backfill(merchant_id: int):
     except ConfigError as exc:
         return jsonify(error="conflict", message=str(exc)), 409
     try:
-        deps.queue.publish(PUMP_TASK, [merchant_id])
+        if started.get("state") == "running":  # a store queued for a slot is pumped when it gets one
+            # In the backfill queue, as a wake-up (workers/tasks.py pump_soon): a storm of starts
+            # must not put its pumps ahead of event-driven reads.
+            deps.queue.publish(PUMP_TASK, [merchant_id, True], queue=BACKFILL_QUEUE)
     except QueueUnavailable:
         pass  # the store is in the backlog: beat's pump-backlog starts it within 15 s
     view = backfill.progress(deps.redis, deps.keys, deps.settings, deps.registry.config(merchant_id), merchant_id)

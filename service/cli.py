@@ -322,13 +322,14 @@ CHANNEL_COMMANDS = {"set-channels": _set_channels, "channels": _channels, "templ
 
 
 def _backfill(args, settings, store, registry):
-    from service.celery_config import PUMP_TASK
+    from service.celery_config import BACKFILL_QUEUE, PUMP_TASK
     from service.queue import EventQueue, QueueUnavailable
     started = start_backfill(registry, args.merchant_id, time.time(), settings.backfill_max_stores)
     note = ("started" if started.get("state") == "running" else "queued for a slot") \
         if started.get("started") == "1" else f"already {started.get('state')}"
     try:
-        EventQueue(settings).publish(PUMP_TASK, [args.merchant_id])
+        if started.get("state") == "running":  # a queued store is pumped when it gets its slot
+            EventQueue(settings).publish(PUMP_TASK, [args.merchant_id, True], queue=BACKFILL_QUEUE)
     except QueueUnavailable:
         note += " (the broker did not answer: beat's pump-backlog starts it within 15 s)"
     return {"merchant_id": args.merchant_id, "backfill": note,

@@ -222,7 +222,8 @@ def store_authorized(message: dict) -> dict:
         return {"settings": settings_outcome, "backfill": "off"}
     started = backfill.start(rt.store, rt.keys, merchant_id, rt.clock(), "app.store.authorize",
                              rt.settings.backfill_max_stores)
-    _schedule_pump(merchant_id, 0.05)
+    if started.get("state") == backfill.RUNNING:  # a store queued for a slot is pumped when it gets one
+        pump_soon(merchant_id)
     return {"settings": settings_outcome, "backfill": started.get("state")}
 
 
