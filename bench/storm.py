@@ -207,6 +207,13 @@ def main(argv=None) -> int:
             storm_seconds = time.monotonic() - started
             storm_figures = summary(latencies(client, keys, storm, 120))
             print(f"storm:    {json.dumps(storm_figures)}", flush=True)
+            # Is the tail the storm's first seconds (every slot handed out at once) or all along?
+            wall_start = time.time() - (time.monotonic() - started)
+            for first, last in ((0, 10), (10, storm_seconds)):
+                window = {key: at for key, at in storm.items() if first <= at - wall_start < last}
+                if window:
+                    print(f"  storm seconds {first:.0f}-{last:.0f}: {json.dumps(summary(latencies(client, keys, window, 5)))}",
+                          flush=True)
 
             states = {}
             for merchant in merchants:
