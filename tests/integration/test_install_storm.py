@@ -76,8 +76,12 @@ def test_a_cap_of_two_with_five_stores_never_backfills_more_than_two_and_all_fiv
             assert len(now["running"]) <= 2, now
             seen_queued.update(q["merchant_id"] for q in now["queued"])
             views.update({m: progress(m) for m in STORES})
-            running = [m for m, view in views.items() if view["state"] == "running"]
-            assert len(running) <= 2, views
+            # The views are read one store at a time: only when no slot passed on meanwhile (the
+            # slots as before) are they one moment's, else a store that just finished may read
+            # `running` beside the one that took its slot.
+            if fleet()["running"] == now["running"]:
+                running = [m for m, view in views.items() if view["state"] == "running"]
+                assert len(running) <= 2, views
             return all(view["state"] == "done" for view in views.values())
 
         try:
