@@ -52,8 +52,9 @@ def test_every_key_of_a_store_carries_its_hash_tag():
     rt = build_runtime(make_settings(), fakeredis.FakeRedis(decode_responses=True), requests.Session())
     busy_store(rt, M)
     shared = {rt.keys.stores, rt.keys.backlog, *rt.due.keys}
+    deployment = rt.keys.deployment_secret("")  # secret:<purpose>: one per deployment (the suppression key)
     for key in rt.store.scan_iter("*"):
-        assert key in shared or key.startswith(f"lpr:{{store:{M}}}:"), key
+        assert key in shared or key.startswith((f"lpr:{{store:{M}}}:", deployment)), key
 
 
 def test_uninstall_erases_the_store_and_keeps_only_what_an_operator_needs():
