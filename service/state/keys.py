@@ -148,7 +148,7 @@ STORE_LIFETIMES: dict[str, Lifetime] = {
     "recheck:*": expires("1 day"),
     "reminder:*": expires("past the last lot's expiry (service/state/ledger.py)"),
     "msgid:*": expires("as its reminder's record"),
-    "backfill": owned("workers/backfill.py start replaces it; " + UNINSTALL),
+    "backfill": owned("service/ops/backfill.py start replaces it; " + UNINSTALL),
     "backfill:pending": owned("service/state/budget.py dispatch takes each customer; " + UNINSTALL),
     "backfill:reading": owned("workers/backfill.py read_done removes each read"),
     "backfill:seen": owned("workers/backfill.py deletes it when the run ends (done or failed)"),
@@ -229,7 +229,7 @@ class Keys:
 
     @property
     def backfill_running(self) -> str:
-        """Stores backfilling now -> their slot's lease deadline (BACKFILL_MAX_STORES, workers/backfill.py).
+        """Stores backfilling now -> their slot's lease deadline (BACKFILL_MAX_STORES, service/ops/backfill.py).
         One hash tag with the queue: the admission script touches both."""
         return f"{self.prefix}{{backfill}}:running"
 

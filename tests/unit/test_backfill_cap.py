@@ -279,3 +279,15 @@ def test_a_backfill_wake_up_pump_leaves_the_scheduled_pump_alone(monkeypatch):
     assert not rt.budget.claim_pump(7, rt.clock() + 30, 35)  # the scheduled pump still holds it
     tasks.pump_store.run(7)
     assert rt.budget.claim_pump(7, rt.clock() + 30, 35)
+
+
+def test_a_worker_runtime_wakes_stores_through_the_tasks(monkeypatch):
+    """Issue 18 goal 4 in the package layout: service never imports workers, so the worker's
+    runtime gets its "pump this store now" from workers/tasks.py (wake_with), not by import."""
+    from service.ops import runtime as runtimes
+    from workers import tasks
+
+    monkeypatch.setattr(runtimes, "_local", type(runtimes._local)())  # a fresh thread's runtime
+    monkeypatch.setattr(runtimes, "_settings", lambda: make_settings())
+    assert runtimes._wake is tasks.pump_soon
+    assert runtimes.runtime().wake is tasks.pump_soon
