@@ -37,6 +37,7 @@ import logging
 
 from service.domain.events import EventError, customer_from
 from service.clients.oauth import OperatorActionNeeded, StoreNotAuthorized, usable
+from service.ops.personal_data import keep_recorded_opt_outs
 from service.ops.runtime import Runtime
 from service.clients.salla_client import SallaForbidden, SallaPermanentError, SallaTransientError, SallaUnauthorized
 from service.clients.salla_refusals import BLOCKED, FORBIDDEN_HOLD_SECONDS, forbidden_reason
@@ -288,6 +289,9 @@ def resync(rt: Runtime, now: float) -> dict:
     forgotten = stale_queued = 0
     for merchant_id in rt.registry.merchants():
         k = rt.keys.store(merchant_id)
+        # Once per store: opt-outs its profiles recorded before suppression entries existed get
+        # theirs, before retention can expire the profile that alone remembers them.
+        keep_recorded_opt_outs(rt.store, rt.profiles, rt.keys, merchant_id, now)
         # Customers not read for the retention period: their read time goes, and with it what the
         # store's hashes keep per customer (pages of history, attempts, a waiting read's label).
         expired = [_text(c) for c in rt.store.zrangebyscore(k.read_at, "-inf", now - s.data_retention_days * 86400)]

@@ -15,6 +15,7 @@ import logging
 
 from service.state.stores import UNINSTALLED
 from service.state.tokens import token_lock
+from service.ops.personal_data import keep_opt_outs
 from service.ops.runtime import Runtime
 from workers import backfill
 
@@ -37,7 +38,7 @@ def forget_store(rt: Runtime, merchant_id: int, uninstalled_at: float | None = N
         doomed = [key.decode() if isinstance(key, bytes) else key
                   for key in rt.store.scan_iter(match=k.pattern, count=1000)]
         doomed = [key for key in doomed if key not in kept]
-        dropped["opt_outs_kept"] = _keep_opt_outs(rt, merchant_id, doomed)
+        dropped["opt_outs_kept"] = keep_opt_outs(rt.store, rt.profiles, rt.keys, merchant_id, doomed, rt.clock())
         for start in range(0, len(doomed), 500):
             rt.store.delete(*doomed[start:start + 500])
         dropped["keys_erased"] = len(doomed)
@@ -48,24 +49,6 @@ def forget_store(rt: Runtime, merchant_id: int, uninstalled_at: float | None = N
         rt.registry.count(merchant_id, name, amount)
     log.info("merchant=%s uninstalled: its data is erased %s", merchant_id, dropped)
     return dropped
-
-
-def _keep_opt_outs(rt: Runtime, merchant_id: int, doomed: list[str]) -> int:
-    """Before the profiles go: a suppression entry for every customer who opted out. An opt-out
-    made today writes its entry at once (service/state/profiles.py); one recorded only in the profile,
-    before entries existed, would otherwise be erased with it, and a reinstall would remind them."""
-    head = rt.keys.store(merchant_id).profile("")
-    customers = [int(key[len(head):]) for key in doomed if key.startswith(head) and key[len(head):].isdigit()]
-    kept = 0
-    for start in range(0, len(customers), 500):
-        batch = customers[start:start + 500]
-        pipe = rt.store.pipeline(transaction=False)
-        for customer_id in batch:
-            pipe.hmget(rt.keys.store(merchant_id).profile(customer_id), "unsubscribed_at", "notifications_enabled")
-        for customer_id, (unsubscribed_at, enabled) in zip(batch, pipe.execute()):
-            if unsubscribed_at or enabled in ("0", b"0"):
-                kept += rt.profiles.keep_suppressed(merchant_id, customer_id, rt.clock())
-    return kept
 
 
 # The web publishes forget_store at app.uninstalled, and a worker runs it within seconds: beat

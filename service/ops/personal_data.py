@@ -155,3 +155,39 @@ def _forget_preview(store: redis.Redis, prefix: str, merchant_id: int, customer_
     due = DueSet(store, prefix, shards=due_set_shards).customer_entries(merchant_id, customer_id)
     return {"merchant_id": merchant_id, "customer_id": customer_id, "forgotten": False, "dry_run": True,
             "keys_deleted": len(held), "ledger_records": len(records), "due_entries": len(due)}
+
+
+def keep_opt_outs(store, profiles, keys, merchant_id: int, profile_keys, now: float) -> int:
+    """A suppression entry for every customer among `profile_keys` (a store's profile keys) whose
+    profile says they opted out; how many. An opt-out made today writes its entry at once
+    (service/state/profiles.py); one recorded only in the profile, before entries existed, would
+    be lost with the profile (uninstall, forget, DATA_RETENTION_DAYS), and the customer reminded."""
+    head = keys.store(merchant_id).profile("")
+    customers = [int(key[len(head):]) for key in (_text(k) for k in profile_keys)
+                 if key.startswith(head) and key[len(head):].isdigit()]
+    kept = 0
+    for start in range(0, len(customers), 500):
+        batch = customers[start:start + 500]
+        pipe = store.pipeline(transaction=False)
+        for customer_id in batch:
+            pipe.hmget(keys.store(merchant_id).profile(customer_id), "unsubscribed_at", "notifications_enabled")
+        for customer_id, (unsubscribed_at, enabled) in zip(batch, pipe.execute()):
+            if unsubscribed_at or enabled in ("0", b"0"):
+                kept += profiles.keep_suppressed(merchant_id, customer_id, now)
+    return kept
+
+
+# Set in the store's `state` hash once every opt-out its profiles recorded has its entry.
+OPT_OUTS_KEPT = "opt_outs_suppressed_at"
+
+
+def keep_recorded_opt_outs(store, profiles, keys, merchant_id: int, now: float) -> int | None:
+    """Once per store (beat's hourly resync): the suppression entries of the opt-outs its
+    profiles recorded before entries existed. None when it was done already."""
+    k = keys.store(merchant_id)
+    if store.hget(k.state, OPT_OUTS_KEPT):
+        return None
+    kept = keep_opt_outs(store, profiles, keys, merchant_id,
+                         store.scan_iter(match=k.profile("*"), count=1000), now)
+    store.hset(k.state, OPT_OUTS_KEPT, f"{now:.0f}")
+    return kept

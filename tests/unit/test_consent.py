@@ -193,6 +193,26 @@ def test_an_opt_out_recorded_only_in_the_profile_survives_uninstall():
     assert planned(rt, C + 1)  # the customer who never opted out is reminded as before
 
 
+def test_an_opt_out_recorded_only_in_the_profile_outlives_its_retention_after_the_resync():
+    """Issue 15 item 9: opt-outs recorded before suppression entries existed live only in the
+    profile, which DATA_RETENTION_DAYS expires; the next event re-created it without them and the
+    customer was reminded. Beat's hourly resync writes their entries, once per store."""
+    from workers import backfill
+    rt = runtime()
+    sync.accept_event(rt, event("order.created", OLDER))
+    sync.accept_event(rt, event("order.created", OLDER, customer_id=C + 1, mobile="+966500000002",
+                                email="other@example.sa"))
+    rt.store.hset(rt.keys.store(M).profile(C), mapping={"notifications_enabled": "0"})
+    rt.store.delete(rt.keys.store(M).suppressed)  # as an opt-out recorded before entries existed
+    backfill.resync(rt, NOW.timestamp())
+    assert rt.store.hget(rt.keys.store(M).state, personal_data.OPT_OUTS_KEPT)
+    assert personal_data.keep_recorded_opt_outs(rt.store, rt.profiles, rt.keys, M, NOW.timestamp()) is None  # once
+    rt.store.delete(rt.keys.store(M).profile(C))  # DATA_RETENTION_DAYS passed
+    sync.accept_event(rt, event("order.created", NEWER))
+    assert rt.profiles.load(M, C).notifications_enabled is False and planned(rt) == []
+    assert planned(rt, C + 1)  # the customer who never opted out is reminded as before
+
+
 def test_a_queued_reminder_is_not_sent_to_a_suppressed_customer_whose_profile_is_gone():
     """Issue 15 item 9: the delivery path asks too: the profile expired (retention), the
     suppression entry stays, the queued reminder is cancelled, not sent."""
