@@ -112,3 +112,14 @@ def forget_cache() -> None:
     """Tests: a fresh Redis behind the same prefix."""
     _cache.clear()
     _decrypted.clear()
+
+
+LINKS = "links"  # signs unsubscribe links and SMS delivery-report URLs (service/domain/unsubscribe.py)
+
+
+def link_keys(redis, prefix: str, fernet_keys) -> tuple:
+    """The key material for service/domain/unsubscribe.py: the deployment's `links` secret first
+    (it signs, and outlives every rotation), then the listed token keys (links made before this
+    secret existed were signed under one; they verify while it is listed). Read with `current`:
+    one GET, never a key its Redis no longer holds."""
+    return (current(redis, prefix, fernet_keys, LINKS), *tuple(fernet_keys))
