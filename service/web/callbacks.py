@@ -60,7 +60,9 @@ class _Parts:
         prefix = deps.settings.redis_key_prefix
         self.ledger = Ledger(deps.redis, prefix)
         self.due = DueSet(deps.redis, prefix, shards=deps.settings.due_set_shards)
-        self.profiles = Profiles(deps.redis, prefix, secrets=deps.settings.token_encryption_keys)
+        # DATA_RETENTION_DAYS: an unsubscribe click renews the profile's TTL to that, as events do.
+        self.profiles = Profiles(deps.redis, prefix, deps.settings.data_retention_days * 86400,
+                                 secrets=deps.settings.token_encryption_keys)
         self.channel_settings = ChannelSettings(deps.redis, prefix, deps.settings)
         self.index = MessageIndex(deps.redis, prefix)
 

@@ -1,6 +1,6 @@
 """Unsubscribe links and SMS delivery-report URLs outlive a rotation of TOKEN_ENCRYPTION_KEY: they
 are signed with the deployment's `links` secret (service/state/deployment_secrets.py), which
-rotate-token-keys re-wraps and never changes."""
+rotate-token-keys re-wraps and never changes. And an unsubscribe click keeps DATA_RETENTION_DAYS."""
 from __future__ import annotations
 
 import fakeredis
@@ -77,3 +77,14 @@ def test_links_made_by_the_old_code_verify_while_their_token_key_is_listed():
     assert client.post(f"/unsubscribe/{make_token((TOKEN_KEY,), M, C)}").status_code == 200
     assert rt.profiles.load(M, C).notifications_enabled is False
 
+
+def test_an_unsubscribe_click_keeps_the_profile_no_longer_than_data_retention_days():
+    """Issue 15: with DATA_RETENTION_DAYS=30 the click set the profile's TTL to 400 days (the web
+    built Profiles without the retention), and the customer's lots followed it."""
+    server = fakeredis.FakeServer()
+    deployment_secrets.forget_cache()
+    client, rt = _app(server, DATA_RETENTION_DAYS="30")
+    rt.profiles.save(M, Customer(C, "سارة", "+966500000001", "sara@example.sa", True))
+    assert client.post(f"/unsubscribe/{make_token((TOKEN_KEY,), M, C)}").status_code == 200
+    assert rt.profiles.load(M, C).notifications_enabled is False
+    assert 0 < rt.store.ttl(rt.keys.store(M).profile(C)) <= 30 * 86400
