@@ -29,6 +29,7 @@ from service.config.settings import Settings
 from service.domain.signatures import sign
 from service.state.stores import StoreRegistry
 from service.domain.unsubscribe import unsubscribe_url
+from service.state.deployment_secrets import link_keys
 from service.clients.providers.base import (NOT_CONFIGURED, REFUSED, DeliveryPermanentError,  # noqa: F401 (re-exported)
                                     DeliveryTransientError)
 from service.clients.providers.email import EmailChannel
@@ -113,6 +114,7 @@ class ChannelDirectory:
         self.session = session
         self.public_session = public_session()  # for the addresses a store set itself
         self.registry = registry
+        self.store = store
         self.channel_settings = ChannelSettings(store, settings.redis_key_prefix, settings)
         self.alarms = Alarms(store, settings.redis_key_prefix)
         self.clock = clock
@@ -135,9 +137,11 @@ class ChannelDirectory:
         renderer = Renderer(self.channel_settings.templates(merchant_id),
                             on_problem=lambda name, problem: self.template_failed(merchant_id, name, problem))
         s = self.settings
-        keys = s.token_encryption_keys
 
         def unsubscribe(reminder: dict) -> str:
+            # Signed with the deployment's `links` secret (read at each link: one GET), so the link
+            # in a sent e-mail outlives a rotation of TOKEN_ENCRYPTION_KEY.
+            keys = link_keys(self.store, s.redis_key_prefix, s.token_encryption_keys)
             return unsubscribe_url(s.public_base_url, keys, reminder["merchant_id"], reminder["customer_id"])
 
         channels = []

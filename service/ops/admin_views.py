@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from service.domain.messages import TEMPLATE_NAMES, TEMPLATE_DIR
 from service.domain.unsubscribe import dlr_url, shared_dlr_url
+from service.state.deployment_secrets import link_keys
 from service.ops import backfill
 from service.state.channel_settings import ChannelSettings
 from service.state.ledger import Ledger, status_counts
@@ -45,9 +46,12 @@ def dead_letters(ledger: Ledger, merchants) -> dict:
 def channels_view(channel_settings: ChannelSettings, settings, merchant_id: int) -> dict:
     view = channel_settings.view(merchant_id)
     base = settings.public_base_url
-    view["callbacks"] = {"sms_delivery_reports": dlr_url(base, settings.token_encryption_keys, merchant_id),
+    # Signed with the deployment's `links` secret: a URL typed into a provider's console outlives
+    # a rotation of TOKEN_ENCRYPTION_KEY.
+    keys = link_keys(channel_settings.redis, settings.redis_key_prefix, settings.token_encryption_keys)
+    view["callbacks"] = {"sms_delivery_reports": dlr_url(base, keys, merchant_id),
                          # the one report URL of the environment's SMS account, for every store on it
-                         "sms_delivery_reports_shared_account": shared_dlr_url(base, settings.token_encryption_keys),
+                         "sms_delivery_reports_shared_account": shared_dlr_url(base, keys),
                          "whatsapp_status": f"{base}/channels/whatsapp/status",
                          "whatsapp_status_own_app": f"{base}/channels/whatsapp/{merchant_id}/status"}
     return view

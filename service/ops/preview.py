@@ -118,7 +118,8 @@ def preview(store, settings, directory: ChannelDirectory, merchant_id: int, cust
     check_choices(channel, language)
     now = now or datetime.now(timezone.utc)
     ledger = Ledger(store, settings.redis_key_prefix)
-    customer = Profiles(store, settings.redis_key_prefix).load(merchant_id, customer_id)
+    customer = Profiles(store, settings.redis_key_prefix,
+                        settings.data_retention_days * 86400).load(merchant_id, customer_id)
     config = directory.registry.config(merchant_id)
     chosen = language or customer.lang or config.get("language") or settings.reminder_language
     reminder, source = latest_reminder(ledger, merchant_id, customer_id, config.get("store_name", "")), "ledger"

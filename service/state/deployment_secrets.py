@@ -1,7 +1,8 @@
 """Random keys of the deployment, one per purpose, that outlive a rotation of TOKEN_ENCRYPTION_KEY.
 
 Some keyed hashes must give the same answer for good: the holdout's assignment (a customer
-must never switch group) and, later, the suppression list. Deriving their key from
+must never switch group), the suppression list, and the unsubscribe links and SMS report
+URLs (`links`: they sit in sent messages and in providers' consoles). Deriving their key from
 TOKEN_ENCRYPTION_KEY would tie them to a key that operators rotate (`new,old`, then
 `python -m service.cli rotate-token-keys`, then drop `old`). So each purpose gets a random
 32-byte key, generated once (SET NX: the first process to ask wins, every other one reads it),
@@ -112,3 +113,14 @@ def forget_cache() -> None:
     """Tests: a fresh Redis behind the same prefix."""
     _cache.clear()
     _decrypted.clear()
+
+
+LINKS = "links"  # signs unsubscribe links and SMS delivery-report URLs (service/domain/unsubscribe.py)
+
+
+def link_keys(redis, prefix: str, fernet_keys) -> tuple:
+    """The key material for service/domain/unsubscribe.py: the deployment's `links` secret first
+    (it signs, and outlives every rotation), then the listed token keys (links made before this
+    secret existed were signed under one; they verify while it is listed). Read with `current`:
+    one GET, never a key its Redis no longer holds."""
+    return (current(redis, prefix, fernet_keys, LINKS), *tuple(fernet_keys))

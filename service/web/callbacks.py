@@ -11,7 +11,8 @@
   shared SMS account (a provider has one per account). JSON or form, read by
   service/domain/sms_reports.py (every documented state; the message id, the CorrelationID we sent (the
   reminder id), the state in DLR / Status). Either id finds the reminder in the message index. The token (service/domain/unsubscribe.py) is the URL's secret:
-  providers sign nothing.
+  providers sign nothing. It is signed with the deployment's `links` secret, so a report URL typed
+  into a provider's console (and an unsubscribe link in a sent message) outlives a key rotation.
 - `GET /unsubscribe/<token>` shows a small page with one button; `POST` (the button, or a mail
   client's RFC 8058 one-click) records the opt-out: the profile says so from then on (whatever
   Salla's flag says later) and the customer's pending reminders are cancelled.
@@ -44,6 +45,7 @@ from service.domain.unsubscribe import SHARED_DLR, callback_token_valid, read_to
 from service.state.due_set import DueSet
 from service.state.ledger import Ledger
 from service.state.profiles import Profiles
+from service.state.deployment_secrets import link_keys
 from service.ops.fallback import classify_sms, classify_whatsapp, handle_late_failure
 from service.ops.cancel import cancel_pending
 
@@ -58,7 +60,9 @@ class _Parts:
         prefix = deps.settings.redis_key_prefix
         self.ledger = Ledger(deps.redis, prefix)
         self.due = DueSet(deps.redis, prefix, shards=deps.settings.due_set_shards)
-        self.profiles = Profiles(deps.redis, prefix, secrets=deps.settings.token_encryption_keys)
+        # DATA_RETENTION_DAYS: an unsubscribe click renews the profile's TTL to that, as events do.
+        self.profiles = Profiles(deps.redis, prefix, deps.settings.data_retention_days * 86400,
+                                 secrets=deps.settings.token_encryption_keys)
         self.channel_settings = ChannelSettings(deps.redis, prefix, deps.settings)
         self.index = MessageIndex(deps.redis, prefix)
 
@@ -68,6 +72,11 @@ def _deps():
     if "reminder_callbacks" not in current_app.extensions:
         current_app.extensions["reminder_callbacks"] = _Parts(deps)
     return deps, current_app.extensions["reminder_callbacks"]
+
+
+def _link_keys(deps) -> tuple:
+    """The deployment's `links` secret, then the listed token keys (service/domain/unsubscribe.py)."""
+    return link_keys(deps.redis, deps.settings.redis_key_prefix, deps.settings.token_encryption_keys)
 
 
 @bp.errorhandler(redis.RedisError)
@@ -161,7 +170,7 @@ def _opaque_merchant(status: dict) -> int | None:
 def sms_delivery_report(merchant_id: int, token: str):
     """A store's own SMS account: only that store's messages."""
     deps, parts = _deps()
-    if not callback_token_valid(deps.settings.token_encryption_keys, merchant_id, token):
+    if not callback_token_valid(_link_keys(deps), merchant_id, token):
         return jsonify(error="not_found", message="no such report URL"), 404
     try:
         provider = parts.channel_settings.effective(merchant_id).of("sms").get("provider") or deps.settings.sms_provider
@@ -174,7 +183,7 @@ def sms_delivery_report(merchant_id: int, token: str):
 def shared_sms_delivery_report(token: str):
     """The environment's shared SMS account (SMS_*): one report URL for every store on it."""
     deps, parts = _deps()
-    if not callback_token_valid(deps.settings.token_encryption_keys, 0, token, purpose=SHARED_DLR):
+    if not callback_token_valid(_link_keys(deps), 0, token, purpose=SHARED_DLR):
         return jsonify(error="not_found", message="no such report URL"), 404
     return _sms_report(deps, parts, deps.settings.sms_provider, None)
 
@@ -288,7 +297,7 @@ _BAD = """<p>هذا الرابط غير صالح.</p><p dir="ltr" style="text-al
 @bp.get("/unsubscribe/<token>")
 def unsubscribe_page(token: str):
     deps, _ = _deps()
-    if read_token(deps.settings.token_encryption_keys, token) is None:
+    if read_token(_link_keys(deps), token) is None:
         return Response(_PAGE.format(body=_BAD), status=404, mimetype="text/html")
     return Response(_PAGE.format(body=_ASK), mimetype="text/html")
 
@@ -296,7 +305,7 @@ def unsubscribe_page(token: str):
 @bp.post("/unsubscribe/<token>")
 def unsubscribe(token: str):
     deps, parts = _deps()
-    found = read_token(deps.settings.token_encryption_keys, token)
+    found = read_token(_link_keys(deps), token)
     if found is None:
         return Response(_PAGE.format(body=_BAD), status=404, mimetype="text/html")
     m, c = found
