@@ -20,6 +20,7 @@ from __future__ import annotations
 import logging
 
 from service.config import metrics
+from service.config.settings import delivery_lease_seconds
 from service.state.message_index import MessageIndex, Sent, send_handles
 from service.domain.store_policy import policy_for
 from workers.backoff import retry_countdown
@@ -32,8 +33,15 @@ from service.state.ledger import CANCELLED, DEAD, LIVE, count_stat, full_reminde
 log = logging.getLogger(__name__)
 
 # A delivery queued or running and not finished this long after it started is taken for lost
-# and published again (its worker died, its message was lost). Longer than an attempt can take.
-DELIVERY_LEASE_SECONDS = 90
+# and published again (its worker died, its message was lost). Longer than an attempt can take:
+# derived from the channels' timeout (service/config/settings.py, issue 15); this one at the
+# default timeout, lease_seconds(rt) the runtime's own.
+DELIVERY_LEASE_SECONDS = delivery_lease_seconds(10.0)
+
+
+def lease_seconds(rt) -> float:
+    """The runtime's delivery lease: every channel of an attempt at its worst, and more."""
+    return delivery_lease_seconds(rt.settings.salla_http_timeout_seconds)
 MAX_ATTEMPTS = 12  # with backoff doubling from 2 s up to 15 min: about 45 minutes in all
 PAUSED_RETRY_SECONDS = 3600
 FIRST, ALL = "first", "all"  # a store's channel policy (service/state/channel_settings.py)
@@ -57,7 +65,7 @@ def arm(rt, entry: DueEntry, when: float) -> None:
 def queue_reminder(rt, reminder: dict, keep_seconds: int, now: float, publish) -> str:
     """Hand a reminder to delivery; returns the ledger's answer ('created' or an existing state)."""
     timer = _timer(reminder)
-    arm(rt, timer, now + DELIVERY_LEASE_SECONDS)
+    arm(rt, timer, now + lease_seconds(rt))
     state = rt.ledger.create(reminder, keep_seconds, now)
     if state != "created" and state not in LIVE:
         rt.due.remove([timer])  # the same reminder was already sent (or dropped, or is a dead letter)
@@ -69,7 +77,7 @@ def queue_reminder(rt, reminder: dict, keep_seconds: int, now: float, publish) -
         publish(reminder["merchant_id"], reminder["customer_id"], reminder["reminder_id"])
     except Exception as exc:  # the broker is down: the timer publishes it when it runs out
         log.warning("reminder %s not published (%s); the sweep publishes it within %ds", reminder["reminder_id"],
-                    type(exc).__name__, DELIVERY_LEASE_SECONDS)
+                    type(exc).__name__, lease_seconds(rt))
     return state
 
 
@@ -107,7 +115,7 @@ def deliver(rt, merchant_id: int, customer_id: int, reminder_id: str, now: float
     attempt = rt.ledger.begin_attempt(m, reminder_id, now)
     if attempt is None:  # forgotten or uninstalled since the record was read: nothing is re-created
         return _gone(rt, record, timer)
-    arm(rt, timer, now + DELIVERY_LEASE_SECONDS)  # if this worker dies now, the sweep takes over
+    arm(rt, timer, now + lease_seconds(rt))  # if this worker dies now, the sweep takes over
     reminder = _full_reminder(rt, record)
     # A channel that sent and failed later is `failed:` again (service/ops/fallback.py): the reminder
     # counts as reaching nobody, so that `first` goes on to the next channel.

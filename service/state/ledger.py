@@ -67,6 +67,7 @@ from datetime import datetime, timezone
 import redis
 
 from service.state import store_figures
+from service.config.settings import channel_claim_seconds
 from service.state.keys import Keys
 from service.domain.messages import plain_message
 
@@ -583,10 +584,14 @@ def parse_marks(raw: dict) -> Marks:
 
 
 class Ledger:
-    CLAIM_SECONDS = 30  # a channel's send takes at most its HTTP timeout; then the claim is void
+    # A channel's claim outlasts its send at the worst (service/config/settings.py): at the default
+    # timeout unless the runtime passes its own (build_runtime: SALLA_HTTP_TIMEOUT_SECONDS).
+    CLAIM_SECONDS = channel_claim_seconds(10.0)
 
-    def __init__(self, store: redis.Redis, prefix: str):
+    def __init__(self, store: redis.Redis, prefix: str, claim_seconds: float | None = None):
         self.redis = store
+        if claim_seconds is not None:
+            self.CLAIM_SECONDS = claim_seconds
         self.keys = Keys(prefix)
         self._create = store.register_script(_CREATE)
         self._claim_channel = store.register_script(_CLAIM_CHANNEL)
