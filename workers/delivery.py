@@ -20,6 +20,7 @@ from __future__ import annotations
 import logging
 
 from service.config import metrics
+from service.config.settings import delivery_lease_seconds
 from service.state.message_index import MessageIndex, Sent, send_handles
 from service.domain.store_policy import policy_for
 from workers.backoff import retry_countdown
@@ -32,8 +33,15 @@ from service.state.ledger import CANCELLED, DEAD, LIVE, count_stat, full_reminde
 log = logging.getLogger(__name__)
 
 # A delivery queued or running and not finished this long after it started is taken for lost
-# and published again (its worker died, its message was lost). Longer than an attempt can take.
-DELIVERY_LEASE_SECONDS = 90
+# and published again (its worker died, its message was lost). Longer than an attempt can take:
+# derived from the channels' timeout (service/config/settings.py, issue 15); this one at the
+# default timeout, lease_seconds(rt) the runtime's own.
+DELIVERY_LEASE_SECONDS = delivery_lease_seconds(10.0)
+
+
+def lease_seconds(rt) -> float:
+    """The runtime's delivery lease: every channel of an attempt at its worst, and more."""
+    return delivery_lease_seconds(rt.settings.salla_http_timeout_seconds)
 MAX_ATTEMPTS = 12  # with backoff doubling from 2 s up to 15 min: about 45 minutes in all
 PAUSED_RETRY_SECONDS = 3600
 FIRST, ALL = "first", "all"  # a store's channel policy (service/state/channel_settings.py)
@@ -57,7 +65,7 @@ def arm(rt, entry: DueEntry, when: float) -> None:
 def queue_reminder(rt, reminder: dict, keep_seconds: int, now: float, publish) -> str:
     """Hand a reminder to delivery; returns the ledger's answer ('created' or an existing state)."""
     timer = _timer(reminder)
-    arm(rt, timer, now + DELIVERY_LEASE_SECONDS)
+    arm(rt, timer, now + lease_seconds(rt))
     state = rt.ledger.create(reminder, keep_seconds, now)
     if state != "created" and state not in LIVE:
         rt.due.remove([timer])  # the same reminder was already sent (or dropped, or is a dead letter)
@@ -69,7 +77,7 @@ def queue_reminder(rt, reminder: dict, keep_seconds: int, now: float, publish) -
         publish(reminder["merchant_id"], reminder["customer_id"], reminder["reminder_id"])
     except Exception as exc:  # the broker is down: the timer publishes it when it runs out
         log.warning("reminder %s not published (%s); the sweep publishes it within %ds", reminder["reminder_id"],
-                    type(exc).__name__, DELIVERY_LEASE_SECONDS)
+                    type(exc).__name__, lease_seconds(rt))
     return state
 
 
@@ -105,7 +113,9 @@ def deliver(rt, merchant_id: int, customer_id: int, reminder_id: str, now: float
     else:
         broken = ""
     attempt = rt.ledger.begin_attempt(m, reminder_id, now)
-    arm(rt, timer, now + DELIVERY_LEASE_SECONDS)  # if this worker dies now, the sweep takes over
+    if attempt is None:  # forgotten or uninstalled since the record was read: nothing is re-created
+        return _gone(rt, record, timer)
+    arm(rt, timer, now + lease_seconds(rt))  # if this worker dies now, the sweep takes over
     reminder = _full_reminder(rt, record)
     # A channel that sent and failed later is `failed:` again (service/ops/fallback.py): the reminder
     # counts as reaching nobody, so that `first` goes on to the next channel.
@@ -124,6 +134,11 @@ def deliver(rt, merchant_id: int, customer_id: int, reminder_id: str, now: float
         if claim.startswith("busy:"):  # another attempt may be sending right now
             busy_until = max(busy_until, float(claim[5:]))
             continue
+        if claim == "gone":  # the record was erased (forget, uninstall) during this attempt
+            return _gone(rt, record, timer)
+        if rt.profiles.load(m, c).notifications_enabled is False:  # an opt-out during this attempt
+            count_stat(rt.store, rt.keys, m, 0, "opted_out_cancelled")
+            return _stop(rt, record, timer, CANCELLED, now, "the customer opted out", "deliveries_cancelled")
         try:
             message_id = channel.send(reminder)
         except DeliveryPermanentError as exc:
@@ -147,6 +162,9 @@ def deliver(rt, merchant_id: int, customer_id: int, reminder_id: str, now: float
         # finds the send (service/state/message_index.py keeps the statuses that come before it).
         lifetime = rt.ledger.record_send(m, reminder_id, channel.name, message_id or "", now)
         metrics.REMINDERS.labels("sent", channel.name).inc()
+        if lifetime is None:  # erased while this channel sent: nothing recorded, nothing re-armed
+            log.warning("reminder %s of merchant=%s was erased while %s sent it", reminder_id, m, channel.name)
+            return _gone(rt, record, timer)
         log.info("reminder %s of merchant=%s customer=%s sent by %s (attempt %d)", reminder_id, m, c, channel.name,
                  attempt)
         rt.ledger.mark_sent(m, c, reminder_id, now)
@@ -161,7 +179,8 @@ def deliver(rt, merchant_id: int, customer_id: int, reminder_id: str, now: float
     if transient or busy_until:
         if attempt < MAX_ATTEMPTS:
             delay = max(retry_countdown(attempt - 1, wait or None), 1.0) if transient else busy_until - now + 1
-            rt.ledger.retrying(m, reminder_id, "; ".join(transient) or "a channel is busy", now)
+            if not rt.ledger.retrying(m, reminder_id, "; ".join(transient) or "a channel is busy", now):
+                return _gone(rt, record, timer)
             arm(rt, timer, now + delay)
             log.warning("reminder %s: attempt %d/%d failed (%s); again in %.0fs", reminder_id, attempt, MAX_ATTEMPTS,
                         "; ".join(transient) or "busy", delay)
@@ -245,6 +264,18 @@ def _raise_alarm(rt, alarm) -> None:
             rt.alarms.raise_(alarm[0], alarm[1])
         except Exception:
             log.exception("could not raise alarm %s", alarm[0])
+
+
+def _gone(rt, record, timer: DueEntry) -> str:
+    """The record vanished during the attempt (the customer forgotten, the store uninstalled):
+    nothing more is sent or written for it, and its timer goes (the sweep would otherwise ask
+    Salla for a fresh read of an erased customer). Counted as cancelled, in the metrics only: the
+    store's own counters may be erased too."""
+    rt.due.remove([timer])
+    metrics.REMINDERS.labels("cancelled", "any").inc()
+    log.warning("reminder %s of merchant=%s was erased during its delivery; it stops here", record.reminder_id,
+                record.merchant_id)
+    return "gone"
 
 
 def _stop(rt, record, timer: DueEntry, state: str, now: float, why: str, counter: str) -> str:

@@ -38,7 +38,7 @@ from service.domain.reminders import build_reminder, reminder_id
 from service.domain.schedule import SETTLE_STAGE, eligible, plan
 from service.config.settings import RECHECK_WAIT_SECONDS
 from service.domain.store_policy import policy_for
-from workers.delivery import DELIVERY_LEASE_SECONDS, PAUSED_RETRY_SECONDS, arm, queue_reminder
+from workers.delivery import PAUSED_RETRY_SECONDS, arm, lease_seconds, queue_reminder
 from service.state.due_set import REMINDER_KEY_HEX, DueEntry
 from service.state.ledger import CANCELLED, LIVE, Marks, count_stat, parse_marks
 from service.clients.oauth import usable
@@ -301,7 +301,7 @@ def _act(rt: Runtime, m: int, c: int, entries: list[DueEntry], now: datetime, pu
             continue
         record = rt.ledger.get(m, rid)
         if record is not None and record.state in LIVE:
-            arm(rt, entry, moment + DELIVERY_LEASE_SECONDS)
+            arm(rt, entry, moment + lease_seconds(rt))
             publish(m, c, rid)
             result.deliveries_published += 1
     if not rest:

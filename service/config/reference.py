@@ -89,7 +89,7 @@ EXPLAINED: dict[str, str] = {
     "WEBHOOK_DEDUPE_TTL_SECONDS": "How long a webhook's id is remembered to drop Salla's retries.",
     "SALLA_API_BASE_URL": "Salla's Merchant API.",
     "SALLA_ACCESS_TOKEN": "Single-store mode: one store's access token, used for every merchant (no refresh).",
-    "SALLA_HTTP_TIMEOUT_SECONDS": "Timeout of one request to Salla.",
+    "SALLA_HTTP_TIMEOUT_SECONDS": "Timeout of one request to Salla or to a channel's provider (SMTP: of the whole send), at most 30; a delivery's claims and lease follow it.",
     "SALLA_PAGE_SIZE": "Customers per page when listing (Salla's most is 60).",
     "STORE_TIMEZONE": "The stores' zone (IANA) for quiet hours and dates in messages.",
     "REMINDER_MIN_POINTS": "A stage with fewer points expiring sends nothing.",

@@ -20,6 +20,32 @@ REDIS_SCHEMES = ("redis", "rediss", "unix")
 BROKER_SCHEMES = REDIS_SCHEMES + ("amqp", "amqps", "pyamqp")
 CHANNELS = ("log", "webhook", "whatsapp", "sms", "email")
 CHANNEL_POLICIES = ("first", "all")
+# SALLA_HTTP_TIMEOUT_SECONDS is also every channel's timeout. Bounded, so that the time a send
+# can take is bounded, and with it the ledger's channel claim and a delivery's lease (issue 15):
+# a claim or a lease that runs out while a send is still going lets another attempt send again.
+MAX_HTTP_TIMEOUT_SECONDS = 30.0
+# A channel's send at its worst: an HTTP channel makes one request, whose connect and read each
+# take up to the timeout; SMTP's steps share one deadline of the same length (providers/email.py).
+SEND_TIMEOUTS_PER_CHANNEL = 2
+CLAIM_MARGIN_SECONDS = 10.0  # the Redis round trips around a send, and clocks a little apart
+LEASE_MARGIN_SECONDS = 10.0
+
+
+def channel_send_seconds(timeout: float) -> float:
+    """The longest one channel's send can take with this timeout."""
+    return SEND_TIMEOUTS_PER_CHANNEL * timeout
+
+
+def channel_claim_seconds(timeout: float) -> float:
+    """How long a channel stays claimed for one attempt (service/state/ledger.py): longer than
+    its send can take, so that no other attempt takes the claim over while it sends."""
+    return channel_send_seconds(timeout) + CLAIM_MARGIN_SECONDS
+
+
+def delivery_lease_seconds(timeout: float) -> float:
+    """How long a delivery attempt may run before the sweep takes it for lost (workers/delivery.py):
+    longer than every channel's send in a row (one of each kind at most), and than a claim."""
+    return max(len(CHANNELS) * channel_send_seconds(timeout), channel_claim_seconds(timeout)) + LEASE_MARGIN_SECONDS
 SMS_PROVIDERS = ("unifonic", "taqnyat")
 LANGUAGES = ("ar", "en")
 LOG_FORMATS = ("json", "text")
@@ -170,7 +196,8 @@ class Settings:
             webhook_dedupe_ttl_seconds=env.int("WEBHOOK_DEDUPE_TTL_SECONDS", 24 * 3600, minimum=60),
             salla_api_base_url=env.url("SALLA_API_BASE_URL", "https://api.salla.dev/admin/v2", schemes=("http", "https")).rstrip("/"),
             salla_access_token=env.str("SALLA_ACCESS_TOKEN", ""),
-            salla_http_timeout_seconds=env.float("SALLA_HTTP_TIMEOUT_SECONDS", 10.0, minimum=0.1),
+            salla_http_timeout_seconds=env.float("SALLA_HTTP_TIMEOUT_SECONDS", 10.0, minimum=0.1,
+                                                 maximum=MAX_HTTP_TIMEOUT_SECONDS),
             salla_page_size=env.int("SALLA_PAGE_SIZE", 60, minimum=1, maximum=60),
             store_timezone=env.timezone("STORE_TIMEZONE", "Asia/Riyadh"),
             reminder_stages_days=stages,
@@ -328,7 +355,7 @@ class _Env:
             raise SettingsError(f"{name}={number} is above the maximum {maximum}")
         return number
 
-    def float(self, name: str, default: float, minimum: float) -> float:
+    def float(self, name: str, default: float, minimum: float, maximum: float | None = None) -> float:
         value = self._raw(name)
         if value is None:
             return default
@@ -338,6 +365,8 @@ class _Env:
             raise SettingsError(f"{name}={value!r} is not a number") from None
         if number < minimum:
             raise SettingsError(f"{name}={number} is below the minimum {minimum}")
+        if maximum is not None and number > maximum:
+            raise SettingsError(f"{name}={number} is above the maximum {maximum}")
         return number
 
     def port(self, name: str) -> int | None:

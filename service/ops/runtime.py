@@ -17,7 +17,7 @@ from service.state.alarms import Alarms
 from service.state.intake import Intake
 from service.state.keys import Keys
 from service.state.redis_client import connect
-from service.config.settings import Settings
+from service.config.settings import Settings, channel_claim_seconds
 from service.state.stores import StoreRegistry
 from service.state.tokens import TokenStore
 from service.state.budget import Budget, Limits
@@ -82,7 +82,7 @@ def build_runtime(settings: Settings, store: redis.Redis, session: requests.Sess
         budget=Budget(store, prefix),
         provider=TokenProvider(settings, store, tokens, registry, session, clock=clock),
         profiles=Profiles(store, prefix, settings.data_retention_days * 86400, secrets=settings.token_encryption_keys),
-        ledger=Ledger(store, prefix),
+        ledger=Ledger(store, prefix, claim_seconds=channel_claim_seconds(settings.salla_http_timeout_seconds)),
         due=DueSet(store, prefix, shards=settings.due_set_shards),
         keys=Keys(prefix),
         alarms=Alarms(store, prefix),

@@ -67,6 +67,7 @@ from datetime import datetime, timezone
 import redis
 
 from service.state import store_figures
+from service.config.settings import channel_claim_seconds
 from service.state.keys import Keys
 from service.domain.messages import plain_message
 
@@ -142,6 +143,7 @@ return 'created'
 # ran out belonged to a worker that died mid-send; taking it over may repeat that send (the
 # one place a reminder can go out twice: X-Reminder-Id lets a receiver drop the repeat).
 _CLAIM_CHANNEL = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return 'gone' end  -- erased meanwhile: never re-created
 local field = 'ch:' .. ARGV[1]
 local current = redis.call('HGET', KEYS[1], field)
 if current == 'sent' then return 'sent' end
@@ -152,6 +154,24 @@ if current and string.sub(current, 1, 8) == 'sending:' then
 end
 redis.call('HSET', KEYS[1], field, 'sending:' .. ARGV[2] .. ':' .. string.format('%.3f', tonumber(ARGV[3]) + tonumber(ARGV[4])))
 return 'ok'
+"""
+
+# KEYS: record. ARGV: now. An attempt begins: its number, or -1 when the record is gone (the
+# customer forgotten or the store erased meanwhile). A write that found no record would
+# re-create it without its TTL and without customer_id (issue 15): every write checks first.
+_BEGIN_ATTEMPT = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return -1 end
+local attempt = redis.call('HINCRBY', KEYS[1], 'attempts', 1)
+redis.call('HSET', KEYS[1], 'state', 'sending', 'updated_at', ARGV[1])
+return attempt
+"""
+
+# KEYS: record. ARGV: field, value, field, value... Written only if the record is still there:
+# 1, else 0.
+_HSET_IF_EXISTS = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+redis.call('HSET', KEYS[1], unpack(ARGV))
+return 1
 """
 
 # KEYS: record, marks, stats, counters, dead. ARGV: id, now.
@@ -564,10 +584,14 @@ def parse_marks(raw: dict) -> Marks:
 
 
 class Ledger:
-    CLAIM_SECONDS = 30  # a channel's send takes at most its HTTP timeout; then the claim is void
+    # A channel's claim outlasts its send at the worst (service/config/settings.py): at the default
+    # timeout unless the runtime passes its own (build_runtime: SALLA_HTTP_TIMEOUT_SECONDS).
+    CLAIM_SECONDS = channel_claim_seconds(10.0)
 
-    def __init__(self, store: redis.Redis, prefix: str):
+    def __init__(self, store: redis.Redis, prefix: str, claim_seconds: float | None = None):
         self.redis = store
+        if claim_seconds is not None:
+            self.CLAIM_SECONDS = claim_seconds
         self.keys = Keys(prefix)
         self._create = store.register_script(_CREATE)
         self._claim_channel = store.register_script(_CLAIM_CHANNEL)
@@ -578,6 +602,8 @@ class Ledger:
         self._late_failure = store.register_script(_LATE_FAILURE)
         self._record_send = store.register_script(_RECORD_SEND)
         self._hold_out = store.register_script(_HOLD_OUT)
+        self._begin_attempt = store.register_script(_BEGIN_ATTEMPT)
+        self._hset_if_exists = store.register_script(_HSET_IF_EXISTS)
 
     claim_json = staticmethod(claim_json)  # for callers handed a ledger (service/ops/fallback.py)
 
@@ -624,20 +650,25 @@ class Ledger:
                                         **({"failed_later": raw["stf:" + k[3:]]} if "stf:" + k[3:] in raw else {})}
                                 for k, v in raw.items() if k.startswith("st:")})
 
-    def begin_attempt(self, merchant_id: int, reminder_id: str, now: float) -> int:
-        key = self.keys.store(merchant_id).reminder(reminder_id)
-        pipe = self.redis.pipeline(transaction=True)
-        pipe.hincrby(key, "attempts", 1)
-        pipe.hset(key, mapping={"state": SENDING, "updated_at": f"{now:.3f}"})
-        return int(pipe.execute()[0])
+    def _write_if_exists(self, merchant_id: int, reminder_id: str, fields: dict) -> bool:
+        """HSET on the record only if it is still there (one step): False when it is gone."""
+        args = [str(value) for pair in fields.items() for value in pair]
+        return bool(self._hset_if_exists(keys=[self.keys.store(merchant_id).reminder(reminder_id)], args=args))
+
+    def begin_attempt(self, merchant_id: int, reminder_id: str, now: float) -> int | None:
+        """The attempt's number; None when the record is gone (erased meanwhile: nothing re-created)."""
+        attempt = int(self._begin_attempt(keys=[self.keys.store(merchant_id).reminder(reminder_id)],
+                                          args=[f"{now:.3f}"]))
+        return None if attempt < 0 else attempt
 
     def claim_channel(self, merchant_id: int, reminder_id: str, channel: str, attempt: int, now: float) -> str:
+        """'ok', 'sent', 'failed', 'busy:<deadline>', or 'gone' (the record was erased meanwhile)."""
         result = self._claim_channel(keys=[self.keys.store(merchant_id).reminder(reminder_id)],
                                      args=[channel, attempt, f"{now:.3f}", self.CLAIM_SECONDS])
         return result.decode() if isinstance(result, bytes) else result
 
-    def channel_result(self, merchant_id: int, reminder_id: str, channel: str, outcome: str) -> None:
-        self.redis.hset(self.keys.store(merchant_id).reminder(reminder_id), f"ch:{channel}", outcome[:300])
+    def channel_result(self, merchant_id: int, reminder_id: str, channel: str, outcome: str) -> bool:
+        return self._write_if_exists(merchant_id, reminder_id, {f"ch:{channel}": outcome[:300]})
 
     def record_status(self, merchant_id: int, reminder_id: str, channel: str, status: str, reason: str = "",
                       at: float | str = "") -> str:
@@ -699,9 +730,10 @@ class Ledger:
                                           error[:300]])
         return result.decode() if isinstance(result, bytes) else result
 
-    def retrying(self, merchant_id: int, reminder_id: str, error: str, now: float) -> None:
-        self.redis.hset(self.keys.store(merchant_id).reminder(reminder_id),
-                        mapping={"state": RETRYING, "last_error": error[:300], "updated_at": f"{now:.3f}"})
+    def retrying(self, merchant_id: int, reminder_id: str, error: str, now: float) -> bool:
+        """False when the record is gone (nothing written)."""
+        return self._write_if_exists(merchant_id, reminder_id,
+                                     {"state": RETRYING, "last_error": error[:300], "updated_at": f"{now:.3f}"})
 
     def finish(self, merchant_id: int, customer_id: int, reminder_id: str, state: str, now: float,
                error: str = "", counter: str = "") -> bool:
@@ -716,8 +748,10 @@ class Ledger:
         if record is None or record.state != DEAD:
             return None
         k = self.keys.store(merchant_id)
+        if not self._write_if_exists(merchant_id, reminder_id,
+                                     {"state": SCHEDULED, "attempts": 0, "updated_at": f"{now:.3f}"}):
+            return None  # erased since it was read
         pipe = self.redis.pipeline(transaction=True)
-        pipe.hset(k.reminder(reminder_id), mapping={"state": SCHEDULED, "attempts": 0, "updated_at": f"{now:.3f}"})
         failed = [f"ch:{name}" for name, outcome in record.channels.items() if outcome.startswith("failed:")]
         if failed:  # an operator replays after fixing the cause: every channel that failed tries again
             pipe.hdel(k.reminder(reminder_id), *failed)

@@ -5,11 +5,19 @@ server offers it) or `smtps://...:465` (TLS from the start); no user, no login.
 A store's own SMTP server is reached only at a public address (`public_only`: PublicSMTP).
 Refusals: a recipient refused with 5xx is `undeliverable`; a bad login `credentials` (store
 alarm); other 5xx `refused`; 4xx answers, timeouts and connection errors are transient.
+
+smtplib applies its timeout to each socket operation, and a send is a dozen of them: one send
+has one deadline instead (service/config/settings.py channel_send_seconds, issue 15), so that
+it ends before the ledger's claim on the channel does. Each step gets only what is left of it,
+and a timer shuts the connection down at the deadline whatever step is running.
 """
 from __future__ import annotations
 
 import smtplib
+import socket
 import ssl
+import threading
+import time
 from email.message import EmailMessage
 from email.utils import formatdate, make_msgid, parseaddr
 from urllib.parse import unquote, urlparse
@@ -17,6 +25,7 @@ from urllib.parse import unquote, urlparse
 from service.clients.providers.base import (CREDENTIALS, REFUSED, UNDELIVERABLE, DeliveryPermanentError,
                                     DeliveryTransientError, email_address)
 from service.clients.providers.public_only import PublicSMTP, PublicSMTP_SSL
+from service.config.settings import channel_send_seconds
 
 
 def account_alarm(merchant_id: int) -> str:
@@ -64,20 +73,45 @@ class EmailChannel:
     def send(self, reminder: dict) -> str:
         message = self.message(reminder)
         url = urlparse(self.smtp_url)
+        deadline = time.monotonic() + channel_send_seconds(self.timeout)
+
+        def left() -> float:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise socket.timeout("SMTP send deadline passed")
+            return min(self.timeout, remaining)
+
+        def step(client) -> None:  # the next step may take only what is left
+            if client.sock is not None:
+                client.sock.settimeout(left())
+            else:
+                left()
+
         try:
             if url.scheme == "smtps":
-                client = self.smtp_ssl(url.hostname, url.port or 465, timeout=self.timeout,
+                client = self.smtp_ssl(url.hostname, url.port or 465, timeout=left(),
                                        context=ssl.create_default_context())
             else:
-                client = self.smtp(url.hostname, url.port or 25, timeout=self.timeout)
-            with client:
-                client.ehlo()
-                if url.scheme == "smtp" and client.has_extn("starttls"):
-                    client.starttls(context=ssl.create_default_context())
+                client = self.smtp(url.hostname, url.port or 25, timeout=left())
+            watchdog = threading.Timer(max(deadline - time.monotonic(), 0.0), _shut_down, args=(client,))
+            watchdog.daemon = True
+            watchdog.start()
+            try:
+                with client:
+                    step(client)
                     client.ehlo()
-                if url.username:
-                    client.login(unquote(url.username), unquote(url.password or ""))
-                client.send_message(message)
+                    if url.scheme == "smtp" and client.has_extn("starttls"):
+                        step(client)
+                        client.starttls(context=ssl.create_default_context())
+                        step(client)
+                        client.ehlo()
+                    if url.username:
+                        step(client)
+                        client.login(unquote(url.username), unquote(url.password or ""))
+                    step(client)
+                    client.send_message(message)
+            finally:
+                watchdog.cancel()
         except smtplib.SMTPAuthenticationError as exc:
             raise DeliveryPermanentError(f"SMTP login refused: {exc.smtp_code}", CREDENTIALS, alarm=(
                 account_alarm(self.merchant_id), f"merchant {self.merchant_id}: the SMTP server refuses the login "
@@ -94,3 +128,13 @@ class EmailChannel:
         except (smtplib.SMTPException, OSError) as exc:  # connection refused, timeouts, TLS trouble
             raise DeliveryTransientError(f"SMTP failed: {type(exc).__name__}") from None
         return message["Message-ID"].strip("<>")
+
+
+def _shut_down(client) -> None:
+    """The send's deadline passed mid-step: the socket is shut down, and the step fails (OSError)."""
+    sock = getattr(client, "sock", None)
+    if sock is not None:
+        try:
+            sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
