@@ -90,7 +90,11 @@ def test_a_cap_of_two_with_five_stores_never_backfills_more_than_two_and_all_fiv
             raise AssertionError(f"{exc}: {views}\n{worker.log_text()[-3000:]}") from None
         assert most == 2 and len(seen_queued) >= 3, (most, seen_queued)  # the cap was reached and waited on
         assert fleet() == {"max_stores": 2, "running": [], "queued": [], "queued_total": 0}
-        views = {m: progress(m) for m in STORES}  # a run's last count may land just after it is done
+        # A run is done once nothing waits; its last read's count may land a moment after.
+        def counted():
+            views.update({m: progress(m) for m in STORES})
+            return all(views[m]["customers_read"] == COUNT for m in STORES)
+        wait_until(counted, timeout=15, interval=0.2, message=f"every read counted: {views}")
         stats = requests.get(f"{sandbox.url}/_sandbox/stats", timeout=5).json()
         assert set(stats["by_customer"]) == {str(c) for c in range(FIRST, FIRST + COUNT)}
         assert set(stats["by_customer"].values()) == {len(STORES)}  # each customer read once per store
