@@ -22,46 +22,43 @@ def test_memory_bench_reports_per_customer_and_leaves_nothing(redis_url, capsys)
     assert client.dbsize() == before  # its own prefix, deleted at the end
 
 
-def test_a_sent_reminders_record_and_the_marks_are_listpacks(redis_url):
+@pytest.fixture
+def scenario(redis_url):
+    """bench/memory.py's scenario for 3 customers under a prefix of its own; deleted after."""
+    spec = importlib.util.spec_from_file_location("bench_memory", Path("bench/memory.py"))
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    client = redis.Redis.from_url(redis_url, decode_responses=True)
+    prefix = bench.free_prefix(client)
+    rt = bench.build_runtime(bench.settings_for(redis_url, prefix), client, bench.requests.Session())
+    try:
+        bench.load(rt, 3, 3)
+        yield client, prefix
+    finally:
+        for key in client.scan_iter(match=prefix + "*"):
+            client.delete(key)
+
+
+def test_a_sent_reminders_record_and_the_marks_are_listpacks(scenario):
     """Issue 18 goal 1: small hashes that Redis keeps as listpacks (at its default
     hash-max-listpack-value, 64 bytes): a sent reminder's record and the customer's marks."""
-    spec = importlib.util.spec_from_file_location("bench_memory", Path("bench/memory.py"))
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
-    client = redis.Redis.from_url(redis_url, decode_responses=True)
-    prefix = bench.free_prefix(client)
-    rt = bench.build_runtime(bench.settings_for(redis_url, prefix), client, bench.requests.Session())
-    try:
-        bench.load(rt, 3, 3)
-        records = list(client.scan_iter(match=prefix + "*:reminder:*"))
-        marks = list(client.scan_iter(match=prefix + "*:marks:*"))
-        assert len(records) in (3, 6) and len(marks) == 3  # two reminders each, or one naming both stages
-        for key in records + marks:
-            assert client.object("encoding", key) == "listpack", key
-        assert all("body" not in client.hkeys(key) for key in records)
-    finally:
-        for key in client.scan_iter(match=prefix + "*"):
-            client.delete(key)
+    client, prefix = scenario
+    records = list(client.scan_iter(match=prefix + "*:reminder:*"))
+    marks = list(client.scan_iter(match=prefix + "*:marks:*"))
+    assert len(records) in (3, 6) and len(marks) == 3  # two reminders each, or one naming both stages
+    for key in records + marks:
+        assert client.object("encoding", key) == "listpack", key
+    assert all("body" not in client.hkeys(key) for key in records)
 
 
-def test_the_profile_is_a_listpack_with_one_time_and_the_lots_hold_no_date_text(redis_url):
+def test_the_profile_is_a_listpack_with_one_time_and_the_lots_hold_no_date_text(scenario):
     """Issue 18 goal 1 (memory2): in the benchmark's scenario a profile keeps one event time
     (`t`), not one per field, and stays a listpack; the lots' row holds no ISO date."""
-    spec = importlib.util.spec_from_file_location("bench_memory", Path("bench/memory.py"))
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
-    client = redis.Redis.from_url(redis_url, decode_responses=True)
-    prefix = bench.free_prefix(client)
-    rt = bench.build_runtime(bench.settings_for(redis_url, prefix), client, bench.requests.Session())
-    try:
-        bench.load(rt, 3, 3)
-        profiles = list(client.scan_iter(match=prefix + "*:customer:*"))
-        assert len(profiles) == 3
-        for key in profiles:
-            assert client.object("encoding", key) == "listpack", key
-            assert [f for f in client.hkeys(key) if f.startswith("t")] == ["t"], client.hgetall(key)
-        for key in client.scan_iter(match=prefix + "*:lots:*"):
-            assert "T" not in client.get(key).replace('"r"', ""), client.get(key)
-    finally:
-        for key in client.scan_iter(match=prefix + "*"):
-            client.delete(key)
+    client, prefix = scenario
+    profiles = list(client.scan_iter(match=prefix + "*:customer:*"))
+    assert len(profiles) == 3
+    for key in profiles:
+        assert client.object("encoding", key) == "listpack", key
+        assert [f for f in client.hkeys(key) if f.startswith("t")] == ["t"], client.hgetall(key)
+    for key in client.scan_iter(match=prefix + "*:lots:*"):
+        assert "T" not in client.get(key).replace('"r"', ""), client.get(key)

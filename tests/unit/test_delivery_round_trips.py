@@ -6,16 +6,10 @@ import fakeredis
 import requests
 
 from tests.conftest import make_settings
+from tests.unit.test_channels_and_delivery import REMINDER, RID
 from workers.delivery import deliver, queue_reminder
 from service.ops.runtime import build_runtime
 
-RID = "c0ffee00c0ffee00c0ffee00c0ffee00"
-REMINDER = {
-    "reminder_id": RID, "merchant_id": 1, "customer_id": 2,
-    "customer": {"name": "سارة", "mobile": "+966501234567", "email": "s@example.com"},
-    "stage_days": 7, "points_expiring": 400, "earliest_expiry": "2026-11-28T12:00:00+03:00",
-    "language": "ar", "message": "مرحباً سارة", "lots": [{"key": "a"}], "generated_at": "2026-11-25T12:00:00+00:00",
-}
 
 
 class Recording(fakeredis.FakeRedis):

@@ -13,20 +13,12 @@ from hypothesis import given, settings, strategies as st
 from devkit.providers import SmtpFake
 from service.domain.messages import Renderer
 from tests.conftest import make_settings
+from tests.unit.test_shopper_channels import REMINDER, RID, C, M  # noqa: F401  (the same sample reminder)
 from workers.delivery import deliver, queue_reminder
 from service.clients.providers.base import DeliveryPermanentError, single_address
 from service.clients.providers.email import EmailChannel
 from service.ops.runtime import build_runtime
 
-RID = "cd" * 16
-M, C = 77, 5
-REMINDER = {
-    "reminder_id": RID, "merchant_id": M, "customer_id": C,
-    "customer": {"name": "سارة", "mobile": "+966501234567", "email": "sara@example.com"},
-    "stage_days": 7, "points_expiring": 400, "earliest_expiry": "2026-11-29T23:59:00+03:00",
-    "language": "ar", "value_sar": 20.0, "message": "", "lots": [{"key": "a", "expires_at": "2026-11-29T23:59:00+03:00"}],
-    "generated_at": "2026-11-22T09:00:00+00:00",
-}
 BAD = [
     "sara@example.com\r\nBcc: spy@evil.example",  # a header of its own
     "sara@example.com\nBcc: spy@evil.example",
