@@ -252,9 +252,12 @@ def read_done(rt: Runtime, merchant_id: int, customer_id: int, outcome: str, rem
     count it."""
     k = rt.keys.store(merchant_id)
     pipe = rt.store.pipeline(transaction=False)  # one round trip on every read's path
+    # `seen` first: the run's last other read may end the run (and delete `seen`) as soon as this
+    # one leaves `reading`; asked after, this read was counted as a resync's (89 of 90 read).
+    pipe.sismember(k.backfill_seen, customer_id)
     pipe.srem(k.backfill_reading, customer_id)
     pipe.hget(k.backfill, "state")
-    handed_out_by_backfill, backfill_state = pipe.execute()
+    of_this_run, handed_out_by_backfill, backfill_state = pipe.execute()
     if not handed_out_by_backfill:
         # An event-driven read. While a backfill runs, the customer counts as covered: not
         # listed again, or taken out of the backfill's queue if already listed (read once).
@@ -262,7 +265,7 @@ def read_done(rt: Runtime, merchant_id: int, customer_id: int, outcome: str, rem
             if rt.store.sadd(k.backfill_seen, customer_id) or rt.store.zrem(k.backfill_pending, customer_id):
                 rt.store.hincrby(k.backfill, "covered", 1)
         return
-    if rt.store.sismember(k.backfill_seen, customer_id):
+    if of_this_run:
         pipe = rt.store.pipeline()
         pipe.hincrby(k.backfill, "read" if outcome == "read" else "failed", 1)
         pipe.hincrby(k.backfill, "reminders", reminders)

@@ -291,3 +291,36 @@ def test_a_worker_runtime_wakes_stores_through_the_tasks(monkeypatch):
     monkeypatch.setattr(runtimes, "_settings", lambda: make_settings())
     assert runtimes._wake is tasks.pump_soon
     assert runtimes.runtime().wake is tasks.pump_soon
+
+
+def test_two_last_reads_ending_together_are_both_counted(monkeypatch):
+    """Issue 18 goal 4 (test_install_storm saw 89 of 90 once in a fresh-clone run): the run's
+    last two reads end together; B leaves `reading`, then A's read ends the run (which deletes
+    `seen`) before B asks whether it was the run's; B must still count as read, not as a resync's."""
+    rt = runtime()
+    start(rt, 7)
+    k = rt.keys.store(7)
+    rt.store.sadd(k.backfill_seen, "100", "101")
+    rt.store.sadd(k.backfill_reading, "100", "101")
+    rt.store.hset(k.backfill, "listing_done", 1)
+    real_pipeline = rt.store.pipeline
+
+    def pipeline(*args, **kwargs):  # B's first pipeline: then A's read_done runs, as on another worker
+        pipe = real_pipeline(*args, **kwargs)
+        execute = pipe.execute
+
+        def then_a():
+            result = execute()
+            if not then_a.ran and not rt.store.sismember(k.backfill_reading, "101"):
+                then_a.ran = True
+                monkeypatch.setattr(rt.store, "pipeline", real_pipeline)
+                backfill.read_done(rt, 7, 100, "read", 0)
+            return result
+        then_a.ran = False
+        pipe.execute = then_a
+        return pipe
+
+    monkeypatch.setattr(rt.store, "pipeline", pipeline)
+    backfill.read_done(rt, 7, 101, "read", 0)
+    progress = backfill_runs.progress(rt.store, rt.keys, rt.settings, {}, 7)
+    assert progress["state"] == "done" and progress["customers_read"] == 2
