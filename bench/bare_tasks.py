@@ -15,16 +15,14 @@ app.conf.update(celery_config(Settings.from_env()))
 app.conf.task_routes = {}
 app.conf.task_default_queue = "bare"
 _local = threading.local()  # a keep-alive session per thread, as the service's Salla client has
-# shared=False: on this app only; Celery adds a shared task to every app, the workers' too, whenever a
-# test imports this module (tests/unit/test_layers.py pins the workers' task names).
 
 
-@app.task(name="bare.noop", acks_late=True, ignore_result=True, shared=False)
+@app.task(name="bare.noop", acks_late=True, ignore_result=True)
 def noop(merchant_id: int, n: int) -> None:
     return None
 
 
-@app.task(name="bare.get", acks_late=True, ignore_result=True, shared=False)
+@app.task(name="bare.get", acks_late=True, ignore_result=True)
 def get(url: str, token: str | None = None) -> int:
     # With the store's bearer token, so that the sandbox answers the same page (200, the
     # customer's lots) as it does a read, not a short 401.
@@ -33,7 +31,7 @@ def get(url: str, token: str | None = None) -> int:
     return session.get(url, headers=headers, timeout=10).status_code
 
 
-@app.task(name="bare.post", acks_late=True, ignore_result=True, shared=False)
+@app.task(name="bare.post", acks_late=True, ignore_result=True)
 def post(url: str, body: str, headers: dict) -> int:
     # The signed body and headers a delivery's webhook channel sends (made by bench/workers.py
     # with the channel's own code), POSTed as the channel does: the baseline of a delivery.

@@ -78,7 +78,7 @@ class ManagedProcess:
 
 
 # Every queue (service/config/celery_config.py): one worker that does it all, for tests and the demo.
-ALL_QUEUES = "intake,events,reads,backfill,deliveries,sweep"
+ALL_QUEUES = "intake,events,reads,deliveries,sweep"
 
 
 def celery_worker(env: dict, log_path: Path, concurrency: int = 1, name: str = "worker",

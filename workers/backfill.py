@@ -19,17 +19,6 @@ Priority: the dispatch script (service/state/budget.py) serves due event-driven 
 gives the backfill only what budget they leave; a page of customers is listed only while no
 event-driven customer is due. A customer an event-driven read already holds is not read again
 by the backfill ("covered").
-
-Install storms: at most BACKFILL_MAX_STORES stores backfill at once, fleet-wide, each with one
-slot (`{backfill}:running`, scored by the slot's lease); the others wait `queued` in install
-order (`{backfill}:queue`) and show their place in `backfill-status` (service/ops/backfill.py:
-start, fleet, progress and the slots' Lua, plain Redis). `admit` hands free slots to the first
-stores queued, one each, and pumps them at once (`Runtime.wake`). A slot frees when
-the run is done, fails or the store uninstalls (`release`), or when nobody renewed its lease for
-SLOT_LEASE_SECONDS: every pump of the store renews it (`want_page`), and beat pumps a running
-store every 15 s, so only a store nobody pumps (every worker dead, a store that cannot be read)
-loses its slot; it waits at the back of the queue, its progress kept. Beat's pump-backlog runs
-`admit` every tick, so no slot outlives its lease.
 """
 from __future__ import annotations
 
@@ -41,8 +30,7 @@ from service.ops.personal_data import keep_recorded_opt_outs
 from service.ops.runtime import Runtime
 from service.clients.salla_client import SallaForbidden, SallaPermanentError, SallaTransientError, SallaUnauthorized
 from service.clients.salla_refusals import BLOCKED, FORBIDDEN_HOLD_SECONDS, forbidden_reason
-# start, progress, fleet and the slots' plain-Redis part (what the web and CLI call) live there
-from service.ops.backfill import DONE, FAILED, QUEUED, RUNNING, SLOT_LEASE_SECONDS, _admit, _text, state
+from service.ops.backfill import DONE, FAILED, RUNNING, _text, start, state  # noqa: F401  (start: for the tasks)
 
 log = logging.getLogger(__name__)
 
@@ -63,48 +51,6 @@ return added
 """
 
 
-def admit(rt: Runtime, now: float) -> list[int]:
-    """Beat's tick and every freed slot: leases that ran out go back in line, free slots go to
-    the first stores queued, and each admitted store is pumped now. A store that cannot be read
-    is failed at once (its slot goes on to the next). Returns the stores that began."""
-    began = []
-    for _ in range(10):
-        admitted = _admit(rt.store, rt.keys, now, rt.settings.backfill_max_stores)
-        unusable = [m for m in admitted if not usable(rt.registry, m)]
-        for merchant_id in unusable:
-            _end(rt, merchant_id, FAILED, "the store is not authorized (uninstalled or needs re-authorization)")
-        began += [m for m in admitted if m not in unusable]
-        if not unusable:
-            break
-        rt.store.zrem(rt.keys.backfill_running, *unusable)  # their slots go on to the next stores
-    for merchant_id in began:
-        if rt.wake is not None:
-            rt.wake(merchant_id)
-    return began
-
-
-def release(rt: Runtime, merchant_id: int) -> list[int]:
-    """The store's run is over (or the store is gone): its slot, or its place in the queue, goes
-    to the next store. Returns the stores that began."""
-    pipe = rt.store.pipeline(transaction=False)
-    pipe.zrem(rt.keys.backfill_running, merchant_id)
-    pipe.zrem(rt.keys.backfill_queue, merchant_id)
-    freed, _ = pipe.execute()
-    return admit(rt, rt.clock()) if freed else []
-
-
-def _holds_slot(rt: Runtime, merchant_id: int) -> bool:
-    """Renew the store's slot; False when it has none (its lease ran out): it waits in line again."""
-    pipe = rt.store.pipeline(transaction=False)
-    pipe.zadd(rt.keys.backfill_running, {str(merchant_id): rt.clock() + SLOT_LEASE_SECONDS}, xx=True)
-    pipe.zscore(rt.keys.backfill_running, merchant_id)
-    if pipe.execute()[1] is not None:
-        return True
-    rt.store.hset(rt.keys.store(merchant_id).backfill, "state", QUEUED)
-    began = _admit(rt.store, rt.keys, rt.clock(), rt.settings.backfill_max_stores, merchant_id)
-    return merchant_id in began
-
-
 def low_water(rt: Runtime) -> int:
     return 2 * rt.settings.salla_page_size
 
@@ -113,7 +59,7 @@ def want_page(rt: Runtime, merchant_id: int) -> bool:
     """Is it time to list the next page? Takes the listing lock when it is."""
     k = rt.keys.store(merchant_id)
     current = state(rt.store, rt.keys, merchant_id)
-    if current.get("state") != RUNNING or not _holds_slot(rt, merchant_id):
+    if current.get("state") != RUNNING:
         return False
     if current.get("listing_done") == "1":
         _finish_if_empty(rt, merchant_id)
@@ -217,25 +163,12 @@ def _list_page(rt: Runtime, merchant_id: int) -> str:
 
 
 def _fail(rt: Runtime, merchant_id: int, reason: str) -> str:
-    _end(rt, merchant_id, FAILED, reason)
-    release(rt, merchant_id)
-    return "failed"
-
-
-def _end(rt: Runtime, merchant_id: int, outcome: str, reason: str = "") -> None:
-    """The run is over (its slot is the caller's to release)."""
     k = rt.keys.store(merchant_id)
-    pipe = rt.store.pipeline()
-    pipe.hset(k.backfill, mapping={"state": outcome, "finished_at": f"{rt.clock():.0f}"})
-    if reason:
-        pipe.hset(k.backfill, "error", reason[:300])
-    pipe.delete(k.backfill_seen)  # every store's customer ids, needed only while the run goes
-    pipe.execute()
-    if outcome == FAILED:
-        rt.registry.count(merchant_id, "backfills_failed")
-        log.error("merchant=%s: backfill stopped: %s", merchant_id, reason)
-    else:
-        log.info("merchant=%s: backfill done", merchant_id)
+    rt.store.hset(k.backfill, mapping={"state": FAILED, "error": reason[:300], "finished_at": f"{rt.clock():.0f}"})
+    rt.store.delete(k.backfill_seen)  # who was listed matters only while the run goes
+    rt.registry.count(merchant_id, "backfills_failed")
+    log.error("merchant=%s: backfill stopped: %s", merchant_id, reason)
+    return "failed"
 
 
 def _finish_if_empty(rt: Runtime, merchant_id: int) -> None:
@@ -243,8 +176,11 @@ def _finish_if_empty(rt: Runtime, merchant_id: int) -> None:
     if rt.store.zcard(k.backfill_pending) or rt.store.scard(k.backfill_reading):
         return
     if rt.store.hget(k.backfill, "state") in (RUNNING, RUNNING.encode()):
-        _end(rt, merchant_id, DONE)
-        release(rt, merchant_id)
+        pipe = rt.store.pipeline()
+        pipe.hset(k.backfill, mapping={"state": DONE, "finished_at": f"{rt.clock():.0f}"})
+        pipe.delete(k.backfill_seen)  # every store's customer ids, needed only while the run goes
+        pipe.execute()
+        log.info("merchant=%s: backfill done", merchant_id)
 
 
 def read_done(rt: Runtime, merchant_id: int, customer_id: int, outcome: str, reminders: int) -> None:
@@ -275,8 +211,6 @@ def read_done(rt: Runtime, merchant_id: int, customer_id: int, outcome: str, rem
             _finish_if_empty(rt, merchant_id)  # the last read of the run ends it
     else:
         rt.registry.count(merchant_id, "resync_reads" if outcome == "read" else "resync_reads_failed")
-    if rt.wake is not None:
-        rt.wake(merchant_id)  # its place among the store's backfill reads in flight is free
 
 
 def count_covered(rt: Runtime, merchant_id: int, covered: int) -> None:

@@ -127,10 +127,7 @@ def pump(rt: Runtime, merchant_id: int, send_sync, schedule_pump, list_page=None
         log.warning("merchant=%s: %d read(s) whose worker died are back in line", merchant_id, dispatch.reaped)
     for index, read in enumerate(dispatch.reads):
         try:
-            if read.backfill:  # on a queue of its own, so that it never delays an event-driven read
-                send_sync(merchant_id, read.customer_id, read.pages, read.lease, backfill=True)
-            else:
-                send_sync(merchant_id, read.customer_id, read.pages, read.lease)
+            send_sync(merchant_id, read.customer_id, read.pages, read.lease)
         except Exception:
             # Not published: none of the reads not yet handed out may stay marked in flight.
             for unsent in dispatch.reads[index:]:

@@ -20,15 +20,14 @@ from datetime import datetime, timezone
 import redis
 from celery import shared_task
 
-from service.config.celery_config import (BACKFILL_LIST_TASK, BACKFILL_QUEUE, DELIVER_TASK, DRAIN_TASK,
-                                          ERASE_UNINSTALLED_TASK, FORGET_STORE_TASK, HANDLE_EVENT_TASK,
-                                          HEARTBEAT_TASK, PUMP_BACKLOG_TASK, PUMP_TASK, RECOVER_INTAKE_TASK,
-                                          RESYNC_TASK, STORE_AUTHORIZED_TASK, SWEEP_TASK, SYNC_TASK)
+from service.config.celery_config import (BACKFILL_LIST_TASK, DELIVER_TASK, DRAIN_TASK, ERASE_UNINSTALLED_TASK,
+                                   FORGET_STORE_TASK, HANDLE_EVENT_TASK,
+                                   HEARTBEAT_TASK, PUMP_BACKLOG_TASK, PUMP_TASK, RECOVER_INTAKE_TASK, RESYNC_TASK,
+                                   STORE_AUTHORIZED_TASK, SWEEP_TASK, SYNC_TASK)
 from workers import app_settings, backfill, delivery, lifecycle, reminding, sync
 from workers.backoff import MAX_TASK_COUNTDOWN_SECONDS
 from service.config.logs import correlation_id
-from service.ops import backfill as backfill_runs  # start: the plain-Redis part the web and CLI call too
-from service.ops.runtime import runtime, wake_with
+from service.ops.runtime import runtime
 
 log = logging.getLogger(__name__)
 
@@ -41,15 +40,12 @@ REDIS_RETRY = {"autoretry_for": (redis.ConnectionError, redis.TimeoutError), "re
                "retry_backoff_max": MAX_TASK_COUNTDOWN_SECONDS, "retry_jitter": True, "max_retries": 150}
 
 
-def _send_sync(merchant_id: int, customer_id: int, pages: int, lease: str, backfill: bool = False) -> None:
+def _send_sync(merchant_id: int, customer_id: int, pages: int, lease: str) -> None:
     # The read carries the correlation id of the webhook that queued it (a message header,
     # workers/observability.py), whatever task happens to pump the store.
     token = correlation_id.set(sync.correlation_of(runtime(), merchant_id, customer_id) or correlation_id.get())
     try:
-        # A backfill read goes to the backfill queue: the reads worker takes from both in turn,
-        # so an event-driven read waits behind at most one backfill read per process.
-        sync_customer.apply_async(args=[merchant_id, customer_id, pages, lease],
-                                  **({"queue": BACKFILL_QUEUE} if backfill else {}))
+        sync_customer.apply_async(args=[merchant_id, customer_id, pages, lease])
     finally:
         correlation_id.reset(token)
 
@@ -61,15 +57,6 @@ def _schedule_pump(merchant_id: int, wait: float) -> None:
     countdown = min(max(wait, 0.05), MAX_TASK_COUNTDOWN_SECONDS)
     if rt.budget.claim_pump(merchant_id, rt.clock() + countdown, countdown + 5):
         pump_store.apply_async(args=[merchant_id], countdown=countdown)
-
-
-def pump_soon(merchant_id: int) -> None:
-    """Runtime.wake: a store given a backfill slot, or whose backfill read finished. Its pump
-    waits in the backfill queue, behind the backfill's own reads, never ahead of an event's."""
-    pump_store.apply_async(args=[merchant_id, True], queue=BACKFILL_QUEUE)
-
-
-wake_with(pump_soon)  # every runtime built in a worker from now on: Runtime.wake
 
 
 def _list_page(merchant_id: int) -> None:
@@ -142,10 +129,9 @@ def recover_intake() -> int:
 
 
 @shared_task(name=PUMP_TASK, acks_late=True, ignore_result=True, **REDIS_RETRY)
-def pump_store(merchant_id: int, woken: bool = False) -> int:
+def pump_store(merchant_id: int) -> int:
     rt = runtime()
-    if not woken:  # a wake-up (pump_soon) was not scheduled through the store's pump flag:
-        rt.budget.pump_started(merchant_id)  # it must not free the flag of the pump that was
+    rt.budget.pump_started(merchant_id)
     return _pump(rt, merchant_id)
 
 
@@ -155,7 +141,6 @@ def pump_backlog() -> int:
     lease is reaped here), whatever became of its own pump."""
     rt = runtime()
     total = 0
-    backfill.admit(rt, rt.clock())  # backfill slots whose lease ran out go to the stores queued
     for merchant_id in rt.budget.backlog():
         try:
             total += _pump(rt, merchant_id)
@@ -224,10 +209,8 @@ def store_authorized(message: dict) -> dict:
         return {"settings": settings_outcome}
     if not rt.settings.backfill_on_authorize:  # BACKFILL_ON_AUTHORIZE=off: operators start it
         return {"settings": settings_outcome, "backfill": "off"}
-    started = backfill_runs.start(rt.store, rt.keys, merchant_id, rt.clock(), "app.store.authorize",
-                                  rt.settings.backfill_max_stores)
-    if started.get("state") == backfill_runs.RUNNING:  # a store queued for a slot is pumped when it gets one
-        pump_soon(merchant_id)
+    started = backfill.start(rt.store, rt.keys, merchant_id, rt.clock(), "app.store.authorize")
+    _schedule_pump(merchant_id, 0.05)
     return {"settings": settings_outcome, "backfill": started.get("state")}
 
 

@@ -52,11 +52,10 @@ class EventQueue:
         except Exception as exc:  # kombu, py-amqp, redis and socket errors alike
             raise QueueUnavailable(f"could not publish to the broker: {type(exc).__name__}") from exc
 
-    def publish(self, task: str, args: list, queue: str | None = None) -> None:
+    def publish(self, task: str, args: list) -> None:
         """Any task by name with plain arguments (a delivery to go on with: service/web/callbacks.py;
-        the pump after a backfill starts: the admin API and CLI), on its routed queue or `queue`."""
+        the pump after a backfill starts: the admin API and CLI)."""
         try:
-            self._celery.send_task(task, args=args, retry=False, confirm_timeout=CONFIRM_TIMEOUT_SECONDS,
-                                   **({"queue": queue} if queue else {}))
+            self._celery.send_task(task, args=args, retry=False, confirm_timeout=CONFIRM_TIMEOUT_SECONDS)
         except Exception as exc:
             raise QueueUnavailable(f"could not publish to the broker: {type(exc).__name__}") from exc

@@ -34,10 +34,6 @@ ERASE_UNINSTALLED_TASK = "workers.tasks.erase_uninstalled"
 # Queues by kind, each with a worker command of its own (Procfile, docker-compose.yml), so
 # that a slow Salla never delays deliveries and a burst of webhooks never delays reads.
 INTAKE_QUEUE, READS_QUEUE, DELIVERIES_QUEUE, SWEEP_QUEUE = "intake", "reads", "deliveries", "sweep"
-# Backfill reads and listings (workers/backfill.py): the reads worker takes them too, from a
-# queue of their own, so an install storm's thousands of them never stand ahead of an
-# event-driven read in one line (issue 18, goal 4).
-BACKFILL_QUEUE = "backfill"
 LEGACY_QUEUE = "events"  # the one queue of earlier releases: the intake worker drains it too
 TASK_ROUTES = {
     DRAIN_TASK: {"queue": INTAKE_QUEUE},
@@ -46,7 +42,7 @@ TASK_ROUTES = {
     FORGET_STORE_TASK: {"queue": INTAKE_QUEUE},
     ERASE_UNINSTALLED_TASK: {"queue": INTAKE_QUEUE},
     STORE_AUTHORIZED_TASK: {"queue": INTAKE_QUEUE},
-    BACKFILL_LIST_TASK: {"queue": BACKFILL_QUEUE},
+    BACKFILL_LIST_TASK: {"queue": READS_QUEUE},
     RESYNC_TASK: {"queue": SWEEP_QUEUE},
     PUMP_TASK: {"queue": READS_QUEUE},
     PUMP_BACKLOG_TASK: {"queue": READS_QUEUE},

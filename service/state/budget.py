@@ -60,18 +60,12 @@ local plan_limit, plan_window = tonumber(ARGV[2]), tonumber(ARGV[3])
 local cust_limit, cust_window = tonumber(ARGV[4]), tonumber(ARGV[5])
 local max_batch = tonumber(ARGV[6])
 local lease_base, lease_per_page = tonumber(ARGV[7]), tonumber(ARGV[8])
-local backfill_in_flight = tonumber(ARGV[9])
 
--- Reads whose lease ran out (their worker died): back in line, keeping an earlier due time. A
--- backfill read goes back to the backfill's line: it never jumps ahead of event-driven reads.
+-- Reads whose lease ran out (their worker died): back in line, keeping an earlier due time.
 local reaped = redis.call('ZRANGEBYSCORE', inflight, '-inf', now)
 for _, customer in ipairs(reaped) do
   redis.call('ZREM', inflight, customer)
-  if redis.call('SREM', breading, customer) == 1 and not redis.call('ZSCORE', pending, customer) then
-    redis.call('ZADD', bpending, 'NX', 0, customer)
-  else
-    redis.call('ZADD', pending, 'LT', now, customer)
-  end
+  redis.call('ZADD', pending, 'LT', now, customer)
 end
 
 trim(plan, plan_window, cust, cust_window, now)
@@ -103,17 +97,13 @@ local function hand_out(customer, queue)
     return false
   end
   avail = avail - need
-  -- A backfill read may wait in its queue behind the other stores' for minutes in a storm: a
-  -- lease ten times as long, so that waiting is not taken for a dead worker.
-  local base = (queue == bpending) and 10 * lease_base or lease_base
-  local lease = string.format('%.6f', now + base + lease_per_page * need)
+  local lease = string.format('%.6f', now + lease_base + lease_per_page * need)
   redis.call('ZREM', queue, customer)
   redis.call('ZADD', inflight, lease, customer)
   spend(plan, cust, now, customer, need, plan_window, cust_window)
   table.insert(taken, customer)
   table.insert(taken, tostring(need))
   table.insert(taken, lease)
-  table.insert(taken, (queue == bpending) and '1' or '0')  -- a backfill read: its own Celery queue
   return true
 end
 
@@ -134,10 +124,7 @@ end
 -- The backfill's customers (and the resync's) get what the event-driven ones left: only when
 -- no event-driven customer is due and waiting for budget. A customer an event-driven read
 -- already has (queued or in flight) is left to it: read once, not twice.
--- At most `backfill_in_flight` of them at a time: the reads queue then holds at most that many
--- of a store's backfill reads ahead of an event-driven read, however many stores backfill
--- (BACKFILL_MAX_STORES x this, fleet-wide). Each one finished pumps the store again.
-local room = math.min(max_batch - #taken / 4, backfill_in_flight - redis.call('SCARD', breading))
+local room = max_batch - #taken / 3
 if blocked_until <= now and avail > 0 and waiting_need == 1 and #due < max_batch and room > 0 then
   local listed = redis.call('ZRANGE', bpending, 0, room - 1)
   for _, customer in ipairs(listed) do
@@ -152,7 +139,6 @@ if blocked_until <= now and avail > 0 and waiting_need == 1 and #due < max_batch
   end
 end
 
-local backfill_full = redis.call('SCARD', breading) >= backfill_in_flight
 local low = redis.call('ZCARD', bpending)
 local left = redis.call('ZCARD', pending) + low
 local busy = redis.call('ZCARD', inflight)
@@ -167,9 +153,8 @@ if low == 0 then
   wait = math.max(wait, tonumber(first[2]) - now)
 end
 if wait <= 0 then
-  -- due customers are waiting only for reads in flight: look again shortly. Backfill reads in
-  -- flight pump their store themselves as each finishes: a late look is only the safety net.
-  if skipped > 0 then wait = 1 elseif backfill_full then wait = lease_base else wait = 0 end
+  -- due customers are waiting only for reads in flight: look again shortly
+  wait = (skipped > 0) and 1 or 0
 end
 return {taken, tostring(wait), left + busy, #reaped, covered}
 """
@@ -245,7 +230,6 @@ class Read:
     customer_id: int
     pages: int  # pages paid for
     lease: str  # the read's token: its lease deadline as dispatch wrote it
-    backfill: bool = False  # from the backfill's (or resync's) queue: published to the backfill queue
 
 
 @dataclass(frozen=True)
@@ -267,9 +251,6 @@ class Budget:
     LEASE_BASE_SECONDS = 30
     LEASE_PER_PAGE_SECONDS = 15
     MAX_BATCH = 500
-    # A store's backfill reads in flight at once: at Salla's budget (0.83 reads/s) and latency
-    # (~0.3 s a page) one would do; two leave room for a slow read.
-    BACKFILL_IN_FLIGHT = 2
 
     def __init__(self, store: redis.Redis, prefix: str):
         self.redis = store
@@ -327,9 +308,8 @@ class Budget:
                   k.backfill_pending, k.backfill_reading],
             args=[f"{now:.6f}", limits.plan_limit, limits.plan_window, limits.customer_limit,
                   limits.customer_window, max_batch or self.MAX_BATCH, self.LEASE_BASE_SECONDS,
-                  self.LEASE_PER_PAGE_SECONDS, self.BACKFILL_IN_FLIGHT])
-        reads = [Read(int(taken[i]), int(taken[i + 1]), _text(taken[i + 2]), _text(taken[i + 3]) == "1")
-                 for i in range(0, len(taken), 4)]
+                  self.LEASE_PER_PAGE_SECONDS])
+        reads = [Read(int(taken[i]), int(taken[i + 1]), _text(taken[i + 2])) for i in range(0, len(taken), 3)]
         # The backlog set lists stores with reads waiting or in flight (a dead read's lease is
         # reaped by a later dispatch). It is a key of its own slot, so it is kept here, not in
         # the script: drop the store, then look again, since an enqueue may have come between.

@@ -25,7 +25,7 @@ from tests.integration.test_observability import order_with_shopper, personal_st
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
-QUEUES = {"intake", "events", "reads", "backfill", "deliveries", "sweep"}
+QUEUES = {"intake", "events", "reads", "deliveries", "sweep"}
 CUSTOMERS = (1001, 1004)
 
 

@@ -106,7 +106,7 @@ def test_progress_bars_only_for_a_person_at_a_terminal(store, monkeypatch):
     assert cli(["rotate-token-keys"]) == 0
     assert cli(["--json", "rotate-token-keys"]) == 0
     assert seen == [("shards", True), ("stores", True), ("stores", False)]
-    monkeypatch.setattr("service.clients.queue.EventQueue.publish", lambda self, task, args, queue=None: None)
+    monkeypatch.setattr("service.clients.queue.EventQueue.publish", lambda self, task, args: None)
     monkeypatch.setattr("service.ops.backfill.progress", lambda *a, **k: {"state": "done", "customers_read": 3,
                                                                       "customers_listed": 3})
     assert cli(["backfill", "7", "--watch"]) == 0

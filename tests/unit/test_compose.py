@@ -57,7 +57,7 @@ def test_a_worker_per_queue_with_the_procfiles_command(compose):
     assert "worker" not in compose["services"]
     queues = {word for name in WORKERS for option in [procfile[name].split()] for i, word in enumerate(option)
               if i and option[i - 1] == "-Q"}
-    assert queues == {"intake,events", "reads,backfill", "deliveries", "sweep"}  # backfill: issue 18 goal 4
+    assert queues == {"intake,events", "reads", "deliveries", "sweep"}
 
 
 def test_redis_keeps_its_append_only_file(compose):

@@ -94,7 +94,7 @@ def rt(monkeypatch):
                        requests.Session(), clock=clock)
     monkeypatch.setattr(tasks, "runtime", lambda: rt)
     rt.reads = []
-    monkeypatch.setattr(tasks, "_send_sync", lambda m, c, pages, lease, backfill=False: rt.reads.append(c))
+    monkeypatch.setattr(tasks, "_send_sync", lambda m, c, pages, lease: rt.reads.append(c))
     monkeypatch.setattr(tasks, "_schedule_pump", lambda m, wait: None)
     rt.published = []
     monkeypatch.setattr(tasks.drain_intake, "apply_async", lambda args: rt.published.append(args[0]))

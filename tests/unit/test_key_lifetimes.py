@@ -93,7 +93,7 @@ def test_every_key_a_full_run_leaves_has_a_ttl_or_a_documented_owner():
 
     def read_all():
         reads = []
-        sync.pump(rt, M, lambda m, c, pages, lease, backfill=False: reads.append((m, c, pages, lease)), lambda m, wait: None)
+        sync.pump(rt, M, lambda m, c, pages, lease: reads.append((m, c, pages, lease)), lambda m, wait: None)
         for m, c, pages, lease in reads:
             sync.sync_customer(rt, m, c, pages, lambda m_, c_, rid: published.append((m_, c_, rid)), lease=lease)
             sync.forget_correlation(rt, m, c)  # as workers/tasks.py does once a read is over
@@ -204,7 +204,7 @@ def test_backfill_seen_goes_when_the_run_ends():
     backfill_runs.start(rt.store, rt.keys, M, time.time(), "test")
     assert backfill.list_page(rt, M) == "listed" and rt.store.exists(k.backfill_seen)
     reads = []
-    sync.pump(rt, M, lambda m, c, pages, lease, backfill=False: reads.append((c, pages, lease)), lambda m, wait: None)
+    sync.pump(rt, M, lambda m, c, pages, lease: reads.append((c, pages, lease)), lambda m, wait: None)
     for c, pages, lease in reads:
         sync.sync_customer(rt, M, c, pages, lambda *a: None, lease=lease)
     assert backfill_runs.state(rt.store, rt.keys, M)["state"] == "done" and not rt.store.exists(k.backfill_seen)

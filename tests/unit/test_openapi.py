@@ -45,7 +45,7 @@ class RecordingQueue:
     def enqueue(self, message, task=None):
         self.sent.append((task, message))
 
-    def publish(self, task, args, queue=None):
+    def publish(self, task, args):
         self.sent.append((task, args))
 
     def send(self, task, args):

