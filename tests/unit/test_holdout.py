@@ -15,8 +15,9 @@ import requests
 
 from service.state import deployment_secrets, holdout
 from service.domain.events import Customer
-from service.domain.holdout_effect import (MIN_CUSTOMERS_PER_GROUP, GroupSums, cluster_increments, customers_needed,
-                                    effect)
+from service.domain.holdout_effect import (MIN_CUSTOMERS_PER_GROUP, MIN_EFFECTIVE_CUSTOMERS, GroupSums,
+                                           cluster_increments, customers_needed, effect, effective_customers,
+                                           share_interval, t975)
 from service.domain.loyalty import Lot
 from service.state.stores import CONFIG_FIELDS, ConfigError
 from tests.conftest import TOKEN_KEY, make_settings
@@ -91,24 +92,63 @@ def synthetic_store(seed: int, reminded_use: float, held_out_use: float = 0.30, 
     return GroupSums.of(groups[False]), GroupSums.of(groups[True])
 
 
+@pytest.mark.slow
 def test_simulation_recovers_the_effect_and_finds_none_where_there_is_none():
     """Issue 17 §1 must-show: a synthetic store where reminders raise use from 30 % to 45 %; the
-    interval should hold the effect (0.15) in at least 95 of 100 seeded runs, and hold zero in at
-    least 95 of 100 with no true effect.
+    interval holds the effect (0.15) in at least 95 of 100 seeded runs, and holds zero in at least
+    95 of 100 with no true effect.
 
-    NOT MET as written: these 100 seeded runs give 94 and 94. The interval is a calibrated 95 %
-    one: over 1,000 runs of this store it held the effect 952 times and zero 939 times (the
-    held-out group, 10 % of 2,000 customers who use all or nothing, is skewed). A calibrated 95 %
-    interval reaches 95 of 100 about 60 % of the time; only a wider interval than 95 % would
-    make it sure. What this test holds the interval to: no worse than a 95 % interval's usual
-    spread over 100 runs (at least 91: the 5th percentile of Binomial(100, 0.95))."""
+    Measured over 1,000 seeded runs (seeds 0-999, about 12 s), 95 in 100 being a rate: over 100
+    runs a calibrated 95 % interval's count is Binomial(100, 0.95), which falls below 95 about
+    four times in ten whatever the method (seeds 0-99 give 94 and 95; of the twenty blocks of 100
+    in seeds 0-1,999, the lowest are 92 and 93, the highest 99 and 98). These give 957 and 954.
+    The normal interval that preceded the Fieller/MOVER one gave 952 and 939 here (too narrow with
+    no effect), and fails this test."""
     covered_effect = covered_zero = 0
-    for seed in range(100):
+    for seed in range(1000):
         found, (low, high) = effect(*synthetic_store(seed, 0.45))
         covered_effect += low <= 0.15 <= high
         found, (low, high) = effect(*synthetic_store(10_000 + seed, 0.30))
         covered_zero += low <= 0.0 <= high
-    assert covered_effect >= 91 and covered_zero >= 91, (covered_effect, covered_zero)
+    assert covered_effect >= 950 and covered_zero >= 950, (covered_effect, covered_zero)
+
+
+def test_the_interval_is_fieller_per_group_and_mover_for_the_difference():
+    """Issue 17 §1: the interval's parts (service/domain/holdout_effect.py): each group's share
+    lies in its own interval, bounds stay in [0, 1], a group that used everything has [1, 1], the
+    difference's interval holds the difference and is skewed as its groups are, and Student's t
+    quantile matches the tables."""
+    for df, table in ((5, 2.5706), (9, 2.2622), (10, 2.2281), (30, 2.0423), (100, 1.9840), (1000, 1.9623)):
+        assert t975(df) == pytest.approx(table, abs=3e-4), df
+    reminded, held_out = synthetic_store(3, 0.45)
+    for group in (reminded, held_out):
+        share, low, high = share_interval(group)
+        assert 0.0 <= low < share < high <= 1.0
+    everything = GroupSums.of([(100 + c, 100 + c, 0) for c in range(60)])
+    assert share_interval(everything) == pytest.approx((1.0, 1.0, 1.0))
+    difference, (low, high) = effect(reminded, held_out)
+    assert low < difference < high
+    # Fieller's is wider than the normal interval at the same quantile: its variance is taken at
+    # each candidate share, and grows with the distance from the estimate
+    share, low_h, high_h = share_interval(held_out)
+    k = held_out.customers
+    residual = held_out.used_sq - 2 * share * held_out.used_points + share ** 2 * held_out.points_sq
+    normal_half = t975(effective_customers(held_out) - 1) * (residual * k / (k - 1)) ** 0.5 / held_out.points
+    assert high_h - low_h > 2 * normal_half
+
+
+def test_a_group_whose_points_sit_with_a_few_customers_is_not_enough_data():
+    """Issue 17 §1: "below a minimum sample, not enough data yet, about N more customers": the
+    sample counts its effective customers (N^2 / sum(n_i^2)), not only its customers: 60
+    customers of whom one holds nearly every point are about one customer's choice."""
+    reminded = GroupSums.of([(100, 50, 50)] * 400)
+    concentrated = GroupSums.of([(1_000_000, 0, 1_000_000)] + [(10, 3, 7)] * 59)
+    assert concentrated.customers >= MIN_CUSTOMERS_PER_GROUP
+    assert effective_customers(concentrated) < MIN_EFFECTIVE_CUSTOMERS
+    assert share_interval(concentrated) is None and effect(reminded, concentrated) is None
+    view = holdout.compare(reminded, concentrated, 10)
+    assert view["status"] == "not_enough_data" and view["effect"] is None and view["ci95"] is None
+    assert view["customers_needed"] > 0
 
 
 def test_the_running_sums_equal_the_sums_over_customers():
