@@ -7,12 +7,20 @@ Schedules --count reminders (all already due) under a key prefix of its own, mea
 memory per reminder, then drains the set with `DueSet.claim` and an identical copy with the
 baseline loop, in the same run, and prints claims/second for both and their ratio. Every key it
 wrote is deleted at the end, also when interrupted. Needs Redis 6.2+ (COPY, ZADD LT).
+
+    .venv/bin/python bench/claim_benchmark.py --scale [--count 10000000] [--shards 1,16] [--claims 1000000]
+
+How the claim rate holds at fleet size (issue 18, goal 5): for each DUE_SET_SHARDS value in turn,
+--count entries are scheduled (streamed, a chunk at a time) into an empty throwaway redis-server
+on a free port, then --claims entries are claimed and acked the way the sweep does, while the set
+still holds ~--count. Prints each figure against the first (1-shard) one of the same run.
 """
 from __future__ import annotations
 
 import argparse
 import random
 import sys
+import tempfile
 import time
 import uuid
 from pathlib import Path
@@ -21,6 +29,7 @@ import redis
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from devkit.redis_server import RedisServer  # noqa: E402
 from service.state.due_set import DueEntry, DueSet  # noqa: E402
 
 TARGET_CLAIMS_PER_SECOND = 20_000
@@ -39,6 +48,67 @@ def make_entries(count: int, seed: int) -> list[tuple[float, DueEntry]]:
              DueEntry(rng.choice(merchants), rng.randrange(10**8, 3 * 10**9), STAGES[i % 3],
                       format(rng.getrandbits(48), "012x")))
             for i in range(count)]
+
+
+def stream_entries(count: int, seed: int, chunk: int):
+    """`make_entries` a chunk at a time: ten million entries as one list would take gigabytes of
+    Python memory on top of Redis's. Merchants as there: about one per 500 entries."""
+    rng = random.Random(seed)
+    merchants = [rng.randrange(10**9, 2 * 10**9) for _ in range(max(1, count // 500))]
+    now = time.time()
+    for start in range(0, count, chunk):
+        yield [(now - rng.uniform(0, 86_400),
+                DueEntry(rng.choice(merchants), rng.randrange(10**8, 3 * 10**9), STAGES[i % 3],
+                         format(rng.getrandbits(48), "012x")))
+               for i in range(start, min(start + chunk, count))]
+
+
+def scale_run(args) -> int:
+    """Claim rate at --count entries, per number of shards, each in a fresh throwaway Redis."""
+    shard_counts = [int(n) for n in args.shards.split(",")]
+    rows = []
+    for shards in shard_counts:
+        with tempfile.TemporaryDirectory() as tmp:
+            server = RedisServer(Path(tmp), appendonly=False).start()
+            client = redis.Redis.from_url(server.url)
+            try:
+                due = DueSet(client, "bench-scale:", batch=args.batch, shards=shards)
+                started = time.perf_counter()
+                for chunk in stream_entries(args.count, args.seed, args.schedule_batch):
+                    due.schedule(chunk)
+                scheduled, seconds = due.pending_count(), time.perf_counter() - started
+                used = client.info("memory")["used_memory"]
+                print(f"shards {shards:>3}: scheduled {scheduled:,} in {seconds:.0f}s; Redis used_memory "
+                      f"{used / 2**30:.2f} GiB ({used / scheduled:.0f} B per entry)", flush=True)
+                now = time.time() + 1
+                claimed = claim_seconds = ack_seconds = 0.0
+                busy = redis_busy_usec(client, SCRIPT_COMMANDS)
+                while claimed < args.claims:
+                    t0 = time.perf_counter()
+                    entries = due.claim(now, args.batch)
+                    t1 = time.perf_counter()
+                    due.ack(entries)
+                    claim_seconds += t1 - t0
+                    ack_seconds += time.perf_counter() - t1
+                    claimed += len(entries)
+                    if not entries:
+                        break
+                busy = (redis_busy_usec(client, SCRIPT_COMMANDS) - busy) / claimed
+                rows.append((shards, scheduled, claimed, claimed / claim_seconds,
+                             claimed / (claim_seconds + ack_seconds), busy))
+                print(f"shards {shards:>3}: claimed {claimed:,.0f} of {scheduled:,} in {claim_seconds:.1f}s = "
+                      f"{claimed / claim_seconds:,.0f} claims/s; claim + ack {claimed / (claim_seconds + ack_seconds):,.0f}/s;"
+                      f" Redis busy {busy:.2f} us per entry", flush=True)
+            finally:
+                client.close()
+                server.stop()
+    first = rows[0]
+    print(f"\n{'shards':>6} {'entries':>12} {'claims/s':>10} {'claim+ack/s':>12} {'us/entry':>9} {'vs ' + str(first[0]) + ' shard':>10}")
+    for shards, scheduled, _, rate, lifecycle, busy in rows:
+        print(f"{shards:>6} {scheduled:>12,} {rate:>10,.0f} {lifecycle:>12,.0f} {busy:>9.2f} {rate / first[3]:>10.2f}")
+    ok = all(rate >= TARGET_CLAIMS_PER_SECOND for _, _, _, rate, _, _ in rows)
+    print(f"target claims/s >= {TARGET_CLAIMS_PER_SECOND:,} at every shard count: {'met' if ok else 'MISSED'}")
+    return 0 if ok else 1
 
 
 def schedule(due: DueSet, entries: list[tuple[float, DueEntry]], chunk: int) -> float:
@@ -96,7 +166,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--schedule-batch", type=int, default=20_000, help="entries per schedule call "
                         "(one pipelined round trip of scripts of --batch entries each)")
     parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--scale", action="store_true", help="claim rate at --count entries per --shards, "
+                        "each in a throwaway redis-server")
+    parser.add_argument("--shards", default="1,16", help="with --scale: DUE_SET_SHARDS values, the first is the baseline")
+    parser.add_argument("--claims", type=int, default=1_000_000, help="with --scale: entries claimed and acked per run")
     args = parser.parse_args(argv)
+    if args.scale:
+        return scale_run(args)
 
     client = redis.Redis.from_url(args.redis_url)
     prefix = f"bench-claim-{uuid.uuid4().hex[:8]}:"
