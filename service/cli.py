@@ -247,13 +247,65 @@ class Context:
         self.json_output = getattr(args, "json_output", False)
 
 
+# Commands that change what the service holds or does, audited as the admin API's changes are
+# (`GET /admin/audit`); dead-letters only for replay and drop, and a --dry-run (it changes nothing) not.
+CHANGES = {"set-store", "reset-store", "dead-letters", "clear-alarm", "rotate-token-keys", "set-channels",
+           "set-template", "send-test", "backfill", "subscribe-webhooks", "forget-customer", "reshard-due-set"}
+# What names the thing a command acts on: ids, shown in the audit's path.
+_TARGETS = ("action", "merchant_id", "customer_id", "reminder_id", "name")
+_NOT_OPTIONS = {"command", "json_output", *_TARGETS}
+
+
 def run(args, settings: Settings):
     ctx = Context(args, settings)
     merchant_id = getattr(args, "merchant_id", None)
     if merchant_id is not None and not ctx.store.sismember(ctx.registry.keys.stores, merchant_id):
         # Never a phantom: `store 999` used to print an empty summary, `set-store 999` to add it.
         raise CommandError(f"no store {merchant_id}: it never installed the app (see `stores`)")
-    return COMMANDS[args.command](args, ctx)
+    if args.command not in CHANGES or getattr(args, "action", None) == "list" or getattr(args, "dry_run", False):
+        return COMMANDS[args.command](args, ctx)
+    status = EXIT_FAILED
+    try:
+        result = COMMANDS[args.command](args, ctx)
+        status = EXIT_DONE
+        return result
+    except (CommandError, ConfigError):
+        status = EXIT_USAGE
+        raise
+    finally:
+        _audit_change(ctx, args, status)
+
+
+def audited_path(args) -> str:
+    """`set-store 7`, `dead-letters replay 7 r-1`: the command and its ids."""
+    return " ".join([args.command] + [str(getattr(args, name)) for name in _TARGETS
+                                      if getattr(args, name, None) is not None])
+
+
+def option_names(args) -> list[str]:
+    """The options a command was given, by name; `--set whatsapp.access_token=...` as
+    `whatsapp.access_token`. Never a value: a token, a mobile number or a template's source."""
+    names = []
+    for name, value in vars(args).items():
+        if name in _NOT_OPTIONS or value is None or value is False or value == []:
+            continue
+        if name == "set":
+            names.extend(item.split("=", 1)[0].strip() for item in value)
+        else:
+            names.append(name)
+    return names
+
+
+def _audit_change(ctx, args, status: int) -> None:
+    """One audit entry for a change, whatever its outcome. With Redis gone the command has
+    already failed on it; the entry is then lost, said on standard error, and the command's own
+    error is the one reported."""
+    from service.ops.admin_guard import AuditLog, cli_entry
+    entry = cli_entry(audited_path(args), status, time.time(), option_names(args), access=None)
+    try:
+        AuditLog(ctx.store, ctx.prefix, ctx.settings.admin_audit_keep).record(entry)
+    except (redis.ConnectionError, redis.TimeoutError) as exc:
+        print(f"warning: `{entry['path']}` was not audited: Redis did not answer ({_reason(exc)})", file=sys.stderr)
 
 
 @command("stores")

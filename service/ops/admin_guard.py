@@ -111,14 +111,20 @@ class FailedAttempts:
         pipe.execute()
 
 
-def cli_entry(command: str, status: int, now: float) -> dict:
-    """An operator command that read personal data (`export-customer 7 5`): ids, never the data."""
+def cli_entry(command: str, status: int, now: float, fields: list[str] | None = None,
+              access: str | None = PERSONAL_DATA_READ) -> dict:
+    """An operator command (`export-customer 7 5`, `set-store 7`) with its exit status and the
+    names of the options it was given: ids and names, never the data or the values. `access`
+    None: a change (as the admin API's entries without an access)."""
     try:
         user = getpass.getuser()
     except (KeyError, OSError):  # no name for this uid (a container)
         user = str(os.getuid()) if hasattr(os, "getuid") else "unknown"
-    return {"at": round(now, 3), "token": f"cli:{user}", "ip": "local", "method": "CLI", "path": command,
-            "status": status, "fields": [], "access": PERSONAL_DATA_READ}
+    entry = {"at": round(now, 3), "token": f"cli:{user}", "ip": "local", "method": "CLI", "path": command,
+             "status": status, "fields": sorted(fields or [])}
+    if access:
+        entry["access"] = access
+    return entry
 
 
 class AuditLog:

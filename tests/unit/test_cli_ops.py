@@ -123,3 +123,42 @@ def test_forget_customer_dry_run_counts_and_erases_nothing(store, capsys):
     report = json.loads(capsys.readouterr().out)
     assert (report["dry_run"], report["forgotten"], report["keys_deleted"]) == (True, False, 1)
     assert sorted(store.keys("*")) == keys_before
+
+
+def _audit(store) -> list[dict]:
+    return [json.loads(raw) for raw in store.lrange("lpr:admin:audit", 0, -1)]
+
+
+def test_every_cli_change_is_audited_with_names_never_values(store, capsys):
+    """A command that changes something (set-store, set-channels, dead-letters replay, ...) is
+    audited as the admin API's changes are: who (cli:<user>), the command and its ids, the exit
+    status, the names of the options given; never a value (a provider token here). Reads are
+    not (personal-data reads have their own entries: export-customer, preview)."""
+    StoreRegistry(store, "lpr:").set_state(7, "active")
+    secret = "EAAGm0PX4ZCpsBAK-whatsapp-secret-value"
+    assert cli(["set-store", "7", "--holdout-percent", "10", "--store-name", "Noura"]) == 0
+    assert cli(["set-store", "7", "--holdout-percent", "99"]) == 2  # refused: 0-50
+    assert cli(["set-channels", "7", "--set", f"whatsapp.access_token={secret}", "--policy", "first"]) == 0
+    assert cli(["stores"]) == 0 and cli(["store", "7"]) == 0 and cli(["dead-letters", "list", "7"]) == 0
+    newest_first = _audit(store)
+    assert [(e["path"], e["status"], e["fields"]) for e in newest_first] == [
+        ("set-channels 7", 0, ["policy", "whatsapp.access_token"]),
+        ("set-store 7", 2, ["holdout_percent"]),
+        ("set-store 7", 0, ["holdout_percent", "store_name"]),
+    ]
+    assert all(e["method"] == "CLI" and e["token"].startswith("cli:") and "access" not in e for e in newest_first)
+    dumped = json.dumps(newest_first)
+    assert secret not in dumped and "Noura" not in dumped
+
+
+def test_a_cli_change_whose_audit_cannot_be_written_says_so(store, monkeypatch, capsys):
+    """The entry is written after the change; Redis gone in between: the change stands (it was
+    made), and standard error says it was not audited, without the Redis URL's password."""
+    StoreRegistry(store, "lpr:").set_state(7, "active")
+
+    def gone(self, entry):
+        raise redis.ConnectionError("Error 111 connecting to 127.0.0.1:6379. Connection refused.")
+    monkeypatch.setattr("service.ops.admin_guard.AuditLog.record", gone)
+    assert cli(["set-store", "7", "--store-name", "Noura"]) == 0
+    err = capsys.readouterr().err
+    assert "`set-store 7` was not audited" in err and "Connection refused" in err
