@@ -35,8 +35,9 @@ from datetime import datetime
 from typing import Iterable
 
 from service.state import deployment_secrets
-from service.domain.holdout_effect import (MIN_CUSTOMERS_PER_GROUP, GroupSums, cluster_increments, customers_needed,
-                                    effect, enough, lost_share, used_share)
+from service.domain.holdout_effect import (MIN_CUSTOMERS_PER_GROUP, MIN_EFFECTIVE_CUSTOMERS, GroupSums,
+                                           cluster_increments, customers_needed, effect, enough, lost_share,
+                                           used_share)
 from service.state.keys import Keys
 
 PURPOSE = "holdout"
@@ -214,7 +215,8 @@ def report(sums: dict[tuple[str, str], GroupSums], percent: int, stages: Iterabl
         "stages": [],
         # beyond the contract: what the figures rest on
         "reminded": overall["reminded"], "held_out": overall["held_out"],
-        "min_customers_per_group": MIN_CUSTOMERS_PER_GROUP, "point_value_sar": point_value_sar,
+        "min_customers_per_group": MIN_CUSTOMERS_PER_GROUP, "min_effective_customers": MIN_EFFECTIVE_CUSTOMERS,
+        "point_value_sar": point_value_sar,
     }
     for stage in sorted(labels, reverse=True):
         view = compare(sums.get((REMINDED, str(stage)), empty), sums.get((HELD_OUT, str(stage)), empty), percent)
