@@ -10,8 +10,9 @@ so the `L` prefix names only the read's.
 A read that would not fit a listpack (a lot's field over 64 bytes: a long name of Salla's, an
 expiry in another zone; more than LOTS_IN_PROFILE_MAX lots) is kept in `lots:<c>` as before, as
 JSON, and the profile's read fields go. Every write keeps one of the two and deletes the other,
-in one step. `lots:<c>` written by an earlier version still reads (the profile holds no read
-then) until the customer's next read moves it into the profile, or it expires.
+in one step. `lots:<c>` written by an earlier version still reads until the customer's next read
+moves it into the profile, or it expires (no migration is needed); while an upgrade runs both
+versions, a reader takes the later of the two reads.
 """
 from __future__ import annotations
 
@@ -53,10 +54,12 @@ def profile_fields(raw: dict) -> dict:
 
 
 def parse(raw_profile: dict | None, raw_lots) -> tuple[float, list[Lot]] | None:
-    """The last read from the profile hash's fields, else from `lots:<c>`; None when neither holds one."""
+    """The last read from the profile hash's fields or from `lots:<c>`, the later of the two when
+    both hold one (a worker of the earlier version, during an upgrade, writes `lots:<c>` only);
+    None when neither does."""
     fields = {_text(name): _text(value) for name, value in (raw_profile or {}).items()}
-    found = _lots_from_fields(fields)
-    return found if found is not None else _lots_from_json(_text(raw_lots))
+    found = [read for read in (_lots_from_fields(fields), _lots_from_json(_text(raw_lots))) if read is not None]
+    return max(found, key=lambda read: read[0]) if found else None
 
 
 class LastRead:

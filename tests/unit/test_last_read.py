@@ -129,3 +129,18 @@ def test_the_export_shows_the_profile_without_the_read_and_the_read_as_lots():
     assert exported["profile"]["mobile"] == "+966500000001"
     assert [x["key"] for x in exported["lots"]["lots"]] == [lot(3).key, lot(20).key]
     assert exported["lots"]["read_at"] == round(NOW.timestamp(), 3)
+
+
+def test_during_an_upgrade_the_later_of_the_two_reads_counts():
+    """A worker of the earlier version writes `lots:<c>` only, beside the profile's fields that a
+    new one wrote: the later read counts, whichever holds it; the next read keeps one."""
+    rt = runtime()
+    k = rt.keys.store(M)
+    rt.profiles.save(M, SARA, NOW.timestamp())
+    reminding.save_lots(rt, M, C, [lot(3)], NOW)
+    rt.store.set(k.lots(C), loyalty._lots_json([lot(20)], NOW + timedelta(hours=1)))  # the earlier version's
+    assert reminding.load_lots(rt, M, C) == ((NOW + timedelta(hours=1)).timestamp(), [lot(20)])
+    rt.store.set(k.lots(C), loyalty._lots_json([lot(40)], NOW - timedelta(hours=1)))
+    assert reminding.load_lots(rt, M, C)[1] == [lot(3)]
+    reminding.after_read(rt, M, SARA, [lot(60)], NOW + timedelta(hours=2), lambda *a: None)
+    assert not rt.store.exists(k.lots(C)) and reminding.load_lots(rt, M, C)[1] == [lot(60)]
