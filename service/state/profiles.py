@@ -6,9 +6,10 @@ event's copy is kept here for the reminder. Kept for DATA_RETENTION_DAYS after t
 A hash, written field by field with no read first: order events don't carry the
 notifications flag, so they write the other fields only, and an order event handled at the
 same moment as a `customer.updated` that opts out can never write the old flag back. The same
-goes for the language. The customer's last read is kept in the same hash, as fields named `L...`
-(service/state/last_read.py); the profile's own fields are lower case. `unsubscribed_at` is set by the unsubscribe link (service/domain/unsubscribe.py)
+goes for the language. `unsubscribed_at` is set by the unsubscribe link (service/domain/unsubscribe.py)
 and by nothing Salla sends: once there, the customer counts as opted out whatever Salla's flag says.
+The customer's last read is kept in the same hash, as fields named `L...` (service/state/last_read.py);
+the profile's own fields are lower case, and a hash holding only those counts as no profile.
 
 Each field is written in event-time order: every field has the time of the event that wrote
 it (the envelope's created_at; a backfill listing's own time), and an older event never
