@@ -49,7 +49,10 @@ def _ledger_records(store: redis.Redis, keys: Keys, merchant_id: int, customer_i
     found = {}
     for key in store.scan_iter(match=base + "*", count=1000):
         if _text(store.hget(key, "customer_id")) == str(customer_id):
-            found[_text(key)] = _text(store.hgetall(key))
+            record = _text(store.hgetall(key))
+            if "updated_at" not in record and "sent_at" in record:  # settled as sent (service/state/ledger.py)
+                record["updated_at"] = record["sent_at"]
+            found[_text(key)] = record
     return found
 
 
