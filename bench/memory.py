@@ -4,7 +4,7 @@
 
 Loads `--customers` customers of one store through the service's own code: the webhook's
 intake (`Intake.accept`: the `seen:` key and the inbox entry), the profile (`Profiles.save`),
-then a read's aftermath (`reminding.after_read`: the lots, the marks, the ledger records of the
+then a read's aftermath (`reminding.after_read`: the lots, kept in the profile, the marks, the ledger records of the
 reminders it queues, the due-set timers and the next stages' wake-ups), each reminder
 delivered by the log channel (`delivery.deliver`: marked sent, counted). Each customer has
 `--lots` lots: one expiring in 3 days (a stage-7 reminder goes out), one in 20 days (stage 30),
@@ -50,8 +50,10 @@ from service.ops.runtime import build_runtime  # noqa: E402
 
 MERCHANT = 1305146709
 # Kinds of key, by the part after the store's `{store:M}:` (service/state/keys.py).
-STEADY = ("profile", "lots", "marks", "ledger", "due set", "store-wide")
-KIND_OF = {"customer": "profile", "lots": "lots", "marks": "marks", "reminder": "ledger", "seen": "intake seen",
+# The last read's lots are fields of the profile (service/state/last_read.py); `lots:` only for a
+# read that would not fit a listpack there.
+STEADY = ("profile+lots", "lots", "marks", "ledger", "due set", "store-wide")
+KIND_OF = {"customer": "profile+lots", "lots": "lots", "marks": "marks", "reminder": "ledger", "seen": "intake seen",
            "inbox": "intake inbox", "recheck": "recheck"}
 
 

@@ -15,7 +15,8 @@ sweep       Celery beat's job: claim due entries atomically and act on each cust
               has, the entries it answered are done (the plan schedules again what is still
               due), so an entry is re-read once per re-check, and counted once.
 
-Keys (service/state/keys.py): `lots:<c>` the last read's lots and when it was read; `recheck:<c>`
+Keys (service/state/keys.py): the profile's `L` fields (service/state/last_read.py; `lots:<c>` for a
+read too big for them) the last read's lots and when it was read; `recheck:<c>`
 the entries (`<stage>:<reminder key>`) waiting for a fresh read; `stats` the outcome counters,
 per stage.
 """
@@ -27,7 +28,7 @@ import time
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 
-from service.state import holdout, store_figures
+from service.state import holdout, last_read, store_figures
 from service.config import metrics
 from service.domain.events import Customer
 from service.domain.expiry import stage_of
@@ -62,20 +63,14 @@ _seen_statuses: set[str] = set()
 
 # -- the last read, per customer --------------------------------------------------------------
 def save_lots(rt: Runtime, m: int, c: int, lots: list[Lot], read_at: datetime) -> None:
-    keep = _lots_keep(rt, rt.store.ttl(rt.keys.store(m).profile(c)))
-    rt.store.set(rt.keys.store(m).lots(c), _lots_json(lots, read_at), ex=keep)
-
-
-def _lots_keep(rt: Runtime, profile_ttl: int | None) -> int:
-    # Lots live as long as the customer's profile: DATA_RETENTION_DAYS after they were last
-    # seen (an event, a backfill listing), so a resync read does not keep them alive forever.
-    if profile_ttl is None or profile_ttl <= 0:
-        return rt.settings.data_retention_days * 86400
-    return int(profile_ttl)
+    # Kept in the profile (service/state/last_read.py): the lots live as long as the customer's
+    # profile, DATA_RETENTION_DAYS after they were last seen (an event, a backfill listing), so a
+    # resync read does not keep them alive forever.
+    rt.last_read.save(m, c, lots, read_at)
 
 
 def load_lots(rt: Runtime, m: int, c: int) -> tuple[float, list[Lot]] | None:
-    return _lots_from_json(rt.store.get(rt.keys.store(m).lots(c)))
+    return rt.last_read.load(m, c)
 
 
 def reminded_marks(rt: Runtime, m: int, c: int) -> dict[str, int]:
@@ -94,15 +89,14 @@ def count(rt: Runtime, m: int, stage: int, name: str, amount: int = 1) -> None:
 # -- the decisions ----------------------------------------------------------------------------
 def after_read(rt: Runtime, m: int, customer: Customer, lots: list[Lot], now: datetime, publish,
                config: dict | None = None) -> list[dict]:
-    # What the last read left, in one round trip (the customer's keys share one slot): the lots,
-    # the marks, and the profile's TTL the new lots take.
+    # What the last read left, in one round trip (the customer's keys share one slot): the lots
+    # (in the profile, or `lots:<c>` of the previous form) and the marks.
     k = rt.keys.store(m)
     pipe = rt.store.pipeline(transaction=False)
-    pipe.get(k.lots(customer.id))
+    rt.last_read.read(pipe, m, customer.id)
     pipe.hgetall(k.marks(customer.id))
-    pipe.ttl(k.profile(customer.id))
-    raw_lots, raw_marks, profile_ttl = pipe.execute()
-    previous, known = _lots_from_json(raw_lots), parse_marks(raw_marks)
+    raw_profile, raw_lots, raw_marks = pipe.execute()
+    previous, known = last_read.parse(raw_profile, raw_lots), parse_marks(raw_marks)
     if previous is not None:
         read_at, before = previous
         outcome = settle(snapshot(before, datetime.fromtimestamp(read_at, timezone.utc)), lots, known.sent, now)
@@ -122,7 +116,7 @@ def after_read(rt: Runtime, m: int, customer: Customer, lots: list[Lot], now: da
     # The new lots, and the entries waiting for this read (taken: a re-check is answered once).
     recheck_key = k.recheck(customer.id)
     pipe = rt.store.pipeline(transaction=True)
-    pipe.set(k.lots(customer.id), _lots_json(lots, now), ex=_lots_keep(rt, profile_ttl))
+    rt.last_read.save(m, customer.id, lots, now, pipe=pipe)
     pipe.smembers(recheck_key)
     pipe.delete(recheck_key)
     answered = [_waiting_entry(m, customer.id, member) for member in pipe.execute()[1]]

@@ -8,6 +8,7 @@ created_at names (else the store's zone).
 """
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 from dataclasses import dataclass
@@ -162,6 +163,15 @@ def _word(text: str) -> str | int:
 
 
 def _lots_json(lots: list[Lot], read_at: datetime) -> str:
+    rows, offset = _rows(lots)
+    record = {"r": read_at.timestamp(), "l": rows}
+    if offset is not None:
+        record["z"] = offset
+    return json.dumps(record, ensure_ascii=False, separators=(",", ":"))
+
+
+def _rows(lots: list[Lot]) -> tuple[list[list], int | None]:
+    """Each lot's short row, and the zone offset (seconds) its unix expiries are read in."""
     offset = lots[0].expires_at.utcoffset() if lots else None
     rows = []
     for lot in lots:
@@ -174,10 +184,98 @@ def _lots_json(lots: list[Lot], read_at: datetime) -> str:
         while row[-1] is None:
             row.pop()
         rows.append(row)
-    record = {"r": read_at.timestamp(), "l": rows}
+    return rows, (int(offset.total_seconds()) if offset is not None else None)
+
+
+# The same lots as fields of the customer's profile hash (service/state/last_read.py), where the
+# last read is kept since issue 18 goal 1 (one key a customer fewer: ~150 bytes of Redis each).
+# `L` = the read's time in whole milliseconds, `L.` = the zone offset (seconds) of the unix
+# expiries, and one field per lot, `L<its key>`: the key's 8 bytes in URL-safe base64 (11
+# characters, not 16 hex digits; a key of another shape as `L:<key>`); its value the JSON values,
+# without the brackets, of
+#   place in the read, points, expiry, created_at, order_id, used_points, reference_id, name, status
+# with the times as seconds from the read (an expiry of another zone in ISO text, as above), an
+# id of digits only as a number, and what ends the row at its usual value (none used, no
+# reference, Salla's usual name and status) left off. Each field must fit Redis's listpack (64
+# bytes by default), or the whole profile would become a hash table: a read that does not fit is
+# kept as the JSON above.
+LOTS_FIELD = "L"
+LOTS_ZONE_FIELD = "L."
+LISTPACK_VALUE_BYTES = 64
+LOTS_IN_PROFILE_MAX = 100
+_FIELD_ROW = ("points", "expires_at", "created_at", "order_id", "used_points", "reference_id", "name", "status")
+_FIELD_USUAL = {"used_points": 0, "reference_id": None, "name": 1, "status": 2}  # name, status: _WORDS
+
+
+def _short_key(key: str) -> str:
+    if len(key) != 16 or key.strip("0123456789abcdef"):
+        return ":" + key  # not one of ours (parse_lot): as it is, after a character base64 never has
+    return base64.urlsafe_b64encode(bytes.fromhex(key)).decode().rstrip("=")
+
+
+def _hex_key(short: str) -> str:
+    return short[1:] if short.startswith(":") else base64.urlsafe_b64decode(short + "=").hex()
+
+
+def _id_number(value):
+    return int(value) if isinstance(value, str) and value.isascii() and value.isdigit() \
+        and str(int(value)) == value else value
+
+
+def _lots_fields(lots: list[Lot], read_at: datetime) -> dict[str, str] | None:
+    """The read as profile fields, or None when one of them would not fit a listpack."""
+    if len(lots) > LOTS_IN_PROFILE_MAX:
+        return None
+    rows, offset = _rows(lots)
+    read_ms = round(read_at.timestamp() * 1000)
+    base = read_ms // 1000
+    fields = {LOTS_FIELD: str(read_ms)}
     if offset is not None:
-        record["z"] = int(offset.total_seconds())
-    return json.dumps(record, ensure_ascii=False, separators=(",", ":"))
+        fields[LOTS_ZONE_FIELD] = str(offset)
+    for place, row in enumerate(rows):
+        key = _short_key(row[0])
+        item = dict(zip(_LOT_ROW, row + [None] * (len(_LOT_ROW) - len(row))))
+        item["created_at"] -= base
+        if isinstance(item["expires_at"], int):
+            item["expires_at"] -= base
+        item["order_id"], item["reference_id"] = _id_number(item["order_id"]), _id_number(item["reference_id"])
+        value = [item[name] for name in _FIELD_ROW]
+        while len(value) > 4 and value[-1] == _FIELD_USUAL[_FIELD_ROW[len(value) - 1]]:
+            value.pop()
+        fields[LOTS_FIELD + key] = json.dumps([place, *value], ensure_ascii=False, separators=(",", ":"))[1:-1]
+    if len(fields) != len(rows) + 1 + (offset is not None):  # two lots of one key: the JSON form keeps both
+        return None
+    if any(len(name.encode()) > LISTPACK_VALUE_BYTES or len(value.encode()) > LISTPACK_VALUE_BYTES
+           for name, value in fields.items()):
+        return None
+    return fields
+
+
+def is_lots_field(name: str) -> bool:
+    """A profile field that belongs to the last read (the profile's own names are lower case)."""
+    return name.startswith(LOTS_FIELD)
+
+
+def _lots_from_fields(raw: dict) -> tuple[float, list[Lot]] | None:
+    """The read kept in a profile hash (`raw`: its fields, str), None when it holds none."""
+    if LOTS_FIELD not in raw:
+        return None
+    read_ms = int(raw[LOTS_FIELD])
+    base = read_ms // 1000
+    offset = int(raw[LOTS_ZONE_FIELD]) if LOTS_ZONE_FIELD in raw else None
+    placed = sorted((json.loads("[" + value + "]"), _hex_key(name[len(LOTS_FIELD):])) for name, value in raw.items()
+                    if is_lots_field(name) and name not in (LOTS_FIELD, LOTS_ZONE_FIELD))
+    lots = []
+    for value, key in placed:
+        item = {**_FIELD_USUAL, **dict(zip(_FIELD_ROW, value[1:]))}
+        item["created_at"] += base
+        if isinstance(item["expires_at"], int):
+            item["expires_at"] += base
+        for name in ("order_id", "reference_id"):
+            if isinstance(item[name], int):
+                item[name] = str(item[name])
+        lots.append(_lot_from_row([key, *(item[name] for name in _LOT_ROW[1:])], offset))
+    return read_ms / 1000, lots
 
 
 def _lot_from_row(row: list, offset: int | None = None) -> Lot:

@@ -23,6 +23,7 @@ from service.state.stores import StoreRegistry
 from service.state.due_set import DueSet
 from service.state.ledger import Ledger, full_reminder
 from service.state.profiles import Profiles
+from service.state.last_read import parse as parse_last_read, profile_fields
 
 ERASURES_KEPT = 1000
 
@@ -48,7 +49,10 @@ def _ledger_records(store: redis.Redis, keys: Keys, merchant_id: int, customer_i
     found = {}
     for key in store.scan_iter(match=base + "*", count=1000):
         if _text(store.hget(key, "customer_id")) == str(customer_id):
-            found[_text(key)] = _text(store.hgetall(key))
+            record = _text(store.hgetall(key))
+            if "updated_at" not in record and "sent_at" in record:  # settled as sent (service/state/ledger.py)
+                record["updated_at"] = record["sent_at"]
+            found[_text(key)] = record
     return found
 
 
@@ -64,13 +68,14 @@ def export(store: redis.Redis, prefix: str, merchant_id: int, customer_id: int, 
     keys = Keys(prefix)
     k = keys.store(merchant_id)
     c = str(customer_id)
-    profile = _text(store.hgetall(k.profile(customer_id)))
+    raw_profile = store.hgetall(k.profile(customer_id))
+    profile = profile_fields(raw_profile)  # the last read kept beside them is `lots` below
     lots_raw = store.get(k.lots(customer_id))
     marks = _text(store.hgetall(k.marks(customer_id)))
     recheck = sorted(_text(store.smembers(k.recheck(customer_id))))
     records = _ledger_records(store, keys, merchant_id, customer_id)
-    from service.domain.loyalty import _lot_record, _lots_from_json  # the lots' stored shape lives there
-    last_read = _lots_from_json(_text(lots_raw))
+    from service.domain.loyalty import _lot_record  # the lots' stored shape lives there
+    last_read = parse_last_read(raw_profile, lots_raw)
     ledger, reminders = Ledger(store, prefix), []
     for key, record in sorted(records.items()):
         # A sent reminder keeps no body: rendered again, as delivery would (service/state/ledger.py).
@@ -94,7 +99,7 @@ def export(store: redis.Redis, prefix: str, merchant_id: int, customer_id: int, 
                                               ("backfill_queued_at", backfill_pending), ("last_read_at", read_at),
                                               ("failed_read_attempts", _text(attempts)),
                                               ("history_pages", _text(pages))) if value is not None}
-    if not (profile or lots_raw or marks or recheck or reminders or due or queues):
+    if not (profile or last_read or marks or recheck or reminders or due or queues):
         raise UnknownCustomer(f"nothing is held for customer {customer_id} of merchant {merchant_id}")
     return {
         "merchant_id": merchant_id,

@@ -24,10 +24,18 @@ from service.clients.channels import (ChannelDirectory, DeliveryPermanentError, 
                               WebhookChannel)
 from service.state.ledger import Ledger, full_reminder
 from service.state.profiles import Profiles
+from service.state.last_read import parse as last_read_of
 from service.clients.providers.base import email_address, mobile_digits
 from service.clients.providers.email import EmailChannel
 from service.clients.providers.sms import SmsChannel
 from service.clients.providers.whatsapp import WhatsAppChannel
+
+
+def _last_read(store, keys, merchant_id: int, customer_id: int):
+    pipe = store.pipeline(transaction=False)
+    pipe.hgetall(keys.store(merchant_id).profile(customer_id))
+    pipe.get(keys.store(merchant_id).lots(customer_id))
+    return last_read_of(*pipe.execute())
 
 
 def latest_reminder(ledger: Ledger, merchant_id: int, customer_id: int, store_name: str = "") -> dict | None:
@@ -42,16 +50,15 @@ def latest_reminder(ledger: Ledger, merchant_id: int, customer_id: int, store_na
         return None
     if best.body:
         return best.reminder
-    from service.domain.loyalty import _lots_from_json  # sent: its body is rendered again (service/state/ledger.py)
-    last_read = _lots_from_json(ledger.redis.get(ledger.keys.store(merchant_id).lots(customer_id)))
+    # sent: its body is rendered again (service/state/ledger.py) from the last read (service/state/last_read.py)
+    last_read = _last_read(ledger.redis, ledger.keys, merchant_id, customer_id)
     return full_reminder(best, Profiles(ledger.redis, ledger.keys.prefix).load(merchant_id, customer_id),
                          last_read[1] if last_read else [], store_name)
 
 
 def _from_last_read(store, keys, settings, directory: ChannelDirectory, merchant_id: int, customer: Customer,
                     language: str, now: datetime) -> dict | None:
-    from service.domain.loyalty import _lots_from_json  # the lots' stored shape lives there
-    last_read = _lots_from_json(store.get(keys.store(merchant_id).lots(customer.id)))
+    last_read = _last_read(store, keys, merchant_id, customer.id)
     if last_read is None:
         return None
     lots = last_read[1]

@@ -26,6 +26,7 @@ from service.state.due_set import DueSet
 from service.state.ledger import Ledger
 from service.clients.oauth import TokenProvider
 from service.state.profiles import Profiles
+from service.state.last_read import LastRead
 from service.clients.salla_client import SallaClient
 
 
@@ -45,6 +46,7 @@ class Runtime:
     keys: Keys
     alarms: Alarms
     intake: Intake
+    last_read: LastRead  # the customer's last read, kept in their profile (service/state/last_read.py)
     clock: object = time.time
     channels: list | None = None  # tests only: these channels, policy `all`, for every store
 
@@ -83,6 +85,7 @@ def build_runtime(settings: Settings, store: redis.Redis, session: requests.Sess
         keys=Keys(prefix),
         alarms=Alarms(store, prefix),
         intake=Intake(store, prefix),
+        last_read=LastRead(store, prefix, settings.data_retention_days * 86400),
         clock=clock,
     )
 

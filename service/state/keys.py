@@ -39,8 +39,8 @@ MULTI (two slots); an atomic pipeline or a script stays within one hash tag (REA
 |   pages, attempts                 | hash   | per customer: until the retention sweep | service/state/budget.py, sync |
 |   pump                            | string | TTL (a pump is scheduled)    | workers/tasks.py        |
 |   dead                            | zset   | each as its record (scored by its expiry) | service/state/ledger.py |
-|   customer:C (profile)            | hash   | DATA_RETENTION_DAYS after last seen | service/state/profiles.py |
-|   lots:C                          | string | as the profile (DATA_RETENTION_DAYS) | workers/reminding.py |
+|   customer:C (profile, last read) | hash   | DATA_RETENTION_DAYS after last seen | profiles.py, last_read.py |
+|   lots:C (a read too big for the profile's listpack; an earlier version's) | string | as the profile (DATA_RETENTION_DAYS) | service/state/last_read.py |
 |   marks:C                         | hash   | past the last lot's expiry   | service/state/ledger.py       |
 |   recheck:C                       | set    | 1 day                        | workers/reminding.py    |
 |   reminder:<id> (the ledger)      | hash   | past the last lot's expiry   | service/state/ledger.py       |
@@ -139,8 +139,10 @@ STORE_LIFETIMES: dict[str, Lifetime] = {
     "pump": expires("while a pump is scheduled"),
     "dead": expires("as its longest-lived record; each member scored by its record's expiry "
                     "(service/state/ledger.py), replay and drop remove it"),
-    "customer:*": expires("DATA_RETENTION_DAYS after last seen (service/state/profiles.py)"),
-    "lots:*": expires("as the profile"),
+    "customer:*": expires("DATA_RETENTION_DAYS after last seen (service/state/profiles.py); the last read "
+                          "kept in it goes with it (service/state/last_read.py)"),
+    "lots:*": expires("as the profile; a read that fits the profile's listpack moves into it "
+                      "(service/state/last_read.py)"),
     "marks:*": expires("past the last lot's expiry (service/state/ledger.py)"),
     "recheck:*": expires("1 day"),
     "reminder:*": expires("past the last lot's expiry (service/state/ledger.py)"),

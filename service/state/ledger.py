@@ -25,9 +25,15 @@ Once a reminder is sent (settle_sent) its body goes: it was 63 % of Redis's memo
 the lots expired (issue 18). The record is rewritten without it, with what a body is rendered
 again from (full_reminder: the customer's profile and last read's lots give the rest) under
 short names: `l` the lot keys (comma-separated), `p` points expiring, `x` earliest expiry,
-`lg` language, `v` value in SAR (absent: none). Every value then fits 64 bytes, so Redis keeps
-the hash as a listpack (hash-max-listpack-value) instead of a hash table, a third of the size.
-A sent reminder reopened by a late failure, or replayed, is delivered from that rendering.
+`lg` language, `v` value in SAR (absent: none), and per other stage of the message `o:<n>` =
+stage|points|expiry|value|lot keys (`o` = 0 for an empty list of them). An expiry of the usual
+ISO form (whole seconds) is kept as unix seconds, in the zone offset `z` (seconds) that every
+expiry so kept shares; records settled before this hold the ISO text, read as it is. A record
+settled in the attempt that sent it keeps no `updated_at`: it is `sent_at`. Every value then
+fits 64 bytes, so Redis keeps the hash as a listpack (hash-max-listpack-value) instead of a
+hash table, a third of the size, and short enough for a 256-byte allocation in the usual case
+(issue 18 goal 1). A sent reminder reopened by a late failure, or replayed, is delivered from
+that rendering.
 
 Once a channel has sent, the provider's word on it follows, as in Notify's status callbacks:
 `st:<name>` = sent | delivered | read | failed:<reason>, `st_at:<name>` its provider timestamp.
@@ -62,7 +68,7 @@ from __future__ import annotations
 import json
 import time
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 
 import redis
 
@@ -78,7 +84,7 @@ LIVE = frozenset({SCHEDULED, SENDING, RETRYING})  # still on its way: a timer in
 STAGE_FIELD, CLAIM_FIELD, DROP_FIELD = "stage:", "p:", "d:"
 HELD_FIELD = "h:"
 NOT_MARKS = ("r:", "c:")  # the holdout's accounting, in the same hash (service/state/holdout.py)
-SHORT_FIELDS = ("l", "p", "x", "lg", "v", "o")  # a sent record's, in place of its body (and `o:<n>`)
+SHORT_FIELDS = ("l", "p", "x", "lg", "v", "o", "z")  # a sent record's, in place of its body (and `o:<n>`)
 
 # Every stage a record names, with its lot keys and points: from its body (its own stage, then
 # `other_stages` when one message names several), or from its short fields once the body went
@@ -272,38 +278,75 @@ for i = 1, #fields, 2 do
   if string.sub(fields[i], 1, 3) == 'ch:' and fields[i + 1] == 'sent' then sent = true end
 end
 if not sent then return 0 end
-local kept, body = {}, nil
+local kept, body, sent_at = {}, nil, nil
 for i = 1, #fields, 2 do
   local name = fields[i]
   if name == 'body' then body = cjson.decode(fields[i + 1])
   elseif name ~= 'merchant_id' and name ~= 'state' and name ~= 'updated_at' then
+    if name == 'sent_at' then sent_at = fields[i + 1] end
     table.insert(kept, name)
     table.insert(kept, fields[i + 1])
   end
 end
-for _, pair in ipairs({{'state', 'sent'}, {'updated_at', ARGV[2]}}) do
-  table.insert(kept, pair[1])
-  table.insert(kept, pair[2])
+table.insert(kept, 'state')
+table.insert(kept, 'sent')
+if not body or ARGV[2] ~= sent_at then  -- settled as it was sent (one attempt): `sent_at` says it
+  table.insert(kept, 'updated_at')
+  table.insert(kept, ARGV[2])
 end
 if body then
   local function text(value) return (value == nil or value == cjson.null) and '' or tostring(value) end
+  -- An expiry as unix seconds in the zone offset `z` (seconds), when it is the usual ISO text
+  -- with whole seconds; any other text as it is.
+  local function days_from_civil(y, m, d)
+    if m <= 2 then y = y - 1 end
+    local era = math.floor(y / 400)
+    local yoe = y - era * 400
+    local doy = math.floor((153 * ((m + 9) % 12) + 2) / 5) + d - 1
+    return era * 146097 + yoe * 365 + math.floor(yoe / 4) - math.floor(yoe / 100) + doy - 719468
+  end
+  local function unix_of(iso)
+    local y, mo, d, h, mi, sec, sign, oh, om = string.match(iso,
+      '^(%d%d%d%d)%-(%d%d)%-(%d%d)T(%d%d):(%d%d):(%d%d)([+-])(%d%d):(%d%d)$')
+    if not y then return nil end
+    local offset = (tonumber(oh) * 3600 + tonumber(om) * 60) * (sign == '-' and -1 or 1)
+    return days_from_civil(tonumber(y), tonumber(mo), tonumber(d)) * 86400 + tonumber(h) * 3600 +
+           tonumber(mi) * 60 + tonumber(sec) - offset, offset
+  end
+  local zone = nil
+  local function expiry(value)
+    local iso = text(value)
+    local unix, offset = unix_of(iso)
+    if unix and unix > 0 and (zone == nil or zone == offset) then
+      zone = offset
+      return string.format('%d', unix)
+    end
+    return iso
+  end
   local short = {l = table.concat(keys_of(body['lots']), ','), p = body['points_expiring'],
-                 x = body['earliest_expiry'], lg = body['language'], v = body['value_sar']}
+                 x = expiry(body['earliest_expiry']), lg = body['language'], v = body['value_sar']}
   for _, name in ipairs({'l', 'p', 'x', 'lg', 'v'}) do
     if text(short[name]) ~= '' then
       table.insert(kept, name)
       table.insert(kept, text(short[name]))
     end
   end
-  if type(body['other_stages']) == 'table' then  -- `o`: how many, so that an empty list comes back too
-    table.insert(kept, 'o')
-    table.insert(kept, tostring(#body['other_stages']))
+  if type(body['other_stages']) == 'table' then
+    -- `o` (how many) only for an empty list: the `o:<n>` fields count themselves
+    if #body['other_stages'] == 0 then
+      table.insert(kept, 'o')
+      table.insert(kept, '0')
+    end
     for n, other in ipairs(body['other_stages']) do
       table.insert(kept, 'o:' .. n)
       table.insert(kept, text(other['stage_days']) .. '|' .. text(other['points_expiring']) .. '|' ..
-                         text(other['earliest_expiry']) .. '|' .. text(other['value_sar']) .. '|' ..
+                         expiry(other['earliest_expiry']) .. '|' .. text(other['value_sar']) .. '|' ..
                          table.concat(keys_of(other['lots']), ','))
     end
+  end
+  if zone then
+    table.insert(kept, 'z')
+    table.insert(kept, tostring(zone))
   end
   local ttl = redis.call('PTTL', KEYS[1])
   redis.call('DEL', KEYS[1])
@@ -479,15 +522,16 @@ class Record:
         short = self.short or {}
         reminder = {"reminder_id": self.reminder_id, "merchant_id": self.merchant_id,
                     "customer_id": self.customer_id, "stage_days": self.stage,
-                    "points_expiring": int(short.get("p") or 0), "earliest_expiry": short.get("x"),
+                    "points_expiring": int(short.get("p") or 0), "earliest_expiry": _expiry(short.get("x"), short),
                     "language": short.get("lg"), "value_sar": _number(short.get("v")), "lots": _keys(short.get("l")),
                     "generated_at": datetime.fromtimestamp(round(self.created_at, 6), timezone.utc).isoformat()}
-        if "o" in short:  # stages due at once, in one message: each with its own figures
+        others = int(short["o"]) if "o" in short else sum(1 for name in short if name.startswith("o:"))
+        if "o" in short or others:  # stages due at once, in one message: each with its own figures
             reminder["other_stages"] = []
-            for n in range(1, int(short["o"]) + 1):
+            for n in range(1, others + 1):
                 stage, points, expiry, value, keys = short.get(f"o:{n}", "||||").split("|", 4)
                 reminder["other_stages"].append({"stage_days": int(stage or 0), "points_expiring": int(points or 0),
-                                                 "earliest_expiry": expiry or None, "value_sar": _number(value),
+                                                 "earliest_expiry": _expiry(expiry, short), "value_sar": _number(value),
                                                  "lots": _keys(keys)})
         return reminder
 
@@ -500,6 +544,13 @@ class Record:
                 "sent_at": self.sent_at,
                 "channels": self.channels, "statuses": self.statuses or {}, "points_expiring": reminder.get("points_expiring"),
                 "lots": len(reminder.get("lots", []))}
+
+
+def _expiry(text: str | None, short: dict) -> str | None:
+    """A sent record's expiry: unix seconds in its zone offset `z` (_SETTLE), or the ISO text."""
+    if text and text.isdigit() and "z" in short:
+        return datetime.fromtimestamp(int(text), timezone(timedelta(seconds=int(short["z"])))).isoformat()
+    return text or None
 
 
 def _number(text: str | None) -> float | None:
@@ -642,7 +693,9 @@ class Ledger:
         return Record(reminder_id=reminder_id, merchant_id=int(merchant_id),
                       customer_id=int(raw["customer_id"]), stage=int(raw["stage"]), state=raw["state"],
                       attempts=int(raw.get("attempts", 0)), last_error=raw.get("last_error", ""),
-                      created_at=float(raw.get("created_at", 0)), updated_at=float(raw.get("updated_at", 0)),
+                      created_at=float(raw.get("created_at", 0)),
+                      # a record settled as it was sent keeps no `updated_at` of its own (_SETTLE)
+                      updated_at=float(raw.get("updated_at") or raw.get("sent_at") or 0),
                       sent_at=float(raw["sent_at"]) if raw.get("sent_at") else None,
                       channels={k[3:]: v for k, v in raw.items() if k.startswith("ch:")}, body=raw.get("body", ""),
                       short={name: value for name, value in raw.items() if name in SHORT_FIELDS or name.startswith("o:")},

@@ -8,6 +8,8 @@ notifications flag, so they write the other fields only, and an order event hand
 same moment as a `customer.updated` that opts out can never write the old flag back. The same
 goes for the language. `unsubscribed_at` is set by the unsubscribe link (service/domain/unsubscribe.py)
 and by nothing Salla sends: once there, the customer counts as opted out whatever Salla's flag says.
+The customer's last read is kept in the same hash, as fields named `L...` (service/state/last_read.py);
+the profile's own fields are lower case, and a hash holding only those counts as no profile.
 
 Each field is written in event-time order: every field has the time of the event that wrote
 it (the envelope's created_at; a backfill listing's own time), and an older event never
@@ -49,8 +51,13 @@ local n = tonumber(ARGV[3])
 local w = tonumber(ARGV[4 + 2 * n])
 local digests = {}
 for i = 5 + 2 * n, #ARGV do digests[#digests + 1] = ARGV[i] end
-if redis.call('EXISTS', KEYS[1]) == 0 and #digests > 0 then
-  -- Created again (forgotten, expired, erased): the suppression entries speak first, at their time.
+-- No field of the profile's own (the `L` fields are the last read's, service/state/last_read.py):
+-- created again (forgotten, expired, erased), the suppression entries speak first, at their time.
+local fresh = true
+for _, name in ipairs(redis.call('HKEYS', KEYS[1])) do
+  if string.sub(name, 1, 1) ~= 'L' then fresh = false break end
+end
+if fresh and #digests > 0 then
   local values = redis.call('HMGET', KEYS[2], unpack(digests))
   for i = 1, #digests do
     local v = values[i]

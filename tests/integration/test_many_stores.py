@@ -179,7 +179,7 @@ def test_uninstall_erases_the_stores_data_and_keeps_only_its_counters(web, worke
     due = DueSet(store, "lpr:")
     due.schedule([(time.time() + 3600, DueEntry(A, c, 7, "0" * 12)) for c in (3001, 3002)])  # held reminders
     before = set(store.scan_iter(match=keys.pattern))
-    assert {keys.profile(1001), keys.lots(1001), keys.marks(1001), keys.tokens} <= before
+    assert {keys.profile(1001), keys.marks(1001), keys.tokens} <= before  # the lots in the profile
     body = sample("app.uninstalled.json")
     body["merchant"], body["created_at"] = A, "2026-11-26 10:00:00"  # after authorize()'s
     assert signed_post(web, body).json() == {"status": "uninstalled"}

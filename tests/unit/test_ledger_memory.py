@@ -188,8 +188,13 @@ def test_a_reminder_naming_several_stages_keeps_each_stage_short_and_comes_back_
     assert rt.store.hgetall(k.stats) == {"7:reminders_sent": "1", "7:points_reminded": "90",
                                          "30:reminders_sent": "1", "30:points_reminded": "90"}
     raw = rt.store.hgetall(k.reminder(reminder["reminder_id"]))
-    assert "body" not in raw and raw["o"] == "1" and raw["o:1"].startswith("30|90|")
+    assert "body" not in raw and "o" not in raw and raw["o:1"].startswith("30|90|")
+    # The expiries as unix seconds in the zone offset `z`; settled in the attempt that sent it,
+    # the record's `updated_at` is its `sent_at`.
+    assert raw["x"] == str(int(lots[0].expires_at.timestamp())) and raw["z"] == "10800"
+    assert raw["o:1"].split("|")[2] == str(int(lots[1].expires_at.timestamp())) and "updated_at" not in raw
     record = rt.ledger.get(M, reminder["reminder_id"])
+    assert record.updated_at == record.sent_at == NOW.timestamp()
     assert full_reminder(record, customer, lots) == json.loads(json.dumps(reminder, ensure_ascii=False))
     # Dropped later (a late failure made it a dead letter): every stage's lots get drop marks.
     rt.store.hset(k.reminder(reminder["reminder_id"]), mapping={"state": "dead", "ch:log": "failed:x: late"})
@@ -212,3 +217,56 @@ def test_a_stage_time_in_the_marks_is_whole_seconds_rounded_up():
         "stage:7": str(int(NOW.timestamp()) + 1), "stage:30": str(int(NOW.timestamp()) + 1)}
     rt.store.hset(rt.keys.store(M).marks(C), "stage:7", "1796494471.609498")  # the previous form
     assert rt.ledger.marks(M, C).stage_times[7] == 1796494471.609498
+
+
+def test_a_sent_records_expiries_come_back_as_the_iso_text_they_were_whatever_the_date_and_zone():
+    """Issue 18 goal 1: _SETTLE turns an expiry of the usual ISO form into unix seconds in Lua (a
+    civil-date calculation); it must give back the text exactly: leap days, year ends, offsets
+    east and west of UTC. Text of another form (fractions of a second, a second zone) stays text."""
+    from service.state.ledger import Ledger, full_reminder
+
+    rt = runtime()
+    ledger: Ledger = rt.ledger
+    k = rt.keys.store(M)
+    cases = [("2028-02-29T23:59:59+03:00", "2028-03-01T00:00:00-05:00"),
+             ("2026-12-31T23:00:00+00:00", "2027-01-01T00:30:00+00:00"),
+             ("2100-03-01T05:06:07+05:30", "1999-12-31T12:00:00+05:30"),
+             ("2026-12-08T23:37:47.250000+03:00", "2026-12-25T23:37:47+04:00"),
+             ("2026-12-08T23:37:47+03:00", "2026-12-25T23:37:47+04:00")]
+    for n, (expiry, other) in enumerate(cases):
+        rid = f"{n:032x}"
+        body = {"reminder_id": rid, "merchant_id": M, "customer_id": C, "stage_days": 7, "points_expiring": 90,
+                "earliest_expiry": expiry, "language": "ar", "value_sar": None, "lots": [{"key": "lot0003"}],
+                "other_stages": [{"stage_days": 30, "points_expiring": 5, "earliest_expiry": other,
+                                  "value_sar": 0.25, "lots": [{"key": "lot0020"}]}]}
+        rt.store.hset(k.reminder(rid), mapping={
+            "customer_id": C, "stage": 7, "state": "sending", "attempts": 1, "created_at": "1796494471.609498",
+            "updated_at": "1796494471.700", "sent_at": "1796494471.700", "ch:log": "sent",
+            "body": json.dumps(body)})
+        assert ledger.settle_sent(M, C, rid, 1796494480.5)  # a later attempt: its own updated_at
+        raw = rt.store.hgetall(k.reminder(rid))
+        assert "body" not in raw and raw["updated_at"] == "1796494480.500", raw
+        back = ledger.get(M, rid).reminder
+        assert back["earliest_expiry"] == expiry and back["other_stages"][0]["earliest_expiry"] == other, raw
+        assert back["other_stages"][0]["value_sar"] == 0.25 and ledger.get(M, rid).updated_at == 1796494480.5
+        assert raw["x"].isdigit() == ("." not in expiry)
+        assert full_reminder(ledger.get(M, rid), None, [])["other_stages"][0]["lots"] == [{"key": "lot0020"}]
+
+
+def test_a_sent_record_of_the_previous_short_form_still_reads():
+    """Records settled before the expiries became unix seconds: ISO text, `o` always, their
+    own `updated_at`."""
+    rt = runtime()
+    k = rt.keys.store(M)
+    rt.store.hset(k.reminder("b" * 32), mapping={
+        "customer_id": C, "stage": 7, "state": "sent", "attempts": 1, "created_at": "1796494471.609498",
+        "updated_at": "1796494472.000", "sent_at": "1796494471.700", "ch:log": "sent", "l": "lot0003", "p": "90",
+        "x": "2026-12-08T23:37:47+03:00", "lg": "ar", "o": "1", "o:1": "30|5|2026-12-25T23:37:47+03:00||lot0020"})
+    record = rt.ledger.get(M, "b" * 32)
+    assert record.updated_at == 1796494472.0
+    assert record.reminder["earliest_expiry"] == "2026-12-08T23:37:47+03:00"
+    assert record.reminder["other_stages"] == [{"stage_days": 30, "points_expiring": 5, "value_sar": None,
+                                                "earliest_expiry": "2026-12-25T23:37:47+03:00",
+                                                "lots": [{"key": "lot0020"}]}]
+    exported = personal_data.export(rt.store, rt.settings.redis_key_prefix, M, C)
+    assert exported["reminders"][0]["body"]["earliest_expiry"] == "2026-12-08T23:37:47+03:00"
