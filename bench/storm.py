@@ -1,7 +1,7 @@
 """Install storm: do event-driven reads keep their latency while 200 stores backfill at once?
 
     .venv/bin/python bench/storm.py [--stores 200] [--customers 60] [--rate 10] [--baseline-seconds 30]
-                                    [--latency-ms 50] [--debounce 0.2] [--max-stores 100]
+                                    [--latency-ms 50] [--debounce 0.2] [--max-stores 100] [--max-reads 4]
 
 Issue 18, goal 4. The Procfile's `intake` and `reads` workers and beat, the web app, a Redis of
 the benchmark's own, and the sandbox with `--stores` stores, each with its own tokens and its
@@ -18,7 +18,8 @@ customers to list and read, answering each request after `--latency-ms`.
    rate until every backfill is done.
 The sandbox runs in a process of its own (`python -m devkit.sandbox`), set up over its control API.
 It prints p50/p99 of both, the ratio of the p99s (goal: at most 2), how many backfills finished,
-the most stores backfilling at once (BACKFILL_MAX_STORES = `--max-stores`) and Salla's 429s.
+the most stores backfilling at once (BACKFILL_MAX_STORES = `--max-stores`), the most fleet-wide
+backfill read places taken at once (BACKFILL_MAX_READS = `--max-reads`) and Salla's 429s.
 `--debounce` is SYNC_DEBOUNCE_SECONDS: short by default, so that the figure is the queueing and
 not the 3 s wait for a burst that the default adds to both.
 """
@@ -131,6 +132,7 @@ def main(argv=None) -> int:
     parser.add_argument("--latency-ms", type=float, default=50, help="the sandbox's answer time")
     parser.add_argument("--debounce", default="0.2", help="SYNC_DEBOUNCE_SECONDS")
     parser.add_argument("--max-stores", default=None, help="BACKFILL_MAX_STORES (default: the setting's default)")
+    parser.add_argument("--max-reads", default=None, help="BACKFILL_MAX_READS (default: the setting's default)")
     parser.add_argument("--timeout", type=float, default=1800, help="longest the storm may take")
     args = parser.parse_args(argv)
     merchants = [FIRST_MERCHANT + n for n in range(args.stores)]
@@ -162,6 +164,8 @@ def main(argv=None) -> int:
                     "PYTHONPATH": str(ROOT)})
         if args.max_stores:
             env["BACKFILL_MAX_STORES"] = args.max_stores
+        if args.max_reads:
+            env["BACKFILL_MAX_READS"] = args.max_reads
         settings = Settings.from_env(env)
         # The Procfile's web (gunicorn) in a process of its own, as deployed.
         port = free_port()
@@ -176,7 +180,8 @@ def main(argv=None) -> int:
                 process.start(wait_seconds=90)
             print(f"{args.stores} stores of {args.customers} customers, each with Salla's budget; sandbox "
                   f"{args.latency_ms:.0f} ms; {args.rate:.0f} webhooks/s; SYNC_DEBOUNCE_SECONDS={args.debounce}; "
-                  f"BACKFILL_MAX_STORES={settings.backfill_max_stores}", flush=True)
+                  f"BACKFILL_MAX_STORES={settings.backfill_max_stores}; BACKFILL_MAX_READS={settings.backfill_max_reads}",
+                  flush=True)
             for merchant in merchants:
                 authorize(web.url, sandbox.url, merchant)
             deadline = time.monotonic() + 120
@@ -194,12 +199,13 @@ def main(argv=None) -> int:
             started = time.monotonic()
             for merchant in merchants:
                 requests.post(f"{web.url}/admin/stores/{merchant}/backfill", headers=ADMIN, timeout=10).raise_for_status()
-            most = 0
+            most = most_reads = 0
 
             def storm_over() -> bool:
-                nonlocal most
+                nonlocal most, most_reads
                 fleet = requests.get(f"{web.url}/admin/backfills", headers=ADMIN, timeout=10).json()
                 most = max(most, len(fleet["running"]))
+                most_reads = max(most_reads, client.zcount(keys.backfill_reads, f"({time.time():.6f}", "+inf"))
                 if time.monotonic() - started > args.timeout:
                     return True
                 return not fleet["running"] and not fleet["queued_total"]
@@ -226,6 +232,7 @@ def main(argv=None) -> int:
             ratio = storm_figures["p99_s"] / quiet_figures["p99_s"]
             result = {"stores": args.stores, "customers_per_store": args.customers, "rate_per_s": args.rate,
                       "backfill_max_stores": settings.backfill_max_stores, "most_backfilling_at_once": most,
+                      "backfill_max_reads": settings.backfill_max_reads, "most_backfill_reads_at_once": most_reads,
                       "no_storm": quiet_figures, "storm": storm_figures, "p99_ratio": round(ratio, 2),
                       "storm_seconds": round(storm_seconds, 1), "backfills_done": done,
                       "salla_requests": stats["requests"], "salla_429": stats["by_status"].get("429", 0)}

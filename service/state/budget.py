@@ -167,17 +167,25 @@ local busy = redis.call('ZCARD', inflight)
 if left == 0 then
   return {taken, '-1', busy, #reaped, covered}
 end
-local wait = math.max(slot_wait(plan, plan_limit, plan_window, waiting_need),
-                      slot_wait(cust, cust_limit, cust_window, waiting_need), blocked_until - now)
-if low == 0 then
-  -- only event-driven customers wait: the first of them may not be due yet (debounce, backoff)
-  local first = redis.call('ZRANGE', pending, 0, 0, 'WITHSCORES')
-  wait = math.max(wait, tonumber(first[2]) - now)
+local budget_wait = math.max(slot_wait(plan, plan_limit, plan_window, waiting_need),
+                             slot_wait(cust, cust_limit, cust_window, waiting_need), blocked_until - now)
+-- The next look is the sooner of what the event-driven customers and the backfill's wait for.
+local wait = nil
+local first = redis.call('ZRANGE', pending, 0, 0, 'WITHSCORES')
+if first[2] then
+  -- the first event-driven customer may not be due yet (debounce, backoff)
+  wait = math.max(budget_wait, tonumber(first[2]) - now)
+end
+if low > 0 then
+  -- Backfill customers waiting only for a place (the store's or the fleet's): a backfill read
+  -- that ends wakes the store (or the next in line), a late look is only the safety net. It
+  -- must never put off an event-driven customer's look (that one waited for it: seconds).
+  local backfill_wait = backfill_full and lease_base or budget_wait
+  wait = wait and math.min(wait, backfill_wait) or backfill_wait
 end
 if wait <= 0 then
-  -- due customers are waiting only for reads in flight: look again shortly. Backfill reads in
-  -- flight wake their store (or the next in line) as each finishes: a late look is the safety net.
-  if skipped > 0 then wait = 1 elseif backfill_full then wait = lease_base else wait = 0 end
+  -- due customers are waiting only for reads in flight: look again shortly
+  wait = (skipped > 0) and 1 or 0
 end
 return {taken, tostring(wait), left + busy, #reaped, covered}
 """
@@ -300,7 +308,7 @@ class Read:
     customer_id: int
     pages: int  # pages paid for
     lease: str  # the read's token: its lease deadline as dispatch wrote it
-    backfill: bool = False  # from the backfill's (or resync's) queue: published to the backfill queue
+    backfill: bool = False  # from the backfill's (or resync's) queue: it holds a fleet-wide place
 
 
 @dataclass(frozen=True)

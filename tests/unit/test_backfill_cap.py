@@ -373,3 +373,19 @@ def test_a_page_of_customers_takes_a_fleet_place_too(monkeypatch):
     rt.woken.clear()
     backfill.list_page(rt, 2)
     assert rt.budget.backfill_reads(rt.clock()) == 0 and rt.woken == [1]  # 1 waited meanwhile
+
+
+def test_a_store_whose_backfill_waits_for_a_place_still_reads_an_event_when_it_is_due():
+    """Issue 18 goal 4 (bench/storm.py: a tail of ~4 s while the median stayed): an event's
+    customer waits SYNC_DEBOUNCE_SECONDS before its read; the pump that comes before then must
+    look again at that moment, not at the backfill's safety-net look 30 s on, when the store's
+    backfill waits for a fleet-wide place (its wake-up only comes when a place frees)."""
+    rt = runtime()
+    k = rt.keys.store(7)
+    start(rt, 7)
+    rt.store.zadd(k.backfill_pending, {"100": 0})
+    now = rt.clock()
+    rt.budget.enqueue(7, 5, now + 0.2)  # debounced
+    first = rt.budget.dispatch(7, rt.limits(7), now, backfill_room=0)  # no place free fleet-wide
+    assert first.reads == [] and first.wait == pytest.approx(0.2)
+    assert rt.budget.dispatch(7, rt.limits(7), now + 0.2, backfill_room=0).reads[0].customer_id == 5
