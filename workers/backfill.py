@@ -98,7 +98,8 @@ def release(rt: Runtime, merchant_id: int) -> list[int]:
     pipe = rt.store.pipeline(transaction=False)
     pipe.zrem(rt.keys.backfill_running, merchant_id)
     pipe.zrem(rt.keys.backfill_queue, merchant_id)
-    freed, _ = pipe.execute()
+    pipe.zrem(rt.keys.backfill_starved, merchant_id)  # a gone store's wake-up would be lost on it
+    freed, _, _ = pipe.execute()
     return admit(rt, rt.clock()) if freed else []
 
 
@@ -300,6 +301,14 @@ def read_done(rt: Runtime, merchant_id: int, customer_id: int, outcome: str, rem
             _finish_if_empty(rt, merchant_id)  # the last read of the run ends it
     else:
         rt.registry.count(merchant_id, "resync_reads" if outcome == "read" else "resync_reads_failed")
+
+
+def read_put_back(rt: Runtime, merchant_id: int, customer_id: int) -> None:
+    """A read went back in line (a 429, a timeout, a longer history than paid for): if it held a
+    fleet-wide backfill place, the place goes on now, not when the read's lease runs out."""
+    woken = rt.budget.free_backfill(merchant_id, customer_id, rt.clock(), rt.settings.backfill_max_reads, more=False)
+    if woken is not None and rt.wake is not None:
+        rt.wake(woken)
 
 
 def count_covered(rt: Runtime, merchant_id: int, covered: int) -> None:

@@ -168,6 +168,8 @@ def sync_customer(rt: Runtime, merchant_id: int, customer_id: int, pages_paid: i
         result = _sync(rt, merchant_id, customer_id, pages_paid, send_reminder, lease)
         if result.outcome in ("read", "dropped", "failed"):
             backfill.read_done(rt, merchant_id, customer_id, result.outcome, len(result.reminders))
+        elif result.outcome == "requeued":
+            backfill.read_put_back(rt, merchant_id, customer_id)
         return result
     except redis.RedisError:
         raise  # the task retries it: our state is in Redis and nothing could be recorded

@@ -389,3 +389,22 @@ def test_a_store_whose_backfill_waits_for_a_place_still_reads_an_event_when_it_i
     first = rt.budget.dispatch(7, rt.limits(7), now, backfill_room=0)  # no place free fleet-wide
     assert first.reads == [] and first.wait == pytest.approx(0.2)
     assert rt.budget.dispatch(7, rt.limits(7), now + 0.2, backfill_room=0).reads[0].customer_id == 5
+
+
+def test_a_backfill_read_put_back_passes_its_place_on_at_once(monkeypatch):
+    """Issue 18 goal 4: a backfill read that went back in line (429, timeout) frees its fleet-wide
+    place then, not when its lease runs out 45 s later, and a store in line is woken; an uninstalled
+    store leaves the line (its wake-up would be lost on it)."""
+    monkeypatch.setattr("workers.sync.usable", lambda registry, merchant: True)
+    rt = runtime(max_stores=10, max_reads=1)
+    backfilling(rt, [1, 2, 3])
+    handed = []
+    for merchant in (1, 2, 3):
+        pump(rt, merchant, handed)
+    assert len(handed) == 1 and rt.store.zrange(rt.keys.backfill_starved, 0, -1) == ["2", "3"]
+    rt.registry.set_state(2, UNINSTALLED)
+    lifecycle.forget_store(rt, 2)
+    m, c, lease = handed.pop()
+    rt.budget.retry_later(m, c, rt.clock() + 5, lease=lease)
+    backfill.read_put_back(rt, m, c)
+    assert rt.budget.backfill_reads(rt.clock()) == 0 and rt.woken == [3]
