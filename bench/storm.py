@@ -225,6 +225,26 @@ def main(argv=None) -> int:
             for merchant in merchants:
                 view = requests.get(f"{web.url}/admin/stores/{merchant}/backfill", headers=ADMIN, timeout=10).json()
                 states[merchant] = view["backfill"]
+            # Where the tail is: the slowest 1 % of the storm's events, by what their store was doing
+            # when the webhook came (queued for a slot, backfilling, done) and when in the storm.
+            read_at = latencies(client, keys, storm, 5)
+            timed = sorted(((lat, key) for lat, key in zip(read_at, storm)), reverse=True)
+            tail = timed[:max(1, len(timed) // 100)]
+
+            def phase(merchant: int, at: float) -> str:
+                view = states[merchant]
+                if view.get("started_at") and at < view["started_at"]:
+                    return "queued"
+                if view.get("finished_at") and at >= view["finished_at"]:
+                    return "done"
+                return "backfilling"
+            by_phase: dict[str, int] = {}
+            for _, (merchant, customer) in tail:
+                name = phase(merchant, storm[(merchant, customer)])
+                by_phase[name] = by_phase.get(name, 0) + 1
+            print(f"  slowest {len(tail)} storm events (from {tail[-1][0]:.3f}s): by their store's phase "
+                  f"{json.dumps(by_phase)}; at storm seconds "
+                  f"{sorted(round(storm[key] - wall_start) for _, key in tail)}", flush=True)
             # An event-driven read of a customer the backfill had not listed yet covers them too.
             done = sum(v["state"] == "done" and v["reads_failed"] == 0
                        and v["customers_read"] + v["covered_by_events"] >= args.customers for v in states.values())
