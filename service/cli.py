@@ -26,7 +26,8 @@ command's help is its function's docstring below.
   send-test M --to ADDRESS [--channel X] [--lang ar|en]   send one sample reminder now
   statuses [M]                sent, delivered, read and failed by reason, per channel
   backfill M                  read every existing customer of the store (low priority, resumable)
-  backfill-status M           customers listed, read, reminders scheduled, time left at its budget
+  backfill-status [M]         customers listed, read, reminders scheduled, time left at its budget;
+                              without M: the stores backfilling and those queued (BACKFILL_MAX_STORES)
   export-customer M C         everything held about one customer, as JSON (PDPL)
   forget-customer M C         erase it (a tombstone that names nobody stays)
   subscribe-webhooks M        subscribe the store's events to PUBLIC_WEBHOOK_URL; list what is missing
@@ -171,8 +172,8 @@ def _parser() -> argparse.ArgumentParser:
     backfill = add("backfill")
     backfill.add_argument("merchant_id", type=int)
     backfill.add_argument("--watch", action="store_true", help="show its progress until it ends (Ctrl-C leaves it running)")
-    for name in ("backfill-status", "subscribe-webhooks"):
-        add(name).add_argument("merchant_id", type=int)
+    add("backfill-status").add_argument("merchant_id", type=int, nargs="?")
+    add("subscribe-webhooks").add_argument("merchant_id", type=int)
     for name in ("export-customer", "forget-customer"):
         one = add(name)
         one.add_argument("merchant_id", type=int)
@@ -563,13 +564,18 @@ CHANNEL_COMMANDS = {"set-channels": _set_channels, "channels": _channels, "templ
 
 
 def _backfill(args, settings, store, registry):
-    """Read every existing customer of the store (low priority, resumable); --watch shows its progress."""
+    """Read every existing customer of the store (low priority, resumable); --watch shows its progress.
+
+At most BACKFILL_MAX_STORES stores backfill at once: past that, the store waits queued for a slot,
+in install order (backfill-status shows its place)."""
     from service.config.celery_config import PUMP_TASK
     from service.clients.queue import EventQueue, QueueUnavailable
-    started = start_backfill(registry, args.merchant_id, time.time())
-    note = "started" if started.get("started") == "1" else "already running"
+    started = start_backfill(registry, args.merchant_id, time.time(), settings.backfill_max_stores)
+    note = ("started" if started.get("state") == "running" else "queued for a slot") \
+        if started.get("started") == "1" else f"already {started.get('state')}"
     try:
-        EventQueue(settings).publish(PUMP_TASK, [args.merchant_id])
+        if started.get("state") == "running":  # a queued store is pumped when it gets its slot
+            EventQueue(settings).publish(PUMP_TASK, [args.merchant_id, True])
     except QueueUnavailable:
         note += " (the broker did not answer: beat's pump-backlog starts it within 15 s)"
     if args.watch:
@@ -579,7 +585,7 @@ def _backfill(args, settings, store, registry):
 
 
 def _watch(settings, registry, merchant_id, shown: bool, every: float = 2.0) -> None:
-    """Customers read out of customers listed, until the run is no longer running (Ctrl-C stops
+    """Customers read out of customers listed, while the run waits for a slot or runs (Ctrl-C stops
     watching, not the backfill)."""
     with progress_bar("customers read", None, shown) as bar:
         try:
@@ -587,7 +593,7 @@ def _watch(settings, registry, merchant_id, shown: bool, every: float = 2.0) -> 
                 now = _progress(settings, registry, merchant_id)
                 bar.update(now.get("customers_read", 0) + now.get("covered_by_events", 0),
                            now.get("customers_listed") or None)
-                if now.get("state") != "running":  # done, failed or never: nothing more to watch
+                if now.get("state") not in ("running", "queued"):  # done, failed or never: nothing more to watch
                     return
                 time.sleep(every)
         except KeyboardInterrupt:
@@ -600,7 +606,13 @@ def _progress(settings, registry, merchant_id):
 
 
 def _backfill_status(args, settings, store, registry):
-    """Customers listed, read, reminders scheduled, time left at the store's budget."""
+    """Customers listed, read, reminders scheduled, time left at the store's budget; without M, the queue.
+
+Without M: the stores backfilling now and those queued for a slot (BACKFILL_MAX_STORES), in the
+order they will start."""
+    if args.merchant_id is None:
+        from service.ops import backfill
+        return backfill.fleet(registry.redis, registry.keys, settings)
     return {"merchant_id": args.merchant_id, "backfill": _progress(settings, registry, args.merchant_id)}
 
 

@@ -19,6 +19,26 @@ Priority: the dispatch script (service/state/budget.py) serves due event-driven 
 gives the backfill only what budget they leave; a page of customers is listed only while no
 event-driven customer is due. A customer an event-driven read already holds is not read again
 by the backfill ("covered").
+
+Install storms: at most BACKFILL_MAX_STORES stores backfill at once, fleet-wide, each with one
+slot (`{backfill}:running`, scored by the slot's lease); the others wait `queued` in install
+order (`{backfill}:queue`) and show their place in `backfill-status` (service/ops/backfill.py:
+start, fleet, progress and the slots' Lua, plain Redis). `admit` hands free slots to the first
+stores queued, one each, and pumps them at once (`Runtime.wake`). A slot frees when
+the run is done, fails or the store uninstalls (`release`), or when nobody renewed its lease for
+SLOT_LEASE_SECONDS: every pump of the store renews it (`want_page`), and beat pumps a running
+store every 15 s, so only a store nobody pumps (every worker dead, a store that cannot be read)
+loses its slot; it waits at the back of the queue, its progress kept. Beat's pump-backlog runs
+`admit` every tick, so no slot outlives its lease.
+
+Reads: however many stores backfill, at most BACKFILL_MAX_READS backfill (and resync) reads are
+in flight fleet-wide, each store at most Budget.BACKFILL_IN_FLIGHT. A pump reserves places before
+its dispatch (`{backfill}:reads`, service/state/budget.py), so a backfill read is handed out, and
+its Salla budget spent, only when it can go into the reads queue with no more than that many
+backfill reads ahead of it: it runs at once, and an event-driven read never waits behind a
+storm's. A store that finds no place waits in `{backfill}:starved`; each read that ends
+(`read_done`) passes its place to the first store there, the finishing store going to the back
+when it has more: places go round the stores in turn.
 """
 from __future__ import annotations
 
@@ -30,7 +50,8 @@ from service.ops.personal_data import keep_recorded_opt_outs
 from service.ops.runtime import Runtime
 from service.clients.salla_client import SallaForbidden, SallaPermanentError, SallaTransientError, SallaUnauthorized
 from service.clients.salla_refusals import BLOCKED, FORBIDDEN_HOLD_SECONDS, forbidden_reason
-from service.ops.backfill import DONE, FAILED, RUNNING, _text, start, state  # noqa: F401  (start: for the tasks)
+# start, progress, fleet and the slots' plain-Redis part (what the web and CLI call) live there
+from service.ops.backfill import DONE, FAILED, QUEUED, RUNNING, SLOT_LEASE_SECONDS, _admit, _text, state
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +72,49 @@ return added
 """
 
 
+def admit(rt: Runtime, now: float) -> list[int]:
+    """Beat's tick and every freed slot: leases that ran out go back in line, free slots go to
+    the first stores queued, and each admitted store is pumped now. A store that cannot be read
+    is failed at once (its slot goes on to the next). Returns the stores that began."""
+    began = []
+    for _ in range(10):
+        admitted = _admit(rt.store, rt.keys, now, rt.settings.backfill_max_stores)
+        unusable = [m for m in admitted if not usable(rt.registry, m)]
+        for merchant_id in unusable:
+            _end(rt, merchant_id, FAILED, "the store is not authorized (uninstalled or needs re-authorization)")
+        began += [m for m in admitted if m not in unusable]
+        if not unusable:
+            break
+        rt.store.zrem(rt.keys.backfill_running, *unusable)  # their slots go on to the next stores
+    for merchant_id in began:
+        if rt.wake is not None:
+            rt.wake(merchant_id)
+    return began
+
+
+def release(rt: Runtime, merchant_id: int) -> list[int]:
+    """The store's run is over (or the store is gone): its slot, or its place in the queue, goes
+    to the next store. Returns the stores that began."""
+    pipe = rt.store.pipeline(transaction=False)
+    pipe.zrem(rt.keys.backfill_running, merchant_id)
+    pipe.zrem(rt.keys.backfill_queue, merchant_id)
+    pipe.zrem(rt.keys.backfill_starved, merchant_id)  # a gone store's wake-up would be lost on it
+    freed, _, _ = pipe.execute()
+    return admit(rt, rt.clock()) if freed else []
+
+
+def _holds_slot(rt: Runtime, merchant_id: int) -> bool:
+    """Renew the store's slot; False when it has none (its lease ran out): it waits in line again."""
+    pipe = rt.store.pipeline(transaction=False)
+    pipe.zadd(rt.keys.backfill_running, {str(merchant_id): rt.clock() + SLOT_LEASE_SECONDS}, xx=True)
+    pipe.zscore(rt.keys.backfill_running, merchant_id)
+    if pipe.execute()[1] is not None:
+        return True
+    rt.store.hset(rt.keys.store(merchant_id).backfill, "state", QUEUED)
+    began = _admit(rt.store, rt.keys, rt.clock(), rt.settings.backfill_max_stores, merchant_id)
+    return merchant_id in began
+
+
 def low_water(rt: Runtime) -> int:
     return 2 * rt.settings.salla_page_size
 
@@ -59,7 +123,7 @@ def want_page(rt: Runtime, merchant_id: int) -> bool:
     """Is it time to list the next page? Takes the listing lock when it is."""
     k = rt.keys.store(merchant_id)
     current = state(rt.store, rt.keys, merchant_id)
-    if current.get("state") != RUNNING:
+    if current.get("state") != RUNNING or not _holds_slot(rt, merchant_id):
         return False
     if current.get("listing_done") == "1":
         _finish_if_empty(rt, merchant_id)
@@ -67,7 +131,13 @@ def want_page(rt: Runtime, merchant_id: int) -> bool:
     rt.store.sadd(rt.keys.backlog, merchant_id)  # still listing: keep the store in beat's view
     if rt.store.zcard(k.backfill_pending) >= low_water(rt):
         return False
-    return bool(rt.store.set(k.backfill_listing, "1", nx=True, ex=LISTING_LOCK_SECONDS))
+    if not rt.store.set(k.backfill_listing, "1", nx=True, ex=LISTING_LOCK_SECONDS):
+        return False
+    # A page is a Salla request in a reads process too: it takes a fleet-wide place, like a read.
+    if rt.budget.reserve_listing(merchant_id, rt.clock(), rt.settings.backfill_max_reads, LISTING_LOCK_SECONDS):
+        return True
+    rt.store.delete(k.backfill_listing)  # no place: the store waits in line; a freed place wakes it
+    return False
 
 
 def list_page(rt: Runtime, merchant_id: int) -> str:
@@ -77,6 +147,9 @@ def list_page(rt: Runtime, merchant_id: int) -> str:
         return _list_page(rt, merchant_id)
     finally:
         rt.store.delete(k.backfill_listing)
+        woken = rt.budget.free_listing(merchant_id, rt.clock(), rt.settings.backfill_max_reads)
+        if woken is not None and rt.wake is not None:
+            rt.wake(woken)
 
 
 def _list_page(rt: Runtime, merchant_id: int) -> str:
@@ -163,12 +236,25 @@ def _list_page(rt: Runtime, merchant_id: int) -> str:
 
 
 def _fail(rt: Runtime, merchant_id: int, reason: str) -> str:
-    k = rt.keys.store(merchant_id)
-    rt.store.hset(k.backfill, mapping={"state": FAILED, "error": reason[:300], "finished_at": f"{rt.clock():.0f}"})
-    rt.store.delete(k.backfill_seen)  # who was listed matters only while the run goes
-    rt.registry.count(merchant_id, "backfills_failed")
-    log.error("merchant=%s: backfill stopped: %s", merchant_id, reason)
+    _end(rt, merchant_id, FAILED, reason)
+    release(rt, merchant_id)
     return "failed"
+
+
+def _end(rt: Runtime, merchant_id: int, outcome: str, reason: str = "") -> None:
+    """The run is over (its slot is the caller's to release)."""
+    k = rt.keys.store(merchant_id)
+    pipe = rt.store.pipeline()
+    pipe.hset(k.backfill, mapping={"state": outcome, "finished_at": f"{rt.clock():.0f}"})
+    if reason:
+        pipe.hset(k.backfill, "error", reason[:300])
+    pipe.delete(k.backfill_seen)  # every store's customer ids, needed only while the run goes
+    pipe.execute()
+    if outcome == FAILED:
+        rt.registry.count(merchant_id, "backfills_failed")
+        log.error("merchant=%s: backfill stopped: %s", merchant_id, reason)
+    else:
+        log.info("merchant=%s: backfill done", merchant_id)
 
 
 def _finish_if_empty(rt: Runtime, merchant_id: int) -> None:
@@ -176,11 +262,8 @@ def _finish_if_empty(rt: Runtime, merchant_id: int) -> None:
     if rt.store.zcard(k.backfill_pending) or rt.store.scard(k.backfill_reading):
         return
     if rt.store.hget(k.backfill, "state") in (RUNNING, RUNNING.encode()):
-        pipe = rt.store.pipeline()
-        pipe.hset(k.backfill, mapping={"state": DONE, "finished_at": f"{rt.clock():.0f}"})
-        pipe.delete(k.backfill_seen)  # every store's customer ids, needed only while the run goes
-        pipe.execute()
-        log.info("merchant=%s: backfill done", merchant_id)
+        _end(rt, merchant_id, DONE)
+        release(rt, merchant_id)
 
 
 def read_done(rt: Runtime, merchant_id: int, customer_id: int, outcome: str, reminders: int) -> None:
@@ -193,7 +276,8 @@ def read_done(rt: Runtime, merchant_id: int, customer_id: int, outcome: str, rem
     pipe.sismember(k.backfill_seen, customer_id)
     pipe.srem(k.backfill_reading, customer_id)
     pipe.hget(k.backfill, "state")
-    of_this_run, handed_out_by_backfill, backfill_state = pipe.execute()
+    pipe.zcard(k.backfill_pending)
+    of_this_run, handed_out_by_backfill, backfill_state, waiting = pipe.execute()
     if not handed_out_by_backfill:
         # An event-driven read. While a backfill runs, the customer counts as covered: not
         # listed again, or taken out of the backfill's queue if already listed (read once).
@@ -201,6 +285,12 @@ def read_done(rt: Runtime, merchant_id: int, customer_id: int, outcome: str, rem
             if rt.store.sadd(k.backfill_seen, customer_id) or rt.store.zrem(k.backfill_pending, customer_id):
                 rt.store.hincrby(k.backfill, "covered", 1)
         return
+    # Its fleet-wide place (BACKFILL_MAX_READS) goes to the first store in line for one; this
+    # store, if it has more waiting, to the back of that line: places pass from store to store.
+    woken = rt.budget.free_backfill(merchant_id, customer_id, rt.clock(), rt.settings.backfill_max_reads,
+                                    more=bool(waiting))
+    if woken is not None and rt.wake is not None:
+        rt.wake(woken)
     if of_this_run:
         pipe = rt.store.pipeline()
         pipe.hincrby(k.backfill, "read" if outcome == "read" else "failed", 1)
@@ -211,6 +301,14 @@ def read_done(rt: Runtime, merchant_id: int, customer_id: int, outcome: str, rem
             _finish_if_empty(rt, merchant_id)  # the last read of the run ends it
     else:
         rt.registry.count(merchant_id, "resync_reads" if outcome == "read" else "resync_reads_failed")
+
+
+def read_put_back(rt: Runtime, merchant_id: int, customer_id: int) -> None:
+    """A read went back in line (a 429, a timeout, a longer history than paid for): if it held a
+    fleet-wide backfill place, the place goes on now, not when the read's lease runs out."""
+    woken = rt.budget.free_backfill(merchant_id, customer_id, rt.clock(), rt.settings.backfill_max_reads, more=False)
+    if woken is not None and rt.wake is not None:
+        rt.wake(woken)
 
 
 def count_covered(rt: Runtime, merchant_id: int, covered: int) -> None:

@@ -17,6 +17,7 @@ from service.state.stores import UNINSTALLED
 from service.state.tokens import token_lock
 from service.ops.personal_data import keep_opt_outs
 from service.ops.runtime import Runtime
+from workers import backfill
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +44,7 @@ def forget_store(rt: Runtime, merchant_id: int, uninstalled_at: float | None = N
         dropped["keys_erased"] = len(doomed)
         rt.registry.note_erased(merchant_id, state.get("since", ""))  # beat's erase_uninstalled looks no more
     rt.store.srem(rt.keys.backlog, merchant_id)
+    backfill.release(rt, merchant_id)  # its backfill slot (or place in line) goes to the next store
     for name, amount in dropped.items():
         rt.registry.count(merchant_id, name, amount)
     log.info("merchant=%s uninstalled: its data is erased %s", merchant_id, dropped)

@@ -120,7 +120,20 @@ def pump(rt: Runtime, merchant_id: int, send_sync, schedule_pump, list_page=None
     """Hand out as many reads as the budget allows now; schedule the next look. Returns how many."""
     if not usable(rt.registry, merchant_id):
         return 0
-    dispatch = rt.budget.dispatch(merchant_id, rt.limits(merchant_id), rt.clock())
+    # Backfill reads take a fleet-wide place first (BACKFILL_MAX_READS): however many stores
+    # backfill, the reads queue holds only that many of them ahead of an event-driven read, and
+    # each runs as soon as it is handed out, when its budget is spent.
+    now, most = rt.clock(), rt.settings.backfill_max_reads
+    places = rt.budget.reserve_backfill(merchant_id, now, most)
+    dispatch = None
+    try:
+        dispatch = rt.budget.dispatch(merchant_id, rt.limits(merchant_id), now, backfill_room=len(places))
+    finally:
+        if places:  # used ones become the reads' places; the others are free for the next store
+            handed = [read for read in dispatch.reads if read.backfill] if dispatch is not None else []
+            woken = rt.budget.settle_backfill(merchant_id, places, handed, rt.clock(), most)
+            if woken is not None and woken != merchant_id and rt.wake is not None:
+                rt.wake(woken)
     backfill.count_covered(rt, merchant_id, dispatch.covered)
     if dispatch.reaped:
         rt.registry.count(merchant_id, "reads_recovered", dispatch.reaped)
@@ -155,6 +168,8 @@ def sync_customer(rt: Runtime, merchant_id: int, customer_id: int, pages_paid: i
         result = _sync(rt, merchant_id, customer_id, pages_paid, send_reminder, lease)
         if result.outcome in ("read", "dropped", "failed"):
             backfill.read_done(rt, merchant_id, customer_id, result.outcome, len(result.reminders))
+        elif result.outcome == "requeued":
+            backfill.read_put_back(rt, merchant_id, customer_id)
         return result
     except redis.RedisError:
         raise  # the task retries it: our state is in Redis and nothing could be recorded

@@ -21,13 +21,13 @@ import redis
 from celery import shared_task
 
 from service.config.celery_config import (BACKFILL_LIST_TASK, DELIVER_TASK, DRAIN_TASK, ERASE_UNINSTALLED_TASK,
-                                   FORGET_STORE_TASK, HANDLE_EVENT_TASK,
-                                   HEARTBEAT_TASK, PUMP_BACKLOG_TASK, PUMP_TASK, RECOVER_INTAKE_TASK, RESYNC_TASK,
-                                   STORE_AUTHORIZED_TASK, SWEEP_TASK, SYNC_TASK)
+                                          FORGET_STORE_TASK, HANDLE_EVENT_TASK, HEARTBEAT_TASK, PUMP_BACKLOG_TASK,
+                                          PUMP_TASK, RECOVER_INTAKE_TASK, RESYNC_TASK, STORE_AUTHORIZED_TASK, SWEEP_TASK, SYNC_TASK)
 from workers import app_settings, backfill, delivery, lifecycle, reminding, sync
 from workers.backoff import MAX_TASK_COUNTDOWN_SECONDS
 from service.config.logs import correlation_id
-from service.ops.runtime import runtime
+from service.ops import backfill as backfill_runs  # start: the plain-Redis part the web and CLI call too
+from service.ops.runtime import runtime, wake_with
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +57,16 @@ def _schedule_pump(merchant_id: int, wait: float) -> None:
     countdown = min(max(wait, 0.05), MAX_TASK_COUNTDOWN_SECONDS)
     if rt.budget.claim_pump(merchant_id, rt.clock() + countdown, countdown + 5):
         pump_store.apply_async(args=[merchant_id], countdown=countdown)
+
+
+def pump_soon(merchant_id: int) -> None:
+    """Runtime.wake: a store given a backfill slot, or next in line for a fleet-wide backfill
+    read (BACKFILL_MAX_READS) that just finished. A wake-up, not the store's scheduled pump:
+    it leaves the pump flag alone (pump_store's `woken`)."""
+    pump_store.apply_async(args=[merchant_id, True])
+
+
+wake_with(pump_soon)  # every runtime built in a worker from now on: Runtime.wake
 
 
 def _list_page(merchant_id: int) -> None:
@@ -129,9 +139,10 @@ def recover_intake() -> int:
 
 
 @shared_task(name=PUMP_TASK, acks_late=True, ignore_result=True, **REDIS_RETRY)
-def pump_store(merchant_id: int) -> int:
+def pump_store(merchant_id: int, woken: bool = False) -> int:
     rt = runtime()
-    rt.budget.pump_started(merchant_id)
+    if not woken:  # a wake-up (pump_soon) was not scheduled through the store's pump flag:
+        rt.budget.pump_started(merchant_id)  # it must not free the flag of the pump that was
     return _pump(rt, merchant_id)
 
 
@@ -141,6 +152,7 @@ def pump_backlog() -> int:
     lease is reaped here), whatever became of its own pump."""
     rt = runtime()
     total = 0
+    backfill.admit(rt, rt.clock())  # backfill slots whose lease ran out go to the stores queued
     for merchant_id in rt.budget.backlog():
         try:
             total += _pump(rt, merchant_id)
@@ -209,8 +221,10 @@ def store_authorized(message: dict) -> dict:
         return {"settings": settings_outcome}
     if not rt.settings.backfill_on_authorize:  # BACKFILL_ON_AUTHORIZE=off: operators start it
         return {"settings": settings_outcome, "backfill": "off"}
-    started = backfill.start(rt.store, rt.keys, merchant_id, rt.clock(), "app.store.authorize")
-    _schedule_pump(merchant_id, 0.05)
+    started = backfill_runs.start(rt.store, rt.keys, merchant_id, rt.clock(), "app.store.authorize",
+                                  rt.settings.backfill_max_stores)
+    if started.get("state") == backfill_runs.RUNNING:  # a store queued for a slot is pumped when it gets one
+        pump_soon(merchant_id)
     return {"settings": settings_outcome, "backfill": started.get("state")}
 
 

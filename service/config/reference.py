@@ -139,6 +139,8 @@ EXPLAINED: dict[str, str] = {
     "DATA_RETENTION_DAYS": "Personal data of a customer not seen for this many days expires (PDPL).",
     "PUBLIC_WEBHOOK_URL": "Where Salla sends a store's events (`subscribe-webhooks`).",
     "BACKFILL_ON_AUTHORIZE": "on or off: read a store's existing customers after app.store.authorize.",
+    "BACKFILL_MAX_STORES": "Stores backfilling at once, fleet-wide (1..100000); the others wait in install order, shown by `backfill-status`.",
+    "BACKFILL_MAX_READS": "Backfill reads in flight at once, fleet-wide (1..10000): about half the reads workers' processes, so event-driven reads always find one free.",
     "DUE_SET_SHARDS": "Shards of the due set (1..1024); after a change run `reshard-due-set --from OLD`.",
     "HOLDOUT_PERCENT": "Share of a store's customers (0-50) who get no reminder, to measure what reminders cause; a store may set its own.",
     "SALLA_INTROSPECT_URL": "Salla's Token Introspect: verifies the token of the app's page in the merchant's dashboard.",

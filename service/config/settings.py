@@ -139,6 +139,11 @@ class Settings:
     data_retention_days: int = 400
     public_webhook_url: str = ""
     backfill_on_authorize: bool = True
+    # Stores backfilling at once, fleet-wide; the others wait in install order (service/ops/backfill.py).
+    backfill_max_stores: int = 100
+    # Backfill reads in flight at once, fleet-wide (service/state/budget.py): the rest of the reads
+    # workers' processes stay free for event-driven reads.
+    backfill_max_reads: int = 4
     # Shards of the due set, by merchant id (service/state/due_set.py); see README "Redis Cluster".
     due_set_shards: int = 1
     # Stores' channel addresses may be loopback or private (service/domain/public_address.py): local
@@ -256,6 +261,14 @@ class Settings:
             data_retention_days=env.int("DATA_RETENTION_DAYS", 400, minimum=1, maximum=3650),
             public_webhook_url=env.url("PUBLIC_WEBHOOK_URL", "", schemes=("https", "http")),
             backfill_on_authorize=env.choice("BACKFILL_ON_AUTHORIZE", "on", ("on", "off")) == "on",
+            # Each backfilling store asks its whole budget (0.83 reads/s at Salla's 500 per 10
+            # minutes): 100 of them are about 83 reads/s, one or two cores of reads
+            # (docs/CAPACITY.md), so an install storm queues instead of starving event reads.
+            backfill_max_stores=env.int("BACKFILL_MAX_STORES", 100, minimum=1, maximum=100_000),
+            # At most this many reads processes read for backfills at once, however many stores
+            # backfill: an event-driven read waits behind at most this many backfill reads (half
+            # of one reads worker's 8 processes by default; raise it with the reads workers).
+            backfill_max_reads=env.int("BACKFILL_MAX_READS", 4, minimum=1, maximum=10_000),
             due_set_shards=env.int("DUE_SET_SHARDS", 1, minimum=1, maximum=MAX_DUE_SET_SHARDS),
             allow_private_urls=env.flag("ALLOW_PRIVATE_URLS", False),
             salla_introspect_url=env.url("SALLA_INTROSPECT_URL", "https://api.salla.dev/exchange-authority/v1/introspect",

@@ -64,11 +64,12 @@ def templates_view(channel_settings: ChannelSettings, merchant_id: int) -> dict:
             for name in TEMPLATE_NAMES}
 
 
-def start_backfill(registry, merchant_id: int, now: float) -> dict:
-    """Start a backfill (unless one runs); ConfigError when the store cannot be read."""
+def start_backfill(registry, merchant_id: int, now: float, max_stores: int | None = None) -> dict:
+    """Start a backfill (unless one runs or waits for a slot of BACKFILL_MAX_STORES); ConfigError
+    when the store cannot be read."""
     state = registry.state(merchant_id).get("state")
     if state == UNINSTALLED:
         raise ConfigError(f"merchant {merchant_id} uninstalled the app: nothing to backfill")
     if state == "needs_reauth":
         raise ConfigError(f"merchant {merchant_id} needs to authorize the app again before a backfill")
-    return backfill.start(registry.redis, registry.keys, merchant_id, now, "operator")
+    return backfill.start(registry.redis, registry.keys, merchant_id, now, "operator", max_stores)

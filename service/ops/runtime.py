@@ -49,6 +49,10 @@ class Runtime:
     last_read: LastRead  # the customer's last read, kept in their profile (service/state/last_read.py)
     clock: object = time.time
     channels: list | None = None  # tests only: these channels, policy `all`, for every store
+    # Pump this store now (a store given a backfill slot starts at once, not at beat's next
+    # pump-backlog); None: beat's tick does it. runtime() sets it to what the workers registered
+    # with `wake_with` (workers/tasks.py: pump_soon).
+    wake: object = None
 
     def channels_for(self, merchant_id: int) -> tuple[list, str]:
         """The store's channels in its order, and its policy (`first` or `all`); built from its
@@ -106,4 +110,15 @@ def runtime() -> Runtime:
     if current is None:
         settings = _settings()
         current = _local.runtime = build_runtime(settings, connect(settings), requests.Session())
+        current.wake = _wake
     return current
+
+
+# Set by workers/tasks.py when it loads (service never imports workers: the tie is this hook).
+_wake = None
+
+
+def wake_with(pump) -> None:
+    """The workers' "pump this store now", given to every runtime built from then on."""
+    global _wake
+    _wake = pump

@@ -23,6 +23,7 @@ worker process shares one budget without races.
 """
 from __future__ import annotations
 
+import uuid
 from dataclasses import dataclass
 
 import redis
@@ -60,12 +61,20 @@ local plan_limit, plan_window = tonumber(ARGV[2]), tonumber(ARGV[3])
 local cust_limit, cust_window = tonumber(ARGV[4]), tonumber(ARGV[5])
 local max_batch = tonumber(ARGV[6])
 local lease_base, lease_per_page = tonumber(ARGV[7]), tonumber(ARGV[8])
+local backfill_in_flight = tonumber(ARGV[9])
+-- Places for backfill reads the caller reserved fleet-wide (BACKFILL_MAX_READS, `Budget.reserve_backfill`)
+local backfill_room = tonumber(ARGV[10])
 
--- Reads whose lease ran out (their worker died): back in line, keeping an earlier due time.
+-- Reads whose lease ran out (their worker died): back in line, keeping an earlier due time. A
+-- backfill read goes back to the backfill's line: it never jumps ahead of event-driven reads.
 local reaped = redis.call('ZRANGEBYSCORE', inflight, '-inf', now)
 for _, customer in ipairs(reaped) do
   redis.call('ZREM', inflight, customer)
-  redis.call('ZADD', pending, 'LT', now, customer)
+  if redis.call('SREM', breading, customer) == 1 and not redis.call('ZSCORE', pending, customer) then
+    redis.call('ZADD', bpending, 'NX', 0, customer)
+  else
+    redis.call('ZADD', pending, 'LT', now, customer)
+  end
 end
 
 trim(plan, plan_window, cust, cust_window, now)
@@ -104,6 +113,7 @@ local function hand_out(customer, queue)
   table.insert(taken, customer)
   table.insert(taken, tostring(need))
   table.insert(taken, lease)
+  table.insert(taken, (queue == bpending) and '1' or '0')  -- a backfill read: it holds a fleet-wide place
   return true
 end
 
@@ -124,7 +134,14 @@ end
 -- The backfill's customers (and the resync's) get what the event-driven ones left: only when
 -- no event-driven customer is due and waiting for budget. A customer an event-driven read
 -- already has (queued or in flight) is left to it: read once, not twice.
-local room = max_batch - #taken / 3
+-- At most `backfill_in_flight` of a store's at a time, and no more than the places the caller
+-- reserved fleet-wide: the reads queue then holds at most BACKFILL_MAX_READS backfill reads
+-- ahead of an event-driven read, however many stores backfill. A read is handed out only when
+-- it can run at once, so its budget is spent when it reads (a read waiting long in a queue
+-- after its budget was spent meets the next window's reads at Salla: 429).
+local store_room = backfill_in_flight - redis.call('SCARD', breading)
+local room = math.min(max_batch - #taken / 4, store_room, backfill_room)
+local backfill_taken = 0
 if blocked_until <= now and avail > 0 and waiting_need == 1 and #due < max_batch and room > 0 then
   local listed = redis.call('ZRANGE', bpending, 0, room - 1)
   for _, customer in ipairs(listed) do
@@ -133,24 +150,38 @@ if blocked_until <= now and avail > 0 and waiting_need == 1 and #due < max_batch
       covered = covered + 1
     elseif hand_out(customer, bpending) then
       redis.call('SADD', breading, customer)
+      backfill_taken = backfill_taken + 1
     else
       break
     end
   end
 end
 
+-- Waiting only for a place (its own or the fleet's): a finished backfill read wakes the store
+-- (workers/backfill.py read_done), a late look is only the safety net.
 local low = redis.call('ZCARD', bpending)
+local backfill_full = low > 0 and (redis.call('SCARD', breading) >= backfill_in_flight
+                                   or backfill_taken >= backfill_room)
 local left = redis.call('ZCARD', pending) + low
 local busy = redis.call('ZCARD', inflight)
 if left == 0 then
   return {taken, '-1', busy, #reaped, covered}
 end
-local wait = math.max(slot_wait(plan, plan_limit, plan_window, waiting_need),
-                      slot_wait(cust, cust_limit, cust_window, waiting_need), blocked_until - now)
-if low == 0 then
-  -- only event-driven customers wait: the first of them may not be due yet (debounce, backoff)
-  local first = redis.call('ZRANGE', pending, 0, 0, 'WITHSCORES')
-  wait = math.max(wait, tonumber(first[2]) - now)
+local budget_wait = math.max(slot_wait(plan, plan_limit, plan_window, waiting_need),
+                             slot_wait(cust, cust_limit, cust_window, waiting_need), blocked_until - now)
+-- The next look is the sooner of what the event-driven customers and the backfill's wait for.
+local wait = nil
+local first = redis.call('ZRANGE', pending, 0, 0, 'WITHSCORES')
+if first[2] then
+  -- the first event-driven customer may not be due yet (debounce, backoff)
+  wait = math.max(budget_wait, tonumber(first[2]) - now)
+end
+if low > 0 then
+  -- Backfill customers waiting only for a place (the store's or the fleet's): a backfill read
+  -- that ends wakes the store (or the next in line), a late look is only the safety net. It
+  -- must never put off an event-driven customer's look (that one waited for it: seconds).
+  local backfill_wait = backfill_full and lease_base or budget_wait
+  wait = wait and math.min(wait, backfill_wait) or backfill_wait
 end
 if wait <= 0 then
   -- due customers are waiting only for reads in flight: look again shortly
@@ -204,6 +235,53 @@ return 0
 """
 
 
+# Fleet-wide places for backfill reads (BACKFILL_MAX_READS): `{backfill}:reads` holds one member
+# per place taken, scored by when it runs out (a reservation: LEASE_BASE_SECONDS; a read: its
+# lease), so a place held by a dead pump or worker comes back by itself. `{backfill}:starved`
+# lists the stores that found no place, in the order they asked: a freed place wakes the first.
+# KEYS: reads, starved. ARGV: now, limit, want, store, reservation's end, a unique tag, [the place's
+# name when it is one, held to its end: a listing's].
+_RESERVE_BACKFILL = """
+local reads, starved = KEYS[1], KEYS[2]
+local now, limit, want = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+redis.call('ZREMRANGEBYSCORE', reads, '-inf', now)
+local take = math.min(want, limit - redis.call('ZCARD', reads))
+if take <= 0 then
+  redis.call('ZADD', starved, 'NX', now, ARGV[4])
+  return {}
+end
+redis.call('ZREM', starved, ARGV[4])
+local tokens = {}
+for i = 1, take do
+  local token = (ARGV[7] and ARGV[7] ~= '') and ARGV[7] or (ARGV[4] .. ':~' .. ARGV[6] .. ':' .. i)
+  redis.call('ZADD', reads, ARGV[5], token)
+  table.insert(tokens, token)
+end
+return tokens
+"""
+
+# KEYS: reads, starved. ARGV: now, limit, a store to put at the back of the starved line ('' for
+# none), how many members to remove, those members, then pairs (member, until) to add. Settles a
+# reservation (its tokens become the reads handed out: "M:C" until the read's lease) and frees a
+# finished read's place. Then, if a place is free and a store is starved, it is taken off the line
+# and returned, to be woken ('' when none).
+_SETTLE_BACKFILL = """
+local reads, starved = KEYS[1], KEYS[2]
+local now, limit, n = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[4])
+for i = 5, 4 + n do redis.call('ZREM', reads, ARGV[i]) end
+local i = 5 + n
+while i + 1 <= #ARGV do
+  redis.call('ZADD', reads, ARGV[i + 1], ARGV[i])
+  i = i + 2
+end
+if ARGV[3] ~= '' then redis.call('ZADD', starved, 'NX', now, ARGV[3]) end
+redis.call('ZREMRANGEBYSCORE', reads, '-inf', now)
+if redis.call('ZCARD', reads) >= limit then return '' end
+local first = redis.call('ZPOPMIN', starved)
+return first[1] or ''
+"""
+
+
 # KEYS: the store's pump flag. ARGV: due (unix seconds), ttl ms. A pump may be scheduled when
 # none is, or when this one is due sooner than the one that is (a read waiting a second must
 # not wait behind a pump scheduled for later).
@@ -230,6 +308,7 @@ class Read:
     customer_id: int
     pages: int  # pages paid for
     lease: str  # the read's token: its lease deadline as dispatch wrote it
+    backfill: bool = False  # from the backfill's (or resync's) queue: it holds a fleet-wide place
 
 
 @dataclass(frozen=True)
@@ -251,6 +330,9 @@ class Budget:
     LEASE_BASE_SECONDS = 30
     LEASE_PER_PAGE_SECONDS = 15
     MAX_BATCH = 500
+    # A store's backfill reads in flight at once: at Salla's budget (0.83 reads/s) and latency
+    # (~0.3 s a page) one would do; two leave room for a slow read.
+    BACKFILL_IN_FLIGHT = 2
 
     def __init__(self, store: redis.Redis, prefix: str):
         self.redis = store
@@ -260,6 +342,8 @@ class Budget:
         self._block = store.register_script(_BLOCK)
         self._finish = store.register_script(_FINISH)
         self._claim_pump = store.register_script(_CLAIM_PUMP)
+        self._reserve_backfill = store.register_script(_RESERVE_BACKFILL)
+        self._settle_backfill = store.register_script(_SETTLE_BACKFILL)
 
     def _window_keys(self, merchant_id: int) -> list[str]:
         k = self.keys.store(merchant_id)
@@ -301,15 +385,21 @@ class Budget:
         return bool(self._finish(keys=[k.inflight, k.pending, k.pages],
                                  args=[str(customer_id), lease or "", "done", pages or 0]))
 
-    def dispatch(self, merchant_id: int, limits: Limits, now: float, max_batch: int | None = None) -> Dispatch:
+    def dispatch(self, merchant_id: int, limits: Limits, now: float, max_batch: int | None = None,
+                 backfill_room: int | None = None) -> Dispatch:
+        """Hand out what the budget allows now: due event-driven customers first, then backfill
+        ones, at most `backfill_room` of them (the fleet-wide places the caller reserved with
+        `reserve_backfill`; None: no fleet-wide limit, only BACKFILL_IN_FLIGHT)."""
         k = self.keys.store(merchant_id)
         taken, wait, left, reaped, covered = self._dispatch(
             keys=[k.budget_plan, k.budget_customer, k.blocked_until, k.pending, k.pages, k.inflight,
                   k.backfill_pending, k.backfill_reading],
             args=[f"{now:.6f}", limits.plan_limit, limits.plan_window, limits.customer_limit,
                   limits.customer_window, max_batch or self.MAX_BATCH, self.LEASE_BASE_SECONDS,
-                  self.LEASE_PER_PAGE_SECONDS])
-        reads = [Read(int(taken[i]), int(taken[i + 1]), _text(taken[i + 2])) for i in range(0, len(taken), 3)]
+                  self.LEASE_PER_PAGE_SECONDS, self.BACKFILL_IN_FLIGHT,
+                  self.BACKFILL_IN_FLIGHT if backfill_room is None else backfill_room])
+        reads = [Read(int(taken[i]), int(taken[i + 1]), _text(taken[i + 2]), _text(taken[i + 3]) == "1")
+                 for i in range(0, len(taken), 4)]
         # The backlog set lists stores with reads waiting or in flight (a dead read's lease is
         # reaped by a later dispatch). It is a key of its own slot, so it is kept here, not in
         # the script: drop the store, then look again, since an enqueue may have come between.
@@ -321,6 +411,61 @@ class Budget:
             self.redis.sadd(self.keys.backlog, merchant_id)
         wait = float(wait)
         return Dispatch(reads=reads, wait=None if wait < 0 else wait, reaped=int(reaped), covered=int(covered))
+
+    # -- fleet-wide places for backfill reads (BACKFILL_MAX_READS) --------------------------
+    def reserve_backfill(self, merchant_id: int, now: float, limit: int) -> list[str]:
+        """Fleet-wide places for the store's next backfill reads, before a dispatch: as many as it
+        may have in flight (BACKFILL_IN_FLIGHT) and has waiting, no more than are free of `limit`.
+        None free: the store joins the starved line, and the next place freed wakes the first
+        store on it. Whatever the dispatch does not use goes back with `settle_backfill`."""
+        k = self.keys.store(merchant_id)
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.zcard(k.backfill_pending)
+        pipe.scard(k.backfill_reading)
+        waiting, reading = pipe.execute()
+        want = min(int(waiting), self.BACKFILL_IN_FLIGHT - int(reading))
+        if want <= 0:
+            return []
+        tokens = self._reserve_backfill(
+            keys=[self.keys.backfill_reads, self.keys.backfill_starved],
+            args=[f"{now:.6f}", limit, want, merchant_id, f"{now + self.LEASE_BASE_SECONDS:.6f}", uuid.uuid4().hex[:12]])
+        return [_text(token) for token in tokens]
+
+    def reserve_listing(self, merchant_id: int, now: float, limit: int, seconds: float) -> bool:
+        """A fleet-wide place for the store's next page of GET /customers (a Salla request in a
+        reads process too), held until `free_listing` or for `seconds`. False: none free, the
+        store joins the starved line."""
+        return bool(self._reserve_backfill(
+            keys=[self.keys.backfill_reads, self.keys.backfill_starved],
+            args=[f"{now:.6f}", limit, 1, merchant_id, f"{now + seconds:.6f}", "", f"{merchant_id}:list"]))
+
+    def free_listing(self, merchant_id: int, now: float, limit: int) -> int | None:
+        """The listing is over: its place is free. Returns a starved store to wake."""
+        return self._settle(merchant_id, [f"{merchant_id}:list"], [], now, limit, requeue=False)
+
+    def settle_backfill(self, merchant_id: int, tokens: list[str], reads: list[Read], now: float,
+                        limit: int) -> int | None:
+        """The reservation's places become the backfill reads the dispatch handed out (each until
+        its lease); unused ones are free again. Returns a starved store to wake, if a place is free."""
+        pairs = [item for read in reads for item in (f"{merchant_id}:{read.customer_id}", read.lease)]
+        return self._settle(merchant_id, tokens, pairs, now, limit, requeue=False)
+
+    def free_backfill(self, merchant_id: int, customer_id: int, now: float, limit: int, more: bool) -> int | None:
+        """A backfill read is over: its place is free. The store, if it has more waiting (`more`),
+        goes to the back of the starved line, and the first store on it is returned, to be woken:
+        places pass from store to store in turn, not to whichever pumps first."""
+        return self._settle(merchant_id, [f"{merchant_id}:{customer_id}"], [], now, limit, requeue=more)
+
+    def _settle(self, merchant_id, remove, pairs, now, limit, requeue: bool) -> int | None:
+        woken = self._settle_backfill(keys=[self.keys.backfill_reads, self.keys.backfill_starved],
+                                      args=[f"{now:.6f}", limit, str(merchant_id) if requeue else "",
+                                            len(remove), *remove, *pairs])
+        woken = _text(woken)
+        return int(woken) if woken else None
+
+    def backfill_reads(self, now: float) -> int:
+        """Fleet-wide places taken now (reads in flight and reservations not yet settled)."""
+        return int(self.redis.zcount(self.keys.backfill_reads, f"({now:.6f}", "+inf"))
 
     def drop_store(self, merchant_id: int) -> int:
         """Forget every customer waiting for this store; returns how many."""

@@ -20,6 +20,7 @@ MULTI (two slots); an atomic pipeline or a script stays within one hash tag (REA
 | msg-index:<provider>:<handle>     | string | its reminder record's lifetime (ids only) | service/state/message_index.py |
 | msg-early:<provider>:<handle>     | list   | EARLY_STATUS_SECONDS (10 min) | service/state/message_index.py |
 | {due}:scheduled/processing/by-customer | zset | entries until acked         | service/state/due_set.py      |
+| {backfill}:running, :queue, :reads, :starved | zset | a store until its run ends; a read's place until it ends or its lease runs out | service/ops/backfill.py, workers/backfill.py |
 | {due:i}:… (shard i>0, DUE_SET_SHARDS) | zset | entries until acked         | service/state/due_set.py      |
 | per store, `{store:M}:` +         |        |                              |                         |
 |   state, config                   | hash   | kept after uninstall         | service/state/stores.py       |
@@ -109,6 +110,10 @@ SHARED_LIFETIMES: dict[str, Lifetime] = {
     "msg-index:*": expires("its reminder record's lifetime"),
     "msg-early:*": expires("EARLY_STATUS_SECONDS"),
     "{due}:*": owned("service/state/due_set.py removes each entry when it is acked"),
+    "{backfill}:*": owned("service/ops/backfill.py, workers/backfill.py: a store leaves when its run ends "
+                          "(done, failed, uninstall) or, from `running`, when its lease runs out; "
+                          "service/state/budget.py: a read's place when it ends or its lease runs out, "
+                          "a starved store when a place is free"),
     "{due:*}:*": owned("service/state/due_set.py removes each entry when it is acked"),
 }
 
@@ -147,7 +152,7 @@ STORE_LIFETIMES: dict[str, Lifetime] = {
     "recheck:*": expires("1 day"),
     "reminder:*": expires("past the last lot's expiry (service/state/ledger.py)"),
     "msgid:*": expires("as its reminder's record"),
-    "backfill": owned("workers/backfill.py start replaces it; " + UNINSTALL),
+    "backfill": owned("service/ops/backfill.py start replaces it; " + UNINSTALL),
     "backfill:pending": owned("service/state/budget.py dispatch takes each customer; " + UNINSTALL),
     "backfill:reading": owned("workers/backfill.py read_done removes each read"),
     "backfill:seen": owned("workers/backfill.py deletes it when the run ends (done or failed)"),
@@ -225,6 +230,28 @@ class Keys:
     def early_statuses(self, provider: str, handle: str) -> str:
         """Statuses that arrived before their send was recorded, kept until it is (or they expire)."""
         return f"{self.prefix}msg-early:{provider}:{handle}"
+
+    @property
+    def backfill_running(self) -> str:
+        """Stores backfilling now -> their slot's lease deadline (BACKFILL_MAX_STORES, service/ops/backfill.py).
+        One hash tag with the queue: the admission script touches both."""
+        return f"{self.prefix}{{backfill}}:running"
+
+    @property
+    def backfill_queue(self) -> str:
+        """Stores waiting for a backfill slot -> when they were queued (install order)."""
+        return f"{self.prefix}{{backfill}}:queue"
+
+    @property
+    def backfill_reads(self) -> str:
+        """Backfill reads in flight fleet-wide ("M:C", or a pump's reservation) -> when the place
+        runs out (BACKFILL_MAX_READS, service/state/budget.py)."""
+        return f"{self.prefix}{{backfill}}:reads"
+
+    @property
+    def backfill_starved(self) -> str:
+        """Stores with backfill reads waiting that found no fleet-wide place -> when they asked."""
+        return f"{self.prefix}{{backfill}}:starved"
 
     @property
     def due_base(self) -> str:

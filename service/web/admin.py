@@ -314,16 +314,29 @@ def send_test(merchant_id: int):
 def post_backfill(merchant_id: int):
     deps = _deps()
     try:
-        started = start_backfill(deps.registry, merchant_id, time.time())
+        started = start_backfill(deps.registry, merchant_id, time.time(), deps.settings.backfill_max_stores)
     except ConfigError as exc:
         return jsonify(error="conflict", message=str(exc)), 409
     try:
-        deps.queue.publish(PUMP_TASK, [merchant_id])
+        if started.get("state") == "running":  # a store queued for a slot is pumped when it gets one
+            # As a wake-up (workers/tasks.py pump_soon): it must not free the store's pump flag.
+            deps.queue.publish(PUMP_TASK, [merchant_id, True])
     except QueueUnavailable:
         pass  # the store is in the backlog: beat's pump-backlog starts it within 15 s
     view = backfill.progress(deps.redis, deps.keys, deps.settings, deps.registry.config(merchant_id), merchant_id)
     return jsonify(merchant_id=merchant_id, started=started.get("started") == "1", backfill=view), \
         (202 if started.get("started") == "1" else 200)
+
+
+@bp.get("/backfills")
+def get_backfills():
+    """Install storms: the stores backfilling now and those waiting for a slot, in the order they
+    will start; ?limit=N of the waiting ones (default 100, at most 10,000)."""
+    text = request.args.get("limit", "100")
+    if not text.isdigit() or not 0 < int(text) <= 10_000:
+        return jsonify(error="bad_request", message="limit must be a number from 1 to 10000"), 400
+    deps = _deps()
+    return jsonify(backfill.fleet(deps.redis, deps.keys, deps.settings, int(text)))
 
 
 @bp.get("/stores/<int:merchant_id>/backfill")
