@@ -82,9 +82,11 @@ class Intake:
         """REPEAT (these bytes were accepted before), STORED, or PUBLISH (stored in an empty
         inbox, or in one whose drain looks lost: the caller publishes a drain for the store)."""
         seen, inbox, nudged = self.keys.intake(merchant_id, digest)
-        args = (seen, inbox, nudged, seen_ttl, _to_json(dict(message, digest=digest)), f"{now:.3f}")
+        args = (seen.encode(), inbox.encode(), nudged.encode(), str(seen_ttl).encode(),
+                _to_json(dict(message, digest=digest)).encode(), f"{now:.3f}".encode())
         # One round trip: EVALSHA itself (a pipeline would add a SCRIPT EXISTS), without redis-py's
-        # Script wrapper, which cost each webhook as much as building its event.
+        # Script wrapper, which cost each webhook as much as building its event; arguments as
+        # bytes, which redis-py passes through rather than checking each one's type.
         try:
             outcome = int(self.redis.execute_command("EVALSHA", self._accept.sha, 3, *args))
         except NoScriptError:  # a Redis restarted or flushed since the script was loaded
