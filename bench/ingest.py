@@ -1,6 +1,6 @@
 """Webhook intake against its floor, under the same gunicorn, in one run.
 
-    .venv/bin/python bench/ingest.py [--bodies 40000] [--connections 64] [--seconds 12] [--rounds 3]
+    .venv/bin/python bench/ingest.py [--bodies 100000] [--connections 64] [--seconds 12] [--rounds 3]
                                      [--server gunicorn|granian|both]
 
 - Bodies: distinct signed Arabic `order.created` webhooks for 20 stores (one customer each),
@@ -135,9 +135,11 @@ def accepted_in_redis(client: redis.Redis) -> int:
     return sum(client.zcard(key) for key in client.scan_iter(match="lpr:{store:*}:inbox", count=1000))
 
 
-def summarize(floor_runs: list[dict], our_runs: list[dict], connections: int) -> dict:
+def summarize(floor_runs: list[dict], our_runs: list[dict], connections: int, bodies: int = 10**9) -> dict:
     """Medians of the alternated runs, the ratio of the medians, and each round's ratio (the
-    issue asks for >= 0.75 in every round, not only in the median)."""
+    issue asks for >= 0.75 in every round, not only in the median). A run that sent more
+    webhooks than there are bodies sent repeats past the `bodies`-th: each answered 200 and
+    dropped as a duplicate, so at most `bodies` events are found."""
     floor = statistics.median(r["req_s"] for r in floor_runs)
     ours = statistics.median(r["req_s"] for r in our_runs)
     return {
@@ -151,14 +153,18 @@ def summarize(floor_runs: list[dict], our_runs: list[dict], connections: int) ->
         "ours_errors": sum(r["non_2xx"] for r in our_runs),
         # wrk stops with up to one request per connection still in flight: accepted by the
         # server, not counted by wrk.
-        "every_accepted_webhook_found": all(r["accepted"] <= r["found_in_redis"] <= r["accepted"] + connections
-                                            for r in our_runs),
+        "every_accepted_webhook_found": all(
+            min(r["accepted"], bodies) <= r["found_in_redis"] <= min(r["accepted"] + connections, bodies)
+            for r in our_runs),
+        "runs_with_repeats": sum(r["requests"] > bodies for r in our_runs),
     }
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--bodies", type=int, default=40_000)
+    # More than a run sends (granian served ours at 4,000-4,300 a second on a busy machine):
+    # past them a run sends repeats, which cost less than new webhooks.
+    parser.add_argument("--bodies", type=int, default=100_000)
     parser.add_argument("--connections", type=int, default=64)
     parser.add_argument("--seconds", type=int, default=12)
     parser.add_argument("--rounds", type=int, default=3)
@@ -204,7 +210,7 @@ def main(argv: list[str] | None = None) -> int:
         finally:
             client.close()
             server_.stop()
-    summary = {server: summarize(results[server, "floor"], results[server, "ours"], args.connections)
+    summary = {server: summarize(results[server, "floor"], results[server, "ours"], args.connections, args.bodies)
                for server in servers}
     if len(servers) == 1:
         summary = summary[servers[0]]

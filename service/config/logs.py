@@ -23,7 +23,6 @@ import logging
 import os
 import re
 import sys
-import uuid
 from datetime import datetime, timezone
 
 # The correlation id of the work under way in this thread (a webhook's request, a task).
@@ -40,7 +39,8 @@ _BEARER = re.compile(r"(?i)\bbearer\s+[^\s\"',}]+")
 
 
 def new_correlation_id() -> str:
-    return uuid.uuid4().hex[:16]
+    """16 random hex digits."""
+    return os.urandom(8).hex()
 
 
 def scrub(text: str) -> str:

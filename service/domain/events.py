@@ -154,6 +154,9 @@ def language(value: Any) -> str | None:
     return code if code in ("ar", "en") else None
 
 
+_NOT_DIGITS = re.compile(r"\D")
+
+
 def e164(mobile: Any, mobile_code: Any = None) -> str | None:
     """Normalise Salla's two mobile shapes to E.164.
 
@@ -163,7 +166,7 @@ def e164(mobile: Any, mobile_code: Any = None) -> str | None:
     if mobile is None or isinstance(mobile, bool):
         return None
     text = str(mobile).strip()
-    digits = re.sub(r"\D", "", text)
+    digits = _NOT_DIGITS.sub("", text)
     if not digits:
         return None
     if text.startswith("+"):
@@ -171,7 +174,7 @@ def e164(mobile: Any, mobile_code: Any = None) -> str | None:
     elif digits.startswith("00"):
         number = digits[2:]
     else:
-        code = re.sub(r"\D", "", str(mobile_code or ""))
+        code = _NOT_DIGITS.sub("", str(mobile_code or ""))
         if not code:
             return None
         local = digits.lstrip("0")

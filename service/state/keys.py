@@ -270,6 +270,12 @@ class Keys:
     def store(self, merchant_id: int) -> "StoreKeys":
         return StoreKeys(self.prefix, int(merchant_id))
 
+    def intake(self, merchant_id: int, digest: str) -> tuple[str, str, str]:
+        """A webhook's keys, (seen:<digest>, inbox, inbox:nudged) of its store, as StoreKeys names
+        them: the three alone, since the webhook path would build a StoreKeys' every name for them."""
+        base = f"{self.prefix}{{store:{int(merchant_id)}}}:"
+        return f"{base}seen:{digest}", base + "inbox", base + "inbox:nudged"
+
 
 class StoreKeys:
     """The keys of one store. Attributes for the store-wide ones, methods for per-customer ones."""

@@ -59,7 +59,10 @@ def test_with_an_admin_port_admin_answers_there_only(store):
     assert client.get("/admin/stores", headers=AUTH, environ_overrides=public).status_code == 404
     assert client.get("/admin/stores", headers=AUTH, environ_overrides=admin_port).status_code == 200
     # The admin port serves nothing else (no webhooks, no callbacks).
-    assert client.post("/webhooks/salla", data=b"{}", environ_overrides=admin_port).status_code == 404
+    refused = client.post("/webhooks/salla", data=b"{}", environ_overrides=admin_port)
+    assert refused.status_code == 404 and refused.is_json
+    assert refused.get_json() == {"error": "not_found", "message": "the admin port serves /admin/* only"}
+    assert len(refused.headers["X-Correlation-Id"]) == 16
     assert client.get("/healthz", environ_overrides=admin_port).status_code == 200
 
 

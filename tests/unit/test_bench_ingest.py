@@ -21,6 +21,18 @@ def test_every_rounds_ratio_is_printed_beside_the_median():
     assert summary["every_accepted_webhook_found"] is True
 
 
+def test_a_run_longer_than_its_bodies_is_checked_against_the_bodies():
+    """A run of more webhooks than distinct bodies sends repeats, answered 200 and dropped: the
+    events found are the bodies, not the 2xx answers (granian's runs went past 40,000)."""
+    floor = [_run(1000, 20)]
+    ours = [dict(_run(4000, 30), requests=49935, accepted=49935, found_in_redis=40000)]
+    summary = summarize(floor, ours, connections=64, bodies=40000)
+    assert summary["every_accepted_webhook_found"] is True and summary["runs_with_repeats"] == 1
+    lost = [dict(ours[0], found_in_redis=39000)]
+    assert summarize(floor, lost, connections=64, bodies=40000)["every_accepted_webhook_found"] is False
+    assert summarize(floor, [_run(800, 30)], connections=64)["runs_with_repeats"] == 0
+
+
 def test_granian_serves_the_same_apps_with_the_procfiles_workers():
     """Issue 18, goal 3 (granian against gunicorn, both serving ours and the floor): granian gets
     the same app factory and WEB_CONCURRENCY workers; gunicorn runs the Procfile's `web` as is."""

@@ -4,6 +4,7 @@ import pytest
 import requests
 
 from service.state.intake import CLAIM_SECONDS, NUDGE_SECONDS, PUBLISH, RECOVER_AFTER_SECONDS, REPEAT, STORED, Intake
+from service.state.keys import Keys
 from tests.conftest import make_settings
 from workers import tasks
 from service.ops.runtime import build_runtime
@@ -44,6 +45,22 @@ def test_a_webhook_that_finds_an_undrained_inbox_publishes_a_drain_once_per_nudg
     assert intake.accept(other, "e1", EVENT, seen_ttl=86400, now=2000.0) == PUBLISH
     intake.claim(other, 2000.0)
     assert intake.accept(other, "e2", EVENT, seen_ttl=86400, now=2000.0 + NUDGE_SECONDS + 1) == STORED
+
+
+def test_a_redis_that_lost_its_scripts_still_accepts(intake):
+    """A restarted (or flushed) Redis has no scripts: the webhook's EVALSHA loads it again
+    rather than answering 503 until something else does."""
+    assert intake.accept(M, "d1", EVENT, seen_ttl=86400, now=1000.0) == PUBLISH
+    intake.redis.script_flush()
+    assert intake.accept(M, "d2", EVENT, seen_ttl=86400, now=1000.1) == STORED
+    assert intake.accept(M, "d1", EVENT, seen_ttl=86400, now=1000.2) == REPEAT
+    assert intake.waiting(M) == 2
+
+
+def test_the_webhook_keys_are_the_store_keys():
+    keys = Keys("t:")
+    k = keys.store(M)
+    assert keys.intake(M, "abc") == (k.seen("abc"), k.inbox, k.inbox_nudged)
 
 
 def test_drains_claim_batches_and_never_the_same_event_twice(intake):

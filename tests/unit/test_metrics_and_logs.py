@@ -83,6 +83,22 @@ def test_webhook_outcomes_are_counted():
     assert event["cid"] == cid and len(cid) == 16
 
 
+def test_every_answer_carries_its_own_correlation_id_and_none_outlives_the_request():
+    store = fakeredis.FakeRedis(decode_responses=True)
+    app = create_app(make_settings(WEBHOOK_MAX_BODY_BYTES="16384"), redis_client=store, queue=RecordingQueue())
+    client = app.test_client()
+    body = json.dumps(sample("order.created.json")).encode()
+    answers = [client.post("/webhooks/salla", data=body, headers={"X-Salla-Signature": sign(body, WEBHOOK_SECRET)}),
+               client.post("/webhooks/salla", data=b"x" * 32768),  # 413, from werkzeug
+               client.get("/no-such-page"),  # 404
+               client.get("/healthz")]
+    assert [a.status_code for a in answers] == [200, 413, 404, 200]
+    assert [a.get_json()["status"] for a in answers[:1]] == ["queued"] and answers[0].mimetype == "application/json"
+    cids = [a.headers["X-Correlation-Id"] for a in answers]
+    assert len(set(cids)) == 4 and all(len(c) == 16 and int(c, 16) >= 0 for c in cids)
+    assert correlation_id.get() is None
+
+
 def _seed(store, now):
     from service.state.due_set import DueEntry, DueSet
 
