@@ -295,6 +295,17 @@ return 0
 """
 
 
+def logged_window(window: float) -> float:
+    """How long the log keeps a request: Salla's window and a margin (a tenth of it, at most 1 s).
+
+    A read is logged when it is dispatched and reaches Salla a little later (the queue, a
+    worker's pickup, the connection). Salla's windows are fixed and start with a request, so
+    with a log of exactly Salla's window the first request of a Salla window could arrive late
+    and the request a window after it early, both in the same Salla window: a 429. The margin
+    covers that jitter; it costs a tenth of the rate at most (1 s of 60 on Salla's plan window)."""
+    return window + min(1.0, window / 10)
+
+
 @dataclass(frozen=True)
 class Limits:
     plan_limit: int
@@ -394,8 +405,8 @@ class Budget:
         taken, wait, left, reaped, covered = self._dispatch(
             keys=[k.budget_plan, k.budget_customer, k.blocked_until, k.pending, k.pages, k.inflight,
                   k.backfill_pending, k.backfill_reading],
-            args=[f"{now:.6f}", limits.plan_limit, limits.plan_window, limits.customer_limit,
-                  limits.customer_window, max_batch or self.MAX_BATCH, self.LEASE_BASE_SECONDS,
+            args=[f"{now:.6f}", limits.plan_limit, logged_window(limits.plan_window), limits.customer_limit,
+                  logged_window(limits.customer_window), max_batch or self.MAX_BATCH, self.LEASE_BASE_SECONDS,
                   self.LEASE_PER_PAGE_SECONDS, self.BACKFILL_IN_FLIGHT,
                   self.BACKFILL_IN_FLIGHT if backfill_room is None else backfill_room])
         reads = [Read(int(taken[i]), int(taken[i + 1]), _text(taken[i + 2]), _text(taken[i + 3]) == "1")
@@ -495,8 +506,8 @@ class Budget:
     def acquire(self, merchant_id: int, limits: Limits, now: float, need: int = 1, tag: str = "x") -> bool:
         """Take `need` slots now if there are that many; never waits."""
         return bool(self._acquire(keys=self._window_keys(merchant_id), args=[
-            f"{now:.6f}", need, limits.plan_limit, limits.plan_window, limits.customer_limit,
-            limits.customer_window, tag]))
+            f"{now:.6f}", need, limits.plan_limit, logged_window(limits.plan_window), limits.customer_limit,
+            logged_window(limits.customer_window), tag]))
 
     def blocked(self, merchant_id: int, now: float) -> bool:
         """Salla told us to wait and the time is not up yet."""
