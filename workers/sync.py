@@ -192,7 +192,7 @@ def _sync(rt: Runtime, merchant_id: int, customer_id: int, pages_paid: int, send
     # The store's settings, read once for the whole read (budget, zone, plan): one round trip.
     config = registry.config(merchant_id)
     try:
-        rows, pages = _read(rt, merchant_id, customer_id, pages_paid, config)
+        rows, pages = _read(rt, merchant_id, customer_id, pages_paid, config, lease)
     except StoreNotAuthorized as exc:
         budget.done(merchant_id, customer_id, lease=lease)
         registry.count(merchant_id, "dropped_syncs")
@@ -247,7 +247,7 @@ def _sync(rt: Runtime, merchant_id: int, customer_id: int, pages_paid: int, send
 
 
 def _read(rt: Runtime, merchant_id: int, customer_id: int, pages_paid: int,
-          config: dict | None = None) -> tuple[list[dict], int]:
+          config: dict | None = None, lease: str | None = None) -> tuple[list[dict], int]:
     limits = rt.limits(merchant_id, config)
 
     def pay(page: int) -> bool:
@@ -257,7 +257,12 @@ def _read(rt: Runtime, merchant_id: int, customer_id: int, pages_paid: int,
         return rt.budget.acquire(merchant_id, limits, rt.clock(), 1, tag=f"{customer_id}p{page}")
 
     def paid(page: int) -> bool:
-        return not rt.budget.blocked(merchant_id, rt.clock())
+        now = rt.clock()
+        if rt.budget.blocked(merchant_id, now):
+            return False
+        # The slot paid at dispatch now says when the request really goes (Budget.stamp); held up
+        # past its window with the window full, the page does not go and the read waits in line.
+        return rt.budget.stamp(merchant_id, customer_id, lease, limits, now)
 
     def observe(response) -> None:
         rt.budget.observe(merchant_id, response.headers, rt.clock())

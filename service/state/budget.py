@@ -43,7 +43,7 @@ end
 
 local function spend(plan, cust, now, tag, need, plan_window, cust_window)
   for i = 1, need do
-    local member = string.format('%.6f:%s:%d', now, tag, i)
+    local member = string.format('%.6f:%s:d%d', now, tag, i)
     redis.call('ZADD', plan, now, member)
     redis.call('ZADD', cust, now, member)
   end
@@ -109,7 +109,8 @@ local function hand_out(customer, queue)
   local lease = string.format('%.6f', now + lease_base + lease_per_page * need)
   redis.call('ZREM', queue, customer)
   redis.call('ZADD', inflight, lease, customer)
-  spend(plan, cust, now, customer, need, plan_window, cust_window)
+  -- tagged with the read's lease: the read moves each slot to the moment its request goes (_STAMP)
+  spend(plan, cust, now, customer .. '@' .. lease, need, plan_window, cust_window)
   table.insert(taken, customer)
   table.insert(taken, tostring(need))
   table.insert(taken, lease)
@@ -221,6 +222,45 @@ trim(plan, plan_window, cust, cust_window, now)
 if tonumber(redis.call('GET', blocked) or '0') > now then return 0 end
 if available(plan, plan_limit, cust, cust_limit) < need then return 0 end
 spend(plan, cust, now, ARGV[7], need, plan_window, cust_window)
+return 1
+"""
+
+# KEYS: plan, cust. ARGV: now, the read's tag (customer@lease), plan limit and window, customer
+# limit and window. A read's slots were logged when it was dispatched; it may reach Salla later
+# (a busy worker, a restart). Just before each paid page goes, one of its slots still at its
+# dispatch time moves to now, so the log holds the moment the request really goes (moving a
+# slot later never lowers what a later window counts). A slot that already left the window (the
+# read was held up longer than it) is taken again now if the window has room; if not, nothing
+# changes and the page does not go (0): the read goes back in line.
+_STAMP = """
+local now, tag = tonumber(ARGV[1]), ARGV[2]
+local limits = {tonumber(ARGV[3]), tonumber(ARGV[5])}
+local windows = {tonumber(ARGV[4]), tonumber(ARGV[6])}
+local found = {}
+local logs = {KEYS[1], KEYS[2]}  -- KEYS[3], the store's block, is the caller's check
+for k, key in ipairs(logs) do
+  redis.call('ZREMRANGEBYSCORE', key, '-inf', now - windows[k])
+  local lowest = nil
+  local cursor = '0'
+  repeat
+    local page = redis.call('ZSCAN', key, cursor, 'MATCH', '*:' .. tag .. ':d*', 'COUNT', 1000)
+    cursor = page[1]
+    for i = 1, #page[2], 2 do
+      local score = tonumber(page[2][i + 1])
+      if lowest == nil or score < lowest then found[k], lowest = page[2][i], score end
+    end
+  until cursor == '0'
+  if found[k] == nil and redis.call('ZCARD', key) >= limits[k] then return 0 end
+end
+for k, key in ipairs(logs) do
+  local index = 'x'
+  if found[k] then
+    index = string.match(found[k], ':d(%d+)$')
+    redis.call('ZREM', key, found[k])
+  end
+  redis.call('ZADD', key, now, string.format('%.6f:%s:s%s', now, tag, index))
+  redis.call('EXPIRE', key, math.ceil(windows[k]) + 1)
+end
 return 1
 """
 
@@ -350,6 +390,7 @@ class Budget:
         self.keys = Keys(prefix)
         self._dispatch = store.register_script(_DISPATCH)
         self._acquire = store.register_script(_ACQUIRE)
+        self._stamp = store.register_script(_STAMP)
         self._block = store.register_script(_BLOCK)
         self._finish = store.register_script(_FINISH)
         self._claim_pump = store.register_script(_CLAIM_PUMP)
@@ -508,6 +549,17 @@ class Budget:
         return bool(self._acquire(keys=self._window_keys(merchant_id), args=[
             f"{now:.6f}", need, limits.plan_limit, logged_window(limits.plan_window), limits.customer_limit,
             logged_window(limits.customer_window), tag]))
+
+    def stamp(self, merchant_id: int, customer_id: int, lease: str | None, limits: Limits, now: float) -> bool:
+        """Just before a paid page of a dispatched read goes to Salla: one of the read's slots,
+        logged at its dispatch, moves to now, or one is taken again if it left the window
+        (_STAMP). False: it had left and the window is full; the page must not go. A read without
+        a lease (none was dispatched) has nothing to stamp."""
+        if not lease:
+            return True
+        return bool(self._stamp(keys=self._window_keys(merchant_id), args=[
+            f"{now:.6f}", f"{customer_id}@{lease}", limits.plan_limit, logged_window(limits.plan_window),
+            limits.customer_limit, logged_window(limits.customer_window)]))
 
     def blocked(self, merchant_id: int, now: float) -> bool:
         """Salla told us to wait and the time is not up yet."""

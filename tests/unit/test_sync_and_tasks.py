@@ -303,6 +303,25 @@ def test_a_read_dispatched_before_a_429_block_does_not_go_out(rt, clock):
     assert rec.read(*rec.syncs.pop()).outcome == "read"
 
 
+@responses.activate
+def test_a_read_held_up_past_its_window_goes_only_if_the_window_has_room(clock):
+    """Budget.stamp on the read path: a read dispatched, then held up longer than Salla's window
+    (a worker restarting) while other reads filled the window, does not go (it would be one
+    request too many at Salla: 429); it waits in line and goes when there is room."""
+    rt = runtime_for(clock, SALLA_PLAN_LIMIT="5", SALLA_PLAN_WINDOW_SECONDS="2")
+    rec = Recorder(rt)
+    sync.accept_event(rt, event())
+    sync.pump(rt, M, rec.send_sync, rec.schedule_pump)
+    held_up = rec.syncs.pop()
+    clock.now += 5  # its slot left the 2 s window (2.2 with the margin); its lease (30 s) holds
+    assert rt.budget.acquire(M, rt.limits(M), clock(), 5, tag="others")  # the window filled meanwhile
+    assert rec.read(*held_up).outcome == "requeued" and len(responses.calls) == 0
+    clock.now += 3
+    responses.get(URL, json=answer([]))
+    sync.pump(rt, M, rec.send_sync, rec.schedule_pump)
+    assert rec.read(*rec.syncs.pop()).outcome == "read" and len(responses.calls) == 1
+
+
 def test_a_failed_publish_puts_the_customer_back(rt, clock):
     def broken(*args):
         raise ConnectionError("broker down")
