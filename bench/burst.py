@@ -78,8 +78,9 @@ from cryptography.fernet import Fernet  # noqa: E402
 from devkit.processes import celery_worker  # noqa: E402
 from devkit.redis_server import RedisServer  # noqa: E402
 from devkit.sandbox import StoreSpec, create_app as create_sandbox, serve_in_thread  # noqa: E402
+from service.state.keys import Keys  # noqa: E402
 from service.web.app import create_app  # noqa: E402
-from service.config.celery_config import INTAKE_QUEUE  # noqa: E402
+from service.config.celery_config import INTAKE_QUEUE, READS_QUEUE  # noqa: E402
 from service.config.settings import Settings  # noqa: E402
 from service.domain.signatures import sign  # noqa: E402
 
@@ -222,7 +223,7 @@ class Watcher:
     def _pending(self) -> dict[int, int]:
         pipe = self.client.pipeline(transaction=False)
         for merchant in self.merchants:
-            pipe.zcard(f"{self.prefix}sync:{merchant}:pending")
+            pipe.zcard(Keys(self.prefix).store(merchant).pending)
         return dict(zip(self.merchants, pipe.execute()))
 
     def _run(self):
@@ -243,9 +244,9 @@ class Watcher:
         """Nothing left: no customer waiting or in flight, no task in the broker's queue."""
         if any(self._pending().values()):
             return False
-        if next(self.client.scan_iter(match=f"{self.prefix}sync:*:inflight:*", count=1000), None) is not None:
+        if any(self.client.zcard(Keys(self.prefix).store(merchant).inflight) for merchant in self.merchants):
             return False
-        return self.client.llen(INTAKE_QUEUE) == 0
+        return self.client.llen(INTAKE_QUEUE) == 0 and self.client.llen(READS_QUEUE) == 0
 
     def backlog_present(self, merchant: int, start: float, end: float) -> float | None:
         inside = [pending[merchant] for at, pending in self.samples if start <= at < end]
@@ -410,6 +411,7 @@ def service_env(redis_url: str, prefix: str, sandbox_url: str, limit: int, windo
         "SALLA_PLAN_LIMIT": str(HUGE),
         "SALLA_PLAN_WINDOW_SECONDS": "60",
         "SYNC_DEBOUNCE_SECONDS": str(debounce),
+        "BACKFILL_ON_AUTHORIZE": "off",  # the burst's reads only: a backfill would share the budget
         "QUIET_HOURS": "off",
         "REMINDER_CHANNELS": "log",
         "LOG_LEVEL": log_level,
@@ -486,7 +488,7 @@ def run_once(label: str, args, redis_url: str, merchants: list[int], service_lim
     counts = {int(m): c for m, c in stats["stores"].items()}
     figures = []
     for merchant in merchants:
-        counters = {k: int(v) for k, v in client.hgetall(f"{prefix}store:{merchant}:counters").items()}
+        counters = {k: int(v) for k, v in client.hgetall(Keys(prefix).store(merchant).counters).items()}
         figures.append(store_figures(merchant, events, log, counts.get(merchant, {}), counters, watcher, args))
     matches = all(counts[f.merchant]["requests"] == f.requests and
                   counts[f.merchant]["by_status"].get("200", 0) == f.reads for f in figures)
